@@ -1,1 +1,487 @@
-//! test support
+//! Black-box test support for Silt.
+//!
+//! [`SiltProcess`] runs the real `silt` binary on loopback ports with a fresh
+//! data directory, waits until its admin endpoint reports healthy, and can
+//! kill, stop and restart it while keeping the data. The other modules hold
+//! Kafka client helpers ([`kafka`]), a raw wire-protocol client for sending
+//! hand-made requests ([`wire`]) and a fault-injecting TCP proxy ([`proxy`]).
+
+pub mod kafka;
+pub mod proxy;
+pub mod wire;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// How long a fresh or restarted broker may take to report healthy.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGTERM'd broker may take to exit.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Lines of the broker log printed when a test handle is dropped.
+const LOG_TAIL_LINES: usize = 150;
+
+/// Path of the `silt` binary under test.
+///
+/// `SILT_BIN` wins; otherwise the binary next to the test executable's
+/// directory (`target/debug/silt`). Under cargo-nextest the binary is first
+/// rebuilt once per test process with `cargo build --bin silt`, so a test run
+/// never exercises a stale build (plain `cargo test` holds the build lock
+/// while tests run, so there the binary must have been built beforehand).
+pub fn silt_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| locate_silt_bin().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(|message| anyhow!(message))
+}
+
+fn locate_silt_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SILT_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let test_exe = std::env::current_exe().context("current_exe")?;
+    let deps_dir = test_exe.parent().context("test executable has no parent dir")?;
+    let profile_dir = deps_dir.parent().context("deps dir has no parent dir")?;
+    let bin = profile_dir.join("silt");
+    if std::env::var_os("NEXTEST_RUN_ID").is_some() {
+        build_silt_bin()?;
+    }
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: run `cargo build --bin silt` or set SILT_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn build_silt_bin() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--bin", "silt", "--manifest-path"])
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .status()
+        .context("running cargo build --bin silt")?;
+    if !status.success() {
+        bail!("cargo build --bin silt failed: {status}");
+    }
+    Ok(())
+}
+
+/// Picks a loopback port that is free right now.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Options for starting a [`SiltProcess`].
+#[derive(Debug, Clone, Default)]
+pub struct SiltOptions {
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+    advertised_port: Option<u16>,
+}
+
+impl SiltOptions {
+    /// Default options: single node, auto-create on, no rebalance delay.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a `silt serve` flag with a value, e.g. `flag("--num-partitions", "3")`.
+    pub fn flag(mut self, name: &str, value: impl ToString) -> Self {
+        self.extra_args.push(name.to_string());
+        self.extra_args.push(value.to_string());
+        self
+    }
+
+    /// Adds `--override key=value`.
+    pub fn override_config(self, key: &str, value: impl ToString) -> Self {
+        let pair = format!("{key}={}", value.to_string());
+        self.flag("--override", pair)
+    }
+
+    /// Advertises `127.0.0.1:<port>` instead of the listener's own port, so
+    /// clients go through a proxy listening there.
+    pub fn advertised_port(mut self, port: u16) -> Self {
+        self.advertised_port = Some(port);
+        self
+    }
+
+    /// Sets an environment variable for the broker process.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts a broker with these options.
+    pub fn start(self) -> Result<SiltProcess> {
+        SiltProcess::start_with(self)
+    }
+}
+
+/// A running (or stopped) `silt serve` process owned by a test.
+///
+/// The data directory and the broker log live in a temporary directory that
+/// is removed when the handle is dropped; the process is SIGKILLed then if it
+/// is still running, and the tail of its log is printed (test runners show it
+/// only for failing tests).
+#[derive(Debug)]
+pub struct SiltProcess {
+    child: Option<Child>,
+    options: SiltOptions,
+    kafka_port: u16,
+    admin_port: u16,
+    stderr_path: PathBuf,
+    data_dir: PathBuf,
+    starts: u32,
+    // Dropped last: removes the data dir and the log.
+    tempdir: tempfile::TempDir,
+}
+
+impl SiltProcess {
+    /// Starts a single-node broker with default test options.
+    pub fn start() -> Result<Self> {
+        Self::start_with(SiltOptions::new())
+    }
+
+    /// Starts a single-node broker with the given options.
+    pub fn start_with(options: SiltOptions) -> Result<Self> {
+        let tempdir = tempfile::Builder::new()
+            .prefix("silt-test-")
+            .tempdir()
+            .context("creating tempdir")?;
+        let data_dir = tempdir.path().join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        let mut process = SiltProcess {
+            child: None,
+            options,
+            kafka_port: free_port()?,
+            admin_port: free_port()?,
+            stderr_path: tempdir.path().join("silt.stderr.log"),
+            data_dir,
+            starts: 0,
+            tempdir,
+        };
+        process.spawn_and_wait_healthy()?;
+        Ok(process)
+    }
+
+    /// `127.0.0.1:<port>` of the Kafka listener.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    /// Socket address of the Kafka listener.
+    pub fn kafka_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.kafka_port))
+    }
+
+    /// Socket address of the admin HTTP listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+    }
+
+    /// The broker's `--log-dirs` directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The temporary directory holding the data dir and the broker log.
+    pub fn work_dir(&self) -> &Path {
+        self.tempdir.path()
+    }
+
+    /// Everything the broker has written to stderr so far, over all starts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// OS process id of the running broker.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills the broker with SIGKILL and reaps it.
+    pub fn kill9(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("silt is not running")?;
+        child.kill().context("SIGKILL silt")?;
+        let _status = child.wait().context("waiting for killed silt")?;
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits for the broker to exit; returns its status.
+    pub fn sigterm(&mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("silt is not running")?;
+        send_signal(child.id(), "TERM")?;
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "silt did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the broker cleanly (SIGTERM) if it runs, then starts it again on
+    /// the same ports with the same data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            let status = self.sigterm()?;
+            if !status.success() {
+                bail!("silt exited with {status} after SIGTERM\n{}", self.log_tail());
+            }
+        }
+        self.spawn_and_wait_healthy()
+    }
+
+    /// Starts a stopped broker again (after [`SiltProcess::kill9`] or
+    /// [`SiltProcess::sigterm`]) on the same ports and data directory.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("silt is already running");
+        }
+        self.spawn_and_wait_healthy()
+    }
+
+    /// `GET path` on the admin listener; returns (status code, body).
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(self.admin_addr(), path)
+    }
+
+    /// Runs `silt <args> --bootstrap-server <this broker>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        let output = Command::new(silt_bin()?)
+            .args(args)
+            .arg("--bootstrap-server")
+            .arg(self.bootstrap())
+            .stdin(Stdio::null())
+            .output()
+            .context("running silt cli")?;
+        Ok(output)
+    }
+
+    /// Like [`SiltProcess::cli`] but fails unless the command exits 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let output = self.cli(args)?;
+        if !output.status.success() {
+            bail!(
+                "silt {} failed with {}\nstdout:\n{}\nstderr:\n{}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn serve_args(&self) -> Vec<String> {
+        let listener = format!("PLAINTEXT://127.0.0.1:{}", self.kafka_port);
+        let advertised_port = self.options.advertised_port.unwrap_or(self.kafka_port);
+        let advertised = format!("PLAINTEXT://127.0.0.1:{advertised_port}");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--node-id".into(),
+            "1".into(),
+            "--listeners".into(),
+            listener.clone(),
+            "--advertised-listeners".into(),
+            advertised,
+            "--log-dirs".into(),
+            self.data_dir.display().to_string(),
+            "--admin-listener".into(),
+            format!("127.0.0.1:{}", self.admin_port),
+            "--group-initial-rebalance-delay-ms".into(),
+            "0".into(),
+            "--offsets-topic-num-partitions".into(),
+            "4".into(),
+        ];
+        args.extend(self.options.extra_args.iter().cloned());
+        args
+    }
+
+    fn spawn_and_wait_healthy(&mut self) -> Result<()> {
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .context("opening broker log")?;
+        writeln!(log, "===== silt start #{} =====", self.starts)?;
+        let stdout_log = log.try_clone()?;
+        let mut command = Command::new(silt_bin()?);
+        let _ = command
+            .args(self.serve_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout_log))
+            .stderr(Stdio::from(log))
+            .env("RUST_BACKTRACE", "1");
+        if std::env::var_os("RUST_LOG").is_none() {
+            let _ = command.env("RUST_LOG", "info");
+        }
+        for (key, value) in &self.options.env {
+            let _ = command.env(key, value);
+        }
+        let child = command.spawn().context("spawning silt")?;
+        self.child = Some(child);
+        self.wait_healthy()
+    }
+
+    fn wait_healthy(&mut self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                bail!("silt exited during startup with {status}\n{}", self.log_tail());
+            }
+            if let Ok((200, _)) = http_get(self.admin_addr(), "/healthz")
+                && TcpStream::connect_timeout(&self.kafka_addr(), Duration::from_secs(1)).is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "silt did not report healthy within {STARTUP_TIMEOUT:?}\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines of the broker log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+        format!(
+            "----- silt log ({}), last {} lines -----\n{}\n----- end of silt log -----",
+            self.stderr_path.display(),
+            lines.len() - start,
+            lines[start..].join("\n")
+        )
+    }
+}
+
+impl Drop for SiltProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Captured by the test runner and shown only when the test fails.
+        eprintln!("{}", self.log_tail());
+        if std::env::var_os("SILT_TEST_KEEP").is_some() {
+            let kept = std::env::temp_dir().join(format!("silt-kept-{}", std::process::id()));
+            if std::fs::rename(self.tempdir.path(), &kept).is_ok() {
+                eprintln!("kept the broker's directory at {}", kept.display());
+            }
+        }
+    }
+}
+
+/// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`) to a process.
+pub fn send_signal(pid: u32, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 GET over a plain TCP socket; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status_line = text.lines().next().context("empty http response")?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .context("http status line has no code")?
+        .parse()
+        .context("http status code")?;
+    let body = match text.find("\r\n\r\n") {
+        Some(index) => text[index + 4..].to_string(),
+        None => String::new(),
+    };
+    Ok((status, body))
+}
+
+/// Waits until `check` returns `Ok(Some(value))`, retrying every 100 ms.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if Instant::now() > deadline {
+            return match last_error {
+                Some(error) => Err(error.context(format!("timed out waiting for {what}"))),
+                None => Err(anyhow!("timed out after {timeout:?} waiting for {what}")),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `.log` segment files of one partition directory, oldest first.
+pub fn segment_files(partition_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir)
+        .with_context(|| format!("reading {}", partition_dir.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Size of a file in bytes.
+pub fn file_len(path: &Path) -> Result<u64> {
+    Ok(File::open(path)?.metadata()?.len())
+}
