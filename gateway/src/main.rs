@@ -1,1 +1,70 @@
-fn main() {}
+//! The `silt` binary: `serve`, the admin commands, `bench` and `flights`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use silt_gateway::cli::{GroupsCommand, TopicsCommand};
+use silt_gateway::config::{BrokerConfig, ServeArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(name = "silt", version, about = "Silt: a Kafka-compatible event broker with tiered storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node (with no flags: a single-node cluster on 127.0.0.1:9092, data in ./silt-data).
+    Serve(ServeArgs),
+    /// Create, list, describe, delete and configure topics.
+    Topics {
+        /// Broker to talk to, HOST:PORT.
+        #[arg(long, global = true, env = "SILT_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// List and describe consumer groups.
+    Groups {
+        /// Broker to talk to, HOST:PORT.
+        #[arg(long, global = true, env = "SILT_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
+        bootstrap_server: String,
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => { result.context("waiting for Ctrl-C")?; Ok("SIGINT") }
+        _ = terminate.recv() => Ok("SIGTERM"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    silt_gateway::admin_http::install_metrics();
+    let config = BrokerConfig::load(&args)?;
+    let node = silt_gateway::node::start(config).await.context("starting silt")?;
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Topics { bootstrap_server, command } => Ok(silt_gateway::cli::run_topics(&bootstrap_server, command).await?),
+        Command::Groups { bootstrap_server, command } => Ok(silt_gateway::cli::run_groups(&bootstrap_server, command).await?),
+    }
+}

@@ -1,0 +1,116 @@
+//! The `__consumer_offsets` internal topic as the group coordinator's durable store:
+//! records are appended as RecordBatch v2 through the replica manager and replayed from
+//! the partition log at startup.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use kafka_protocol::protocol::buf::ByteBuf;
+use kafka_protocol::records::{
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder,
+    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::group_coordinator::{GroupError, OffsetsLog};
+use crate::replica_manager::{ReplicaManager, now_ms};
+
+/// Name of the internal topic holding committed offsets and group metadata.
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Bytes read per step while replaying a partition.
+const REPLAY_READ_BYTES: usize = 1024 * 1024;
+
+/// [`OffsetsLog`] on the replica manager's `__consumer_offsets` partitions.
+#[derive(Debug, Clone)]
+pub struct ConsumerOffsetsLog {
+    replica_manager: Arc<ReplicaManager>,
+}
+
+impl ConsumerOffsetsLog {
+    /// Stores group state in `__consumer_offsets` on this replica manager.
+    pub fn new(replica_manager: Arc<ReplicaManager>) -> Self {
+        ConsumerOffsetsLog { replica_manager }
+    }
+
+    fn encode_batch(records: Vec<(Bytes, Option<Bytes>)>) -> Result<Bytes, GroupError> {
+        let timestamp = now_ms();
+        let records: Vec<Record> = records
+            .into_iter()
+            .map(|(key, value)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                producer_id: NO_PRODUCER_ID,
+                producer_epoch: NO_PRODUCER_EPOCH,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: NO_SEQUENCE,
+                timestamp,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buffer = BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+        RecordBatchEncoder::encode(&mut buffer, records.iter(), &options)
+            .map_err(|error| GroupError::Storage(format!("encoding a __consumer_offsets batch: {error}")))?;
+        Ok(buffer.freeze())
+    }
+
+    async fn replay(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, GroupError> {
+        let storage_error = |error: crate::replica_manager::PartitionError| {
+            GroupError::Storage(format!("reading {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}"))
+        };
+        let Some(hosted) = self.replica_manager.partition(CONSUMER_OFFSETS_TOPIC, partition) else {
+            return Ok(Vec::new());
+        };
+        let mut records = Vec::new();
+        let mut next_offset = hosted.log_start_offset();
+        loop {
+            let read = self
+                .replica_manager
+                .read_records(CONSUMER_OFFSETS_TOPIC, partition, next_offset, -1, REPLAY_READ_BYTES, true)
+                .await
+                .map_err(storage_error)?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut buffer = read.records.clone();
+            while buffer.has_remaining() {
+                let record_set = RecordBatchDecoder::decode(&mut buffer).map_err(|error| {
+                    GroupError::Storage(format!("decoding {CONSUMER_OFFSETS_TOPIC}-{partition} at offset {next_offset}: {error}"))
+                })?;
+                for record in record_set.records {
+                    next_offset = next_offset.max(record.offset + 1);
+                    if let Some(key) = record.key {
+                        records.push((key, record.value));
+                    }
+                }
+            }
+            if next_offset >= read.high_watermark {
+                break;
+            }
+        }
+        Ok(records)
+    }
+}
+
+impl OffsetsLog for ConsumerOffsetsLog {
+    fn append(&self, partition: i32, records: Vec<(Bytes, Option<Bytes>)>) -> BoxFuture<'_, Result<(), GroupError>> {
+        Box::pin(async move {
+            let batch = Self::encode_batch(records)?;
+            self.replica_manager
+                .append_records(CONSUMER_OFFSETS_TOPIC, partition, batch, -1)
+                .await
+                .map_err(|error| GroupError::Storage(format!("appending to {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}")))?;
+            Ok(())
+        })
+    }
+
+    fn read_all(&self, partition: i32) -> BoxFuture<'_, Result<Vec<(Bytes, Option<Bytes>)>, GroupError>> {
+        Box::pin(self.replay(partition))
+    }
+}

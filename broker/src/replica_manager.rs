@@ -1,0 +1,548 @@
+//! The replica manager: which partitions this broker hosts, and the produce, fetch and
+//! offset operations on them. It follows the controller's metadata (creating and
+//! deleting logs) and runs the retention pass.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use silt_controller::{BrokerId, ClusterMetadata, TopicId};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::error::LogError;
+use crate::log::{AppendInfo, PartitionLog, ReadInfo};
+use crate::log_config::LogConfig;
+use crate::partition::Partition;
+
+/// Kafka error codes the replica manager produces itself (protocol guide, "Error Codes").
+mod error_code {
+    pub(super) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub(super) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub(super) const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub(super) const FENCED_LEADER_EPOCH: i16 = 74;
+    pub(super) const UNKNOWN_LEADER_EPOCH: i16 = 75;
+}
+
+/// Settings of the replica manager.
+#[derive(Clone, Debug)]
+pub struct ReplicaManagerConfig {
+    /// This broker's id (`node.id`).
+    pub broker_id: BrokerId,
+    /// `log.dirs`: partitions are spread over these directories.
+    pub log_dirs: Vec<PathBuf>,
+    /// Broker-level defaults of topic configs, keyed by topic config name
+    /// (`retention.ms`, not `log.retention.ms`).
+    pub log_defaults: BTreeMap<String, String>,
+}
+
+/// Errors of partition operations; each maps to one Kafka error code.
+#[derive(thiserror::Error, Debug)]
+pub enum PartitionError {
+    /// The topic or partition is not hosted here.
+    #[error("unknown topic or partition {topic}-{partition}")]
+    UnknownTopicOrPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+    },
+    /// This broker is not the leader of the partition.
+    #[error("this broker is not the leader of {topic}-{partition}")]
+    NotLeader {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+    },
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`.
+    #[error("in-sync replicas {isr} below min.insync.replicas {min_isr}")]
+    NotEnoughReplicas {
+        /// Current ISR size.
+        isr: usize,
+        /// Required minimum.
+        min_isr: i32,
+    },
+    /// The request's leader epoch is older than the partition's.
+    #[error("leader epoch {requested} is older than the current {current}")]
+    FencedLeaderEpoch {
+        /// Epoch in the request.
+        requested: i32,
+        /// Current epoch.
+        current: i32,
+    },
+    /// The request's leader epoch is newer than the partition's.
+    #[error("leader epoch {requested} is newer than the current {current}")]
+    UnknownLeaderEpoch {
+        /// Epoch in the request.
+        requested: i32,
+        /// Current epoch.
+        current: i32,
+    },
+    /// The log refused the operation.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A blocking log task failed to complete (panicked or was cancelled).
+    #[error("storage task failed: {0}")]
+    StorageTask(String),
+}
+
+impl PartitionError {
+    /// The Kafka error code for this error.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            PartitionError::UnknownTopicOrPartition { .. } => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            PartitionError::NotLeader { .. } => error_code::NOT_LEADER_OR_FOLLOWER,
+            PartitionError::NotEnoughReplicas { .. } => error_code::NOT_ENOUGH_REPLICAS,
+            PartitionError::FencedLeaderEpoch { .. } => error_code::FENCED_LEADER_EPOCH,
+            PartitionError::UnknownLeaderEpoch { .. } => error_code::UNKNOWN_LEADER_EPOCH,
+            PartitionError::Log(log_error) => log_error.kafka_error_code(),
+            PartitionError::StorageTask(_) => error_code::KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+/// Result of a partition read for Fetch.
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    /// Whole record batches, possibly empty.
+    pub records: Bytes,
+    /// High watermark at the time of the read.
+    pub high_watermark: i64,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+}
+
+type PartitionKey = (Arc<str>, i32);
+
+/// Hosts the partitions assigned to this broker.
+#[derive(Debug)]
+pub struct ReplicaManager {
+    config: ReplicaManagerConfig,
+    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    /// Serializes metadata application so two callers never open the same log twice.
+    apply_lock: tokio::sync::Mutex<()>,
+    data_appended: Notify,
+    orphans_removed: std::sync::atomic::AtomicBool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs a closure on the blocking pool against one partition's log.
+async fn with_log<T, F>(partition: &Partition, operation: F) -> Result<T, PartitionError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
+{
+    let log = partition.log();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut guard = log.lock();
+        operation(&mut guard)
+    })
+    .await
+    .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))?;
+    Ok(result?)
+}
+
+impl ReplicaManager {
+    /// Creates an empty replica manager; partitions appear with [`Self::apply_metadata`].
+    pub fn new(config: ReplicaManagerConfig) -> Arc<Self> {
+        Arc::new(ReplicaManager {
+            config,
+            partitions: RwLock::new(HashMap::new()),
+            apply_lock: tokio::sync::Mutex::new(()),
+            data_appended: Notify::new(),
+            orphans_removed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// This broker's id.
+    pub fn broker_id(&self) -> BrokerId {
+        self.config.broker_id
+    }
+
+    /// Broker-level topic config defaults (topic config names).
+    pub fn log_defaults(&self) -> &BTreeMap<String, String> {
+        &self.config.log_defaults
+    }
+
+    /// Woken whenever records are appended to any partition; Fetch long polls wait on it.
+    pub fn data_appended(&self) -> &Notify {
+        &self.data_appended
+    }
+
+    /// The hosted partition, if any.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let key: PartitionKey = (Arc::from(topic), partition);
+        self.partitions.read().get(&key).cloned()
+    }
+
+    /// Every hosted partition.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().cloned().collect()
+    }
+
+    fn require_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, PartitionError> {
+        self.partition(topic, partition)
+            .ok_or_else(|| PartitionError::UnknownTopicOrPartition { topic: topic.to_string(), partition })
+    }
+
+    fn require_leader(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, PartitionError> {
+        let hosted = self.require_partition(topic, partition)?;
+        if hosted.leader() != self.config.broker_id {
+            return Err(PartitionError::NotLeader { topic: topic.to_string(), partition });
+        }
+        Ok(hosted)
+    }
+
+    /// Checks a client-supplied leader epoch (-1 = not given) against the partition's.
+    pub fn check_leader_epoch(partition: &Partition, requested_epoch: i32) -> Result<(), PartitionError> {
+        let current = partition.leader_epoch();
+        if requested_epoch < 0 || requested_epoch == current {
+            return Ok(());
+        }
+        if requested_epoch < current {
+            return Err(PartitionError::FencedLeaderEpoch { requested: requested_epoch, current });
+        }
+        Err(PartitionError::UnknownLeaderEpoch { requested: requested_epoch, current })
+    }
+
+    fn log_dir_for_new_partition(&self, dir_name: &str) -> PathBuf {
+        for log_dir in &self.config.log_dirs {
+            if log_dir.join(dir_name).is_dir() {
+                return log_dir.join(dir_name);
+            }
+        }
+        // Fewest hosted partitions first, as Kafka's LogManager places new logs.
+        let partitions = self.partitions.read();
+        let chosen = self
+            .config
+            .log_dirs
+            .iter()
+            .min_by_key(|log_dir| {
+                partitions.values().filter(|hosted| hosted.dir.starts_with(log_dir.as_path())).count()
+            })
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("silt-data"));
+        chosen.join(dir_name)
+    }
+
+    /// Brings hosted partitions in line with the controller's metadata: opens (and
+    /// recovers) logs for partitions assigned to this broker, applies config and leader
+    /// changes, and deletes logs of topics that no longer exist. Idempotent.
+    pub async fn apply_metadata(&self, metadata: &ClusterMetadata) -> Result<(), PartitionError> {
+        let _serialized = self.apply_lock.lock().await;
+        let mut wanted: HashSet<PartitionKey> = HashSet::new();
+        for topic in metadata.topics.values() {
+            let config = LogConfig::from_configs(&self.config.log_defaults, &topic.configs)?;
+            let topic_name: Arc<str> = Arc::from(topic.name.as_str());
+            for assignment in &topic.partitions {
+                if !assignment.replicas.contains(&self.config.broker_id) {
+                    continue;
+                }
+                let key: PartitionKey = (Arc::clone(&topic_name), assignment.partition);
+                wanted.insert(key.clone());
+                let existing = self.partitions.read().get(&key).cloned();
+                match existing {
+                    Some(hosted) if hosted.topic_id == topic.topic_id => {
+                        hosted.apply_assignment(assignment);
+                        let new_config = config.clone();
+                        with_log(&hosted, move |log| {
+                            if log.config() != &new_config {
+                                log.set_config(new_config);
+                            }
+                            Ok(())
+                        })
+                        .await?;
+                    }
+                    Some(stale) => {
+                        self.remove_partition(&key, &stale).await;
+                        self.open_partition(key, topic.topic_id, config.clone(), assignment).await?;
+                    }
+                    None => {
+                        self.open_partition(key, topic.topic_id, config.clone(), assignment).await?;
+                    }
+                }
+            }
+        }
+        let gone: Vec<(PartitionKey, Arc<Partition>)> = self
+            .partitions
+            .read()
+            .iter()
+            .filter(|(key, _)| !wanted.contains(*key))
+            .map(|(key, hosted)| (key.clone(), Arc::clone(hosted)))
+            .collect();
+        for (key, hosted) in gone {
+            self.remove_partition(&key, &hosted).await;
+        }
+        if !self.orphans_removed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.remove_orphan_dirs(&wanted).await;
+        }
+        Ok(())
+    }
+
+    async fn open_partition(
+        &self,
+        key: PartitionKey,
+        topic_id: TopicId,
+        config: LogConfig,
+        assignment: &silt_controller::PartitionAssignment,
+    ) -> Result<(), PartitionError> {
+        let dir = self.log_dir_for_new_partition(&format!("{}-{}", key.0, key.1));
+        let open_dir = dir.clone();
+        let log = tokio::task::spawn_blocking(move || PartitionLog::open(&open_dir, config, now_ms()))
+            .await
+            .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))??;
+        info!(topic = %key.0, partition = key.1, dir = %dir.display(), log_end_offset = log.log_end_offset(), "opened partition log");
+        let hosted = Arc::new(Partition::new(Arc::clone(&key.0), key.1, topic_id, log));
+        hosted.apply_assignment(assignment);
+        self.partitions.write().insert(key, hosted);
+        Ok(())
+    }
+
+    async fn remove_partition(&self, key: &PartitionKey, hosted: &Arc<Partition>) {
+        self.partitions.write().remove(key);
+        let log = hosted.log();
+        let outcome = tokio::task::spawn_blocking(move || {
+            // Holding the lock keeps an in-flight append from recreating files meanwhile.
+            let guard = log.lock();
+            std::fs::remove_dir_all(guard.dir())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => info!(topic = %key.0, partition = key.1, "deleted partition log"),
+            Ok(Err(io_error)) => warn!(topic = %key.0, partition = key.1, error = %io_error, "could not delete partition log"),
+            Err(join_error) => warn!(topic = %key.0, partition = key.1, error = %join_error, "partition delete task failed"),
+        }
+    }
+
+    /// Deletes `<topic>-<partition>` directories left behind by topics deleted while
+    /// this broker was down.
+    async fn remove_orphan_dirs(&self, wanted: &HashSet<PartitionKey>) {
+        let wanted_names: HashSet<String> = wanted.iter().map(|(topic, partition)| format!("{topic}-{partition}")).collect();
+        let log_dirs = self.config.log_dirs.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<PathBuf>> {
+            let mut removed = Vec::new();
+            for log_dir in log_dirs {
+                let Ok(entries) = std::fs::read_dir(&log_dir) else { continue };
+                for entry in entries {
+                    let path = entry?.path();
+                    if !path.is_dir() || !looks_like_partition_dir(&path) {
+                        continue;
+                    }
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if !wanted_names.contains(&name) {
+                        std::fs::remove_dir_all(&path)?;
+                        removed.push(path);
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(removed)) => {
+                for path in removed {
+                    info!(dir = %path.display(), "removed log of a deleted topic");
+                }
+            }
+            Ok(Err(io_error)) => warn!(error = %io_error, "could not scan log dirs for deleted topics"),
+            Err(join_error) => warn!(error = %join_error, "log dir scan task failed"),
+        }
+    }
+
+    /// Appends producer batches as the leader (Produce). `required_acks` is Kafka's acks:
+    /// 0, 1 or -1 (all); with -1 the ISR must hold at least `min.insync.replicas`.
+    ///
+    /// # Errors
+    /// Unknown partition, not leader, not enough replicas, or the log's validation and
+    /// idempotence errors; nothing is appended on error.
+    pub async fn append_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        required_acks: i16,
+    ) -> Result<AppendInfo, PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        let leader_epoch = hosted.leader_epoch();
+        let min_insync_check = required_acks == -1;
+        let isr_size = hosted.isr().len();
+        let info = with_log(&hosted, move |log| {
+            if min_insync_check && (isr_size as i64) < i64::from(log.config().min_insync_replicas) {
+                return Ok(Err(PartitionError::NotEnoughReplicas { isr: isr_size, min_isr: log.config().min_insync_replicas }));
+            }
+            let appended = log.append_as_leader(&records, leader_epoch, now_ms())?;
+            Ok(Ok((appended, log.log_start_offset(), log.log_end_offset())))
+        })
+        .await??;
+        let (appended, log_start_offset, log_end_offset) = info;
+        hosted.refresh_offsets(log_start_offset, log_end_offset);
+        metrics::counter!("silt_partition_appended_records_total", "topic" => topic.to_string()).increment(
+            u64::try_from(appended.records_count).unwrap_or(0),
+        );
+        self.data_appended.notify_waiters();
+        Ok(appended)
+    }
+
+    /// Reads committed batches for a consumer, starting at `fetch_offset`, at most
+    /// `max_bytes` (the first batch always, if `min_one_batch`), up to the high watermark.
+    ///
+    /// # Errors
+    /// Unknown partition, not leader, fenced/unknown leader epoch, or offset out of range.
+    pub async fn read_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        fetch_offset: i64,
+        current_leader_epoch: i32,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        Self::check_leader_epoch(&hosted, current_leader_epoch)?;
+        let high_watermark = hosted.high_watermark();
+        let log_start_offset = hosted.log_start_offset();
+        if fetch_offset == high_watermark && fetch_offset >= log_start_offset {
+            return Ok(PartitionRead { records: Bytes::new(), high_watermark, log_start_offset });
+        }
+        let read: ReadInfo = with_log(&hosted, move |log| log.read(fetch_offset, max_bytes, high_watermark, min_one_batch)).await?;
+        Ok(PartitionRead { records: read.records, high_watermark, log_start_offset: read.log_start_offset })
+    }
+
+    /// ListOffsets by timestamp: the first offset with a timestamp >= `timestamp_ms`
+    /// and that timestamp, or `None` past the last record.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        let high_watermark = hosted.high_watermark();
+        let found = with_log(&hosted, move |log| log.offset_for_timestamp(timestamp_ms)).await?;
+        Ok(found.filter(|(offset, _)| *offset < high_watermark))
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the offset and timestamp of the record with the
+    /// largest timestamp.
+    pub async fn max_timestamp_offset(&self, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        with_log(&hosted, |log| Ok(log.max_timestamp_offset())).await
+    }
+
+    /// DeleteRecords: advances the log start offset to `offset` (-1 = the high
+    /// watermark); returns the new log start offset (the "low watermark").
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` when `offset` is past the high watermark.
+    pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        let high_watermark = hosted.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target > high_watermark || target < 0 {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset: target,
+                log_start_offset: hosted.log_start_offset(),
+                log_end_offset: high_watermark,
+            }));
+        }
+        let (log_start_offset, log_end_offset) = with_log(&hosted, move |log| {
+            let new_start = log.delete_records_before(target)?;
+            Ok((new_start, log.log_end_offset()))
+        })
+        .await?;
+        hosted.refresh_offsets(log_start_offset, log_end_offset);
+        Ok(log_start_offset)
+    }
+
+    /// The latest leader epoch <= `leader_epoch` and its end offset (OffsetForLeaderEpoch,
+    /// KIP-101); single-epoch logs answer with the log end offset.
+    pub fn end_offset_for_epoch(&self, topic: &str, partition: i32, leader_epoch: i32) -> Result<(i32, i64), PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        let current = hosted.leader_epoch();
+        if leader_epoch > current {
+            return Err(PartitionError::UnknownLeaderEpoch { requested: leader_epoch, current });
+        }
+        Ok((current, hosted.log_end_offset()))
+    }
+
+    /// One pass of time/size retention over every hosted partition; returns the number
+    /// of segments deleted.
+    pub async fn run_retention_pass(&self) -> usize {
+        let mut deleted_segments = 0;
+        for hosted in self.all_partitions() {
+            let outcome = with_log(&hosted, |log| {
+                let deleted = log.apply_retention(now_ms())?;
+                Ok((deleted, log.log_start_offset(), log.log_end_offset()))
+            })
+            .await;
+            match outcome {
+                Ok((deleted, log_start_offset, log_end_offset)) => {
+                    if deleted > 0 {
+                        debug!(topic = %hosted.topic, partition = hosted.partition, deleted, log_start_offset, "retention deleted segments");
+                    }
+                    hosted.refresh_offsets(log_start_offset, log_end_offset);
+                    deleted_segments += deleted;
+                }
+                Err(error) => warn!(topic = %hosted.topic, partition = hosted.partition, %error, "retention pass failed"),
+            }
+        }
+        deleted_segments
+    }
+
+    /// Runs retention every `interval` until the task is dropped.
+    pub async fn run_retention_loop(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let _ = ticker.tick().await;
+            let _ = self.run_retention_pass().await;
+        }
+    }
+
+    /// Flushes every log (periodic `flush.ms` and before shutdown).
+    pub async fn flush_all(&self) {
+        for hosted in self.all_partitions() {
+            if let Err(error) = with_log(&hosted, |log| log.flush()).await {
+                warn!(topic = %hosted.topic, partition = hosted.partition, %error, "flush failed");
+            }
+        }
+    }
+
+    /// Closes every log cleanly (flush, write indexes and snapshots, mark clean shutdown).
+    pub async fn shutdown(&self) {
+        let hosted: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, hosted)| hosted).collect();
+        for partition in hosted {
+            let log = partition.log();
+            drop(partition);
+            let outcome = tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
+                Ok(mutex) => mutex.into_inner().close(),
+                Err(shared) => shared.lock().flush(),
+            })
+            .await;
+            if let Ok(Err(error)) = outcome {
+                warn!(%error, "closing a partition log failed");
+            }
+        }
+    }
+}
+
+/// `<topic>-<partition>` where partition is a non-negative integer.
+fn looks_like_partition_dir(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    match name.rsplit_once('-') {
+        Some((topic, partition)) => !topic.is_empty() && !partition.is_empty() && partition.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}

@@ -1,0 +1,489 @@
+//! Broker configuration under Kafka's broker config names.
+//!
+//! Every setting is defined once in [`BROKER_CONFIGS`]; from that table come the
+//! `silt serve` flags (kebab case: `log.dirs` → `--log-dirs`), the environment variables
+//! (`SILT_LOG_DIRS`), the TOML file keys (the Kafka name itself) and the defaults.
+//! Precedence, lowest first: default, TOML file, environment, flag, `--override`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches, parser::ValueSource};
+use silt_broker::group_coordinator::GroupConfig;
+
+/// One broker setting: Kafka name, default value (`None` = unset), help text.
+pub struct ConfigDef {
+    /// Kafka broker config name, e.g. `log.retention.ms`.
+    pub name: &'static str,
+    /// Default as Kafka would print it; `None` when unset by default.
+    pub default: Option<&'static str>,
+    /// One line for `--help`.
+    pub doc: &'static str,
+}
+
+const fn def(name: &'static str, default: Option<&'static str>, doc: &'static str) -> ConfigDef {
+    ConfigDef { name, default, doc }
+}
+
+/// Every broker setting Silt understands.
+pub const BROKER_CONFIGS: &[ConfigDef] = &[
+    def("node.id", Some("1"), "this node's id, unique in the cluster"),
+    def("process.roles", Some("broker,controller"), "roles of this process: broker, controller or both"),
+    def("listeners", Some("PLAINTEXT://127.0.0.1:9092"), "listeners as NAME://HOST:PORT, comma separated"),
+    def("advertised.listeners", None, "listeners given to clients in Metadata; defaults to listeners"),
+    def("log.dirs", Some("./silt-data"), "directories holding partition logs and controller state, comma separated"),
+    def("admin.listener", Some("127.0.0.1:9644"), "HOST:PORT of the admin HTTP server (/healthz, /metrics)"),
+    def("cluster.id", None, "cluster id; generated on first start when unset"),
+    def("num.partitions", Some("1"), "partitions of auto-created topics and of CreateTopics with -1"),
+    def("default.replication.factor", Some("1"), "replication factor of auto-created topics and of CreateTopics with -1"),
+    def("auto.create.topics.enable", Some("true"), "create unknown topics on Metadata requests that allow it"),
+    def("delete.topic.enable", Some("true"), "allow DeleteTopics"),
+    def("log.segment.bytes", Some("1073741824"), "roll a segment at this size in bytes (topic config segment.bytes)"),
+    def("log.roll.ms", Some("604800000"), "roll a segment after this many ms (topic config segment.ms)"),
+    def("log.retention.ms", Some("604800000"), "delete segments older than this, -1 = forever (topic config retention.ms)"),
+    def("log.retention.bytes", Some("-1"), "delete old segments beyond this partition size, -1 = no limit (topic config retention.bytes)"),
+    def("log.retention.check.interval.ms", Some("300000"), "how often retention runs"),
+    def("log.flush.interval.messages", Some("9223372036854775807"), "fsync after this many messages (topic config flush.messages)"),
+    def("log.flush.interval.ms", None, "fsync after this many ms (topic config flush.ms)"),
+    def("log.index.interval.bytes", Some("4096"), "bytes between offset index entries (topic config index.interval.bytes)"),
+    def("log.message.timestamp.type", Some("CreateTime"), "CreateTime or LogAppendTime (topic config message.timestamp.type)"),
+    def("log.cleanup.policy", Some("delete"), "delete or compact (topic config cleanup.policy)"),
+    def("message.max.bytes", Some("1048588"), "largest record batch accepted, bytes (topic config max.message.bytes)"),
+    def("min.insync.replicas", Some("1"), "in-sync replicas needed for acks=all (topic config min.insync.replicas)"),
+    def("offsets.topic.num.partitions", Some("50"), "partitions of __consumer_offsets"),
+    def("offsets.topic.replication.factor", Some("1"), "replication factor of __consumer_offsets"),
+    def("offsets.retention.minutes", Some("10080"), "committed offsets of empty groups expire after this"),
+    def("group.initial.rebalance.delay.ms", Some("3000"), "delay of a new group's first rebalance"),
+    def("group.min.session.timeout.ms", Some("6000"), "smallest session timeout a consumer may ask for"),
+    def("group.max.session.timeout.ms", Some("1800000"), "largest session timeout a consumer may ask for"),
+    def("socket.request.max.bytes", Some("104857600"), "requests larger than this close the connection before being read"),
+];
+
+/// Broker config name → topic config name for the settings that are topic defaults.
+pub const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.roll.ms", "segment.ms"),
+    ("log.retention.ms", "retention.ms"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.flush.interval.messages", "flush.messages"),
+    ("log.flush.interval.ms", "flush.ms"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("message.max.bytes", "max.message.bytes"),
+    ("min.insync.replicas", "min.insync.replicas"),
+];
+
+/// Errors in the configuration; each names the setting and what it should look like.
+#[derive(thiserror::Error, Debug)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// File path.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid TOML or not a table of settings.
+    #[error("config file {path} is not valid: {message}")]
+    ParseFile {
+        /// File path.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A setting has a value of the wrong form.
+    #[error("invalid value {value:?} for {name}: expected {expected}")]
+    InvalidValue {
+        /// Kafka config name.
+        name: String,
+        /// Offending value.
+        value: String,
+        /// What is expected.
+        expected: &'static str,
+    },
+    /// A setting name is not known.
+    #[error("unknown setting {0:?}; `silt serve --help` lists every setting")]
+    UnknownSetting(String),
+}
+
+/// Flag name of a Kafka config name: `log.dirs` → `log-dirs`.
+fn flag_name(name: &str) -> String {
+    name.replace('.', "-")
+}
+
+/// Environment variable of a Kafka config name: `log.dirs` → `SILT_LOG_DIRS`.
+fn env_name(name: &str) -> String {
+    format!("SILT_{}", name.replace('.', "_").to_ascii_uppercase())
+}
+
+/// The `silt serve` arguments: settings given on the command line or in the
+/// environment, plus the config file and `--override`s.
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML file of Kafka-named settings.
+    pub config_file: Option<PathBuf>,
+    /// Settings from flags or environment, by Kafka name.
+    pub settings: BTreeMap<String, String>,
+    /// `--override name=value` pairs, applied last.
+    pub overrides: Vec<String>,
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = ServeArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        if let Some(path) = matches.get_one::<String>("config") {
+            self.config_file = Some(PathBuf::from(path));
+        }
+        for config in BROKER_CONFIGS {
+            let from_user = matches!(
+                matches.value_source(config.name),
+                Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+            );
+            if let (true, Some(value)) = (from_user, matches.get_one::<String>(config.name)) {
+                let _ = self.settings.insert(config.name.to_string(), value.clone());
+            }
+        }
+        if let Some(values) = matches.get_many::<String>("override") {
+            self.overrides.extend(values.cloned());
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(command: Command) -> Command {
+        let mut command = command
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .env("SILT_CONFIG")
+                    .value_name("FILE")
+                    .help("TOML file of settings under their Kafka names, e.g. \"log.dirs\" = \"/var/lib/silt\""),
+            )
+            .arg(
+                Arg::new("override")
+                    .long("override")
+                    .value_name("NAME=VALUE")
+                    .action(ArgAction::Append)
+                    .help("set any setting by its Kafka name; applied last"),
+            );
+        for config in BROKER_CONFIGS {
+            let help = match config.default {
+                Some(default) => format!("{} [{}; default {default}]", config.doc, config.name),
+                None => format!("{} [{}]", config.doc, config.name),
+            };
+            command = command.arg(
+                Arg::new(config.name)
+                    .long(flag_name(config.name))
+                    .env(env_name(config.name))
+                    .value_name("VALUE")
+                    .help(help),
+            );
+        }
+        command
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
+}
+
+/// The broker configuration after every source has been merged and parsed.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Every setting by Kafka name, as merged (for DescribeConfigs on the broker).
+    pub raw: BTreeMap<String, String>,
+    /// `node.id`.
+    pub node_id: i32,
+    /// `process.roles`.
+    pub process_roles: Vec<String>,
+    /// Address of the PLAINTEXT listener.
+    pub listener: SocketAddr,
+    /// Host and port given to clients; port 0 means "the bound port".
+    pub advertised_host: String,
+    /// Advertised port, 0 = the listener's bound port.
+    pub advertised_port: u16,
+    /// `log.dirs`.
+    pub log_dirs: Vec<PathBuf>,
+    /// `admin.listener`.
+    pub admin_listener: SocketAddr,
+    /// `cluster.id`.
+    pub cluster_id: Option<String>,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `delete.topic.enable`.
+    pub delete_topic_enable: bool,
+    /// Topic config defaults keyed by topic config name.
+    pub log_defaults: BTreeMap<String, String>,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+    /// `log.flush.interval.ms`, when set.
+    pub flush_interval_ms: Option<u64>,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_topic_replication_factor: i16,
+    /// Group coordinator settings.
+    pub group: GroupConfig,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: usize,
+}
+
+impl BrokerConfig {
+    /// Merges defaults, the TOML file, flags/environment and overrides, then parses.
+    ///
+    /// # Errors
+    /// An unreadable file, an unknown setting name, or a value of the wrong form.
+    pub fn load(args: &ServeArgs) -> Result<BrokerConfig, ConfigError> {
+        let mut raw: BTreeMap<String, String> = BROKER_CONFIGS
+            .iter()
+            .filter_map(|config| config.default.map(|default| (config.name.to_string(), default.to_string())))
+            .collect();
+        if let Some(path) = &args.config_file {
+            for (name, value) in read_toml_settings(path)? {
+                let _ = raw.insert(name, value);
+            }
+        }
+        for (name, value) in &args.settings {
+            let _ = raw.insert(name.clone(), value.clone());
+        }
+        for pair in &args.overrides {
+            let Some((name, value)) = pair.split_once('=') else {
+                return Err(ConfigError::InvalidValue {
+                    name: "--override".to_string(),
+                    value: pair.clone(),
+                    expected: "NAME=VALUE",
+                });
+            };
+            let name = name.trim();
+            if !BROKER_CONFIGS.iter().any(|config| config.name == name) {
+                return Err(ConfigError::UnknownSetting(name.to_string()));
+            }
+            let _ = raw.insert(name.to_string(), value.trim().to_string());
+        }
+        Self::from_raw(raw)
+    }
+
+    /// Parses merged settings.
+    ///
+    /// # Errors
+    /// A value of the wrong form, naming the setting.
+    pub fn from_raw(raw: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        let get = |name: &str| raw.get(name).map(String::as_str).unwrap_or("");
+        let listener_text = get("listeners").to_string();
+        let listener = parse_plaintext_listener("listeners", &listener_text)?;
+        let advertised = match raw.get("advertised.listeners") {
+            Some(text) if !text.trim().is_empty() => parse_plaintext_host_port("advertised.listeners", text)?,
+            _ => (listener.ip().to_string(), listener.port()),
+        };
+        let log_dirs: Vec<PathBuf> = get("log.dirs")
+            .split(',')
+            .map(str::trim)
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(invalid("log.dirs", get("log.dirs"), "one or more directories, comma separated"));
+        }
+        let admin_listener = get("admin.listener")
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("admin.listener", get("admin.listener"), "HOST:PORT, e.g. 127.0.0.1:9644"))?;
+        let mut log_defaults = BTreeMap::new();
+        for (broker_name, topic_name) in TOPIC_DEFAULT_NAMES {
+            if let Some(value) = raw.get(*broker_name) {
+                let _ = log_defaults.insert((*topic_name).to_string(), value.clone());
+            }
+        }
+        silt_broker::log_config::LogConfig::from_configs(&log_defaults, &BTreeMap::new())
+            .map_err(|error| ConfigError::InvalidValue { name: "log.*".to_string(), value: error.to_string(), expected: "valid topic defaults" })?;
+        let offsets_retention_minutes: i64 = parse_number(&raw, "offsets.retention.minutes")?;
+        let group = GroupConfig {
+            offsets_topic_num_partitions: parse_number(&raw, "offsets.topic.num.partitions")?,
+            group_initial_rebalance_delay_ms: parse_number(&raw, "group.initial.rebalance.delay.ms")?,
+            group_min_session_timeout_ms: parse_number(&raw, "group.min.session.timeout.ms")?,
+            group_max_session_timeout_ms: parse_number(&raw, "group.max.session.timeout.ms")?,
+            offsets_retention_ms: offsets_retention_minutes.saturating_mul(60_000),
+        };
+        let flush_interval_ms = match raw.get("log.flush.interval.ms") {
+            Some(text) if !text.trim().is_empty() => Some(parse_number(&raw, "log.flush.interval.ms")?),
+            _ => None,
+        };
+        let num_partitions: i32 = parse_number(&raw, "num.partitions")?;
+        if num_partitions < 1 {
+            return Err(invalid("num.partitions", get("num.partitions"), "a positive integer"));
+        }
+        Ok(BrokerConfig {
+            node_id: parse_number(&raw, "node.id")?,
+            process_roles: get("process.roles").split(',').map(|role| role.trim().to_string()).filter(|r| !r.is_empty()).collect(),
+            listener,
+            advertised_host: advertised.0,
+            advertised_port: advertised.1,
+            log_dirs,
+            admin_listener,
+            cluster_id: raw.get("cluster.id").filter(|id| !id.trim().is_empty()).cloned(),
+            num_partitions,
+            default_replication_factor: parse_number(&raw, "default.replication.factor")?,
+            auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?,
+            delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
+            log_defaults,
+            retention_check_interval_ms: parse_number(&raw, "log.retention.check.interval.ms")?,
+            flush_interval_ms,
+            offsets_topic_num_partitions: group.offsets_topic_num_partitions,
+            offsets_topic_replication_factor: parse_number(&raw, "offsets.topic.replication.factor")?,
+            group,
+            socket_request_max_bytes: parse_number(&raw, "socket.request.max.bytes")?,
+            raw,
+        })
+    }
+}
+
+fn invalid(name: &str, value: &str, expected: &'static str) -> ConfigError {
+    ConfigError::InvalidValue { name: name.to_string(), value: value.to_string(), expected }
+}
+
+fn parse_number<T: std::str::FromStr>(raw: &BTreeMap<String, String>, name: &str) -> Result<T, ConfigError> {
+    let value = raw.get(name).map(String::as_str).unwrap_or("");
+    value.trim().parse::<T>().map_err(|_| invalid(name, value, "a number in range"))
+}
+
+fn parse_bool(raw: &BTreeMap<String, String>, name: &str) -> Result<bool, ConfigError> {
+    let value = raw.get(name).map(String::as_str).unwrap_or("");
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(name, value, "true or false")),
+    }
+}
+
+/// The `PLAINTEXT` entry (or the first entry that is not `CONTROLLER`) of a listener list
+/// as host and port.
+fn parse_plaintext_host_port(name: &str, text: &str) -> Result<(String, u16), ConfigError> {
+    let expected = "NAME://HOST:PORT[,NAME://HOST:PORT], e.g. PLAINTEXT://127.0.0.1:9092";
+    let entries: Vec<(&str, &str)> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| entry.split_once("://").ok_or_else(|| invalid(name, text, expected)))
+        .collect::<Result<_, _>>()?;
+    let chosen = entries
+        .iter()
+        .find(|(listener_name, _)| listener_name.eq_ignore_ascii_case("PLAINTEXT"))
+        .or_else(|| entries.iter().find(|(listener_name, _)| !listener_name.eq_ignore_ascii_case("CONTROLLER")))
+        .ok_or_else(|| invalid(name, text, expected))?;
+    let (host, port) = chosen.1.rsplit_once(':').ok_or_else(|| invalid(name, text, expected))?;
+    let port: u16 = port.parse().map_err(|_| invalid(name, text, expected))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((host.to_string(), port))
+}
+
+fn parse_plaintext_listener(name: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = parse_plaintext_host_port(name, text)?;
+    let resolved = if host == "localhost" { "127.0.0.1".to_string() } else { host };
+    format!("{resolved}:{port}")
+        .parse::<SocketAddr>()
+        .or_else(|_| format!("[{resolved}]:{port}").parse::<SocketAddr>())
+        .map_err(|_| invalid(name, text, "an IP address and port, e.g. PLAINTEXT://127.0.0.1:9092"))
+}
+
+fn read_toml_settings(path: &PathBuf) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+    let table: toml::Table =
+        text.parse().map_err(|error: toml::de::Error| ConfigError::ParseFile { path: path.clone(), message: error.to_string() })?;
+    let mut settings = BTreeMap::new();
+    flatten_toml("", &table, &mut settings, path)?;
+    for name in settings.keys() {
+        if !BROKER_CONFIGS.iter().any(|config| config.name == name) {
+            return Err(ConfigError::UnknownSetting(name.clone()));
+        }
+    }
+    Ok(settings)
+}
+
+/// Accepts both `"log.dirs" = ".."` and nested tables (`[log] dirs = ..`).
+fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>, path: &PathBuf) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let text = match value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Float(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            toml::Value::Table(nested) => {
+                flatten_toml(&name, nested, out, path)?;
+                continue;
+            }
+            toml::Value::Datetime(_) => {
+                return Err(ConfigError::ParseFile { path: path.clone(), message: format!("{name}: dates are not settings") });
+            }
+        };
+        let _ = out.insert(name, text);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_to_a_single_node_on_9092() {
+        let config = BrokerConfig::load(&ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(config.listener, "127.0.0.1:9092".parse().expect("addr"));
+        assert_eq!(config.log_dirs, vec![PathBuf::from("./silt-data")]);
+        assert_eq!(config.log_defaults.get("retention.ms").map(String::as_str), Some("604800000"));
+        assert!(config.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn flags_and_overrides_beat_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("silt.toml");
+        std::fs::write(&file, "\"num.partitions\" = 3\n[log.retention]\nms = 1000\n").expect("write");
+        let args = ServeArgs {
+            config_file: Some(file),
+            settings: BTreeMap::from([("num.partitions".to_string(), "4".to_string())]),
+            overrides: vec!["log.retention.bytes=77".to_string()],
+        };
+        let config = BrokerConfig::load(&args).expect("valid");
+        assert_eq!(config.num_partitions, 4);
+        assert_eq!(config.log_defaults.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(config.log_defaults.get("retention.bytes").map(String::as_str), Some("77"));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let args = ServeArgs { overrides: vec!["num.partitions=many".to_string()], ..ServeArgs::default() };
+        let error = BrokerConfig::load(&args).expect_err("invalid");
+        assert!(error.to_string().contains("num.partitions"), "{error}");
+        let unknown = ServeArgs { overrides: vec!["no.such.thing=1".to_string()], ..ServeArgs::default() };
+        assert!(matches!(BrokerConfig::load(&unknown), Err(ConfigError::UnknownSetting(_))));
+    }
+
+    #[test]
+    fn listener_lists_pick_plaintext() {
+        let (host, port) = parse_plaintext_host_port("listeners", "CONTROLLER://127.0.0.1:9093,PLAINTEXT://127.0.0.2:9092")
+            .expect("valid");
+        assert_eq!((host.as_str(), port), ("127.0.0.2", 9092));
+    }
+}

@@ -1,0 +1,111 @@
+//! One module per area of the Kafka API; `handle` routes a decoded request to it.
+
+mod cluster;
+mod configs;
+mod fetch;
+mod groups;
+mod metadata;
+mod offsets;
+mod produce;
+mod topics;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::api_versions;
+use crate::context::BrokerContext;
+use crate::server::Request;
+
+/// Kafka error codes used by the handlers (protocol guide, "Error Codes").
+pub(crate) mod error_code {
+    pub(crate) const NONE: i16 = 0;
+    pub(crate) const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub(crate) const CORRUPT_MESSAGE: i16 = 2;
+    pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub(crate) const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub(crate) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub(crate) const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub(crate) const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub(crate) const INVALID_PARTITIONS: i16 = 37;
+    pub(crate) const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub(crate) const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub(crate) const INVALID_CONFIG: i16 = 40;
+    pub(crate) const NOT_CONTROLLER: i16 = 41;
+    pub(crate) const INVALID_REQUEST: i16 = 42;
+    pub(crate) const TOPIC_DELETION_DISABLED: i16 = 73;
+    pub(crate) const UNSUPPORTED_ENDPOINT_TYPE: i16 = 120;
+}
+
+/// Runs the handler of `request`. `None` only for Produce with acks=0, which gets no
+/// response.
+pub async fn handle(context: &BrokerContext, request: Request) -> Option<ResponseKind> {
+    let version = request.version();
+    let client_id = request.client_id().to_string();
+    let client_host = request.peer.ip().to_string();
+    let coordinator = &context.group_coordinator;
+    let response = match request.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::api_versions_response()),
+        RequestKind::Metadata(body) => ResponseKind::Metadata(metadata::handle_metadata(context, body, version).await),
+        RequestKind::CreateTopics(body) => ResponseKind::CreateTopics(topics::handle_create_topics(context, body, version).await),
+        RequestKind::DeleteTopics(body) => ResponseKind::DeleteTopics(topics::handle_delete_topics(context, body, version).await),
+        RequestKind::CreatePartitions(body) => {
+            ResponseKind::CreatePartitions(topics::handle_create_partitions(context, body).await)
+        }
+        RequestKind::Produce(body) => return produce::handle_produce(context, body, version).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(body) => ResponseKind::Fetch(fetch::handle_fetch(context, body, version).await),
+        RequestKind::ListOffsets(body) => ResponseKind::ListOffsets(offsets::handle_list_offsets(context, body, version).await),
+        RequestKind::DeleteRecords(body) => ResponseKind::DeleteRecords(offsets::handle_delete_records(context, body).await),
+        RequestKind::OffsetForLeaderEpoch(body) => {
+            ResponseKind::OffsetForLeaderEpoch(offsets::handle_offset_for_leader_epoch(context, body))
+        }
+        RequestKind::FindCoordinator(body) => {
+            ResponseKind::FindCoordinator(groups::handle_find_coordinator(context, body, version))
+        }
+        RequestKind::JoinGroup(body) => {
+            ResponseKind::JoinGroup(coordinator.join_group(body, version, &client_id, &client_host).await)
+        }
+        RequestKind::SyncGroup(body) => ResponseKind::SyncGroup(coordinator.sync_group(body, version).await),
+        RequestKind::Heartbeat(body) => ResponseKind::Heartbeat(coordinator.heartbeat(body, version).await),
+        RequestKind::LeaveGroup(body) => ResponseKind::LeaveGroup(coordinator.leave_group(body, version).await),
+        RequestKind::OffsetCommit(body) => ResponseKind::OffsetCommit(coordinator.offset_commit(body, version).await),
+        RequestKind::OffsetFetch(body) => ResponseKind::OffsetFetch(coordinator.offset_fetch(body, version).await),
+        RequestKind::ListGroups(body) => ResponseKind::ListGroups(coordinator.list_groups(body, version).await),
+        RequestKind::DescribeGroups(body) => ResponseKind::DescribeGroups(coordinator.describe_groups(body, version).await),
+        RequestKind::DeleteGroups(body) => ResponseKind::DeleteGroups(coordinator.delete_groups(body, version).await),
+        RequestKind::DescribeConfigs(body) => {
+            ResponseKind::DescribeConfigs(configs::handle_describe_configs(context, body, version))
+        }
+        RequestKind::IncrementalAlterConfigs(body) => {
+            ResponseKind::IncrementalAlterConfigs(configs::handle_incremental_alter_configs(context, body).await)
+        }
+        RequestKind::DescribeCluster(body) => ResponseKind::DescribeCluster(cluster::handle_describe_cluster(context, body)),
+        RequestKind::InitProducerId(body) => ResponseKind::InitProducerId(cluster::handle_init_producer_id(context, body).await),
+        other => {
+            // The frame decoder only lets through the APIs of SUPPORTED_APIS.
+            tracing::error!(request = ?std::mem::discriminant(&other), "request reached the router without a handler");
+            return None;
+        }
+    };
+    Some(response)
+}
+
+/// A protocol string from a Rust string.
+pub(crate) fn str_bytes(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// Maps controller errors to Kafka error codes.
+pub(crate) fn controller_error_code(error: &silt_controller::ControllerError) -> i16 {
+    use silt_controller::ControllerError;
+    match error {
+        ControllerError::TopicAlreadyExists(_) => error_code::TOPIC_ALREADY_EXISTS,
+        ControllerError::UnknownTopic(_) => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+        ControllerError::InvalidTopic(_) => error_code::INVALID_TOPIC_EXCEPTION,
+        ControllerError::InvalidPartitions(_) => error_code::INVALID_PARTITIONS,
+        ControllerError::InvalidReplicationFactor(_) => error_code::INVALID_REPLICATION_FACTOR,
+        ControllerError::InvalidConfig(_) => error_code::INVALID_CONFIG,
+        ControllerError::NotController { .. } => error_code::NOT_CONTROLLER,
+        _ => error_code::UNKNOWN_SERVER_ERROR,
+    }
+}

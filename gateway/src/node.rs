@@ -1,0 +1,187 @@
+//! Starting and stopping one Silt node: controller, replica manager, group coordinator,
+//! Kafka listener and admin HTTP, wired in that order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use silt_broker::consumer_offsets::{CONSUMER_OFFSETS_TOPIC, ConsumerOffsetsLog};
+use silt_broker::group_coordinator::GroupCoordinator;
+use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
+use silt_controller::{BrokerRegistration, Controller, ControllerConfig, ControllerError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::admin_http;
+use crate::config::BrokerConfig;
+use crate::context::BrokerContext;
+use crate::server;
+
+/// Errors starting a node.
+#[derive(thiserror::Error, Debug)]
+pub enum NodeError {
+    /// A listener could not bind or a directory could not be created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The controller refused to start or to register this broker.
+    #[error("controller: {0}")]
+    Controller(#[from] ControllerError),
+    /// Opening the hosted partitions failed.
+    #[error("opening partitions: {0}")]
+    Partitions(#[from] silt_broker::replica_manager::PartitionError),
+    /// Replaying `__consumer_offsets` failed.
+    #[error("loading consumer groups: {0}")]
+    Groups(#[from] silt_broker::group_coordinator::GroupError),
+}
+
+/// A running node; [`RunningNode::shutdown`] stops it cleanly.
+pub struct RunningNode {
+    /// Shared broker state.
+    pub context: Arc<BrokerContext>,
+    /// Bound Kafka listener address.
+    pub kafka_addr: SocketAddr,
+    /// Bound admin HTTP address.
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts every component of a node from its configuration.
+///
+/// # Errors
+/// Bind failures, controller start/registration failures, log recovery failures.
+pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
+    let io_error = |what: String| move |source: std::io::Error| NodeError::Io { what, source };
+    for log_dir in &config.log_dirs {
+        tokio::fs::create_dir_all(log_dir).await.map_err(io_error(format!("creating log dir {}", log_dir.display())))?;
+    }
+    let controller = Controller::start(ControllerConfig {
+        node_id: config.node_id,
+        data_dir: config.log_dirs[0].join("__controller"),
+        cluster_id: config.cluster_id.clone(),
+    })
+    .await?;
+    let listener = TcpListener::bind(config.listener).await.map_err(io_error(format!("binding the Kafka listener {}", config.listener)))?;
+    let kafka_addr = listener.local_addr().map_err(io_error("reading the Kafka listener address".to_string()))?;
+    let advertised_port = if config.advertised_port == 0 { kafka_addr.port() } else { config.advertised_port };
+    let advertised_host = if config.advertised_host == "0.0.0.0" { "127.0.0.1".to_string() } else { config.advertised_host.clone() };
+    controller
+        .register_broker(BrokerRegistration {
+            broker_id: config.node_id,
+            incarnation_id: uuid::Uuid::new_v4(),
+            host: advertised_host.clone(),
+            port: advertised_port,
+            rack: None,
+            fenced: false,
+        })
+        .await?;
+
+    let replica_manager = ReplicaManager::new(ReplicaManagerConfig {
+        broker_id: config.node_id,
+        log_dirs: config.log_dirs.clone(),
+        log_defaults: config.log_defaults.clone(),
+    });
+    replica_manager.apply_metadata(&controller.metadata()).await?;
+    ensure_consumer_offsets_topic(&controller, &config).await?;
+    replica_manager.apply_metadata(&controller.metadata()).await?;
+
+    let group_coordinator = GroupCoordinator::new(Arc::new(ConsumerOffsetsLog::new(Arc::clone(&replica_manager))), config.group.clone());
+    group_coordinator.load().await?;
+
+    let (shutdown, shutdown_receiver) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(follow_metadata(controller.clone(), Arc::clone(&replica_manager), shutdown_receiver.clone())));
+    let retention_interval = Duration::from_millis(config.retention_check_interval_ms.max(100));
+    tasks.push(tokio::spawn(Arc::clone(&replica_manager).run_retention_loop(retention_interval)));
+    if let Some(flush_ms) = config.flush_interval_ms {
+        let flushing = Arc::clone(&replica_manager);
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(flush_ms.max(1)));
+            loop {
+                let _ = ticker.tick().await;
+                flushing.flush_all().await;
+            }
+        }));
+    }
+
+    let admin_listener =
+        TcpListener::bind(config.admin_listener).await.map_err(io_error(format!("binding the admin listener {}", config.admin_listener)))?;
+    let admin_addr = admin_listener.local_addr().map_err(io_error("reading the admin listener address".to_string()))?;
+    let context = Arc::new(BrokerContext::new(
+        config,
+        controller,
+        replica_manager,
+        group_coordinator,
+        advertised_host,
+        advertised_port,
+    ));
+    tasks.push(tokio::spawn(admin_http::serve(admin_listener, Arc::clone(&context), shutdown_receiver.clone())));
+    tasks.push(tokio::spawn(server::serve(listener, Arc::clone(&context), shutdown_receiver)));
+    info!(kafka = %kafka_addr, admin = %admin_addr, node_id = context.node_id(), "silt is ready");
+    Ok(RunningNode { context, kafka_addr, admin_addr, shutdown, tasks })
+}
+
+async fn ensure_consumer_offsets_topic(controller: &Controller, config: &BrokerConfig) -> Result<(), ControllerError> {
+    if controller.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    // Kafka's settings for the offsets topic: compacted, 100 MiB segments.
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), "104857600".to_string()),
+    ]);
+    match controller
+        .create_topic(CONSUMER_OFFSETS_TOPIC, config.offsets_topic_num_partitions, config.offsets_topic_replication_factor, configs, true)
+        .await
+    {
+        Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Applies every metadata change the controller publishes, in order.
+async fn follow_metadata(controller: Controller, replica_manager: Arc<ReplicaManager>, mut shutdown: watch::Receiver<bool>) {
+    let mut updates = controller.subscribe();
+    loop {
+        tokio::select! {
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let metadata = updates.borrow_and_update().clone();
+                if let Err(error) = replica_manager.apply_metadata(&metadata).await {
+                    warn!(%error, metadata_offset = metadata.metadata_offset, "applying metadata failed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+impl RunningNode {
+    /// Stops accepting requests, then closes logs (flush, indexes, clean-shutdown
+    /// marker) and the controller.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.context.group_coordinator.shutdown();
+        self.context.replica_manager.shutdown().await;
+        if let Err(error) = self.context.controller.shutdown().await {
+            warn!(%error, "controller shutdown failed");
+        }
+        info!("silt stopped");
+    }
+}

@@ -1,0 +1,204 @@
+//! The Kafka protocol listener: size-prefixed frames in, one response per request out,
+//! in request order (the protocol guide's ordering guarantee per connection).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::api_versions::{self, is_supported};
+use crate::context::BrokerContext;
+use crate::handlers;
+
+/// Kafka's UNSUPPORTED_VERSION error code.
+const UNSUPPORTED_VERSION: i16 = 35;
+
+/// Why a connection is closed instead of answered.
+#[derive(thiserror::Error, Debug)]
+pub enum FrameError {
+    /// The declared size is negative or above `socket.request.max.bytes`.
+    #[error("request of {size} bytes exceeds socket.request.max.bytes {max}")]
+    TooLarge {
+        /// Declared frame size in bytes.
+        size: i64,
+        /// Configured limit in bytes.
+        max: usize,
+    },
+    /// The frame cannot be parsed as a request of its declared API key and version.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// Encoding our own response failed (a bug: the response does not fit its version).
+    #[error("cannot encode {api:?} v{version} response: {message}")]
+    Encode {
+        /// API of the response.
+        api: ApiKey,
+        /// Version requested.
+        version: i16,
+        /// Encoder message.
+        message: String,
+    },
+    /// Socket I/O failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A decoded request with what handlers need to answer it.
+#[derive(Debug)]
+pub struct Request {
+    /// Request header (API key, version, correlation id, client id).
+    pub header: RequestHeader,
+    /// The decoded body.
+    pub body: RequestKind,
+    /// Address of the client.
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// API version of the request.
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    /// The client id, or "" when absent.
+    pub fn client_id(&self) -> &str {
+        self.header.client_id.as_ref().map(|id| id.as_str()).unwrap_or("")
+    }
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, context: Arc<BrokerContext>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let connection_context = Arc::clone(&context);
+                    let connection_shutdown = shutdown.clone();
+                    drop(tokio::spawn(async move {
+                        metrics::gauge!("silt_open_connections").increment(1.0);
+                        match handle_connection(stream, peer, connection_context, connection_shutdown).await {
+                            Ok(()) => debug!(%peer, "connection closed"),
+                            Err(FrameError::Io(error)) => debug!(%peer, %error, "connection closed"),
+                            Err(error) => warn!(%peer, %error, "closing connection"),
+                        }
+                        metrics::gauge!("silt_open_connections").decrement(1.0);
+                    }));
+                }
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => {
+                info!("kafka listener stopped");
+                return;
+            }
+        }
+    }
+}
+
+async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: Arc<BrokerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), FrameError> {
+    stream.set_nodelay(true)?;
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = BufWriter::new(writer);
+    let max_size = context.config.socket_request_max_bytes;
+    loop {
+        let size = tokio::select! {
+            size = reader.read_i32() => match size {
+                Ok(size) => size,
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(error) => return Err(error.into()),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        // Refused before anything is buffered, as Kafka's SocketServer does.
+        if size < 0 || size as usize > max_size {
+            return Err(FrameError::TooLarge { size: i64::from(size), max: max_size });
+        }
+        let mut frame = BytesMut::zeroed(size as usize);
+        let _ = reader.read_exact(&mut frame).await?;
+        metrics::counter!("silt_network_bytes_in_total").increment(size as u64 + 4);
+        let Some(response) = process_frame(&context, frame.freeze(), peer).await? else {
+            continue;
+        };
+        metrics::counter!("silt_network_bytes_out_total").increment(response.len() as u64 + 4);
+        writer.write_i32(response.len() as i32).await?;
+        writer.write_all(&response).await?;
+        writer.flush().await?;
+    }
+}
+
+/// Decodes one frame, runs its handler and encodes the response. `Ok(None)` means no
+/// response is due (Produce with acks=0).
+///
+/// # Errors
+/// A frame that cannot be decoded, which closes the connection.
+pub async fn process_frame(context: &BrokerContext, mut frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError::Malformed(format!("frame of {} bytes has no request header", frame.len())));
+    }
+    let raw_api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(raw_api_key) else {
+        warn!(%peer, api_key = raw_api_key, "unknown api key");
+        metrics::counter!("silt_requests_unsupported_total").increment(1);
+        return Ok(Some(bare_error_response(correlation_id, UNSUPPORTED_VERSION)));
+    };
+    if !is_supported(api_key, version) {
+        metrics::counter!("silt_requests_unsupported_total").increment(1);
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with the supported ranges so the client can downgrade.
+            let response = api_versions::unsupported_version_response();
+            return encode_response(ApiKey::ApiVersions, 0, correlation_id, ResponseKind::ApiVersions(response)).map(Some);
+        }
+        warn!(%peer, api = ?api_key, version, "unsupported api version");
+        return Ok(Some(bare_error_response(correlation_id, UNSUPPORTED_VERSION)));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|error| FrameError::Malformed(format!("{api_key:?} v{version} header: {error}")))?;
+    let body = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|error| FrameError::Malformed(format!("{api_key:?} v{version} body: {error}")))?;
+    if frame.has_remaining() {
+        return Err(FrameError::Malformed(format!("{api_key:?} v{version} has {} trailing bytes", frame.remaining())));
+    }
+    let request = Request { header, body, peer };
+    let api_label = format!("{api_key:?}");
+    let started = std::time::Instant::now();
+    let response = handlers::handle(context, request).await;
+    metrics::histogram!("silt_request_duration_seconds", "api" => api_label.clone()).record(started.elapsed().as_secs_f64());
+    metrics::counter!("silt_requests_total", "api" => api_label).increment(1);
+    match response {
+        Some(body) => encode_response(api_key, version, correlation_id, body).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Result<Bytes, FrameError> {
+    let encode_error = |error: anyhow::Error| FrameError::Encode { api: api_key, version, message: error.to_string() };
+    let mut buffer = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header.encode(&mut buffer, api_key.response_header_version(version)).map_err(encode_error)?;
+    body.encode(&mut buffer, version).map_err(encode_error)?;
+    Ok(buffer.freeze())
+}
+
+/// Correlation id and an error code: all that can be said to a request whose API or
+/// version this broker cannot decode.
+fn bare_error_response(correlation_id: i32, error_code: i16) -> Bytes {
+    let mut buffer = BytesMut::with_capacity(6);
+    buffer.put_i32(correlation_id);
+    buffer.put_i16(error_code);
+    buffer.freeze()
+}
