@@ -1,0 +1,724 @@
+//! `silt bench`: load generators for any Kafka-compatible broker.
+//!
+//! `produce` measures producer throughput and delivery latency (enqueue to
+//! acknowledgement), `consume` reads a topic from the beginning, `e2e`
+//! measures the time from producing a record to consuming it, and `disk`
+//! measures the machine's sequential write bandwidth so broker figures can be
+//! put next to what the disk can do. Everything goes through the `rdkafka`
+//! crate (librdkafka), so the same numbers can be taken against Silt, Apache
+//! Kafka, Redpanda or Tansu.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use rand::Rng;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// Arguments of `silt bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// The `silt bench` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Produce records and report throughput and delivery latency.
+    Produce(ProduceArgs),
+    /// Read a topic from the beginning and report throughput.
+    Consume(ConsumeArgs),
+    /// Produce and consume at the same time and report end-to-end latency.
+    E2e(ProduceArgs),
+    /// Measure sequential write bandwidth (write, then one fsync) of a directory.
+    Disk(DiskArgs),
+}
+
+/// Where to connect and which topic to use.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Broker to bootstrap from, HOST:PORT.
+    #[arg(long, alias = "bootstrap-server", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// Topic to use.
+    #[arg(long, default_value = "silt-bench")]
+    pub topic: String,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Replication factor of the topic when it has to be created.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `bench produce` and `bench e2e`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProduceArgs {
+    /// Broker, topic and output format.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records to produce.
+    #[arg(long, default_value_t = 500_000)]
+    pub count: u64,
+    /// Producer acks: 0, 1 or all.
+    #[arg(long, default_value = "1", value_parser = ["0", "1", "all", "-1"])]
+    pub acks: String,
+    /// Compression codec.
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+    pub compression: String,
+    /// Producer linger.ms.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Producer batch.size in bytes.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub batch_size: u64,
+    /// Records per second to offer (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Extra producer settings, `key=value` (repeatable).
+    #[arg(long = "producer-config", value_name = "KEY=VALUE")]
+    pub producer_config: Vec<String>,
+}
+
+/// Options of `bench consume`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConsumeArgs {
+    /// Broker, topic and output format.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Records to read (default: everything up to the log end at start).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Give up after this many seconds without a record.
+    #[arg(long, default_value_t = 15)]
+    pub idle_timeout_secs: u64,
+}
+
+/// Options of `bench disk`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiskArgs {
+    /// Directory to write the scratch file in (removed afterwards).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Megabytes (MiB) to write.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mb: u64,
+    /// Size of each write call, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub block_kb: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a `silt bench` subcommand.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        BenchCommand::Produce(produce) => {
+            ensure_topic(&produce.target).await?;
+            let report = tokio::task::spawn_blocking(move || run_produce(&produce, None))
+                .await
+                .context("producer thread panicked")??;
+            report.print();
+            Ok(())
+        }
+        BenchCommand::E2e(produce) => {
+            ensure_topic(&produce.target).await?;
+            let report = tokio::task::spawn_blocking(move || run_e2e(&produce))
+                .await
+                .context("e2e thread panicked")??;
+            report.print();
+            Ok(())
+        }
+        BenchCommand::Consume(consume) => {
+            let report = tokio::task::spawn_blocking(move || run_consume(&consume))
+                .await
+                .context("consumer thread panicked")??;
+            report.print();
+            Ok(())
+        }
+        BenchCommand::Disk(disk) => {
+            let report = tokio::task::spawn_blocking(move || run_disk(&disk))
+                .await
+                .context("disk thread panicked")??;
+            report.print();
+            Ok(())
+        }
+    }
+}
+
+fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    let _ = config
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4");
+    config
+}
+
+/// Creates the topic unless it exists, then waits until every partition has a leader.
+async fn ensure_topic(target: &TargetArgs) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(&target.bootstrap)
+        .create()
+        .context("creating admin client")?;
+    let topic = NewTopic::new(
+        &target.topic,
+        target.partitions,
+        TopicReplication::Fixed(target.replication_factor),
+    );
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .context("create_topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("creating topic {name} failed: {code}"),
+        }
+    }
+    let consumer: BaseConsumer = base_config(&target.bootstrap).create()?;
+    let topic_name = target.topic.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        loop {
+            if let Ok(metadata) = consumer.fetch_metadata(Some(&topic_name), Duration::from_secs(5))
+                && let Some(topic) = metadata.topics().iter().find(|t| t.name() == topic_name)
+                && topic.error().is_none()
+                && !topic.partitions().is_empty()
+                && topic.partitions().iter().all(|p| p.leader() >= 0)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("topic {topic_name} has no leaders after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await??;
+    Ok(())
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs .. 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Delivery bookkeeping shared with librdkafka's callback thread.
+struct DeliveryStats {
+    started: Instant,
+    latency_us: Mutex<Histogram<u64>>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+struct BenchProducerContext {
+    stats: Arc<DeliveryStats>,
+}
+
+impl ClientContext for BenchProducerContext {}
+
+impl ProducerContext for BenchProducerContext {
+    /// Microseconds since `stats.started` at enqueue time.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, enqueued_us: usize) {
+        match result {
+            Ok(_) => {
+                let now_us = self.stats.started.elapsed().as_micros() as u64;
+                let latency = now_us.saturating_sub(enqueued_us as u64).max(1);
+                let _ = self.stats.latency_us.lock().record(latency);
+                let _ = self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                let _ = self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.stats.first_error.lock();
+                if first.is_none() {
+                    *first = Some(error.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A printable value payload; for e2e runs the first 8 bytes are overwritten
+/// with the send time.
+fn make_payload(size: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..size.max(8))
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
+        .collect()
+}
+
+/// Results of a produce run.
+#[derive(Debug, serde::Serialize)]
+pub struct ProduceReport {
+    /// `produce` or `e2e`.
+    pub mode: &'static str,
+    /// Records acknowledged.
+    pub records: u64,
+    /// Records that failed.
+    pub failed: u64,
+    /// Value size in bytes.
+    pub record_size: usize,
+    /// acks setting.
+    pub acks: String,
+    /// Compression codec.
+    pub compression: String,
+    /// Offered rate (0 = unlimited).
+    pub target_rate: u64,
+    /// Seconds from first send to last acknowledgement.
+    pub seconds: f64,
+    /// Acknowledged records per second.
+    pub records_per_sec: f64,
+    /// Acknowledged value bytes per second, in MiB.
+    pub mib_per_sec: f64,
+    /// Delivery latency percentiles in milliseconds.
+    pub produce_latency_ms: Percentiles,
+    /// End-to-end latency percentiles in milliseconds (e2e only).
+    pub e2e_latency_ms: Option<Percentiles>,
+    /// First delivery error, if any.
+    pub first_error: Option<String>,
+    #[serde(skip)]
+    json: bool,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn from_micros(histogram: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Percentiles {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            self.p50, self.p99, self.p999, self.max
+        )
+    }
+}
+
+impl ProduceReport {
+    fn print(&self) {
+        if self.json {
+            println!("{}", serde_json::to_string(self).unwrap_or_default());
+            return;
+        }
+        let rate = if self.target_rate == 0 {
+            "max".to_string()
+        } else {
+            format!("{} records/s", self.target_rate)
+        };
+        println!(
+            "{}: {} records of {} bytes, acks={}, compression={}, offered rate {rate}",
+            self.mode, self.records, self.record_size, self.acks, self.compression
+        );
+        println!(
+            "  throughput: {:.0} records/s, {:.2} MiB/s ({:.2} s)",
+            self.records_per_sec, self.mib_per_sec, self.seconds
+        );
+        println!("  produce latency (send -> ack): {}", self.produce_latency_ms);
+        if let Some(e2e) = &self.e2e_latency_ms {
+            println!("  end-to-end latency (send -> consumed): {e2e}");
+        }
+        if self.failed > 0 {
+            println!(
+                "  FAILED deliveries: {} (first: {})",
+                self.failed,
+                self.first_error.as_deref().unwrap_or("?")
+            );
+        }
+    }
+}
+
+/// Produces `args.count` records; when `stamp` is set the first 8 bytes of
+/// each value carry the send time in Unix microseconds.
+fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceReport> {
+    let stamp = stop.is_some();
+    let stats = Arc::new(DeliveryStats {
+        started: Instant::now(),
+        latency_us: Mutex::new(new_histogram()),
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    });
+    let mut config = base_config(&args.target.bootstrap);
+    let acks = if args.acks == "all" { "-1" } else { args.acks.as_str() };
+    let _ = config
+        .set("acks", acks)
+        .set("compression.type", &args.compression)
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("batch.size", args.batch_size.to_string())
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "60000");
+    for pair in &args.producer_config {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--producer-config {pair:?} is not key=value"))?;
+        let _ = config.set(key, value);
+    }
+    let producer: ThreadedProducer<BenchProducerContext> = config
+        .create_with_context(BenchProducerContext {
+            stats: stats.clone(),
+        })
+        .context("creating producer")?;
+
+    let mut payload = make_payload(args.record_size);
+    let send_start = Instant::now();
+    for index in 0..args.count {
+        if args.rate > 0 {
+            let due = send_start + Duration::from_secs_f64(index as f64 / args.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        if stamp {
+            payload[..8].copy_from_slice(&unix_micros().to_be_bytes());
+        }
+        let enqueued_us = stats.started.elapsed().as_micros() as usize;
+        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
+            .payload(payload.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => bail!("enqueueing record {index} failed: {error}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the producer")?;
+    let seconds = send_start.elapsed().as_secs_f64();
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let failed = stats.failed.load(Ordering::Relaxed);
+    let histogram = stats.latency_us.lock().clone();
+    let first_error = stats.first_error.lock().clone();
+    Ok(ProduceReport {
+        mode: if stamp { "e2e" } else { "produce" },
+        records: delivered,
+        failed,
+        record_size: args.record_size,
+        acks: args.acks.clone(),
+        compression: args.compression.clone(),
+        target_rate: args.rate,
+        seconds,
+        records_per_sec: delivered as f64 / seconds,
+        mib_per_sec: (delivered as f64 * args.record_size as f64) / seconds / (1024.0 * 1024.0),
+        produce_latency_ms: Percentiles::from_micros(&histogram),
+        e2e_latency_ms: None,
+        first_error,
+        json: args.target.json,
+    })
+}
+
+/// Assigns every partition of `topic` to `consumer` at the given start offsets.
+fn assign_all(consumer: &BaseConsumer, topic: &str, starts: &[Offset]) -> Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    for (partition, start) in starts.iter().enumerate() {
+        let _ = assignment.add_partition_offset(topic, partition as i32, *start)?;
+    }
+    consumer.assign(&assignment).context("assigning partitions")
+}
+
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<usize> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .context("fetching metadata")?;
+    let topic_metadata = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .with_context(|| format!("topic {topic} not in metadata"))?;
+    if let Some(error) = topic_metadata.error() {
+        bail!("topic {topic}: {error:?}");
+    }
+    Ok(topic_metadata.partitions().len())
+}
+
+fn consumer_config(bootstrap: &str) -> ClientConfig {
+    let mut config = base_config(bootstrap);
+    let _ = config
+        .set("group.id", "silt-bench")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("auto.offset.reset", "earliest");
+    config
+}
+
+fn run_e2e(args: &ProduceArgs) -> Result<ProduceReport> {
+    let consumer: BaseConsumer = consumer_config(&args.target.bootstrap)
+        .create()
+        .context("creating consumer")?;
+    let topic = args.target.topic.clone();
+    let partitions = partition_count(&consumer, &topic)?;
+    // Start right after what is in the topic already.
+    let mut starts = Vec::with_capacity(partitions);
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, partition as i32, Duration::from_secs(10))
+            .context("fetching watermarks")?;
+        starts.push(Offset::Offset(high));
+    }
+    assign_all(&consumer, &topic, &starts)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let expected = args.count;
+    let consumer_stop = stop.clone();
+    let consumer_thread = std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
+        let mut histogram = new_histogram();
+        let mut received = 0u64;
+        let mut idle_since = Instant::now();
+        while received < expected {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    idle_since = Instant::now();
+                    let now = unix_micros();
+                    if let Some(sent) = message
+                        .payload()
+                        .and_then(|payload| payload.get(..8))
+                        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                    {
+                        let latency = now.saturating_sub(u64::from_be_bytes(sent)).max(1);
+                        let _ = histogram.record(latency);
+                    }
+                    received += 1;
+                }
+                Some(Err(error)) => bail!("consumer error: {error}"),
+                None => {
+                    let idle = idle_since.elapsed() > Duration::from_secs(30);
+                    if idle && consumer_stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((histogram, received))
+    });
+    let produced = run_produce(args, Some(&stop));
+    stop.store(true, Ordering::Relaxed);
+    let consumed = consumer_thread
+        .join()
+        .map_err(|_| anyhow!("consumer thread panicked"))?;
+    let mut report = produced?;
+    let (histogram, received) = consumed?;
+    if received < report.records {
+        bail!(
+            "e2e: consumed {received} of {} acknowledged records",
+            report.records
+        );
+    }
+    report.e2e_latency_ms = Some(Percentiles::from_micros(&histogram));
+    Ok(report)
+}
+
+/// Results of a consume run.
+#[derive(Debug, serde::Serialize)]
+pub struct ConsumeReport {
+    /// Records read.
+    pub records: u64,
+    /// Value and key bytes read.
+    pub bytes: u64,
+    /// Seconds from assignment to the last record.
+    pub seconds: f64,
+    /// Records per second.
+    pub records_per_sec: f64,
+    /// MiB per second.
+    pub mib_per_sec: f64,
+    #[serde(skip)]
+    json: bool,
+}
+
+impl ConsumeReport {
+    fn print(&self) {
+        if self.json {
+            println!("{}", serde_json::to_string(self).unwrap_or_default());
+            return;
+        }
+        println!("consume: {} records, {} bytes", self.records, self.bytes);
+        println!(
+            "  throughput: {:.0} records/s, {:.2} MiB/s ({:.2} s)",
+            self.records_per_sec, self.mib_per_sec, self.seconds
+        );
+    }
+}
+
+fn run_consume(args: &ConsumeArgs) -> Result<ConsumeReport> {
+    let consumer: BaseConsumer = consumer_config(&args.target.bootstrap)
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .context("creating consumer")?;
+    let topic = &args.target.topic;
+    let partitions = partition_count(&consumer, topic)?;
+    let mut available = 0u64;
+    let mut ends = Vec::with_capacity(partitions);
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition as i32, Duration::from_secs(10))
+            .context("fetching watermarks")?;
+        available += (high - low).max(0) as u64;
+        ends.push(high);
+    }
+    let target = args.count.unwrap_or(available);
+    if target == 0 {
+        bail!("topic {topic} is empty: run `silt bench produce` first");
+    }
+    assign_all(&consumer, topic, &vec![Offset::Beginning; partitions])?;
+    let started = Instant::now();
+    let mut last_record = started;
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    while records < target {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                records += 1;
+                bytes += (message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64;
+                last_record = Instant::now();
+            }
+            Some(Err(error)) => bail!("consumer error: {error}"),
+            None => {
+                if last_record.elapsed() > Duration::from_secs(args.idle_timeout_secs) {
+                    bail!("no record for {} s after reading {records} of {target}", args.idle_timeout_secs);
+                }
+            }
+        }
+    }
+    let seconds = last_record.duration_since(started).as_secs_f64().max(1e-6);
+    Ok(ConsumeReport {
+        records,
+        bytes,
+        seconds,
+        records_per_sec: records as f64 / seconds,
+        mib_per_sec: bytes as f64 / seconds / (1024.0 * 1024.0),
+        json: args.target.json,
+    })
+}
+
+/// Results of a disk run.
+#[derive(Debug, serde::Serialize)]
+pub struct DiskReport {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Seconds for the writes alone.
+    pub write_seconds: f64,
+    /// Seconds for writes plus the final fsync.
+    pub total_seconds: f64,
+    /// MiB/s including the fsync.
+    pub mib_per_sec: f64,
+    #[serde(skip)]
+    json: bool,
+}
+
+impl DiskReport {
+    fn print(&self) {
+        if self.json {
+            println!("{}", serde_json::to_string(self).unwrap_or_default());
+            return;
+        }
+        println!(
+            "disk: wrote {} MiB sequentially in {:.2} s + fsync = {:.2} s",
+            self.bytes / (1024 * 1024),
+            self.write_seconds,
+            self.total_seconds
+        );
+        println!("  sequential write bandwidth: {:.2} MiB/s", self.mib_per_sec);
+    }
+}
+
+fn run_disk(args: &DiskArgs) -> Result<DiskReport> {
+    let block_size = args.block_kb.max(4) * 1024;
+    let total = args.size_mb.max(1) * 1024 * 1024;
+    let path = args
+        .dir
+        .join(format!(".silt-bench-disk-{}", std::process::id()));
+    let result = write_and_sync(&path, total, block_size);
+    let _ = std::fs::remove_file(&path);
+    let (write_seconds, total_seconds) = result?;
+    Ok(DiskReport {
+        bytes: total,
+        write_seconds,
+        total_seconds,
+        mib_per_sec: total as f64 / total_seconds / (1024.0 * 1024.0),
+        json: args.json,
+    })
+}
+
+/// Writes `total` bytes to a new file at `path`, then fsyncs it; returns the
+/// seconds taken by the writes and by writes plus fsync.
+fn write_and_sync(path: &std::path::Path, total: u64, block_size: usize) -> Result<(f64, f64)> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating scratch file {}", path.display()))?;
+    let mut block = vec![0u8; block_size];
+    rand::rng().fill(&mut block[..]);
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < total {
+        let chunk = (total - written).min(block_size as u64) as usize;
+        file.write_all(&block[..chunk]).context("writing scratch file")?;
+        written += chunk as u64;
+    }
+    let write_seconds = started.elapsed().as_secs_f64();
+    file.sync_all().context("fsync")?;
+    Ok((write_seconds, started.elapsed().as_secs_f64()))
+}

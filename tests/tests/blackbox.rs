@@ -1,0 +1,34 @@
+//! Other Kafka clients against Silt: kcat, confluent-kafka and kafka-python,
+//! driven by `tests/blackbox/clients.py`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use silt_tests::SiltProcess;
+
+/// Exit code of clients.py when a client is not installed.
+const MISSING_CLIENT: i32 = 3;
+
+#[test]
+fn kcat_confluent_kafka_and_kafka_python_work_against_silt() -> Result<()> {
+    let silt = SiltProcess::start()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("blackbox/clients.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg("--bootstrap")
+        .arg(silt.bootstrap())
+        .stdin(Stdio::null())
+        .output()
+        .context("running python3 tests/blackbox/clients.py")?;
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    match output.status.code() {
+        Some(0) => Ok(()),
+        Some(MISSING_CLIENT) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipping: a client is missing (scripts/install-test-deps installs them)");
+            Ok(())
+        }
+        _ => bail!("clients.py failed with {}", output.status),
+    }
+}
