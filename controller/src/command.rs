@@ -1,0 +1,94 @@
+//! Commands replicated through the raft log, their results, and the openraft type binding.
+//!
+//! Commands carry every non-deterministic input (ids, the cluster id) so that applying them
+//! is a pure function of the metadata and the command.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::types::BrokerRegistration;
+use crate::types::TopicId;
+use crate::types::TopicMetadata;
+
+/// Raft node id type; equal to the non-negative [`BrokerId`](crate::BrokerId) of the node.
+pub(crate) type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the metadata quorum.
+    pub(crate) TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A metadata change, as written to the raft log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Command {
+    /// Sets the cluster id if none is set yet; answers with the cluster id in force.
+    SetClusterId { cluster_id: String },
+    /// Adds or replaces a broker registration.
+    RegisterBroker(BrokerRegistration),
+    /// Creates a topic, placing replicas on unfenced brokers.
+    CreateTopic {
+        name: String,
+        topic_id: TopicId,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        internal: bool,
+    },
+    /// Deletes a topic.
+    DeleteTopic { name: String },
+    /// Grows a topic to `new_total` partitions.
+    CreatePartitions { name: String, new_total: i32 },
+    /// Sets and removes topic config overrides.
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    /// Hands out `count` producer ids.
+    AllocateProducerIds { count: i64 },
+}
+
+/// What a successfully applied entry answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum CommandOutput {
+    /// Nothing to report (blank and membership entries, broker registration).
+    Done,
+    /// The cluster id in force after [`Command::SetClusterId`].
+    ClusterId(String),
+    /// The topic after the change.
+    Topic(TopicMetadata),
+    /// The id of the topic that was deleted.
+    TopicDeleted(TopicId),
+    /// The first id of an allocated producer id block.
+    ProducerIdBlock { first_producer_id: i64 },
+}
+
+/// A command rejected by the state machine; the metadata is left unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub(crate) enum CommandError {
+    #[error("topic '{0}' already exists")]
+    TopicAlreadyExists(String),
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+}
+
+/// The raft response of one applied entry.
+pub(crate) type CommandResult = Result<CommandOutput, CommandError>;

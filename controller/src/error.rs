@@ -1,0 +1,59 @@
+//! Errors returned by the [`Controller`](crate::Controller).
+
+use crate::command::CommandError;
+use crate::types::BrokerId;
+
+/// Why a controller operation failed. The first six variants are request errors that map
+/// one-to-one onto Kafka error codes; the rest are controller-side failures.
+#[derive(thiserror::Error, Debug)]
+pub enum ControllerError {
+    /// The topic exists already (Kafka `TOPIC_ALREADY_EXISTS`). Carries the topic name.
+    #[error("topic '{0}' already exists")]
+    TopicAlreadyExists(String),
+    /// No topic has this name (Kafka `UNKNOWN_TOPIC_OR_PARTITION`). Carries the topic name.
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    /// The topic name breaks Kafka's naming rules (Kafka `INVALID_TOPIC_EXCEPTION`).
+    /// Carries a description of the problem.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    /// Partition count out of range or not an increase (Kafka `INVALID_PARTITIONS`).
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// Replication factor below 1 or above the number of unfenced brokers (Kafka
+    /// `INVALID_REPLICATION_FACTOR`).
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// A bad config key, a bad [`ControllerConfig`](crate::ControllerConfig), a bad broker
+    /// registration or an invalid producer id block request (Kafka `INVALID_CONFIG` /
+    /// `INVALID_REQUEST`).
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// This node is not the raft leader; retry on `leader` if known (Kafka `NOT_CONTROLLER`).
+    #[error("not the active controller (leader: {leader:?})")]
+    NotController {
+        /// The current raft leader, if this node knows it.
+        leader: Option<BrokerId>,
+    },
+    /// The raft core failed or stopped (e.g. after [`Controller::shutdown`](crate::Controller::shutdown)).
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Reading or writing the controller's data directory failed.
+    #[error("controller storage: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+impl From<CommandError> for ControllerError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::TopicAlreadyExists(name) => ControllerError::TopicAlreadyExists(name),
+            CommandError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
+            CommandError::InvalidTopic(reason) => ControllerError::InvalidTopic(reason),
+            CommandError::InvalidPartitions(reason) => ControllerError::InvalidPartitions(reason),
+            CommandError::InvalidReplicationFactor(reason) => {
+                ControllerError::InvalidReplicationFactor(reason)
+            }
+            CommandError::InvalidConfig(reason) => ControllerError::InvalidConfig(reason),
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! The pure apply logic: how each [`Command`] changes [`ClusterMetadata`].
+//!
+//! Applying is deterministic (no clocks, no randomness, ordered maps only), so every voter
+//! that applies the same log reaches the same metadata. A rejected command leaves the
+//! metadata untouched.
+
+use std::collections::BTreeMap;
+
+use crate::command::Command;
+use crate::command::CommandError;
+use crate::command::CommandOutput;
+use crate::command::CommandResult;
+use crate::placement::assign_replicas;
+use crate::types::BrokerId;
+use crate::types::BrokerRegistration;
+use crate::types::ClusterMetadata;
+use crate::types::PartitionAssignment;
+use crate::types::TopicId;
+use crate::types::TopicMetadata;
+
+/// Longest topic name Kafka accepts.
+pub(crate) const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Upper bound on partitions created by one command, so a single request cannot blow up the
+/// metadata (Kafka's controller bounds records per operation the same way).
+pub(crate) const MAX_PARTITIONS_PER_COMMAND: i32 = 10_000;
+
+/// Applies `command` to `metadata` and returns its answer.
+pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> CommandResult {
+    match command {
+        Command::SetClusterId { cluster_id } => set_cluster_id(metadata, cluster_id),
+        Command::RegisterBroker(registration) => register_broker(metadata, registration),
+        Command::CreateTopic {
+            name,
+            topic_id,
+            num_partitions,
+            replication_factor,
+            configs,
+            internal,
+        } => create_topic(
+            metadata,
+            NewTopic {
+                name,
+                topic_id,
+                num_partitions,
+                replication_factor,
+                configs,
+                internal,
+            },
+        ),
+        Command::DeleteTopic { name } => delete_topic(metadata, &name),
+        Command::CreatePartitions { name, new_total } => {
+            create_partitions(metadata, &name, new_total)
+        }
+        Command::AlterTopicConfigs { name, set, delete } => {
+            alter_topic_configs(metadata, &name, set, delete)
+        }
+        Command::AllocateProducerIds { count } => allocate_producer_ids(metadata, count),
+    }
+}
+
+/// Checks Kafka's topic naming rules: 1..=249 characters from `[a-zA-Z0-9._-]`, and
+/// neither `.` nor `..`.
+pub(crate) fn validate_topic_name(name: &str) -> Result<(), CommandError> {
+    if name.is_empty() {
+        return Err(CommandError::InvalidTopic("topic name is empty".to_owned()));
+    }
+    if name == "." || name == ".." {
+        return Err(CommandError::InvalidTopic(format!(
+            "topic name cannot be '{name}'"
+        )));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(CommandError::InvalidTopic(format!(
+            "topic name is {} characters long, the limit is {MAX_TOPIC_NAME_LEN}",
+            name.len()
+        )));
+    }
+    let is_legal = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-';
+    if let Some(illegal) = name.chars().find(|c| !is_legal(*c)) {
+        return Err(CommandError::InvalidTopic(format!(
+            "topic name '{name}' contains the illegal character {illegal:?}; \
+             only ASCII alphanumerics, '.', '_' and '-' are allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn set_cluster_id(metadata: &mut ClusterMetadata, cluster_id: String) -> CommandResult {
+    if cluster_id.is_empty() {
+        return Err(CommandError::InvalidConfig(
+            "cluster id is empty".to_owned(),
+        ));
+    }
+    if metadata.cluster_id.is_empty() {
+        metadata.cluster_id = cluster_id;
+    }
+    Ok(CommandOutput::ClusterId(metadata.cluster_id.clone()))
+}
+
+fn register_broker(
+    metadata: &mut ClusterMetadata,
+    registration: BrokerRegistration,
+) -> CommandResult {
+    if registration.broker_id < 0 {
+        return Err(CommandError::InvalidConfig(format!(
+            "broker id must be non-negative, got {}",
+            registration.broker_id
+        )));
+    }
+    let _previous = metadata
+        .brokers
+        .insert(registration.broker_id, registration);
+    Ok(CommandOutput::Done)
+}
+
+struct NewTopic {
+    name: String,
+    topic_id: TopicId,
+    num_partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+    internal: bool,
+}
+
+fn create_topic(metadata: &mut ClusterMetadata, new_topic: NewTopic) -> CommandResult {
+    validate_topic_name(&new_topic.name)?;
+    if metadata.topics.contains_key(&new_topic.name) {
+        return Err(CommandError::TopicAlreadyExists(new_topic.name));
+    }
+    if new_topic.topic_id.is_nil() {
+        return Err(CommandError::InvalidTopic(
+            "topic id is the nil uuid".to_owned(),
+        ));
+    }
+    if metadata.topic_by_id(new_topic.topic_id).is_some() {
+        return Err(CommandError::InvalidTopic(format!(
+            "topic id {} is already in use",
+            new_topic.topic_id
+        )));
+    }
+    validate_partition_growth(new_topic.num_partitions, new_topic.num_partitions)?;
+    if new_topic.replication_factor < 1 {
+        return Err(CommandError::InvalidReplicationFactor(format!(
+            "replication factor must be at least 1, got {}",
+            new_topic.replication_factor
+        )));
+    }
+    validate_config_keys(new_topic.configs.keys())?;
+
+    let replication_factor = usize::from(new_topic.replication_factor.unsigned_abs());
+    let partitions = place_partitions(metadata, 0, new_topic.num_partitions, replication_factor)?;
+    let topic = TopicMetadata {
+        name: new_topic.name.clone(),
+        topic_id: new_topic.topic_id,
+        partitions,
+        configs: new_topic.configs,
+        internal: new_topic.internal,
+    };
+    let _previous = metadata.topics.insert(new_topic.name, topic.clone());
+    Ok(CommandOutput::Topic(topic))
+}
+
+fn delete_topic(metadata: &mut ClusterMetadata, name: &str) -> CommandResult {
+    match metadata.topics.remove(name) {
+        Some(topic) => Ok(CommandOutput::TopicDeleted(topic.topic_id)),
+        None => Err(CommandError::UnknownTopic(name.to_owned())),
+    }
+}
+
+fn create_partitions(metadata: &mut ClusterMetadata, name: &str, new_total: i32) -> CommandResult {
+    let topic = metadata
+        .topics
+        .get(name)
+        .ok_or_else(|| CommandError::UnknownTopic(name.to_owned()))?;
+    let current = partition_count(topic);
+    if new_total < current {
+        return Err(CommandError::InvalidPartitions(format!(
+            "topic '{name}' has {current} partitions, which is more than the requested {new_total}"
+        )));
+    }
+    if new_total == current {
+        return Err(CommandError::InvalidPartitions(format!(
+            "topic '{name}' already has {current} partitions"
+        )));
+    }
+    validate_partition_growth(new_total, new_total - current)?;
+    let replication_factor = topic
+        .partitions
+        .first()
+        .map_or(1, |first| first.replicas.len().max(1));
+
+    let added = place_partitions(metadata, current, new_total - current, replication_factor)?;
+    let Some(topic) = metadata.topics.get_mut(name) else {
+        return Err(CommandError::UnknownTopic(name.to_owned()));
+    };
+    topic.partitions.extend(added);
+    Ok(CommandOutput::Topic(topic.clone()))
+}
+
+fn alter_topic_configs(
+    metadata: &mut ClusterMetadata,
+    name: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+) -> CommandResult {
+    let Some(topic) = metadata.topics.get_mut(name) else {
+        return Err(CommandError::UnknownTopic(name.to_owned()));
+    };
+    validate_config_keys(set.keys().chain(delete.iter()))?;
+    if let Some(both) = delete.iter().find(|key| set.contains_key(*key)) {
+        return Err(CommandError::InvalidConfig(format!(
+            "config '{both}' is both set and deleted in one request"
+        )));
+    }
+    for key in &delete {
+        let _removed = topic.configs.remove(key);
+    }
+    topic.configs.extend(set);
+    Ok(CommandOutput::Topic(topic.clone()))
+}
+
+fn allocate_producer_ids(metadata: &mut ClusterMetadata, count: i64) -> CommandResult {
+    if count < 1 {
+        return Err(CommandError::InvalidConfig(format!(
+            "producer id block size must be at least 1, got {count}"
+        )));
+    }
+    let first_producer_id = metadata.next_producer_id;
+    let Some(next) = first_producer_id.checked_add(count) else {
+        return Err(CommandError::InvalidConfig(
+            "producer id space is exhausted".to_owned(),
+        ));
+    };
+    metadata.next_producer_id = next;
+    Ok(CommandOutput::ProducerIdBlock { first_producer_id })
+}
+
+/// Checks the resulting partition count and the number of partitions added at once.
+fn validate_partition_growth(new_total: i32, added: i32) -> Result<(), CommandError> {
+    if new_total < 1 {
+        return Err(CommandError::InvalidPartitions(format!(
+            "number of partitions must be at least 1, got {new_total}"
+        )));
+    }
+    if added > MAX_PARTITIONS_PER_COMMAND {
+        return Err(CommandError::InvalidPartitions(format!(
+            "cannot create {added} partitions at once, the limit is {MAX_PARTITIONS_PER_COMMAND}"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_config_keys<'a>(keys: impl Iterator<Item = &'a String>) -> Result<(), CommandError> {
+    for key in keys {
+        if key.trim().is_empty() {
+            return Err(CommandError::InvalidConfig(
+                "config name is empty".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds assignments for partitions `first_partition..first_partition + count` on the
+/// unfenced brokers: leader = first replica, ISR = all replicas, epochs 0.
+fn place_partitions(
+    metadata: &ClusterMetadata,
+    first_partition: i32,
+    count: i32,
+    replication_factor: usize,
+) -> Result<Vec<PartitionAssignment>, CommandError> {
+    let brokers: Vec<&BrokerRegistration> = metadata.unfenced_brokers().collect();
+    if replication_factor > brokers.len() {
+        return Err(CommandError::InvalidReplicationFactor(format!(
+            "replication factor {replication_factor} is larger than the {} available broker(s)",
+            brokers.len()
+        )));
+    }
+    let partition_count = usize::try_from(count).unwrap_or(0);
+    let replica_lists = assign_replicas(
+        &brokers,
+        &leader_counts(metadata),
+        partition_count,
+        replication_factor,
+    );
+    let assignments = (first_partition..)
+        .zip(replica_lists)
+        .map(|(partition, replicas)| PartitionAssignment {
+            partition,
+            isr: replicas.clone(),
+            leader: replicas[0],
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+        .collect();
+    Ok(assignments)
+}
+
+fn leader_counts(metadata: &ClusterMetadata) -> BTreeMap<BrokerId, usize> {
+    let mut counts = BTreeMap::new();
+    for topic in metadata.topics.values() {
+        for partition in &topic.partitions {
+            if partition.leader >= 0 {
+                *counts.entry(partition.leader).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn partition_count(topic: &TopicMetadata) -> i32 {
+    i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(broker_id: BrokerId) -> BrokerRegistration {
+        BrokerRegistration {
+            broker_id,
+            incarnation_id: uuid::Uuid::from_u128(100 + u128::from(broker_id.unsigned_abs())),
+            host: format!("broker-{broker_id}"),
+            port: 9092,
+            rack: None,
+            fenced: false,
+        }
+    }
+
+    fn cluster_with_brokers(ids: &[BrokerId]) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::default();
+        for &id in ids {
+            apply(&mut metadata, Command::RegisterBroker(broker(id))).unwrap();
+        }
+        metadata
+    }
+
+    fn create(name: &str, partitions: i32, replication_factor: i16) -> Command {
+        Command::CreateTopic {
+            name: name.to_owned(),
+            topic_id: TopicId(uuid::Uuid::from_u128(
+                name.bytes().fold(17u128, |hash, byte| {
+                    hash.wrapping_mul(31) + u128::from(byte)
+                }),
+            )),
+            num_partitions: partitions,
+            replication_factor,
+            configs: BTreeMap::from([("retention.ms".to_owned(), "1000".to_owned())]),
+            internal: false,
+        }
+    }
+
+    fn topic_of(result: CommandResult) -> TopicMetadata {
+        match result {
+            Ok(CommandOutput::Topic(topic)) => topic,
+            other => panic!("expected a topic, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_topic_places_replicas_with_fresh_epochs() {
+        let mut metadata = cluster_with_brokers(&[1, 2, 3]);
+        let topic = topic_of(apply(&mut metadata, create("orders", 3, 2)));
+        assert_eq!(topic.partitions.len(), 3);
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            assert_eq!(partition.partition, index as i32);
+            assert_eq!(partition.replicas.len(), 2);
+            assert_eq!(partition.isr, partition.replicas);
+            assert_eq!(partition.leader, partition.replicas[0]);
+            assert_eq!((partition.leader_epoch, partition.partition_epoch), (0, 0));
+        }
+        assert_eq!(topic.configs["retention.ms"], "1000");
+        assert_eq!(metadata.topic("orders"), Some(&topic));
+        assert_eq!(metadata.topic_by_id(topic.topic_id), Some(&topic));
+    }
+
+    #[test]
+    fn create_existing_topic_is_rejected_without_change() {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let _ = topic_of(apply(&mut metadata, create("orders", 1, 1)));
+        let before = metadata.clone();
+        let result = apply(&mut metadata, create("orders", 4, 1));
+        assert_eq!(
+            result,
+            Err(CommandError::TopicAlreadyExists("orders".to_owned()))
+        );
+        assert_eq!(metadata, before);
+    }
+
+    #[test]
+    fn create_topic_rejects_bad_names_partitions_and_replication() {
+        let mut metadata = cluster_with_brokers(&[1, 2]);
+        for bad_name in ["", ".", "..", "has space", "slash/name", &"x".repeat(250)] {
+            let result = apply(&mut metadata, create(bad_name, 1, 1));
+            assert!(
+                matches!(result, Err(CommandError::InvalidTopic(_))),
+                "{bad_name:?}: {result:?}"
+            );
+        }
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name("a.b_c-D9").is_ok());
+
+        let result = apply(&mut metadata, create("t", 0, 1));
+        assert!(
+            matches!(result, Err(CommandError::InvalidPartitions(_))),
+            "{result:?}"
+        );
+        let result = apply(
+            &mut metadata,
+            create("t", MAX_PARTITIONS_PER_COMMAND + 1, 1),
+        );
+        assert!(
+            matches!(result, Err(CommandError::InvalidPartitions(_))),
+            "{result:?}"
+        );
+        let result = apply(&mut metadata, create("t", 1, 0));
+        assert!(
+            matches!(result, Err(CommandError::InvalidReplicationFactor(_))),
+            "{result:?}"
+        );
+        let result = apply(&mut metadata, create("t", 1, 3));
+        assert!(
+            matches!(result, Err(CommandError::InvalidReplicationFactor(_))),
+            "{result:?}"
+        );
+        assert!(metadata.topics.is_empty());
+    }
+
+    #[test]
+    fn fenced_brokers_get_no_replicas() {
+        let mut metadata = cluster_with_brokers(&[1, 2]);
+        let mut fenced = broker(3);
+        fenced.fenced = true;
+        apply(&mut metadata, Command::RegisterBroker(fenced)).unwrap();
+        let result = apply(&mut metadata, create("t", 1, 3));
+        assert!(
+            matches!(result, Err(CommandError::InvalidReplicationFactor(_))),
+            "{result:?}"
+        );
+        let topic = topic_of(apply(&mut metadata, create("t", 6, 2)));
+        assert!(topic.partitions.iter().all(|p| !p.replicas.contains(&3)));
+    }
+
+    #[test]
+    fn topic_ids_must_be_unique_and_not_nil() {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let topic = topic_of(apply(&mut metadata, create("a", 1, 1)));
+        let mut reuse = create("b", 1, 1);
+        if let Command::CreateTopic { topic_id, .. } = &mut reuse {
+            *topic_id = topic.topic_id;
+        }
+        assert!(matches!(
+            apply(&mut metadata, reuse),
+            Err(CommandError::InvalidTopic(_))
+        ));
+        let mut nil = create("c", 1, 1);
+        if let Command::CreateTopic { topic_id, .. } = &mut nil {
+            *topic_id = TopicId(uuid::Uuid::nil());
+        }
+        assert!(matches!(
+            apply(&mut metadata, nil),
+            Err(CommandError::InvalidTopic(_))
+        ));
+    }
+
+    #[test]
+    fn delete_topic_returns_its_id_and_unknown_topic_fails() {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let topic = topic_of(apply(&mut metadata, create("gone", 2, 1)));
+        let deleted = apply(
+            &mut metadata,
+            Command::DeleteTopic {
+                name: "gone".to_owned(),
+            },
+        );
+        assert_eq!(deleted, Ok(CommandOutput::TopicDeleted(topic.topic_id)));
+        assert!(metadata.topic("gone").is_none());
+        let again = apply(
+            &mut metadata,
+            Command::DeleteTopic {
+                name: "gone".to_owned(),
+            },
+        );
+        assert_eq!(again, Err(CommandError::UnknownTopic("gone".to_owned())));
+    }
+
+    #[test]
+    fn create_partitions_only_grows_and_keeps_replication_factor() {
+        let mut metadata = cluster_with_brokers(&[1, 2, 3]);
+        let _ = topic_of(apply(&mut metadata, create("grow", 2, 2)));
+        let grown = topic_of(apply(
+            &mut metadata,
+            Command::CreatePartitions {
+                name: "grow".to_owned(),
+                new_total: 5,
+            },
+        ));
+        assert_eq!(grown.partitions.len(), 5);
+        for (index, partition) in grown.partitions.iter().enumerate() {
+            assert_eq!(partition.partition, index as i32);
+            assert_eq!(partition.replicas.len(), 2);
+        }
+        for new_total in [5, 3] {
+            let result = apply(
+                &mut metadata,
+                Command::CreatePartitions {
+                    name: "grow".to_owned(),
+                    new_total,
+                },
+            );
+            assert!(
+                matches!(result, Err(CommandError::InvalidPartitions(_))),
+                "{result:?}"
+            );
+        }
+        let unknown = apply(
+            &mut metadata,
+            Command::CreatePartitions {
+                name: "nope".to_owned(),
+                new_total: 3,
+            },
+        );
+        assert_eq!(unknown, Err(CommandError::UnknownTopic("nope".to_owned())));
+    }
+
+    #[test]
+    fn alter_configs_sets_and_deletes_overrides() {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let _ = topic_of(apply(&mut metadata, create("cfg", 1, 1)));
+        let altered = topic_of(apply(
+            &mut metadata,
+            Command::AlterTopicConfigs {
+                name: "cfg".to_owned(),
+                set: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
+                delete: vec!["retention.ms".to_owned(), "never.set".to_owned()],
+            },
+        ));
+        assert_eq!(
+            altered.configs,
+            BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())])
+        );
+
+        let before = metadata.clone();
+        let empty_key = apply(
+            &mut metadata,
+            Command::AlterTopicConfigs {
+                name: "cfg".to_owned(),
+                set: BTreeMap::from([(String::new(), "x".to_owned())]),
+                delete: Vec::new(),
+            },
+        );
+        assert!(
+            matches!(empty_key, Err(CommandError::InvalidConfig(_))),
+            "{empty_key:?}"
+        );
+        let both = apply(
+            &mut metadata,
+            Command::AlterTopicConfigs {
+                name: "cfg".to_owned(),
+                set: BTreeMap::from([("a".to_owned(), "1".to_owned())]),
+                delete: vec!["a".to_owned()],
+            },
+        );
+        assert!(
+            matches!(both, Err(CommandError::InvalidConfig(_))),
+            "{both:?}"
+        );
+        assert_eq!(metadata, before);
+
+        let unknown = apply(
+            &mut metadata,
+            Command::AlterTopicConfigs {
+                name: "x".to_owned(),
+                set: BTreeMap::new(),
+                delete: Vec::new(),
+            },
+        );
+        assert_eq!(unknown, Err(CommandError::UnknownTopic("x".to_owned())));
+    }
+
+    #[test]
+    fn producer_id_blocks_are_consecutive_and_bounded() {
+        let mut metadata = ClusterMetadata::default();
+        let first = apply(&mut metadata, Command::AllocateProducerIds { count: 1000 });
+        assert_eq!(
+            first,
+            Ok(CommandOutput::ProducerIdBlock {
+                first_producer_id: 0
+            })
+        );
+        let second = apply(&mut metadata, Command::AllocateProducerIds { count: 10 });
+        assert_eq!(
+            second,
+            Ok(CommandOutput::ProducerIdBlock {
+                first_producer_id: 1000
+            })
+        );
+        assert_eq!(metadata.next_producer_id, 1010);
+        let zero = apply(&mut metadata, Command::AllocateProducerIds { count: 0 });
+        assert!(matches!(zero, Err(CommandError::InvalidConfig(_))));
+        let overflow = apply(
+            &mut metadata,
+            Command::AllocateProducerIds { count: i64::MAX },
+        );
+        assert!(matches!(overflow, Err(CommandError::InvalidConfig(_))));
+        assert_eq!(metadata.next_producer_id, 1010);
+    }
+
+    #[test]
+    fn cluster_id_is_set_once() {
+        let mut metadata = ClusterMetadata::default();
+        let set = apply(
+            &mut metadata,
+            Command::SetClusterId {
+                cluster_id: "first".to_owned(),
+            },
+        );
+        assert_eq!(set, Ok(CommandOutput::ClusterId("first".to_owned())));
+        let again = apply(
+            &mut metadata,
+            Command::SetClusterId {
+                cluster_id: "second".to_owned(),
+            },
+        );
+        assert_eq!(again, Ok(CommandOutput::ClusterId("first".to_owned())));
+    }
+
+    #[test]
+    fn re_registration_replaces_the_broker() {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let mut restarted = broker(1);
+        restarted.incarnation_id = uuid::Uuid::from_u128(999);
+        restarted.port = 9093;
+        apply(&mut metadata, Command::RegisterBroker(restarted.clone())).unwrap();
+        assert_eq!(metadata.broker(1), Some(&restarted));
+        let negative = apply(&mut metadata, Command::RegisterBroker(broker(-1)));
+        assert!(matches!(negative, Err(CommandError::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn leaders_balance_across_topics() {
+        let mut metadata = cluster_with_brokers(&[1, 2, 3]);
+        for name in ["a", "b", "c"] {
+            let _ = topic_of(apply(&mut metadata, create(name, 1, 1)));
+        }
+        let mut leaders: Vec<BrokerId> = metadata
+            .topics
+            .values()
+            .map(|topic| topic.partitions[0].leader)
+            .collect();
+        leaders.sort();
+        assert_eq!(leaders, vec![1, 2, 3]);
+    }
+}

@@ -1,0 +1,254 @@
+//! Identifiers and metadata records held in the replicated cluster metadata.
+//!
+//! Every type here is part of the durable raft log and snapshot format (serde_json), so
+//! renaming a field is a format change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+/// A broker (and controller) node id, as in Kafka's `node.id`. Valid ids are `>= 0`;
+/// `-1` means "none" where a field can be empty (e.g. a partition without a leader).
+pub type BrokerId = i32;
+
+/// Marker for "no broker", used by [`PartitionAssignment::leader`] and
+/// [`ClusterMetadata::controller_id`].
+pub const NO_BROKER: BrokerId = -1;
+
+/// A Kafka topic id (KIP-516): a random 128-bit uuid, never the nil uuid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopicId(pub uuid::Uuid);
+
+impl TopicId {
+    /// A fresh random topic id, following Kafka's `Uuid.randomUuid()`: never the nil uuid,
+    /// never the reserved metadata topic id (`...0001`) and never an id whose base64 form
+    /// starts with `-` (which would read as a command line flag).
+    pub fn random() -> TopicId {
+        loop {
+            let candidate = uuid::Uuid::new_v4();
+            let reserved_metadata_id = uuid::Uuid::from_u128(1);
+            if candidate.is_nil() || candidate == reserved_metadata_id {
+                continue;
+            }
+            if base64url_no_pad(candidate.as_bytes()).starts_with('-') {
+                continue;
+            }
+            return TopicId(candidate);
+        }
+    }
+
+    /// True for the nil uuid, which Kafka uses on the wire to mean "no topic id".
+    pub fn is_nil(&self) -> bool {
+        self.0.is_nil()
+    }
+}
+
+/// Formats the id as Kafka does: 22 characters of unpadded base64url.
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base64url_no_pad(self.0.as_bytes()))
+    }
+}
+
+/// Generates a Kafka-style cluster id: a random uuid as 22 characters of unpadded base64url.
+pub fn generate_cluster_id() -> String {
+    TopicId::random().to_string()
+}
+
+/// Unpadded base64url (RFC 4648 §5) of 16 bytes, the form Kafka prints uuids in.
+fn base64url_no_pad(bytes: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let b0 = u32::from(chunk[0]);
+        let b1 = chunk.get(1).copied().map_or(0, u32::from);
+        let b2 = chunk.get(2).copied().map_or(0, u32::from);
+        let group = (b0 << 16) | (b1 << 8) | b2;
+        let symbols = chunk.len() + 1;
+        for position in 0..symbols {
+            let shift = 18 - 6 * position;
+            let index = ((group >> shift) & 0x3f) as usize;
+            out.push(char::from(ALPHABET[index]));
+        }
+    }
+    out
+}
+
+/// Replica assignment and leadership of one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    /// Partition id, equal to its index in [`TopicMetadata::partitions`].
+    pub partition: i32,
+    /// All replicas in preference order; the first is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    /// In-sync replicas, a subset of `replicas`.
+    pub isr: Vec<BrokerId>,
+    /// Current leader, or [`NO_BROKER`] (`-1`) when the partition has none.
+    pub leader: BrokerId,
+    /// Bumped on every leader change; followers truncate by it.
+    pub leader_epoch: i32,
+    /// Bumped on every change of this record (leader, ISR, replicas); AlterPartition
+    /// requests carry it to detect stale updates.
+    pub partition_epoch: i32,
+}
+
+/// One topic: its id, partitions and topic-level config overrides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    /// Topic name, valid per Kafka's rules (`[a-zA-Z0-9._-]`, 1..=249 chars, not `.`/`..`).
+    pub name: String,
+    /// Topic id, fixed for the life of the topic; a recreated topic gets a new one.
+    pub topic_id: TopicId,
+    /// Partitions; the index in this vector is the partition id.
+    pub partitions: Vec<PartitionAssignment>,
+    /// Topic-level overrides only, under Kafka's names (e.g. `retention.ms`); broker
+    /// defaults apply to absent keys. Values are stored as given.
+    pub configs: BTreeMap<String, String>,
+    /// Internal topics (e.g. `__consumer_offsets`) are hidden from some client listings.
+    pub internal: bool,
+}
+
+impl TopicMetadata {
+    /// The assignment of `partition`, if it exists.
+    pub fn partition(&self, partition: i32) -> Option<&PartitionAssignment> {
+        let index = usize::try_from(partition).ok()?;
+        self.partitions.get(index)
+    }
+}
+
+/// A broker as registered with the controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    /// The broker's `node.id`, `>= 0`.
+    pub broker_id: BrokerId,
+    /// Random id chosen by the broker process at start; a new value means a restart.
+    pub incarnation_id: uuid::Uuid,
+    /// Advertised host of the Kafka listener.
+    pub host: String,
+    /// Advertised port of the Kafka listener.
+    pub port: u16,
+    /// Rack (`broker.rack`), used for rack-aware replica placement when every broker has one.
+    pub rack: Option<String>,
+    /// Fenced brokers receive no new replicas or leaderships.
+    pub fenced: bool,
+}
+
+/// Metadata of one segment copied to remote storage (KIP-405 `RemoteLogSegmentMetadata`).
+///
+/// Not yet stored in [`ClusterMetadata`]; tiering adds the commands that track it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSegmentMetadata {
+    /// Topic the segment belongs to.
+    pub topic_id: TopicId,
+    /// Partition the segment belongs to.
+    pub partition: i32,
+    /// Unique id of this copy of the segment (part of the object key).
+    pub segment_id: uuid::Uuid,
+    /// Offset of the first record in the segment.
+    pub base_offset: i64,
+    /// Offset of the last record in the segment, inclusive.
+    pub end_offset: i64,
+    /// Largest record timestamp in the segment, in milliseconds since the Unix epoch.
+    pub max_timestamp_ms: i64,
+    /// Size of the segment's log file in bytes.
+    pub size_bytes: u64,
+    /// Leader epoch of the leader that copied the segment.
+    pub leader_epoch: i32,
+    /// Lifecycle state of the remote copy.
+    pub state: RemoteSegmentState,
+}
+
+/// Lifecycle of a remote segment (KIP-405 `RemoteLogSegmentState`); transitions only go
+/// forward in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RemoteSegmentState {
+    /// Upload started; readers must not use the segment yet.
+    CopyStarted,
+    /// Upload complete; the segment is readable.
+    CopyFinished,
+    /// Deletion started; readers must stop using the segment.
+    DeleteStarted,
+    /// The remote objects are gone.
+    DeleteFinished,
+}
+
+/// The whole replicated cluster metadata, as of one raft log index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    /// Kafka cluster id (22 characters of base64url); empty until the first start completes.
+    pub cluster_id: String,
+    /// Node id of the raft leader that wrote the latest applied entry, or [`NO_BROKER`].
+    pub controller_id: BrokerId,
+    /// Registered brokers by id.
+    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMetadata>,
+    /// The next producer id to hand out; ids below it are allocated.
+    pub next_producer_id: i64,
+    /// Raft log index of the last applied entry; strictly increases with every change.
+    pub metadata_offset: u64,
+}
+
+impl Default for ClusterMetadata {
+    fn default() -> Self {
+        ClusterMetadata {
+            cluster_id: String::new(),
+            controller_id: NO_BROKER,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            next_producer_id: 0,
+            metadata_offset: 0,
+        }
+    }
+}
+
+impl ClusterMetadata {
+    /// The topic named `name`, if it exists.
+    pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
+        self.topics.get(name)
+    }
+
+    /// The topic with id `id`, if it exists (a linear scan over topics).
+    pub fn topic_by_id(&self, id: TopicId) -> Option<&TopicMetadata> {
+        self.topics.values().find(|topic| topic.topic_id == id)
+    }
+
+    /// The registration of broker `broker_id`, if it registered.
+    pub fn broker(&self, broker_id: BrokerId) -> Option<&BrokerRegistration> {
+        self.brokers.get(&broker_id)
+    }
+
+    /// Registered brokers that are not fenced, in id order.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|broker| !broker.fenced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_kafka_encoding() {
+        let id = uuid::Uuid::from_u128(0);
+        assert_eq!(base64url_no_pad(id.as_bytes()), "AAAAAAAAAAAAAAAAAAAAAA");
+        let id = uuid::Uuid::from_u128(u128::MAX);
+        assert_eq!(base64url_no_pad(id.as_bytes()), "_____________________w");
+        let id = uuid::Uuid::parse_str("f1e2d3c4-b5a6-9788-6950-41322314f5e6").unwrap();
+        assert_eq!(base64url_no_pad(id.as_bytes()), "8eLTxLWml4hpUEEyIxT15g");
+    }
+
+    #[test]
+    fn random_topic_ids_are_never_nil_and_print_as_22_chars() {
+        for _ in 0..1000 {
+            let id = TopicId::random();
+            assert!(!id.is_nil());
+            let printed = id.to_string();
+            assert_eq!(printed.len(), 22);
+            assert!(!printed.starts_with('-'));
+        }
+        assert_eq!(generate_cluster_id().len(), 22);
+    }
+}
