@@ -1,0 +1,1324 @@
+//! The partition log: an ordered set of segments in
+//! `<data>/<topic>-<partition>/`, laid out as Kafka does:
+//!
+//! - `<baseOffset:020>.log|.index|.timeindex`: the segments;
+//! - `<offset:020>.snapshot`: producer state up to `offset` (exclusive);
+//! - `leader-epoch-checkpoint`: Kafka's epoch → start-offset file;
+//! - `log-start-offset` and `recovery-point`: offset checkpoints
+//!   (`0\n<offset>\n`);
+//! - `.clean-shutdown`: present only between a clean close and the next open.
+//!
+//! [`PartitionLog`] is not internally synchronized: callers hold it in a
+//! mutex and call it from blocking threads.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+pub use crate::error::LogError;
+use crate::log_config::LogConfig;
+use crate::offset_index::remove_if_exists;
+use crate::producer_state::{
+    BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
+    write_file_atomically,
+};
+use crate::record_batch::{
+    BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, patch_base_offset_and_epoch,
+    set_log_append_time, validate_batches, validate_replicated_batches,
+};
+use crate::segment::{
+    INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, TIME_INDEX_FILE_SUFFIX, offset_file_path,
+    parse_offset_file_name,
+};
+
+/// Marker written by [`PartitionLog::close`], removed by [`PartitionLog::open`].
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// Checkpoint of the log start offset.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// Checkpoint of the offset below which everything is known to be on disk.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Kafka's leader-epoch checkpoint.
+pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+const CHECKPOINT_VERSION: i64 = 0;
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first appended record (-1 when nothing was appended).
+    pub first_offset: i64,
+    /// Offset of the last appended record (-1 when nothing was appended).
+    pub last_offset: i64,
+    /// Broker time stamped on the batches for `LogAppendTime` topics (ms), -1 for `CreateTime`.
+    pub log_append_time_ms: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+    /// The batches were already in the log; the offsets are the original ones.
+    pub duplicate: bool,
+    /// Largest batch max timestamp appended (ms).
+    pub max_timestamp: i64,
+    /// Number of records appended.
+    pub records_count: i64,
+}
+
+/// Result of a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadInfo {
+    /// Zero or more whole batches, starting with the batch containing the requested offset.
+    pub records: Bytes,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: i64,
+}
+
+/// One entry of the leader-epoch cache: `epoch` began at `start_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEntry {
+    /// Leader epoch.
+    pub epoch: i32,
+    /// First offset written in that epoch.
+    pub start_offset: i64,
+}
+
+/// Paths of the files that make up one segment, for shipping it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFiles {
+    /// Base offset of the segment.
+    pub base_offset: i64,
+    /// Offset after its last batch (exclusive).
+    pub next_offset: i64,
+    /// The `.log` file.
+    pub log: PathBuf,
+    /// The `.index` file.
+    pub offset_index: PathBuf,
+    /// The `.timeindex` file.
+    pub time_index: PathBuf,
+    /// The producer snapshot taken when the segment was rolled, if present.
+    pub producer_snapshot: Option<PathBuf>,
+    /// The partition's leader-epoch checkpoint.
+    pub leader_epoch_checkpoint: PathBuf,
+}
+
+/// Kafka's leader-epoch cache (`LeaderEpochFileCache`), persisted in
+/// `leader-epoch-checkpoint` as `0\n<count>\n<epoch> <startOffset>\n...`.
+#[derive(Debug)]
+struct LeaderEpochCache {
+    path: PathBuf,
+    entries: Vec<EpochEntry>,
+}
+
+impl LeaderEpochCache {
+    /// Loads the checkpoint; None if missing or unreadable.
+    fn load(dir: &Path) -> Option<LeaderEpochCache> {
+        let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
+        let content = fs::read_to_string(&path).ok()?;
+        let mut lines = content.lines();
+        let version: i64 = lines.next()?.trim().parse().ok()?;
+        let count: usize = lines.next()?.trim().parse().ok()?;
+        if version != CHECKPOINT_VERSION {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let mut fields = lines.next()?.split_whitespace();
+            let epoch = fields.next()?.parse().ok()?;
+            let start_offset = fields.next()?.parse().ok()?;
+            entries.push(EpochEntry {
+                epoch,
+                start_offset,
+            });
+        }
+        let ordered = entries.windows(2).all(|pair| {
+            pair[0].epoch < pair[1].epoch && pair[0].start_offset <= pair[1].start_offset
+        });
+        ordered.then_some(LeaderEpochCache { path, entries })
+    }
+
+    fn empty(dir: &Path) -> LeaderEpochCache {
+        LeaderEpochCache {
+            path: dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+            entries: Vec::new(),
+        }
+    }
+
+    fn latest_epoch(&self) -> Option<i32> {
+        self.entries.last().map(|entry| entry.epoch)
+    }
+
+    /// Records that `epoch` starts at `start_offset` if it is newer than the
+    /// latest known epoch; returns whether the cache changed.
+    fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
+        if epoch < 0 {
+            return false;
+        }
+        if let Some(latest) = self.entries.last()
+            && (epoch <= latest.epoch || start_offset < latest.start_offset)
+        {
+            return false;
+        }
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
+        true
+    }
+
+    /// Drops entries starting at or after `end_offset` (log truncated there).
+    fn truncate_from_end(&mut self, end_offset: i64) -> bool {
+        let keep = self
+            .entries
+            .partition_point(|entry| entry.start_offset < end_offset);
+        let changed = keep != self.entries.len();
+        self.entries.truncate(keep);
+        changed
+    }
+
+    /// Drops entries wholly below `start_offset`, moving the start of the
+    /// epoch covering it up to `start_offset`.
+    fn truncate_from_start(&mut self, start_offset: i64) -> bool {
+        let below = self
+            .entries
+            .partition_point(|entry| entry.start_offset < start_offset);
+        if below == 0 {
+            return false;
+        }
+        let covering_epoch = self.entries[below - 1].epoch;
+        self.entries.drain(..below);
+        self.entries.insert(
+            0,
+            EpochEntry {
+                epoch: covering_epoch,
+                start_offset,
+            },
+        );
+        true
+    }
+
+    fn clear(&mut self) -> bool {
+        let changed = !self.entries.is_empty();
+        self.entries.clear();
+        changed
+    }
+
+    /// Kafka's `endOffsetFor`: the largest epoch `<= requested` and the
+    /// offset where the next epoch starts (or `log_end_offset` for the latest).
+    fn end_offset_for(&self, requested_epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
+        if requested_epoch < 0 {
+            return None;
+        }
+        if self.latest_epoch() == Some(requested_epoch) {
+            return Some((requested_epoch, log_end_offset));
+        }
+        let higher = self
+            .entries
+            .iter()
+            .find(|entry| entry.epoch > requested_epoch)?;
+        let floor = self
+            .entries
+            .iter()
+            .rev()
+            .find(|entry| entry.epoch <= requested_epoch);
+        Some((
+            floor.map_or(requested_epoch, |entry| entry.epoch),
+            higher.start_offset,
+        ))
+    }
+
+    fn write(&self) -> io::Result<()> {
+        let mut content = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());
+        for entry in &self.entries {
+            content.push_str(&format!("{} {}\n", entry.epoch, entry.start_offset));
+        }
+        write_file_atomically(&self.path, content.as_bytes())
+    }
+}
+
+fn read_offset_checkpoint(path: &Path) -> Option<i64> {
+    let content = fs::read_to_string(path).ok()?;
+    let mut lines = content.lines();
+    let version: i64 = lines.next()?.trim().parse().ok()?;
+    let offset: i64 = lines.next()?.trim().parse().ok()?;
+    (version == CHECKPOINT_VERSION && offset >= 0).then_some(offset)
+}
+
+fn write_offset_checkpoint(path: &Path, offset: i64) -> io::Result<()> {
+    write_file_atomically(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
+}
+
+fn system_now_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Splits a `<topic>-<partition>` directory name for log fields.
+fn topic_partition_of(dir: &Path) -> (String, i32) {
+    let name = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
+    match name.rsplit_once('-') {
+        Some((topic, partition)) => match partition.parse() {
+            Ok(partition) => (topic.to_string(), partition),
+            Err(_) => (name.to_string(), -1),
+        },
+        None => (name.to_string(), -1),
+    }
+}
+
+/// The log of one partition replica.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    topic: String,
+    partition: i32,
+    config: LogConfig,
+    /// Segments by base offset; the last one is the active segment. Never empty.
+    segments: BTreeMap<i64, LogSegment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    recovery_point: i64,
+    producer_state: ProducerStateManager,
+    epoch_cache: LeaderEpochCache,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir` (created if missing). After a clean shutdown
+    /// (marker present) segments are loaded from their indexes; otherwise
+    /// every segment that may hold offsets at or after the recovery point is
+    /// recovered (at least the active one): the first invalid batch and
+    /// everything after it is truncated, later segments are deleted.
+    /// Segments with missing or inconsistent indexes are always recovered.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
+        fs::create_dir_all(dir)?;
+        let (topic, partition) = topic_partition_of(dir);
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_shutdown = marker.exists();
+        let base_offsets = Self::scan_dir(dir)?;
+        let checkpointed_start = read_offset_checkpoint(&dir.join(LOG_START_OFFSET_FILE));
+        let recovery_point = if clean_shutdown {
+            i64::MAX
+        } else {
+            read_offset_checkpoint(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(0)
+        };
+        info!(%topic, partition, clean_shutdown, segments = base_offsets.len(), recovery_point, "opening partition log");
+
+        let mut segments = BTreeMap::new();
+        let mut previous_next_offset: Option<i64> = None;
+        let mut discard_rest = false;
+        for (index, base_offset) in base_offsets.iter().copied().enumerate() {
+            if discard_rest {
+                warn!(%topic, partition, base_offset, "deleting segment after a truncated one");
+                LogSegment::open(dir, base_offset, config.index_interval_bytes, now_ms)?
+                    .delete()?;
+                continue;
+            }
+            let mut segment =
+                LogSegment::open(dir, base_offset, config.index_interval_bytes, now_ms)?;
+            let next_base = base_offsets.get(index + 1).copied();
+            let may_hold_unflushed =
+                !clean_shutdown && next_base.is_none_or(|next| next > recovery_point);
+            let problem = segment.needs_recovery().map(str::to_string);
+            if may_hold_unflushed || problem.is_some() {
+                if let Some(problem) = &problem {
+                    warn!(%topic, partition, base_offset, %problem, "segment needs recovery");
+                }
+                let truncated = segment.recover()?;
+                if truncated > 0 {
+                    warn!(%topic, partition, base_offset, truncated_bytes = truncated, next_offset = segment.next_offset(), "truncated invalid data during recovery");
+                    metrics::counter!("silt_log_recovery_truncated_bytes_total")
+                        .increment(truncated);
+                    discard_rest = next_base.is_some();
+                }
+            }
+            if let Some(previous) = previous_next_offset
+                && previous > base_offset
+            {
+                return Err(LogError::Corrupt(format!(
+                    "{}: segment {base_offset} overlaps the previous segment ending at {previous}",
+                    dir.display()
+                )));
+            }
+            previous_next_offset = Some(segment.next_offset());
+            let _previous = segments.insert(base_offset, segment);
+        }
+
+        if segments.is_empty() {
+            let start = checkpointed_start.unwrap_or(0);
+            let segment = LogSegment::create(dir, start, config.index_interval_bytes, now_ms)?;
+            let _previous = segments.insert(start, segment);
+        }
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .map_or(first_base, LogSegment::next_offset);
+        let log_start_offset = checkpointed_start.unwrap_or(first_base).max(first_base);
+
+        let (epoch_cache, epoch_cache_loaded) = match LeaderEpochCache::load(dir) {
+            Some(cache) => (cache, true),
+            None => (LeaderEpochCache::empty(dir), false),
+        };
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            topic,
+            partition,
+            config,
+            segments,
+            log_start_offset,
+            log_end_offset,
+            recovery_point: log_end_offset,
+            producer_state: ProducerStateManager::new(),
+            epoch_cache,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+        };
+        if log.log_start_offset > log.log_end_offset {
+            warn!(topic = %log.topic, partition = log.partition, log_start_offset, log_end_offset, "log start offset beyond the recovered log; emptying it");
+            log.truncate_fully_and_start_at(log_start_offset, now_ms)?;
+        }
+        if !epoch_cache_loaded {
+            log.rebuild_epoch_cache()?;
+        }
+        let mut epochs_changed = log.epoch_cache.truncate_from_end(log.log_end_offset);
+        epochs_changed |= log.epoch_cache.truncate_from_start(log.log_start_offset);
+        if epochs_changed || !epoch_cache_loaded {
+            log.epoch_cache.write()?;
+        }
+        log.load_producer_state()?;
+        log.remove_stray_snapshots()?;
+
+        write_offset_checkpoint(&log.dir.join(LOG_START_OFFSET_FILE), log.log_start_offset)?;
+        write_offset_checkpoint(&log.dir.join(RECOVERY_POINT_FILE), log.recovery_point)?;
+        if clean_shutdown {
+            fs::remove_file(&marker)?;
+            fsync_dir(&log.dir)?;
+        }
+        info!(topic = %log.topic, partition = log.partition, log_start_offset = log.log_start_offset, log_end_offset = log.log_end_offset, segments = log.segments.len(), "opened partition log");
+        Ok(log)
+    }
+
+    /// Lists segment base offsets and removes leftovers: temp files of our
+    /// checkpoints and indexes whose `.log` is gone.
+    fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
+        let mut log_offsets = Vec::new();
+        let mut index_files = Vec::new();
+        for dir_entry in fs::read_dir(dir)? {
+            let dir_entry = dir_entry?;
+            let Some(name) = dir_entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if let Some(base_offset) = parse_offset_file_name(&name, LOG_FILE_SUFFIX) {
+                log_offsets.push(base_offset);
+            } else if let Some(base_offset) = parse_offset_file_name(&name, INDEX_FILE_SUFFIX)
+                .or_else(|| parse_offset_file_name(&name, TIME_INDEX_FILE_SUFFIX))
+            {
+                index_files.push((base_offset, dir_entry.path()));
+            } else if let Some(stem) = name.strip_suffix(".tmp") {
+                let ours = [
+                    LOG_START_OFFSET_FILE,
+                    RECOVERY_POINT_FILE,
+                    LEADER_EPOCH_CHECKPOINT_FILE,
+                    CLEAN_SHUTDOWN_FILE,
+                ]
+                .contains(&stem)
+                    || parse_offset_file_name(stem, SNAPSHOT_FILE_SUFFIX).is_some();
+                if ours {
+                    remove_if_exists(&dir_entry.path())?;
+                }
+            }
+        }
+        log_offsets.sort_unstable();
+        for (base_offset, path) in index_files {
+            if log_offsets.binary_search(&base_offset).is_err() {
+                debug!(path = %path.display(), "removing orphan index file");
+                remove_if_exists(&path)?;
+            }
+        }
+        Ok(log_offsets)
+    }
+
+    /// Rebuilds the leader-epoch cache from batch headers (checkpoint lost).
+    fn rebuild_epoch_cache(&mut self) -> Result<(), LogError> {
+        let mut cache = LeaderEpochCache::empty(&self.dir);
+        for segment in self.segments.values() {
+            segment.for_each_batch_from(segment.base_offset(), |location| {
+                let _changed = cache.assign(
+                    location.header.partition_leader_epoch,
+                    location.header.base_offset,
+                );
+                Ok(())
+            })?;
+        }
+        self.epoch_cache = cache;
+        Ok(())
+    }
+
+    /// Loads the newest readable snapshot at or below the log end offset and
+    /// replays batch headers after it. Snapshots beyond the log end offset
+    /// are deleted.
+    fn load_producer_state(&mut self) -> Result<(), LogError> {
+        let mut snapshot_offsets = list_snapshots(&self.dir)?;
+        while let Some(offset) = snapshot_offsets.last().copied()
+            && offset > self.log_end_offset
+        {
+            let _removed = snapshot_offsets.pop();
+            remove_if_exists(&offset_file_path(&self.dir, offset, SNAPSHOT_FILE_SUFFIX))?;
+        }
+        let mut state = ProducerStateManager::new();
+        let mut replay_from = self.segments.keys().next().copied().unwrap_or(0);
+        while let Some(offset) = snapshot_offsets.pop() {
+            let path = offset_file_path(&self.dir, offset, SNAPSHOT_FILE_SUFFIX);
+            match ProducerStateManager::read_snapshot(&path) {
+                Ok((snapshot_offset, loaded)) if snapshot_offset == offset => {
+                    state = loaded;
+                    replay_from = replay_from.max(offset);
+                    break;
+                }
+                Ok(_) | Err(LogError::Corrupt(_)) => {
+                    warn!(topic = %self.topic, partition = self.partition, path = %path.display(), "deleting unreadable producer snapshot");
+                    remove_if_exists(&path)?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        for segment in self.segments.values() {
+            if segment.next_offset() <= replay_from {
+                continue;
+            }
+            segment.for_each_batch_from(replay_from, |location| {
+                state.update(&location.header);
+                Ok(())
+            })?;
+        }
+        debug!(topic = %self.topic, partition = self.partition, replay_from, producers = state.len(), "loaded producer state");
+        self.producer_state = state;
+        Ok(())
+    }
+
+    /// Keeps the snapshots at segment base offsets and the newest one.
+    fn remove_stray_snapshots(&self) -> Result<(), LogError> {
+        let snapshot_offsets = list_snapshots(&self.dir)?;
+        let newest = snapshot_offsets.last().copied();
+        for offset in snapshot_offsets {
+            if Some(offset) != newest && !self.segments.contains_key(&offset) {
+                remove_if_exists(&offset_file_path(&self.dir, offset, SNAPSHOT_FILE_SUFFIX))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes snapshots below `offset`.
+    fn delete_snapshots_before(&self, offset: i64) -> Result<(), LogError> {
+        for snapshot_offset in list_snapshots(&self.dir)? {
+            if snapshot_offset < offset {
+                remove_if_exists(&offset_file_path(
+                    &self.dir,
+                    snapshot_offset,
+                    SNAPSHOT_FILE_SUFFIX,
+                ))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The topic, from the directory name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition index, from the directory name (-1 if unparsable).
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The current config.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the config; takes effect for the next append, roll and retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// First offset still readable.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Offset the next appended record gets (exclusive end of the log).
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Offset below which the log is known to be fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Current epoch of producer `pid`, if the log knows it.
+    pub fn producer_epoch(&self, pid: i64) -> Option<i16> {
+        self.producer_state.entry(pid).map(|entry| entry.epoch)
+    }
+
+    /// The idempotent-producer state.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producer_state
+    }
+
+    /// The leader-epoch cache, oldest epoch first.
+    pub fn leader_epoch_entries(&self) -> &[EpochEntry] {
+        &self.epoch_cache.entries
+    }
+
+    /// The latest leader epoch seen in appended batches.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epoch_cache.latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch `<= epoch` known to the log
+    /// and the end offset (exclusive) of that epoch. None when undefined.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epoch_cache.end_offset_for(epoch, self.log_end_offset)
+    }
+
+    /// Total size of all segments in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(LogSegment::size).sum()
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offset of the active segment.
+    pub fn active_segment_base_offset(&self) -> i64 {
+        self.segments
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.log_end_offset)
+    }
+
+    /// Sealed (non-active) segments' base offsets, ascending.
+    pub fn sealed_segment_base_offsets(&self) -> Vec<i64> {
+        let active = self.active_segment_base_offset();
+        self.segments
+            .keys()
+            .copied()
+            .filter(|base_offset| *base_offset != active)
+            .collect()
+    }
+
+    /// The files of the sealed segment starting at `base_offset`.
+    pub fn sealed_segment_files(&self, base_offset: i64) -> Option<SegmentFiles> {
+        if base_offset == self.active_segment_base_offset() {
+            return None;
+        }
+        let segment = self.segments.get(&base_offset)?;
+        let next_base = self
+            .segments
+            .range(base_offset + 1..)
+            .next()
+            .map_or(self.log_end_offset, |(next, _)| *next);
+        let snapshot = offset_file_path(&self.dir, next_base, SNAPSHOT_FILE_SUFFIX);
+        Some(SegmentFiles {
+            base_offset,
+            next_offset: segment.next_offset(),
+            log: segment.log_path().to_path_buf(),
+            offset_index: segment.offset_index_path().to_path_buf(),
+            time_index: segment.time_index_path().to_path_buf(),
+            producer_snapshot: snapshot.exists().then_some(snapshot),
+            leader_epoch_checkpoint: self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+        })
+    }
+
+    fn active_segment(&self) -> Result<&LogSegment, LogError> {
+        self.segments
+            .values()
+            .next_back()
+            .ok_or_else(|| LogError::Corrupt(format!("{}: no segment", self.dir.display())))
+    }
+
+    fn active_segment_mut(&mut self) -> Result<&mut LogSegment, LogError> {
+        let dir = &self.dir;
+        self.segments
+            .values_mut()
+            .next_back()
+            .ok_or_else(|| LogError::Corrupt(format!("{}: no segment", dir.display())))
+    }
+
+    /// Appends a produce request's record set: one or more v2 batches as
+    /// received. Everything is validated first (nothing is appended if any
+    /// batch is bad; a batch over `max.message.bytes` is
+    /// [`LogError::MessageTooLarge`]), then idempotent-producer checks run;
+    /// offsets are assigned from the log end offset by patching `baseOffset`
+    /// and `partitionLeaderEpoch` (and the timestamp for `LogAppendTime`
+    /// topics). Rolls and flushes per config. A request whose batches were
+    /// all appended before returns their original offsets with
+    /// `duplicate = true` and appends nothing.
+    pub fn append_as_leader(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let headers = validate_batches(records)?;
+        let max_message_bytes = self.config.max_message_bytes as usize;
+        if let Some(too_large) = headers
+            .iter()
+            .find(|header| header.size_bytes() > max_message_bytes)
+        {
+            return Err(LogError::MessageTooLarge {
+                size: too_large.size_bytes(),
+                max: max_message_bytes,
+            });
+        }
+        if records.len() as u64 > self.config.segment_bytes {
+            return Err(LogError::RecordListTooLarge {
+                size: records.len(),
+                max: self.config.segment_bytes,
+            });
+        }
+        let checks = self.producer_state.check_batches(&headers)?;
+        if let Some(info) = self.duplicate_append_info(&headers, &checks)? {
+            debug!(topic = %self.topic, partition = self.partition, first_offset = info.first_offset, last_offset = info.last_offset, "duplicate produce ignored");
+            return Ok(info);
+        }
+
+        let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let mut assigned = records.to_vec();
+        let mut assigned_headers = Vec::with_capacity(headers.len());
+        let mut next_offset = self.log_end_offset;
+        let mut position = 0usize;
+        for header in &headers {
+            let batch = &mut assigned[position..position + header.size_bytes()];
+            patch_base_offset_and_epoch(batch, next_offset, leader_epoch);
+            if log_append_time {
+                set_log_append_time(batch, now_ms);
+            }
+            let assigned_header = parse_header(batch)?;
+            debug_assert_eq!(assigned_header.base_offset, next_offset);
+            next_offset = assigned_header.next_offset();
+            position += header.size_bytes();
+            assigned_headers.push(assigned_header);
+        }
+        let mut info = self.append_batches(&assigned, &assigned_headers, now_ms)?;
+        if log_append_time {
+            info.log_append_time_ms = now_ms;
+        }
+        Ok(info)
+    }
+
+    /// If every batch is a duplicate, the append result to answer with;
+    /// duplicates mixed with new batches are rejected.
+    fn duplicate_append_info(
+        &self,
+        headers: &[BatchHeader],
+        checks: &[SequenceCheck],
+    ) -> Result<Option<AppendInfo>, LogError> {
+        let duplicates: Vec<BatchMetadata> = checks
+            .iter()
+            .filter_map(|check| match check {
+                SequenceCheck::Duplicate(original) => Some(*original),
+                SequenceCheck::Accept => None,
+            })
+            .collect();
+        let (Some(first), Some(last)) = (duplicates.first(), duplicates.last()) else {
+            return Ok(None);
+        };
+        if duplicates.len() != headers.len() {
+            let duplicate_header = headers
+                .iter()
+                .zip(checks)
+                .find(|(_, check)| matches!(check, SequenceCheck::Duplicate(_)))
+                .map(|(header, _)| *header);
+            return Err(LogError::DuplicateSequence {
+                producer_id: duplicate_header.map_or(-1, |header| header.producer_id),
+                first_sequence: duplicate_header.map_or(-1, |header| header.base_sequence),
+            });
+        }
+        let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        Ok(Some(AppendInfo {
+            first_offset: first.first_offset,
+            last_offset: last.last_offset,
+            log_append_time_ms: if log_append_time { last.timestamp } else { -1 },
+            log_start_offset: self.log_start_offset,
+            duplicate: true,
+            max_timestamp: duplicates
+                .iter()
+                .map(|batch| batch.timestamp)
+                .max()
+                .unwrap_or(NO_TIMESTAMP),
+            records_count: duplicates
+                .iter()
+                .map(|batch| batch.last_offset - batch.first_offset + 1)
+                .sum(),
+        }))
+    }
+
+    /// Appends batches fetched from the leader, which already carry offsets
+    /// and leader epochs: framing and CRC are checked, the first base offset
+    /// must be `>= log_end_offset` and offsets must increase (gaps from
+    /// compaction are allowed). Producer state is updated without sequence
+    /// checks. An empty record set appends nothing (offsets -1).
+    pub fn append_as_follower(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
+        if records.is_empty() {
+            return Ok(AppendInfo {
+                first_offset: -1,
+                last_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: self.log_start_offset,
+                duplicate: false,
+                max_timestamp: NO_TIMESTAMP,
+                records_count: 0,
+            });
+        }
+        let headers = validate_replicated_batches(records)?;
+        if let Some(first) = headers.first()
+            && first.base_offset < self.log_end_offset
+        {
+            return Err(LogError::InvalidOffset(format!(
+                "replicated batch at offset {} is below the log end offset {}",
+                first.base_offset, self.log_end_offset
+            )));
+        }
+        let now_ms = system_now_ms();
+        // Append in groups no larger than a segment so every group fits one.
+        let mut combined: Option<AppendInfo> = None;
+        let mut group_start = 0usize;
+        let mut position = 0usize;
+        let mut group_headers: Vec<BatchHeader> = Vec::new();
+        for (index, header) in headers.iter().enumerate() {
+            group_headers.push(*header);
+            position += header.size_bytes();
+            let next_fits = headers.get(index + 1).is_some_and(|next| {
+                (position - group_start + next.size_bytes()) as u64 <= self.config.segment_bytes
+            });
+            if !next_fits {
+                let info =
+                    self.append_batches(&records[group_start..position], &group_headers, now_ms)?;
+                combined = Some(match combined {
+                    None => info,
+                    Some(previous) => AppendInfo {
+                        last_offset: info.last_offset,
+                        max_timestamp: previous.max_timestamp.max(info.max_timestamp),
+                        records_count: previous.records_count + info.records_count,
+                        log_start_offset: info.log_start_offset,
+                        ..previous
+                    },
+                });
+                group_headers.clear();
+                group_start = position;
+            }
+        }
+        combined.ok_or_else(|| LogError::Corrupt("record set without batches".to_string()))
+    }
+
+    /// Appends validated batches with final offsets: rolls if needed, writes
+    /// to the active segment, updates producer state, the epoch cache and
+    /// the log end offset, and flushes per config.
+    fn append_batches(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let (Some(first), Some(last)) = (headers.first().copied(), headers.last().copied()) else {
+            return Err(LogError::Corrupt("record set without batches".to_string()));
+        };
+        debug_assert!(
+            first.base_offset >= self.log_end_offset,
+            "offsets must be monotonic"
+        );
+        let max_timestamp = headers
+            .iter()
+            .map(|header| header.max_timestamp)
+            .max()
+            .unwrap_or(NO_TIMESTAMP);
+        self.maybe_roll(records.len(), max_timestamp, &first, &last, now_ms)?;
+        self.active_segment_mut()?.append(records, headers)?;
+
+        let previous_end_offset = self.log_end_offset;
+        self.log_end_offset = last.next_offset();
+        debug_assert!(self.log_end_offset > previous_end_offset);
+        let mut records_count = 0i64;
+        let mut epochs_changed = false;
+        for header in headers {
+            self.producer_state.update(header);
+            epochs_changed |= self
+                .epoch_cache
+                .assign(header.partition_leader_epoch, header.base_offset);
+            records_count += i64::from(header.records_count);
+        }
+        self.unflushed_messages = self
+            .unflushed_messages
+            .saturating_add(records_count.max(0) as u64);
+        metrics::counter!("silt_log_appended_bytes_total").increment(records.len() as u64);
+        metrics::counter!("silt_log_appended_records_total").increment(records_count.max(0) as u64);
+        if epochs_changed {
+            info!(topic = %self.topic, partition = self.partition, epoch = ?self.epoch_cache.latest_epoch(), start_offset = first.base_offset, "new leader epoch in log");
+            self.epoch_cache.write()?;
+        }
+        self.maybe_flush(now_ms)?;
+        Ok(AppendInfo {
+            first_offset: first.base_offset,
+            last_offset: last.last_offset(),
+            log_append_time_ms: -1,
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+            max_timestamp,
+            records_count,
+        })
+    }
+
+    /// Kafka's `maybeRoll`: a new segment when the records would overflow
+    /// `segment.bytes`, when `segment.ms` has passed since the active
+    /// segment's first batch timestamp (or its creation when it has none),
+    /// or when offsets or positions would not fit the indexes.
+    fn maybe_roll(
+        &mut self,
+        records_size: usize,
+        max_timestamp: i64,
+        first: &BatchHeader,
+        last: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let active = self.active_segment()?;
+        let size_after = active.size() + records_size as u64;
+        let full = size_after > self.config.segment_bytes;
+        let time_waited = match active.first_batch_timestamp() {
+            Some(first_timestamp) if first_timestamp >= 0 => {
+                max_timestamp.saturating_sub(first_timestamp)
+            }
+            _ => now_ms.saturating_sub(active.created_ms()),
+        };
+        let aged = time_waited > self.config.segment_ms;
+        let overflows = last.last_offset() - active.base_offset() > i64::from(i32::MAX)
+            || size_after > u64::from(u32::MAX);
+        if active.is_empty() {
+            if overflows {
+                return self.roll_to(first.base_offset, now_ms);
+            }
+            return Ok(());
+        }
+        if full || aged || overflows {
+            debug!(topic = %self.topic, partition = self.partition, full, aged, overflows, "rolling log segment");
+            let new_base = if overflows {
+                first.base_offset
+            } else {
+                self.log_end_offset
+            };
+            return self.roll_to(new_base, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset;
+    /// does nothing when the active segment is empty. Writes a producer
+    /// snapshot named after the new base offset and the recovery point.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.active_segment()?.is_empty() {
+            return Ok(());
+        }
+        self.roll_to(self.log_end_offset, now_ms)
+    }
+
+    fn roll_to(&mut self, new_base_offset: i64, now_ms: i64) -> Result<(), LogError> {
+        debug_assert!(new_base_offset >= self.log_end_offset);
+        let active = self.active_segment_mut()?;
+        let active_base = active.base_offset();
+        if active.is_empty() {
+            if active_base == new_base_offset {
+                return Ok(());
+            }
+            if let Some(empty) = self.segments.remove(&active_base) {
+                empty.delete()?;
+            }
+        } else {
+            active.seal()?;
+        }
+        let segment = LogSegment::create(
+            &self.dir,
+            new_base_offset,
+            self.config.index_interval_bytes,
+            now_ms,
+        )?;
+        let _previous = self.segments.insert(new_base_offset, segment);
+        let _snapshot = self
+            .producer_state
+            .write_snapshot(&self.dir, new_base_offset)?;
+        self.recovery_point = self.log_end_offset;
+        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        metrics::counter!("silt_log_segments_rolled_total").increment(1);
+        info!(topic = %self.topic, partition = self.partition, base_offset = new_base_offset, previous_base_offset = active_base, "rolled log segment");
+        Ok(())
+    }
+
+    /// fsyncs the active segment (sealed ones were fsynced when rolled) and
+    /// moves the in-memory recovery point to the log end offset. The
+    /// recovery-point checkpoint itself is written on roll, truncation and
+    /// close; recovery always covers the active segment anyway.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active_segment()?.flush()?;
+        self.recovery_point = self.log_end_offset;
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// Flushes when `flush.messages` records are unflushed or the last
+    /// flush is older than `flush.ms`; for a periodic task and after appends.
+    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.unflushed_messages == 0 {
+            return Ok(());
+        }
+        let by_count = self.unflushed_messages >= self.config.flush_messages;
+        let by_time = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
+        if by_count || by_time {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the batch containing
+    /// `start_offset`, at most `max_bytes` in total, only batches whose last
+    /// offset is below `max_offset` (exclusive, e.g. the high watermark;
+    /// clamped to the log end offset). With `min_one_batch` the first batch
+    /// is returned even if larger than `max_bytes` (KIP-74). Reads from one
+    /// segment. `start_offset` outside `[log_start_offset, log_end_offset]`
+    /// is [`LogError::OffsetOutOfRange`]; at the log end the records are empty.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadInfo, LogError> {
+        if start_offset < self.log_start_offset || start_offset > self.log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset: start_offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        let mut info = ReadInfo {
+            records: Bytes::new(),
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        };
+        let max_offset = max_offset.min(self.log_end_offset);
+        if start_offset >= max_offset {
+            return Ok(info);
+        }
+        let floor_base = self
+            .segments
+            .range(..=start_offset)
+            .next_back()
+            .map_or(i64::MIN, |(base_offset, _)| *base_offset);
+        for segment in self
+            .segments
+            .range(floor_base..)
+            .map(|(_, segment)| segment)
+        {
+            if let Some(records) =
+                segment.read(start_offset, max_bytes, max_offset, min_one_batch)?
+            {
+                info.records = Bytes::from(records);
+                break;
+            }
+        }
+        Ok(info)
+    }
+
+    /// ListOffsets by timestamp: the first offset at or after the log start
+    /// whose record timestamp is `>= ts`, with that timestamp (for
+    /// compressed `CreateTime` batches: the batch's first offset and max
+    /// timestamp). None if no record is that recent.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() < ts || segment.next_offset() <= self.log_start_offset {
+                continue;
+            }
+            if let Some(found) = segment.find_by_timestamp(ts, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (-3): offset and timestamp of the first
+    /// record with the largest timestamp (batch-level for compressed
+    /// `CreateTime` batches). None if no record has a timestamp.
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for segment in self.segments.values() {
+            if segment.next_offset() <= self.log_start_offset
+                || segment.max_timestamp() <= NO_TIMESTAMP
+            {
+                continue;
+            }
+            if best.is_none_or(|(_, timestamp)| segment.max_timestamp() > timestamp) {
+                best = Some((
+                    segment.offset_of_max_timestamp().max(self.log_start_offset),
+                    segment.max_timestamp(),
+                ));
+            }
+        }
+        best
+    }
+
+    /// Retention pass, like Kafka's `deleteOldSegments`: with
+    /// `cleanup.policy` including `delete`, removes the oldest sealed
+    /// segments whose largest timestamp is more than `retention.ms` before
+    /// `now_ms`, then while the log minus a segment stays above
+    /// `retention.bytes`; for every policy, segments wholly below the log
+    /// start offset. The active segment is never deleted. Returns the number
+    /// of segments deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let mut deleted = 0usize;
+        if self.config.deletes_by_retention() {
+            if self.config.retention_ms >= 0 {
+                let mut count = 0usize;
+                for segment in self.sealed_segments() {
+                    let age = now_ms.saturating_sub(segment.largest_timestamp()?);
+                    if age <= self.config.retention_ms {
+                        break;
+                    }
+                    count += 1;
+                }
+                deleted += self.delete_oldest_segments(count, "retention.ms")?;
+            }
+            if self.config.retention_bytes >= 0 {
+                let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+                let mut count = 0usize;
+                for segment in self.sealed_segments() {
+                    if excess - (segment.size() as i64) < 0 {
+                        break;
+                    }
+                    excess -= segment.size() as i64;
+                    count += 1;
+                }
+                deleted += self.delete_oldest_segments(count, "retention.bytes")?;
+            }
+        }
+        let count = self.segments_below_log_start();
+        deleted += self.delete_oldest_segments(count, "log start offset")?;
+        Ok(deleted)
+    }
+
+    fn sealed_segments(&self) -> impl Iterator<Item = &LogSegment> {
+        let sealed = self.segments.len().saturating_sub(1);
+        self.segments.values().take(sealed)
+    }
+
+    /// Number of leading sealed segments whose successor starts at or below
+    /// the log start offset.
+    fn segments_below_log_start(&self) -> usize {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= self.log_start_offset)
+            .count()
+    }
+
+    /// Deletes the `count` oldest segments (never the active one) and moves
+    /// the log start offset up to the new first segment.
+    fn delete_oldest_segments(&mut self, count: usize, reason: &str) -> Result<usize, LogError> {
+        let count = count.min(self.segments.len().saturating_sub(1));
+        if count == 0 {
+            return Ok(0);
+        }
+        for _ in 0..count {
+            let Some((base_offset, segment)) = self.segments.pop_first() else {
+                break;
+            };
+            info!(topic = %self.topic, partition = self.partition, base_offset, size = segment.size(), reason, "deleting log segment");
+            segment.delete()?;
+        }
+        metrics::counter!("silt_log_segments_deleted_total").increment(count as u64);
+        let first_base = self
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.log_end_offset);
+        if first_base > self.log_start_offset {
+            self.log_start_offset = first_base;
+            write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), self.log_start_offset)?;
+        }
+        self.delete_snapshots_before(first_base)?;
+        if self.epoch_cache.truncate_from_start(self.log_start_offset) {
+            self.epoch_cache.write()?;
+        }
+        Ok(count)
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (the caller
+    /// checks it against the high watermark; it must be `<=` the log end
+    /// offset), persists it, and deletes segments wholly below it. Returns
+    /// the new log start offset (unchanged if `offset` is not above it).
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset < 0 || offset > self.log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.log_start_offset = offset;
+        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
+        info!(topic = %self.topic, partition = self.partition, log_start_offset = offset, "log start offset moved by delete records");
+        let count = self.segments_below_log_start();
+        let _deleted = self.delete_oldest_segments(count, "delete records")?;
+        if self.epoch_cache.truncate_from_start(self.log_start_offset) {
+            self.epoch_cache.write()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Removes every batch whose last offset is `>= offset` (a batch
+    /// straddling `offset` goes entirely, so the log end may end up below
+    /// `offset`). Below the log start offset the log is emptied and restarts
+    /// at `offset`. Producer state and the epoch cache follow.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::InvalidOffset(format!(
+                "cannot truncate to {offset}"
+            )));
+        }
+        if offset >= self.log_end_offset {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset, system_now_ms());
+        }
+        while self.segments.len() > 1
+            && self
+                .segments
+                .keys()
+                .next_back()
+                .is_some_and(|base_offset| *base_offset >= offset)
+        {
+            if let Some((base_offset, segment)) = self.segments.pop_last() {
+                debug!(topic = %self.topic, partition = self.partition, base_offset, "deleting segment on truncation");
+                segment.delete()?;
+            }
+        }
+        let active = self.active_segment_mut()?;
+        let _removed_bytes = active.truncate_to(offset)?;
+        active.flush()?;
+        let new_end_offset = active.next_offset();
+        info!(topic = %self.topic, partition = self.partition, offset, previous_log_end_offset = self.log_end_offset, log_end_offset = new_end_offset, "truncated log");
+        self.log_end_offset = new_end_offset;
+        if self.log_end_offset < self.log_start_offset {
+            // The removed batch straddled the log start offset.
+            return self.truncate_fully_and_start_at(offset, system_now_ms());
+        }
+        self.after_truncation()
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset`, which
+    /// becomes both the log start and end offset (follower behind the
+    /// leader's log start).
+    pub fn truncate_fully_and_start_at(
+        &mut self,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::InvalidOffset(format!(
+                "cannot restart the log at {offset}"
+            )));
+        }
+        while let Some((_, segment)) = self.segments.pop_first() {
+            segment.delete()?;
+        }
+        let segment =
+            LogSegment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms)?;
+        let _previous = self.segments.insert(offset, segment);
+        info!(topic = %self.topic, partition = self.partition, offset, "log emptied and restarted");
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
+        if self.epoch_cache.clear() {
+            self.epoch_cache.write()?;
+        }
+        self.delete_snapshots_before(i64::MAX)?;
+        self.after_truncation()
+    }
+
+    /// Realigns derived state with a log end offset that went down.
+    fn after_truncation(&mut self) -> Result<(), LogError> {
+        if self.epoch_cache.truncate_from_end(self.log_end_offset) {
+            self.epoch_cache.write()?;
+        }
+        self.load_producer_state()?;
+        self.recovery_point = self.recovery_point.min(self.log_end_offset);
+        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// Forgets producers idle for longer than `max_idle_ms` (Kafka's
+    /// `producer.id.expiration.ms`); returns how many.
+    pub fn remove_expired_producers(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
+        self.producer_state.remove_expired(now_ms, max_idle_ms)
+    }
+
+    /// Clean shutdown: seals and fsyncs the active segment, writes the
+    /// producer snapshot at the log end offset and the checkpoints, then the
+    /// clean-shutdown marker, so the next open skips recovery.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.active_segment_mut()?.seal()?;
+        let _snapshot = self
+            .producer_state
+            .write_snapshot(&self.dir, self.log_end_offset)?;
+        self.recovery_point = self.log_end_offset;
+        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
+        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), self.log_start_offset)?;
+        self.epoch_cache.write()?;
+        write_file_atomically(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
+        info!(topic = %self.topic, partition = self.partition, log_end_offset = self.log_end_offset, "closed partition log");
+        Ok(())
+    }
+
+    /// Deletes every file of the log and its directory (topic deletion).
+    pub fn delete(self) -> Result<(), LogError> {
+        let PartitionLog {
+            dir,
+            topic,
+            partition,
+            segments,
+            ..
+        } = self;
+        drop(segments);
+        fs::remove_dir_all(&dir)?;
+        info!(%topic, partition, dir = %dir.display(), "deleted partition log");
+        Ok(())
+    }
+}

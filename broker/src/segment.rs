@@ -1,0 +1,858 @@
+//! One log segment: `<baseOffset:020>.log` with its `.index` and `.timeindex`.
+//!
+//! Batches are stored exactly as appended (v2 record batches, offsets
+//! already assigned). Byte positions are `u32` in the indexes, so a segment
+//! never grows past `u32::MAX` bytes; the log rolls long before that.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use tracing::{debug, warn};
+
+use crate::error::LogError;
+use crate::offset_index::{OffsetIndex, OffsetPosition, remove_if_exists};
+use crate::record_batch::{
+    BATCH_HEADER_SIZE, BatchHeader, NO_TIMESTAMP, RecordLookup, batch_size_from_prefix,
+    find_record_by_timestamp, parse_header, validate_stored_batch,
+};
+use crate::time_index::{TimeIndex, TimestampOffset};
+
+/// File extension of segment data files.
+pub const LOG_FILE_SUFFIX: &str = "log";
+/// File extension of offset index files.
+pub const INDEX_FILE_SUFFIX: &str = "index";
+/// File extension of time index files.
+pub const TIME_INDEX_FILE_SUFFIX: &str = "timeindex";
+
+/// Window for scans that only need headers.
+const HEADER_SCAN_WINDOW: usize = 16 * 1024;
+/// Window for scans that verify whole batches.
+const VERIFY_SCAN_WINDOW: usize = 1024 * 1024;
+
+/// `<dir>/<offset:020>.<suffix>`, Kafka's file naming.
+pub fn offset_file_path(dir: &Path, offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{offset:020}.{suffix}"))
+}
+
+/// Parses the base offset out of a `<offset:020>.<suffix>` file name.
+pub fn parse_offset_file_name(file_name: &str, suffix: &str) -> Option<i64> {
+    let stem = file_name.strip_suffix(suffix)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// A batch found in a segment: where it starts and its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLocation {
+    /// Byte position of the batch in the `.log` file.
+    pub position: u64,
+    /// The batch header.
+    pub header: BatchHeader,
+}
+
+/// What the segment knows about its content; rebuilt by load and recovery.
+#[derive(Debug, Clone, Copy)]
+struct SegmentState {
+    size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    first_batch_timestamp: Option<i64>,
+    bytes_since_last_index_entry: u64,
+}
+
+/// Index entries Kafka writes for one batch.
+struct IndexPoint {
+    offset_entry: OffsetPosition,
+    time_entry: TimestampOffset,
+}
+
+impl SegmentState {
+    fn empty(base_offset: i64) -> SegmentState {
+        SegmentState {
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            first_batch_timestamp: None,
+            bytes_since_last_index_entry: 0,
+        }
+    }
+
+    /// Accounts for `header` stored at `position` and returns the index
+    /// entries due before it, following Kafka's `LogSegment.append`.
+    fn observe(
+        &mut self,
+        position: u64,
+        header: &BatchHeader,
+        offset_of_batch_max: i64,
+        index_interval_bytes: u64,
+    ) -> Option<IndexPoint> {
+        debug_assert_eq!(position, self.size);
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = offset_of_batch_max;
+        }
+        if self.first_batch_timestamp.is_none() {
+            self.first_batch_timestamp = Some(header.max_timestamp);
+        }
+        let mut point = None;
+        if self.bytes_since_last_index_entry > index_interval_bytes {
+            point = Some(IndexPoint {
+                offset_entry: OffsetPosition {
+                    offset: header.last_offset(),
+                    position: position as u32,
+                },
+                time_entry: TimestampOffset {
+                    timestamp: self.max_timestamp,
+                    offset: self.offset_of_max_timestamp,
+                },
+            });
+            self.bytes_since_last_index_entry = 0;
+        }
+        let size = header.size_bytes() as u64;
+        self.bytes_since_last_index_entry += size;
+        self.size += size;
+        self.next_offset = header.next_offset();
+        point
+    }
+}
+
+/// Offset of the first record carrying the batch's max timestamp; the
+/// batch's base offset when the records cannot be inspected.
+fn offset_of_batch_max(batch: &[u8], header: &BatchHeader) -> i64 {
+    match find_record_by_timestamp(batch, header, header.max_timestamp, header.base_offset) {
+        RecordLookup::Found { offset, .. } => offset,
+        RecordLookup::NotFound | RecordLookup::Compressed => header.base_offset,
+    }
+}
+
+/// One step of a sequential scan over a `.log` file.
+enum ScanStep {
+    Batch(BatchLocation),
+    Invalid { position: u64, reason: String },
+    End,
+}
+
+/// Sequential reader of batch headers (and optionally whole batches) with a
+/// read-ahead window, so a scan costs few system calls.
+struct BatchScanner<'a> {
+    file: &'a File,
+    position: u64,
+    end: u64,
+    window: Vec<u8>,
+    window_start: u64,
+    window_size: usize,
+}
+
+impl<'a> BatchScanner<'a> {
+    fn new(file: &'a File, start: u64, end: u64, window_size: usize) -> BatchScanner<'a> {
+        BatchScanner {
+            file,
+            position: start,
+            end,
+            window: Vec::new(),
+            window_start: start,
+            window_size,
+        }
+    }
+
+    /// Bytes `[at, at + len)`, which must lie before `end`.
+    fn bytes(&mut self, at: u64, len: usize) -> io::Result<&[u8]> {
+        debug_assert!(at + len as u64 <= self.end);
+        let window_end = self.window_start + self.window.len() as u64;
+        if at < self.window_start || at + len as u64 > window_end {
+            let read_len = (len.max(self.window_size) as u64).min(self.end - at) as usize;
+            self.window.resize(read_len, 0);
+            self.file.read_exact_at(&mut self.window, at)?;
+            self.window_start = at;
+        }
+        let start = (at - self.window_start) as usize;
+        Ok(&self.window[start..start + len])
+    }
+
+    /// Next batch, with its CRC checked when `verify`.
+    fn next(&mut self, verify: bool) -> io::Result<ScanStep> {
+        let position = self.position;
+        let remaining = self.end - position;
+        if remaining == 0 {
+            return Ok(ScanStep::End);
+        }
+        let invalid = |reason: String| Ok(ScanStep::Invalid { position, reason });
+        if remaining < BATCH_HEADER_SIZE as u64 {
+            return invalid(format!("{remaining} trailing bytes"));
+        }
+        let header_bytes = self.bytes(position, BATCH_HEADER_SIZE)?;
+        let size = match batch_size_from_prefix(header_bytes) {
+            Ok(size) => size,
+            Err(error) => return invalid(error.to_string()),
+        };
+        let header = match parse_header(header_bytes) {
+            Ok(header) => header,
+            Err(error) => return invalid(error.to_string()),
+        };
+        if size as u64 > remaining {
+            return invalid(format!("batch of {size} bytes with {remaining} bytes left"));
+        }
+        if header.records_count < 0 || header.last_offset_delta < 0 {
+            return invalid(format!(
+                "records count {} and last offset delta {}",
+                header.records_count, header.last_offset_delta
+            ));
+        }
+        if verify {
+            let batch = self.bytes(position, size)?;
+            if let Err(error) = validate_stored_batch(batch) {
+                return invalid(error.to_string());
+            }
+        }
+        self.position += size as u64;
+        Ok(ScanStep::Batch(BatchLocation { position, header }))
+    }
+}
+
+/// A `.log` file and its two sparse indexes.
+#[derive(Debug)]
+pub struct LogSegment {
+    base_offset: i64,
+    log_path: PathBuf,
+    file: File,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    index_interval_bytes: u64,
+    state: SegmentState,
+    created_ms: i64,
+    load_problem: Option<String>,
+}
+
+impl LogSegment {
+    /// Creates a new, empty segment starting at `base_offset` in `dir`,
+    /// replacing any files of the same name.
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<LogSegment, LogError> {
+        let log_path = offset_file_path(dir, base_offset, LOG_FILE_SUFFIX);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)?;
+        let mut offset_index = OffsetIndex::open(
+            &offset_file_path(dir, base_offset, INDEX_FILE_SUFFIX),
+            base_offset,
+        )?;
+        offset_index.rewrite(Vec::new())?;
+        let mut time_index = TimeIndex::open(
+            &offset_file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX),
+            base_offset,
+        )?;
+        time_index.rewrite(Vec::new())?;
+        debug!(base_offset, path = %log_path.display(), "created log segment");
+        Ok(LogSegment {
+            base_offset,
+            log_path,
+            file,
+            offset_index,
+            time_index,
+            index_interval_bytes: u64::from(index_interval_bytes),
+            state: SegmentState::empty(base_offset),
+            created_ms: now_ms,
+            load_problem: None,
+        })
+    }
+
+    /// Opens an existing segment and restores its state from the indexes
+    /// plus a header scan after the last offset-index entry. Missing or
+    /// inconsistent indexes, or a bad batch in that scan, do not fail the
+    /// open: they are reported by [`LogSegment::needs_recovery`], and
+    /// [`LogSegment::recover`] must run before the segment is used.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<LogSegment, LogError> {
+        let log_path = offset_file_path(dir, base_offset, LOG_FILE_SUFFIX);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(false)
+            .open(&log_path)?;
+        let index_path = offset_file_path(dir, base_offset, INDEX_FILE_SUFFIX);
+        let time_index_path = offset_file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX);
+        let indexes_existed = index_path.exists() && time_index_path.exists();
+        let offset_index = OffsetIndex::open(&index_path, base_offset)?;
+        let time_index = TimeIndex::open(&time_index_path, base_offset)?;
+        let mut segment = LogSegment {
+            base_offset,
+            log_path,
+            file,
+            offset_index,
+            time_index,
+            index_interval_bytes: u64::from(index_interval_bytes),
+            state: SegmentState::empty(base_offset),
+            created_ms: now_ms,
+            load_problem: None,
+        };
+        let file_size = segment.file.metadata()?.len();
+        if !indexes_existed && file_size > 0 {
+            segment.load_problem = Some("index files missing".to_string());
+        } else if let Err(reason) = segment.load_state(file_size) {
+            segment.load_problem = Some(reason);
+        }
+        Ok(segment)
+    }
+
+    /// Why the segment must be recovered before use, if it must.
+    pub fn needs_recovery(&self) -> Option<&str> {
+        self.load_problem.as_deref()
+    }
+
+    /// Restores in-memory state from the indexes and a header scan of the
+    /// tail after the last offset-index entry.
+    fn load_state(&mut self, file_size: u64) -> Result<(), String> {
+        self.offset_index.sanity_check(file_size)?;
+        let tail_start = self
+            .offset_index
+            .last_entry()
+            .map_or(0, |entry| u64::from(entry.position));
+        let mut state = SegmentState::empty(self.base_offset);
+        state.size = tail_start;
+        if let Some(entry) = self.time_index.last_entry() {
+            state.max_timestamp = entry.timestamp;
+            state.offset_of_max_timestamp = entry.offset;
+        }
+        if tail_start > 0 {
+            let mut first = [0u8; BATCH_HEADER_SIZE];
+            self.file
+                .read_exact_at(&mut first, 0)
+                .map_err(|error| format!("reading first batch: {error}"))?;
+            let header = parse_header(&first).map_err(|error| error.to_string())?;
+            state.first_batch_timestamp = Some(header.max_timestamp);
+        }
+        let expected_indexed_offset = self.offset_index.last_entry().map(|entry| entry.offset);
+        let mut scanner = BatchScanner::new(&self.file, tail_start, file_size, HEADER_SCAN_WINDOW);
+        let mut minimum_base_offset = self.base_offset;
+        let mut repaired_entries = Vec::new();
+        loop {
+            let step = scanner
+                .next(false)
+                .map_err(|error| format!("reading segment: {error}"))?;
+            let location = match step {
+                ScanStep::End => break,
+                ScanStep::Invalid { position, reason } => {
+                    return Err(format!("invalid batch at position {position}: {reason}"));
+                }
+                ScanStep::Batch(location) => location,
+            };
+            let header = location.header;
+            check_batch_offsets(self.base_offset, minimum_base_offset, &header)?;
+            if location.position == tail_start
+                && let Some(expected) = expected_indexed_offset
+                && header.last_offset() != expected
+            {
+                return Err(format!(
+                    "index entry for offset {expected} points at batch ending at {}",
+                    header.last_offset()
+                ));
+            }
+            let mut batch_max_offset = header.base_offset;
+            if header.max_timestamp > state.max_timestamp {
+                let batch = scanner
+                    .bytes(location.position, header.size_bytes())
+                    .map_err(|error| format!("reading batch: {error}"))?;
+                batch_max_offset = offset_of_batch_max(batch, &header);
+            }
+            if let Some(point) = state.observe(
+                location.position,
+                &header,
+                batch_max_offset,
+                self.index_interval_bytes,
+            ) {
+                repaired_entries.push(point);
+            }
+            minimum_base_offset = header.next_offset();
+        }
+        self.time_index.sanity_check(state.next_offset)?;
+        for point in repaired_entries {
+            self.write_index_point(&point)
+                .map_err(|error| format!("repairing index: {error}"))?;
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// Scans the whole `.log` from the start, verifying framing, CRC and
+    /// offset order of every batch; truncates the file at the first invalid
+    /// batch and rebuilds both indexes for what is kept. Returns the number
+    /// of bytes truncated.
+    pub fn recover(&mut self) -> Result<u64, LogError> {
+        let file_size = self.file.metadata()?.len();
+        let mut state = SegmentState::empty(self.base_offset);
+        let mut offset_entries = Vec::new();
+        let mut time_entries: Vec<TimestampOffset> = Vec::new();
+        let mut scanner = BatchScanner::new(&self.file, 0, file_size, VERIFY_SCAN_WINDOW);
+        let valid_end = loop {
+            let location = match scanner.next(true)? {
+                ScanStep::End => break file_size,
+                ScanStep::Invalid { position, reason } => {
+                    warn!(log = %self.log_path.display(), position, %reason, "invalid batch found during recovery");
+                    break position;
+                }
+                ScanStep::Batch(location) => location,
+            };
+            let header = location.header;
+            if let Err(reason) = check_batch_offsets(self.base_offset, state.next_offset, &header) {
+                warn!(log = %self.log_path.display(), position = location.position, %reason, "out of order batch found during recovery");
+                break location.position;
+            }
+            if location.position + header.size_bytes() as u64 > u64::from(u32::MAX) {
+                warn!(log = %self.log_path.display(), position = location.position, "segment exceeds the addressable size");
+                break location.position;
+            }
+            let mut batch_max_offset = header.base_offset;
+            if header.max_timestamp > state.max_timestamp {
+                let batch = scanner.bytes(location.position, header.size_bytes())?;
+                batch_max_offset = offset_of_batch_max(batch, &header);
+            }
+            if let Some(point) = state.observe(
+                location.position,
+                &header,
+                batch_max_offset,
+                self.index_interval_bytes,
+            ) {
+                offset_entries.push(point.offset_entry);
+                let grows = time_entries
+                    .last()
+                    .map_or(point.time_entry.timestamp > NO_TIMESTAMP, |last| {
+                        point.time_entry.timestamp > last.timestamp
+                    });
+                if grows {
+                    time_entries.push(point.time_entry);
+                }
+            }
+        };
+        let truncated = file_size - valid_end;
+        if truncated > 0 {
+            self.file.set_len(valid_end)?;
+        }
+        self.offset_index.rewrite(offset_entries)?;
+        self.time_index.rewrite(time_entries)?;
+        self.state = state;
+        self.load_problem = None;
+        self.flush()?;
+        debug!(
+            base_offset = self.base_offset,
+            next_offset = state.next_offset,
+            truncated,
+            "recovered log segment"
+        );
+        Ok(truncated)
+    }
+
+    /// Appends `records` (one or more complete batches with offsets already
+    /// assigned, described by `headers` in order) at the end of the file,
+    /// adding index entries every `index.interval.bytes`. On failure the
+    /// file and indexes are rolled back to their previous length.
+    pub fn append(&mut self, records: &[u8], headers: &[BatchHeader]) -> Result<(), LogError> {
+        debug_assert_eq!(
+            headers.iter().map(BatchHeader::size_bytes).sum::<usize>(),
+            records.len()
+        );
+        debug_assert!(self.state.size + records.len() as u64 <= u64::from(u32::MAX));
+        let previous_state = self.state;
+        let start_position = self.state.size;
+        if let Err(error) = self.file.write_all_at(records, start_position) {
+            self.rollback(previous_state);
+            return Err(error.into());
+        }
+        let mut position = start_position;
+        for header in headers {
+            debug_assert!(
+                header.base_offset >= self.state.next_offset,
+                "offsets must grow within a segment"
+            );
+            let batch_start = (position - start_position) as usize;
+            let batch = &records[batch_start..batch_start + header.size_bytes()];
+            let batch_max_offset = if header.max_timestamp > self.state.max_timestamp {
+                offset_of_batch_max(batch, header)
+            } else {
+                header.base_offset
+            };
+            if let Some(point) = self.state.observe(
+                position,
+                header,
+                batch_max_offset,
+                self.index_interval_bytes,
+            ) && let Err(error) = self.write_index_point(&point)
+            {
+                self.rollback(previous_state);
+                return Err(error.into());
+            }
+            position += header.size_bytes() as u64;
+        }
+        Ok(())
+    }
+
+    fn write_index_point(&mut self, point: &IndexPoint) -> io::Result<()> {
+        self.offset_index
+            .append(point.offset_entry.offset, point.offset_entry.position)?;
+        let _appended = self
+            .time_index
+            .maybe_append(point.time_entry.timestamp, point.time_entry.offset)?;
+        Ok(())
+    }
+
+    /// Best-effort undo of a failed append.
+    fn rollback(&mut self, previous_state: SegmentState) {
+        self.state = previous_state;
+        let results = [
+            self.file.set_len(previous_state.size),
+            self.offset_index.truncate_to_position(previous_state.size),
+            self.time_index
+                .truncate_to_offset(previous_state.next_offset),
+        ];
+        for result in results {
+            if let Err(error) = result {
+                warn!(log = %self.log_path.display(), %error, "rolling back a failed append failed");
+            }
+        }
+    }
+
+    /// Position and header of the first batch whose last offset is
+    /// `>= offset`, found through the offset index and a header scan; None
+    /// if the segment holds no such batch.
+    pub fn find_offset_position(&self, offset: i64) -> Result<Option<BatchLocation>, LogError> {
+        if offset >= self.state.next_offset {
+            return Ok(None);
+        }
+        let start = self
+            .offset_index
+            .lookup(offset)
+            .map_or(0, |entry| u64::from(entry.position));
+        let mut scanner = BatchScanner::new(&self.file, start, self.state.size, HEADER_SCAN_WINDOW);
+        loop {
+            match scanner.next(false)? {
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(self.corrupt_at(position, &reason));
+                }
+                ScanStep::Batch(location) => {
+                    if location.header.last_offset() >= offset {
+                        return Ok(Some(location));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads whole batches starting with the batch containing `start_offset`
+    /// (or the first batch after it), at most `max_bytes` in total, only
+    /// batches whose last offset is `< max_offset`. With `min_one_batch` the
+    /// first batch is returned even if larger than `max_bytes`. Returns None
+    /// when the segment has no batch at or after `start_offset`, otherwise
+    /// the bytes (possibly empty) from one positional read.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<Vec<u8>>, LogError> {
+        let Some(first) = self.find_offset_position(start_offset)? else {
+            return Ok(None);
+        };
+        let first_size = first.header.size_bytes();
+        if first.header.last_offset() >= max_offset || (first_size > max_bytes && !min_one_batch) {
+            return Ok(Some(Vec::new()));
+        }
+        let mut end_position = self.state.size;
+        if max_offset < self.state.next_offset
+            && let Some(limit) = self.find_offset_position(max_offset)?
+        {
+            end_position = limit.position;
+        }
+        let budget = if min_one_batch {
+            max_bytes.max(first_size)
+        } else {
+            max_bytes
+        };
+        let read_len = (budget as u64).min(end_position.saturating_sub(first.position)) as usize;
+        let mut buf = vec![0u8; read_len];
+        self.file.read_exact_at(&mut buf, first.position)?;
+        let whole = whole_batches_prefix(&buf, max_offset);
+        if whole == 0 {
+            return Err(self.corrupt_at(first.position, "first batch unreadable"));
+        }
+        buf.truncate(whole);
+        Ok(Some(buf))
+    }
+
+    /// Offset and timestamp of the first record with offset `>= min_offset`
+    /// and timestamp `>= target_ts`. Records inside compressed `CreateTime`
+    /// batches are not inspected: such a batch answers with its first offset
+    /// `>= min_offset` and its max timestamp.
+    pub fn find_by_timestamp(
+        &self,
+        target_ts: i64,
+        min_offset: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        if self.state.max_timestamp < target_ts || min_offset >= self.state.next_offset {
+            return Ok(None);
+        }
+        let indexed_offset = self
+            .time_index
+            .lookup(target_ts)
+            .map_or(self.base_offset, |entry| entry.offset);
+        let start_offset = indexed_offset.max(min_offset);
+        let start = self
+            .offset_index
+            .lookup(start_offset)
+            .map_or(0, |entry| u64::from(entry.position));
+        let mut scanner = BatchScanner::new(&self.file, start, self.state.size, HEADER_SCAN_WINDOW);
+        loop {
+            let location = match scanner.next(false)? {
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(self.corrupt_at(position, &reason));
+                }
+                ScanStep::Batch(location) => location,
+            };
+            let header = location.header;
+            if header.last_offset() < min_offset || header.max_timestamp < target_ts {
+                continue;
+            }
+            let batch = scanner.bytes(location.position, header.size_bytes())?;
+            match find_record_by_timestamp(batch, &header, target_ts, min_offset) {
+                RecordLookup::Found { offset, timestamp } => return Ok(Some((offset, timestamp))),
+                RecordLookup::Compressed => {
+                    return Ok(Some((
+                        header.base_offset.max(min_offset),
+                        header.max_timestamp,
+                    )));
+                }
+                RecordLookup::NotFound => continue,
+            }
+        }
+    }
+
+    /// Calls `visit` with every batch whose base offset is `>= from_offset`,
+    /// in order (header scan, no CRC check).
+    pub fn for_each_batch_from(
+        &self,
+        from_offset: i64,
+        mut visit: impl FnMut(&BatchLocation) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let start = self
+            .offset_index
+            .lookup(from_offset)
+            .map_or(0, |entry| u64::from(entry.position));
+        let mut scanner = BatchScanner::new(&self.file, start, self.state.size, HEADER_SCAN_WINDOW);
+        loop {
+            match scanner.next(false)? {
+                ScanStep::End => return Ok(()),
+                ScanStep::Invalid { position, reason } => {
+                    return Err(self.corrupt_at(position, &reason));
+                }
+                ScanStep::Batch(location) => {
+                    if location.header.base_offset >= from_offset {
+                        visit(&location)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes every batch whose last offset is `>= offset` (a batch
+    /// straddling `offset` goes entirely, as in Kafka) and returns the number
+    /// of bytes removed.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<u64, LogError> {
+        let Some(first_removed) = self.find_offset_position(offset)? else {
+            return Ok(0);
+        };
+        let new_size = first_removed.position;
+        let removed = self.state.size - new_size;
+        self.file.set_len(new_size)?;
+        self.offset_index.truncate_to_position(new_size)?;
+        self.time_index
+            .truncate_to_offset(first_removed.header.base_offset)?;
+        if let Err(reason) = self.load_state(new_size) {
+            return Err(LogError::Corrupt(format!(
+                "{}: after truncation: {reason}",
+                self.log_path.display()
+            )));
+        }
+        debug_assert!(self.state.next_offset <= offset);
+        Ok(removed)
+    }
+
+    /// Marks the segment inactive: records its final max timestamp in the
+    /// time index (as Kafka does on roll and close) and fsyncs everything.
+    pub fn seal(&mut self) -> Result<(), LogError> {
+        if self.state.max_timestamp > NO_TIMESTAMP {
+            let _appended = self
+                .time_index
+                .maybe_append(self.state.max_timestamp, self.state.offset_of_max_timestamp)?;
+        }
+        self.flush()
+    }
+
+    /// fsyncs the `.log` file and both indexes.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.file.sync_data()?;
+        self.offset_index.flush()?;
+        self.time_index.flush()?;
+        Ok(())
+    }
+
+    /// Removes the segment's three files.
+    pub fn delete(self) -> Result<(), LogError> {
+        let LogSegment {
+            log_path,
+            file,
+            offset_index,
+            time_index,
+            ..
+        } = self;
+        drop(file);
+        remove_if_exists(&log_path)?;
+        offset_index.delete()?;
+        time_index.delete()?;
+        debug!(path = %log_path.display(), "deleted log segment");
+        Ok(())
+    }
+
+    /// First offset the segment may hold.
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// Offset after the last batch (the base offset when empty).
+    pub fn next_offset(&self) -> i64 {
+        self.state.next_offset
+    }
+
+    /// Size of the `.log` file in bytes.
+    pub fn size(&self) -> u64 {
+        self.state.size
+    }
+
+    /// Whether the segment holds no batch.
+    pub fn is_empty(&self) -> bool {
+        self.state.size == 0
+    }
+
+    /// Largest batch max timestamp in the segment (ms), -1 if none.
+    pub fn max_timestamp(&self) -> i64 {
+        self.state.max_timestamp
+    }
+
+    /// Offset of the first record with [`LogSegment::max_timestamp`].
+    pub fn offset_of_max_timestamp(&self) -> i64 {
+        self.state.offset_of_max_timestamp
+    }
+
+    /// Max timestamp of the first batch: Kafka's base for `segment.ms`.
+    pub fn first_batch_timestamp(&self) -> Option<i64> {
+        self.state.first_batch_timestamp
+    }
+
+    /// When this process created or opened the segment (ms).
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// The timestamp `retention.ms` compares with: the max timestamp, or the
+    /// file's modification time when no batch has a timestamp (ms).
+    pub fn largest_timestamp(&self) -> Result<i64, LogError> {
+        if self.state.max_timestamp > NO_TIMESTAMP {
+            return Ok(self.state.max_timestamp);
+        }
+        let modified = self.file.metadata()?.modified()?;
+        let since_epoch = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Ok(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Path of the `.log` file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Path of the `.index` file.
+    pub fn offset_index_path(&self) -> &Path {
+        self.offset_index.path()
+    }
+
+    /// Path of the `.timeindex` file.
+    pub fn time_index_path(&self) -> &Path {
+        self.time_index.path()
+    }
+
+    /// The offset index entries (for inspection and tests).
+    pub fn offset_index_entries(&self) -> &[OffsetPosition] {
+        self.offset_index.entries()
+    }
+
+    /// The time index entries (for inspection and tests).
+    pub fn time_index_entries(&self) -> &[TimestampOffset] {
+        self.time_index.entries()
+    }
+
+    fn corrupt_at(&self, position: u64, reason: &str) -> LogError {
+        LogError::Corrupt(format!(
+            "{} at position {position}: {reason}",
+            self.log_path.display()
+        ))
+    }
+}
+
+/// Checks that a batch read from a segment based at `base_offset` starts at
+/// or after `minimum_base_offset` and fits the u32 relative offsets.
+fn check_batch_offsets(
+    base_offset: i64,
+    minimum_base_offset: i64,
+    header: &BatchHeader,
+) -> Result<(), String> {
+    if header.base_offset < minimum_base_offset {
+        return Err(format!(
+            "batch base offset {} below expected {minimum_base_offset}",
+            header.base_offset
+        ));
+    }
+    if header.last_offset() - base_offset > i64::from(u32::MAX) {
+        return Err(format!(
+            "batch last offset {} too far from segment base {base_offset}",
+            header.last_offset()
+        ));
+    }
+    Ok(())
+}
+
+/// Length of the longest prefix of `buf` made of whole batches whose last
+/// offset is `< max_offset`.
+fn whole_batches_prefix(buf: &[u8], max_offset: i64) -> usize {
+    let mut position = 0usize;
+    while position < buf.len() {
+        let remaining = &buf[position..];
+        let Ok(header) = parse_header(remaining) else {
+            break;
+        };
+        let Ok(size) = batch_size_from_prefix(remaining) else {
+            break;
+        };
+        if size > remaining.len() || header.last_offset() >= max_offset {
+            break;
+        }
+        position += size;
+    }
+    position
+}
