@@ -318,7 +318,7 @@ async fn describe_group(client: &mut AdminClient, group: &str) -> Result<(), Cli
         print_table(&["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"], &member_rows);
         println!();
     }
-    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group_id)]);
+    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group_id).with_topics(None)]);
     let offsets = client.call(fetch, 8).await?;
     let mut rows = Vec::new();
     for response_group in &offsets.groups {

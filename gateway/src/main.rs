@@ -40,8 +40,9 @@ enum Command {
 }
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
