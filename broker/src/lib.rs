@@ -14,3 +14,4 @@ pub mod log;
 pub mod partition;
 pub mod replica_manager;
 pub mod consumer_offsets;
+pub mod remote_log;
