@@ -50,7 +50,7 @@ fn locate_silt_bin() -> Result<PathBuf> {
     let profile_dir = deps_dir.parent().context("deps dir has no parent dir")?;
     let bin = profile_dir.join("silt");
     if std::env::var_os("NEXTEST_RUN_ID").is_some() {
-        build_silt_bin()?;
+        build_silt_bin(profile_dir)?;
     }
     if !bin.exists() {
         bail!(
@@ -61,12 +61,21 @@ fn locate_silt_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn build_silt_bin() -> Result<()> {
+/// Builds `silt` into the target and profile directory the tests came from.
+fn build_silt_bin(profile_dir: &Path) -> Result<()> {
+    let target_dir = profile_dir.parent().context("profile dir has no parent dir")?;
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "silt", "--manifest-path"])
+        .args(["build", "--quiet", "--bin", "silt", "--profile", profile])
+        .arg("--manifest-path")
         .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
         .stdin(Stdio::null())
         .status()
         .context("running cargo build --bin silt")?;
@@ -341,8 +350,8 @@ impl SiltProcess {
             .stdout(Stdio::from(stdout_log))
             .stderr(Stdio::from(log))
             .env("RUST_BACKTRACE", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            let _ = command.env("RUST_LOG", "info");
+        if std::env::var_os("SILT_LOG").is_none() {
+            let _ = command.env("SILT_LOG", "info");
         }
         for (key, value) in &self.options.env {
             let _ = command.env(key, value);

@@ -128,11 +128,12 @@ fn unsupported_api_versions_version_gets_unsupported_version() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn oversized_request_is_refused_and_others_keep_working() -> Result<()> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_is_refused_and_others_keep_working() -> Result<()> {
     let silt = SiltOptions::new()
         .flag("--socket-request-max-bytes", 16_384)
         .start()?;
+    create_topic(&silt.bootstrap(), "small", 1, &[]).await?;
     let mut bystander = WireClient::connect(silt.kafka_addr())?;
     let _ = bystander.api_versions()?;
 
