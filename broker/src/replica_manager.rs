@@ -17,6 +17,7 @@ use crate::error::LogError;
 use crate::log::{AppendInfo, PartitionLog, ReadInfo};
 use crate::log_config::LogConfig;
 use crate::partition::Partition;
+use crate::remote_log::{RemoteLog, RemoteLogError, RemotePartition};
 
 /// Kafka error codes the replica manager produces itself (protocol guide, "Error Codes").
 mod error_code {
@@ -86,6 +87,9 @@ pub enum PartitionError {
     /// The log refused the operation.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Reading tiered data failed.
+    #[error(transparent)]
+    Remote(#[from] RemoteLogError),
     /// A blocking log task failed to complete (panicked or was cancelled).
     #[error("storage task failed: {0}")]
     StorageTask(String),
@@ -101,6 +105,7 @@ impl PartitionError {
             PartitionError::FencedLeaderEpoch { .. } => error_code::FENCED_LEADER_EPOCH,
             PartitionError::UnknownLeaderEpoch { .. } => error_code::UNKNOWN_LEADER_EPOCH,
             PartitionError::Log(log_error) => log_error.kafka_error_code(),
+            PartitionError::Remote(remote_error) => remote_error.kafka_error_code(),
             PartitionError::StorageTask(_) => error_code::KAFKA_STORAGE_ERROR,
         }
     }
@@ -128,6 +133,7 @@ pub struct ReplicaManager {
     apply_lock: tokio::sync::Mutex<()>,
     data_appended: Notify,
     orphans_removed: std::sync::atomic::AtomicBool,
+    remote_log: std::sync::OnceLock<Arc<dyn RemoteLog>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -163,7 +169,29 @@ impl ReplicaManager {
             apply_lock: tokio::sync::Mutex::new(()),
             data_appended: Notify::new(),
             orphans_removed: std::sync::atomic::AtomicBool::new(false),
+            remote_log: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches tiered storage: reads below a partition's local log start offset go to
+    /// `remote_log`. Only the first call takes effect.
+    pub fn set_remote_log(&self, remote_log: Arc<dyn RemoteLog>) {
+        let _ = self.remote_log.set(remote_log);
+    }
+
+    fn remote_partition(hosted: &Partition) -> RemotePartition {
+        RemotePartition { topic_id: hosted.topic_id, topic: hosted.topic.to_string(), partition: hosted.partition }
+    }
+
+    /// The partition's log start offset as clients see it: the first remote offset when
+    /// older data lives in tiered storage, else the local log start offset.
+    pub fn log_start_offset(&self, hosted: &Partition) -> i64 {
+        let local = hosted.log_start_offset();
+        let remote = self.remote_log.get().and_then(|remote_log| remote_log.log_start_offset(&Self::remote_partition(hosted)));
+        match remote {
+            Some(remote_start) => remote_start.min(local),
+            None => local,
+        }
     }
 
     /// This broker's id.
@@ -412,12 +440,22 @@ impl ReplicaManager {
         let hosted = self.require_leader(topic, partition)?;
         Self::check_leader_epoch(&hosted, current_leader_epoch)?;
         let high_watermark = hosted.high_watermark();
-        let log_start_offset = hosted.log_start_offset();
-        if fetch_offset == high_watermark && fetch_offset >= log_start_offset {
+        let local_log_start_offset = hosted.log_start_offset();
+        let log_start_offset = self.log_start_offset(&hosted);
+        if fetch_offset == high_watermark && fetch_offset >= local_log_start_offset {
             return Ok(PartitionRead { records: Bytes::new(), high_watermark, log_start_offset });
         }
+        if fetch_offset < local_log_start_offset
+            && fetch_offset >= log_start_offset
+            && let Some(remote_log) = self.remote_log.get()
+        {
+            let remote_partition = Self::remote_partition(&hosted);
+            let read = remote_log.read(&remote_partition, fetch_offset, max_bytes.max(1)).await?;
+            metrics::counter!("silt_remote_fetched_bytes_total").increment(read.records.len() as u64);
+            return Ok(PartitionRead { records: read.records, high_watermark, log_start_offset });
+        }
         let read: ReadInfo = with_log(&hosted, move |log| log.read(fetch_offset, max_bytes, high_watermark, min_one_batch)).await?;
-        Ok(PartitionRead { records: read.records, high_watermark, log_start_offset: read.log_start_offset })
+        Ok(PartitionRead { records: read.records, high_watermark, log_start_offset: read.log_start_offset.min(log_start_offset) })
     }
 
     /// ListOffsets by timestamp: the first offset with a timestamp >= `timestamp_ms`
@@ -430,6 +468,13 @@ impl ReplicaManager {
     ) -> Result<Option<(i64, i64)>, PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
         let high_watermark = hosted.high_watermark();
+        if let Some(remote_log) = self.remote_log.get() {
+            let remote_partition = Self::remote_partition(&hosted);
+            let remote_found = remote_log.offset_for_timestamp(&remote_partition, timestamp_ms).await?;
+            if remote_found.is_some() {
+                return Ok(remote_found);
+            }
+        }
         let found = with_log(&hosted, move |log| log.offset_for_timestamp(timestamp_ms)).await?;
         Ok(found.filter(|(offset, _)| *offset < high_watermark))
     }

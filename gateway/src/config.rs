@@ -58,6 +58,20 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("group.min.session.timeout.ms", Some("6000"), "smallest session timeout a consumer may ask for"),
     def("group.max.session.timeout.ms", Some("1800000"), "largest session timeout a consumer may ask for"),
     def("socket.request.max.bytes", Some("104857600"), "requests larger than this close the connection before being read"),
+    def("remote.log.storage.system.enable", Some("true"), "run tiered storage: upload sealed segments of topics with remote.storage.enable"),
+    def("object.store", None, "object store for tiered segments: a directory, file:///dir or s3://bucket/prefix; default <first log dir>/objects"),
+    def("s3.endpoint", None, "S3 endpoint URL for MinIO and other S3-compatible stores, e.g. http://127.0.0.1:9000"),
+    def("s3.region", None, "S3 region; default from the AWS environment, else us-east-1"),
+    def("s3.access.key.id", None, "static S3 access key id; default: the AWS credential chain (env, profile, web identity, IMDS)"),
+    def("s3.secret.access.key", None, "static S3 secret access key"),
+    def("log.remote.storage.enable", Some("false"), "tier new topics by default (topic config remote.storage.enable)"),
+    def("log.local.retention.ms", Some("-2"), "keep tiered data locally this long, -2 = retention.ms (topic config local.retention.ms)"),
+    def("log.local.retention.bytes", Some("-2"), "keep this many bytes of tiered data locally, -2 = retention.bytes (topic config local.retention.bytes)"),
+    def("remote.log.manager.task.interval.ms", Some("30000"), "how often sealed segments are uploaded and remote retention runs"),
+    def("remote.log.cache.chunk.bytes", Some("4194304"), "size of the byte ranges cached from remote segments"),
+    def("remote.log.cache.memory.bytes", Some("268435456"), "memory for cached remote byte ranges"),
+    def("remote.log.cache.disk.bytes", Some("2147483648"), "local disk for cached remote byte ranges, 0 = memory only"),
+    def("remote.log.cache.dir", None, "directory of the remote read cache; default <first log dir>/remote-cache"),
 ];
 
 /// Broker config name → topic config name for the settings that are topic defaults.
@@ -73,6 +87,9 @@ pub const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
     ("log.cleanup.policy", "cleanup.policy"),
     ("message.max.bytes", "max.message.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
+    ("log.remote.storage.enable", "remote.storage.enable"),
+    ("log.local.retention.ms", "local.retention.ms"),
+    ("log.local.retention.bytes", "local.retention.bytes"),
 ];
 
 /// Errors in the configuration; each names the setting and what it should look like.

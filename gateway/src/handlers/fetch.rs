@@ -135,7 +135,7 @@ async fn read_partitions(
             None => {
                 let hosted = context.replica_manager.partition(topic_name, *partition_index);
                 let high_watermark = hosted.as_ref().map(|p| p.high_watermark()).unwrap_or(-1);
-                let log_start_offset = hosted.as_ref().map(|p| p.log_start_offset()).unwrap_or(-1);
+                let log_start_offset = hosted.as_ref().map(|p| context.replica_manager.log_start_offset(p)).unwrap_or(-1);
                 let changed = high_watermark != position.last_high_watermark || log_start_offset != position.last_log_start_offset;
                 (
                     data.with_high_watermark(high_watermark).with_last_stable_offset(high_watermark).with_log_start_offset(log_start_offset),

@@ -56,7 +56,8 @@ async fn list_offset(
     let leader_epoch = hosted.leader_epoch();
     match timestamp {
         LATEST_TIMESTAMP => Ok((hosted.high_watermark(), -1, leader_epoch)),
-        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((hosted.log_start_offset(), -1, leader_epoch)),
+        EARLIEST_TIMESTAMP => Ok((replica_manager.log_start_offset(&hosted), -1, leader_epoch)),
+        EARLIEST_LOCAL_TIMESTAMP => Ok((hosted.log_start_offset(), -1, leader_epoch)),
         MAX_TIMESTAMP => Ok(match replica_manager.max_timestamp_offset(topic, partition).await? {
             Some((offset, max_timestamp)) => (offset, max_timestamp, leader_epoch),
             None => (-1, -1, -1),
