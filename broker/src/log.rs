@@ -1096,9 +1096,13 @@ impl PartitionLog {
     /// `retention.bytes`; for every policy, segments wholly below the log
     /// start offset. The active segment is never deleted. Returns the number
     /// of segments deleted.
+    ///
+    /// With `remote.storage.enable` the time and size rules are skipped: the
+    /// whole log's retention then belongs to remote retention, and local
+    /// copies go by [`PartitionLog::apply_local_retention`] (KIP-405).
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let mut deleted = 0usize;
-        if self.config.deletes_by_retention() {
+        if self.config.deletes_by_retention() && !self.config.remote_storage_enable {
             if self.config.retention_ms >= 0 {
                 let mut count = 0usize;
                 for segment in self.sealed_segments() {
@@ -1126,6 +1130,83 @@ impl PartitionLog {
         let count = self.segments_below_log_start();
         deleted += self.delete_oldest_segments(count, "log start offset")?;
         Ok(deleted)
+    }
+
+    /// Local-tier retention of a tiered partition (KIP-405): deletes the
+    /// oldest sealed segments that are wholly in remote storage (their next
+    /// offset `<= remote_log_end_offset`, the exclusive end of the copied
+    /// offsets), first while their largest timestamp is more than
+    /// `local.retention.ms` before `now_ms`, then while the local log minus
+    /// a segment stays above `local.retention.bytes`; `-2` means "as
+    /// `retention.ms` / `retention.bytes`", `-1` unlimited. Moves the local
+    /// log start offset up. Does nothing unless `remote.storage.enable` is on
+    /// and `cleanup.policy` includes `delete`. Returns the number of
+    /// segments deleted.
+    pub fn apply_local_retention(
+        &mut self,
+        now_ms: i64,
+        remote_log_end_offset: i64,
+    ) -> Result<usize, LogError> {
+        if !self.config.remote_storage_enable || !self.config.deletes_by_retention() {
+            return Ok(0);
+        }
+        let local_retention_ms = match self.config.local_retention_ms {
+            -2 => self.config.retention_ms,
+            configured => configured,
+        };
+        let local_retention_bytes = match self.config.local_retention_bytes {
+            -2 => self.config.retention_bytes,
+            configured => configured,
+        };
+        let copied: Vec<&LogSegment> = self
+            .sealed_segments()
+            .take_while(|segment| segment.next_offset() <= remote_log_end_offset)
+            .collect();
+        let mut by_time = 0usize;
+        if local_retention_ms >= 0 {
+            for segment in &copied {
+                let age = now_ms.saturating_sub(segment.largest_timestamp()?);
+                if age <= local_retention_ms {
+                    break;
+                }
+                by_time += 1;
+            }
+        }
+        let mut by_size = 0usize;
+        if local_retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - local_retention_bytes;
+            for segment in &copied {
+                if excess - (segment.size() as i64) < 0 {
+                    break;
+                }
+                excess -= segment.size() as i64;
+                by_size += 1;
+            }
+        }
+        let reason = if by_size > by_time {
+            "local.retention.bytes"
+        } else {
+            "local.retention.ms"
+        };
+        self.delete_oldest_segments(by_time.max(by_size), reason)
+    }
+
+    /// Largest record timestamp of the segment starting at `base_offset`
+    /// (ms, -1 when no batch carries one), if the segment exists.
+    pub fn segment_max_timestamp(&self, base_offset: i64) -> Option<i64> {
+        self.segments.get(&base_offset).map(LogSegment::max_timestamp)
+    }
+
+    /// Total size in bytes of the segments holding offsets at or after
+    /// `offset` (the active segment always counts), e.g. the part of a
+    /// tiered log not yet copied to remote storage.
+    pub fn size_bytes_after(&self, offset: i64) -> u64 {
+        let active = self.active_segment_base_offset();
+        self.segments
+            .values()
+            .filter(|segment| segment.next_offset() > offset || segment.base_offset() == active)
+            .map(LogSegment::size)
+            .sum()
     }
 
     fn sealed_segments(&self) -> impl Iterator<Item = &LogSegment> {

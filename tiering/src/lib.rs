@@ -1,0 +1,54 @@
+//! Silt tiered storage (KIP-405): the copy path that ships sealed log segments to object
+//! storage and applies remote and local retention, plus the object layout shared with the
+//! read path.
+//!
+//! - [`store`] opens the object store (local filesystem or S3) from an [`ObjectStoreConfig`];
+//! - [`object_layout`] names every remote object;
+//! - [`remote_log_manager`] runs the periodic copy, cleanup and retention task
+//!   ([`RemoteLogManager`]).
+
+pub mod chunk_cache;
+pub mod config;
+pub mod object_layout;
+pub mod remote_log_manager;
+pub mod remote_reader;
+pub mod remote_retention;
+pub mod store;
+mod orphan_cleanup;
+mod segment_upload;
+
+pub use crate::config::TieringConfig;
+pub use crate::object_layout::{ObjectKind, parse_segment_object, segment_object, segment_object_prefix};
+pub use crate::remote_log_manager::{RemoteLogManager, RoundSummary};
+pub use crate::store::{ObjectStoreConfig, open_object_store};
+
+use silt_broker::log::LogError;
+use silt_controller::ControllerError;
+
+/// Errors of tiering operations.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum TieringError {
+    /// The object store refused or failed a request (after its own retries).
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// The controller refused or failed a metadata change.
+    #[error("controller: {0}")]
+    Controller(#[from] ControllerError),
+    /// Reading a local segment file failed.
+    #[error("local file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The partition log refused an operation.
+    #[error("partition log: {0}")]
+    Log(#[from] LogError),
+    /// A bad [`ObjectStoreConfig`] or [`TieringConfig`]; carries a description.
+    #[error("invalid tiering config: {0}")]
+    InvalidConfig(String),
+    /// A blocking task failed to complete (panicked or was cancelled).
+    #[error("blocking task failed: {0}")]
+    Task(String),
+    /// The partition changed under the upload (leadership or leader epoch moved, or the
+    /// segment is gone); the copy was abandoned and will be retried by the new leader.
+    #[error("partition changed during the copy: {0}")]
+    PartitionChanged(String),
+}

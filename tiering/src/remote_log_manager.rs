@@ -1,0 +1,681 @@
+//! The remote log manager (KIP-405 `RemoteLogManager`, copy side): a periodic task that,
+//! for every partition this broker leads whose topic has `remote.storage.enable=true`,
+//!
+//! 1. cleans up remote segments left half-way (`CopyStarted` uploads that are no longer
+//!    running, `DeleteStarted` deletions that were interrupted);
+//! 2. copies each sealed segment above the remote log end offset, in offset order:
+//!    `begin_remote_segment_copy` (COPY_STARTED), upload of the `.log`, `.index`,
+//!    `.timeindex`, producer snapshot and leader-epoch checkpoint, then
+//!    `finish_remote_segment_copy` (COPY_FINISHED); a refused finish (another upload of
+//!    the same offsets finished first) deletes this upload again;
+//! 3. applies local retention (`local.retention.ms/bytes`) to segments already copied;
+//! 4. applies remote retention (`retention.ms/bytes`), deleting whole remote segments
+//!    oldest first (DELETE_STARTED, objects, DELETE_FINISHED).
+//!
+//! A partition whose round fails backs off exponentially and nothing local is deleted
+//! meanwhile. Objects and metadata of deleted topics, and objects without metadata older
+//! than a grace period, are removed too (see `orphan_cleanup`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+use object_store::path::Path;
+use parking_lot::Mutex;
+use silt_broker::log::LogError;
+use silt_broker::log_config::LogConfig;
+use silt_broker::partition::Partition;
+use silt_broker::replica_manager::{ReplicaManager, now_ms};
+use silt_controller::{
+    ClusterMetadata, Controller, ControllerError, RemoteSegmentMetadata, RemoteSegmentState,
+    TopicId,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::TieringError;
+use crate::config::TieringConfig;
+use crate::object_layout::{segment_object_prefix, topics_root};
+use crate::remote_retention::{RemoteRetention, expired_segments};
+use crate::segment_upload::{
+    SealedSegment, SegmentObjects, UploadSettings, delete_segment_objects,
+    delete_segment_objects_by_listing, upload_segment,
+};
+
+/// Gauge: sealed segments waiting to be copied, per topic and partition.
+pub const METRIC_UPLOAD_BACKLOG_SEGMENTS: &str = "silt_tiering_upload_backlog_segments";
+/// Counter: bytes of `.log` files copied to remote storage, per topic.
+pub const METRIC_UPLOADED_BYTES: &str = "silt_tiering_uploaded_bytes_total";
+/// Counter: segments copied to remote storage, per topic.
+pub const METRIC_UPLOADED_SEGMENTS: &str = "silt_tiering_uploaded_segments_total";
+/// Counter: failed partition rounds (copy, cleanup or retention), per topic.
+pub const METRIC_UPLOAD_ERRORS: &str = "silt_tiering_upload_errors_total";
+/// Counter: remote segments deleted, per reason (`retention`, `abandoned`, `duplicate`,
+/// `deleted_topic`).
+pub const METRIC_DELETED_SEGMENTS: &str = "silt_tiering_deleted_segments_total";
+/// Counter: objects without metadata deleted by the orphan scan.
+pub const METRIC_DELETED_OBJECTS: &str = "silt_tiering_orphan_objects_deleted_total";
+/// Gauge: bytes of readable remote segments, per topic and partition.
+pub const METRIC_REMOTE_BYTES: &str = "silt_tiering_remote_bytes";
+
+/// What one round did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundSummary {
+    /// Segments copied and committed (COPY_FINISHED).
+    pub segments_copied: usize,
+    /// Bytes of `.log` files copied.
+    pub bytes_copied: u64,
+    /// Uploads refused at finish because another copy of the offsets won.
+    pub duplicates_discarded: usize,
+    /// Remote segments deleted by retention.
+    pub remote_segments_expired: usize,
+    /// Local segments deleted by local retention.
+    pub local_segments_deleted: usize,
+    /// Abandoned, duplicate-free orphan entries and deleted-topic segments cleaned up.
+    pub orphan_segments_deleted: usize,
+    /// Objects without any metadata entry deleted.
+    pub orphan_objects_deleted: usize,
+    /// Partitions whose round failed (they back off).
+    pub failed_partitions: usize,
+    /// Partitions skipped because they are backing off after a failure.
+    pub partitions_backing_off: usize,
+}
+
+/// Retry state of a partition whose round failed.
+#[derive(Clone, Copy, Debug)]
+struct RetryState {
+    consecutive_failures: u32,
+    retry_at: Instant,
+}
+
+/// Outcome of copying one segment.
+enum CopyOutcome {
+    /// Committed as COPY_FINISHED.
+    Copied(u64),
+    /// Refused at finish (overlaps a finished copy); the upload was deleted.
+    Duplicate,
+}
+
+/// Removes a segment id from the in-progress set when the upload ends, however it ends.
+struct InProgressGuard<'a> {
+    uploads: &'a Mutex<HashSet<Uuid>>,
+    segment_id: Uuid,
+}
+
+impl Drop for InProgressGuard<'_> {
+    fn drop(&mut self) {
+        let _was_present = self.uploads.lock().remove(&self.segment_id);
+    }
+}
+
+/// The remote log manager of one broker. Create it with [`RemoteLogManager::start`]
+/// (periodic task) or [`RemoteLogManager::new`] (rounds driven by
+/// [`RemoteLogManager::run_round`]).
+pub struct RemoteLogManager {
+    config: TieringConfig,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    controller: Controller,
+    replica_manager: Arc<ReplicaManager>,
+    /// Segment ids whose upload runs in this process right now.
+    uploads_in_progress: Mutex<HashSet<Uuid>>,
+    retries: Mutex<HashMap<(TopicId, i32), RetryState>>,
+    /// Serializes rounds; holds when the unreferenced-object scan last ran.
+    round: tokio::sync::Mutex<Option<Instant>>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RemoteLogManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteLogManager")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix)
+            .field("broker_id", &self.replica_manager.broker_id())
+            .finish()
+    }
+}
+
+impl RemoteLogManager {
+    /// A manager without a background task; call [`RemoteLogManager::run_round`].
+    /// `store` and `prefix` come from [`open_object_store`](crate::open_object_store).
+    pub fn new(
+        config: TieringConfig,
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        controller: Controller,
+        replica_manager: Arc<ReplicaManager>,
+    ) -> Arc<Self> {
+        let (shutdown, _receiver) = watch::channel(false);
+        Arc::new(RemoteLogManager {
+            config,
+            store,
+            prefix,
+            controller,
+            replica_manager,
+            uploads_in_progress: Mutex::new(HashSet::new()),
+            retries: Mutex::new(HashMap::new()),
+            round: tokio::sync::Mutex::new(None),
+            shutdown,
+            task: Mutex::new(None),
+        })
+    }
+
+    /// Creates the manager and spawns its task on the current tokio runtime: a round
+    /// right away, then one every `config.task_interval_ms` (after the previous round
+    /// ends). The task stops on [`RemoteLogManager::shutdown`] or when the last `Arc` of
+    /// the manager is dropped.
+    pub fn start(
+        config: TieringConfig,
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        controller: Controller,
+        replica_manager: Arc<ReplicaManager>,
+    ) -> Arc<Self> {
+        let manager = RemoteLogManager::new(config, store, prefix, controller, replica_manager);
+        let weak = Arc::downgrade(&manager);
+        let shutdown = manager.shutdown.subscribe();
+        let interval = Duration::from_millis(manager.config.task_interval_ms.max(1));
+        let handle = tokio::spawn(run_task(weak, shutdown, interval));
+        *manager.task.lock() = Some(handle);
+        info!(
+            broker_id = manager.replica_manager.broker_id(),
+            interval_ms = manager.config.task_interval_ms,
+            "remote log manager started"
+        );
+        manager
+    }
+
+    /// Stops the periodic task after its current round; uploads cut short by a process
+    /// exit are cleaned up by the next start. Calling it again is harmless.
+    pub async fn shutdown(&self) {
+        let _receivers = self.shutdown.send(true);
+        let handle = self.task.lock().take();
+        if let Some(handle) = handle
+            && let Err(join_error) = handle.await
+        {
+            warn!(error = %join_error, "remote log manager task failed");
+        }
+    }
+
+    /// The object store segments are copied to.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The key prefix of every object.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TieringConfig {
+        &self.config
+    }
+
+    /// One round over every hosted partition this broker leads (see the module docs),
+    /// then the cleanup of deleted topics and, every `orphan_scan_interval_ms`, of objects
+    /// without metadata. Rounds never overlap: a second caller waits. Failures are logged,
+    /// counted and retried with backoff; they never abort the round.
+    pub async fn run_round(&self) -> RoundSummary {
+        let mut last_orphan_scan = self.round.lock().await;
+        let mut summary = RoundSummary::default();
+        let broker_id = self.replica_manager.broker_id();
+        for partition in self.replica_manager.all_partitions() {
+            if partition.leader() != broker_id {
+                continue;
+            }
+            let key = (partition.topic_id, partition.partition);
+            let retry = self.retries.lock().get(&key).copied();
+            if retry.is_some_and(|retry| Instant::now() < retry.retry_at) {
+                summary.partitions_backing_off += 1;
+                continue;
+            }
+            match self.tier_partition(&partition, &mut summary).await {
+                Ok(()) => {
+                    let _cleared = self.retries.lock().remove(&key);
+                }
+                Err(error) => {
+                    summary.failed_partitions += 1;
+                    let failures = retry.map_or(1, |retry| retry.consecutive_failures.saturating_add(1));
+                    let delay = self.config.retry_backoff(failures);
+                    let _previous = self.retries.lock().insert(
+                        key,
+                        RetryState {
+                            consecutive_failures: failures,
+                            retry_at: Instant::now() + delay,
+                        },
+                    );
+                    metrics::counter!(METRIC_UPLOAD_ERRORS, "topic" => partition.topic.to_string())
+                        .increment(1);
+                    warn!(topic = %partition.topic, partition = partition.partition, %error, consecutive_failures = failures, retry_in_ms = delay.as_millis() as u64, "tiering round failed");
+                }
+            }
+        }
+        match self.clean_deleted_topics().await {
+            Ok(deleted) => summary.orphan_segments_deleted += deleted,
+            Err(error) => warn!(%error, "cleaning remote segments of deleted topics failed"),
+        }
+        let scan_interval = Duration::from_millis(self.config.orphan_scan_interval_ms);
+        let scan_due = last_orphan_scan.is_none_or(|last| last.elapsed() >= scan_interval);
+        if scan_due {
+            match self.delete_unreferenced_objects().await {
+                Ok(deleted) => {
+                    summary.orphan_objects_deleted += deleted;
+                    *last_orphan_scan = Some(Instant::now());
+                }
+                Err(error) => warn!(%error, "scanning remote storage for orphan objects failed"),
+            }
+        }
+        if summary != RoundSummary::default() {
+            debug!(?summary, "tiering round done");
+        }
+        summary
+    }
+
+    /// Cleanup, copy, local retention and remote retention of one led partition.
+    async fn tier_partition(
+        &self,
+        partition: &Arc<Partition>,
+        summary: &mut RoundSummary,
+    ) -> Result<(), TieringError> {
+        let topic_id = partition.topic_id;
+        let index = partition.partition;
+        let metadata = self.controller.metadata();
+        if metadata.topic_by_id(topic_id).is_none() {
+            return Ok(());
+        }
+        let copy_from = metadata.remote_log_end_offset(topic_id, index);
+        let view = read_log_view(partition, copy_from, partition.high_watermark()).await?;
+        if !view.config.remote_storage_enable {
+            return Ok(());
+        }
+        summary.orphan_segments_deleted += self.clean_abandoned_segments(partition, &metadata).await?;
+
+        let backlog = metrics::gauge!(METRIC_UPLOAD_BACKLOG_SEGMENTS, "topic" => partition.topic.to_string(), "partition" => index.to_string());
+        backlog.set(view.candidates.len() as f64);
+        let mut remaining = view.candidates.len();
+        let mut copy_error = None;
+        for segment in &view.candidates {
+            match self.copy_segment(partition, segment).await {
+                Ok(CopyOutcome::Copied(bytes)) => {
+                    summary.segments_copied += 1;
+                    summary.bytes_copied += bytes;
+                    remaining -= 1;
+                    backlog.set(remaining as f64);
+                }
+                Ok(CopyOutcome::Duplicate) => {
+                    summary.duplicates_discarded += 1;
+                    break;
+                }
+                Err(error) => {
+                    copy_error = Some(error);
+                    break;
+                }
+            }
+        }
+
+        let remote_end = self.controller.metadata().remote_log_end_offset(topic_id, index);
+        let (local_deleted, local_only_bytes) = apply_local_retention(partition, remote_end).await?;
+        summary.local_segments_deleted += local_deleted;
+        if let Some(error) = copy_error {
+            return Err(error);
+        }
+        summary.remote_segments_expired += self
+            .apply_remote_retention(partition, &view.config, local_only_bytes)
+            .await?;
+        let remote_bytes: u64 = self
+            .controller
+            .metadata()
+            .copied_remote_segments(topic_id, index)
+            .map(|segment| segment.size_bytes)
+            .sum();
+        metrics::gauge!(METRIC_REMOTE_BYTES, "topic" => partition.topic.to_string(), "partition" => index.to_string())
+            .set(remote_bytes as f64);
+        Ok(())
+    }
+
+    /// Copies one sealed segment: COPY_STARTED, objects, COPY_FINISHED.
+    async fn copy_segment(
+        &self,
+        partition: &Arc<Partition>,
+        segment: &SealedSegment,
+    ) -> Result<CopyOutcome, TieringError> {
+        let files = &segment.files;
+        let size_bytes = tokio::fs::metadata(&files.log).await?.len();
+        let leader_epoch = partition.leader_epoch();
+        let remote_segment = RemoteSegmentMetadata {
+            topic_id: partition.topic_id,
+            partition: partition.partition,
+            segment_id: Uuid::new_v4(),
+            base_offset: files.base_offset,
+            end_offset: files.next_offset - 1,
+            max_timestamp_ms: segment.max_timestamp_ms,
+            size_bytes,
+            leader_epoch,
+            state: RemoteSegmentState::CopyStarted,
+            broker_id: self.replica_manager.broker_id(),
+            event_timestamp_ms: now_ms(),
+            segment_leader_epochs: segment.segment_leader_epochs.clone(),
+        };
+        let segment_id = remote_segment.segment_id;
+        let _uploads_in_progress = self.track_upload(segment_id);
+        let objects = SegmentObjects {
+            partition_prefix: segment_object_prefix(&self.prefix, &partition.topic, partition.topic_id, partition.partition),
+            base_offset: files.base_offset,
+            segment_id,
+        };
+        self.controller.begin_remote_segment_copy(remote_segment.clone()).await?;
+        debug!(topic = %partition.topic, partition = partition.partition, base_offset = files.base_offset, %segment_id, "copy started");
+
+        let uploaded = upload_segment(self.store.as_ref(), &objects, segment, self.upload_settings()).await;
+        let changed = partition.leader() != self.replica_manager.broker_id()
+            || partition.leader_epoch() != leader_epoch;
+        let failure = match uploaded {
+            Err(error) => Some(error),
+            Ok(_) if changed => Some(TieringError::PartitionChanged(format!(
+                "leader epoch {leader_epoch} of {}-{} ended during the upload",
+                partition.topic, partition.partition
+            ))),
+            Ok(_) => None,
+        };
+        if let Some(error) = failure {
+            if let Err(cleanup_error) = self.delete_remote_segment(Some(&partition.topic), &remote_segment, "abandoned").await {
+                debug!(topic = %partition.topic, partition = partition.partition, %segment_id, error = %cleanup_error, "cleanup of a failed upload failed; a later round retries it");
+            }
+            return Err(error);
+        }
+
+        match self
+            .controller
+            .finish_remote_segment_copy(partition.topic_id, partition.partition, segment_id)
+            .await
+        {
+            Ok(finished) => {
+                debug_assert_eq!(finished.state, RemoteSegmentState::CopyFinished);
+                metrics::counter!(METRIC_UPLOADED_BYTES, "topic" => partition.topic.to_string()).increment(size_bytes);
+                metrics::counter!(METRIC_UPLOADED_SEGMENTS, "topic" => partition.topic.to_string()).increment(1);
+                info!(topic = %partition.topic, partition = partition.partition, base_offset = finished.base_offset, end_offset = finished.end_offset, size_bytes, %segment_id, "copied segment to remote storage");
+                Ok(CopyOutcome::Copied(size_bytes))
+            }
+            Err(ControllerError::InvalidRemoteSegment(reason)) => {
+                info!(topic = %partition.topic, partition = partition.partition, base_offset = files.base_offset, %segment_id, %reason, "remote copy refused as a duplicate; deleting it");
+                self.delete_remote_segment(Some(&partition.topic), &remote_segment, "duplicate").await?;
+                Ok(CopyOutcome::Duplicate)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn track_upload(&self, segment_id: Uuid) -> InProgressGuard<'_> {
+        let _inserted = self.uploads_in_progress.lock().insert(segment_id);
+        InProgressGuard {
+            uploads: &self.uploads_in_progress,
+            segment_id,
+        }
+    }
+
+    fn upload_settings(&self) -> UploadSettings {
+        UploadSettings {
+            multipart_threshold_bytes: self.config.multipart_threshold_bytes,
+            multipart_part_bytes: self.config.multipart_part_bytes,
+            multipart_concurrency: self.config.multipart_concurrency,
+        }
+    }
+
+    /// Deletes `CopyStarted` entries of the partition whose upload does not run here (this
+    /// broker's own at once, other brokers' after the grace period) and finishes
+    /// interrupted deletions. Returns how many segments were deleted.
+    async fn clean_abandoned_segments(
+        &self,
+        partition: &Partition,
+        metadata: &ClusterMetadata,
+    ) -> Result<usize, TieringError> {
+        let broker_id = self.replica_manager.broker_id();
+        let grace_ms = i64::try_from(self.config.orphan_grace_ms).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let abandoned: Vec<RemoteSegmentMetadata> = metadata
+            .remote_segments(partition.topic_id, partition.partition)
+            .filter(|segment| match segment.state {
+                RemoteSegmentState::CopyStarted => {
+                    let running = self.uploads_in_progress.lock().contains(&segment.segment_id);
+                    let stale = now.saturating_sub(segment.event_timestamp_ms) > grace_ms;
+                    !running && (segment.broker_id == broker_id || stale)
+                }
+                RemoteSegmentState::DeleteStarted => true,
+                RemoteSegmentState::CopyFinished | RemoteSegmentState::DeleteFinished => false,
+            })
+            .cloned()
+            .collect();
+        for segment in &abandoned {
+            info!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, base_offset = segment.base_offset, state = ?segment.state, uploader = segment.broker_id, "cleaning up an abandoned remote segment");
+            self.delete_remote_segment(Some(&partition.topic), segment, "abandoned").await?;
+        }
+        Ok(abandoned.len())
+    }
+
+    /// Remote retention of one partition; returns the number of segments deleted.
+    async fn apply_remote_retention(
+        &self,
+        partition: &Partition,
+        config: &LogConfig,
+        local_only_bytes: u64,
+    ) -> Result<usize, TieringError> {
+        if !config.deletes_by_retention() {
+            return Ok(0);
+        }
+        let metadata = self.controller.metadata();
+        let copied: Vec<&RemoteSegmentMetadata> = metadata
+            .copied_remote_segments(partition.topic_id, partition.partition)
+            .collect();
+        let retention = RemoteRetention {
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            local_only_bytes,
+        };
+        let expired = expired_segments(&copied, retention, now_ms());
+        for segment in &expired {
+            info!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, base_offset = segment.base_offset, end_offset = segment.end_offset, max_timestamp_ms = segment.max_timestamp_ms, "remote retention deleting segment");
+            self.delete_remote_segment(Some(&partition.topic), segment, "retention").await?;
+        }
+        Ok(expired.len())
+    }
+
+    /// DELETE_STARTED (unless already), objects, DELETE_FINISHED. `topic` is the topic
+    /// name when known; without it the objects are found by listing.
+    pub(crate) async fn delete_remote_segment(
+        &self,
+        topic: Option<&str>,
+        segment: &RemoteSegmentMetadata,
+        reason: &'static str,
+    ) -> Result<(), TieringError> {
+        let (topic_id, partition, segment_id) = (segment.topic_id, segment.partition, segment.segment_id);
+        if segment.state != RemoteSegmentState::DeleteStarted {
+            match self.controller.begin_remote_segment_delete(topic_id, partition, segment_id).await {
+                Ok(()) => {}
+                Err(ControllerError::InvalidRemoteSegment(reason_text)) => {
+                    let current = self.controller.metadata().remote_segment(topic_id, partition, segment_id).map(|current| current.state);
+                    match current {
+                        Some(RemoteSegmentState::DeleteStarted) => {}
+                        None => return Ok(()),
+                        Some(_) => return Err(ControllerError::InvalidRemoteSegment(reason_text).into()),
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        match topic {
+            Some(topic) => {
+                let objects = SegmentObjects {
+                    partition_prefix: segment_object_prefix(&self.prefix, topic, topic_id, partition),
+                    base_offset: segment.base_offset,
+                    segment_id,
+                };
+                delete_segment_objects(self.store.as_ref(), &objects).await?;
+            }
+            None => {
+                for topic_dir in self.topic_dirs_of(topic_id).await? {
+                    let partition_prefix = topic_dir.clone().join(partition.to_string().as_str());
+                    let _deleted = delete_segment_objects_by_listing(self.store.as_ref(), &partition_prefix, segment_id).await?;
+                }
+            }
+        }
+        match self.controller.finish_remote_segment_delete(topic_id, partition, segment_id).await {
+            Ok(()) => {}
+            Err(ControllerError::InvalidRemoteSegment(_))
+                if self.controller.metadata().remote_segment(topic_id, partition, segment_id).is_none() => {}
+            Err(error) => return Err(error.into()),
+        }
+        metrics::counter!(METRIC_DELETED_SEGMENTS, "reason" => reason).increment(1);
+        debug!(%topic_id, partition, %segment_id, reason, "deleted remote segment");
+        Ok(())
+    }
+
+    /// The `<prefix>/topics/<topic>-<topicId>` folders of a topic id (the name is not
+    /// known once the topic is deleted).
+    async fn topic_dirs_of(&self, topic_id: TopicId) -> Result<Vec<Path>, TieringError> {
+        let suffix = format!("-{topic_id}");
+        let listing = self.store.list_with_delimiter(Some(&topics_root(&self.prefix))).await?;
+        Ok(listing
+            .common_prefixes
+            .into_iter()
+            .filter(|dir| dir.filename().is_some_and(|name| name.ends_with(&suffix)))
+            .collect())
+    }
+
+    /// Whether this broker cleans up after deleted topics: the lowest unfenced broker,
+    /// or any broker while none is registered.
+    pub(crate) fn is_janitor(&self, metadata: &ClusterMetadata) -> bool {
+        metadata
+            .unfenced_brokers()
+            .next()
+            .is_none_or(|broker| broker.broker_id == self.replica_manager.broker_id())
+    }
+
+    /// Deletes the remote segments (objects, then entries) of topics that no longer exist.
+    async fn clean_deleted_topics(&self) -> Result<usize, TieringError> {
+        let metadata = self.controller.metadata();
+        if !self.is_janitor(&metadata) {
+            return Ok(0);
+        }
+        let mut deleted = 0usize;
+        for (topic_id, partition) in metadata.remote_partitions() {
+            if metadata.topic_by_id(topic_id).is_some() {
+                continue;
+            }
+            let segments: Vec<RemoteSegmentMetadata> = metadata.remote_segments(topic_id, partition).cloned().collect();
+            for segment in &segments {
+                info!(%topic_id, partition, segment_id = %segment.segment_id, "deleting remote segment of a deleted topic");
+                self.delete_remote_segment(None, segment, "deleted_topic").await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Lists `<prefix>/topics/` and deletes objects whose segment id has no metadata entry
+    /// and that are older than the grace period, for partitions this broker leads (or of
+    /// deleted topics, when this broker is the janitor).
+    async fn delete_unreferenced_objects(&self) -> Result<usize, TieringError> {
+        let grace_ms = i64::try_from(self.config.orphan_grace_ms).unwrap_or(i64::MAX);
+        let in_progress = self.uploads_in_progress.lock().clone();
+        crate::orphan_cleanup::delete_unreferenced_objects(
+            self.store.as_ref(),
+            &self.prefix,
+            &self.controller,
+            &self.replica_manager,
+            &in_progress,
+            grace_ms,
+            |metadata| self.is_janitor(metadata),
+        )
+        .await
+    }
+}
+
+async fn run_task(manager: Weak<RemoteLogManager>, mut shutdown: watch::Receiver<bool>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _changed = shutdown.changed() => break,
+            _instant = ticker.tick() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let Some(manager) = manager.upgrade() else {
+            break;
+        };
+        let _summary = manager.run_round().await;
+    }
+    debug!("remote log manager task stopped");
+}
+
+/// The log's config and the sealed segments to copy, read under the log lock.
+struct LogView {
+    config: LogConfig,
+    candidates: Vec<SealedSegment>,
+}
+
+/// Reads the config and the sealed segments with base offset `>= copy_from` (all when
+/// nothing is remote) that end at or below the high watermark, in offset order.
+async fn read_log_view(
+    partition: &Partition,
+    copy_from: Option<i64>,
+    high_watermark: i64,
+) -> Result<LogView, TieringError> {
+    let log = partition.log();
+    tokio::task::spawn_blocking(move || {
+        let guard = log.lock();
+        let config = guard.config().clone();
+        if !config.remote_storage_enable {
+            return LogView {
+                config,
+                candidates: Vec::new(),
+            };
+        }
+        let epochs = guard.leader_epoch_entries().to_vec();
+        let candidates = guard
+            .sealed_segment_base_offsets()
+            .into_iter()
+            .filter(|base_offset| copy_from.is_none_or(|from| *base_offset >= from))
+            .filter_map(|base_offset| guard.sealed_segment_files(base_offset))
+            .filter(|files| files.next_offset > files.base_offset)
+            .take_while(|files| files.next_offset <= high_watermark)
+            .map(|files| {
+                let max_timestamp_ms = guard.segment_max_timestamp(files.base_offset).unwrap_or(-1);
+                SealedSegment::new(files, max_timestamp_ms, &epochs)
+            })
+            .collect();
+        LogView { config, candidates }
+    })
+    .await
+    .map_err(|join_error| TieringError::Task(join_error.to_string()))
+}
+
+/// Runs local retention against the remote log end offset; refreshes the partition's
+/// offsets when segments went. Returns the segments deleted and the bytes of the local
+/// log not yet in remote storage.
+async fn apply_local_retention(
+    partition: &Partition,
+    remote_log_end_offset: Option<i64>,
+) -> Result<(usize, u64), TieringError> {
+    let log = partition.log();
+    let copied_end = remote_log_end_offset.unwrap_or(i64::MIN);
+    let (deleted, log_start_offset, log_end_offset, local_only_bytes) =
+        tokio::task::spawn_blocking(move || -> Result<_, LogError> {
+            let mut guard = log.lock();
+            let deleted = guard.apply_local_retention(now_ms(), copied_end)?;
+            Ok((deleted, guard.log_start_offset(), guard.log_end_offset(), guard.size_bytes_after(copied_end)))
+        })
+        .await
+        .map_err(|join_error| TieringError::Task(join_error.to_string()))??;
+    if deleted > 0 {
+        info!(topic = %partition.topic, partition = partition.partition, deleted, log_start_offset, remote_log_end_offset = copied_end, "local retention deleted copied segments");
+        partition.refresh_offsets(log_start_offset, log_end_offset);
+    }
+    Ok((deleted, local_only_bytes))
+}
