@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::types::BrokerRegistration;
+use crate::types::RemoteSegmentMetadata;
 use crate::types::TopicId;
 use crate::types::TopicMetadata;
 
@@ -56,6 +57,30 @@ pub(crate) enum Command {
     },
     /// Hands out `count` producer ids.
     AllocateProducerIds { count: i64 },
+    /// KIP-405 COPY_STARTED: registers a remote segment upload (state `CopyStarted`).
+    BeginRemoteSegmentCopy(RemoteSegmentMetadata),
+    /// KIP-405 COPY_FINISHED: makes a `CopyStarted` segment readable.
+    FinishRemoteSegmentCopy {
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+        /// Milliseconds since the Unix epoch, read by the proposer.
+        event_timestamp_ms: i64,
+    },
+    /// KIP-405 DELETE_STARTED: makes a `CopyStarted` or `CopyFinished` segment unreadable.
+    BeginRemoteSegmentDelete {
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+        /// Milliseconds since the Unix epoch, read by the proposer.
+        event_timestamp_ms: i64,
+    },
+    /// KIP-405 DELETE_FINISHED: removes a `DeleteStarted` segment.
+    FinishRemoteSegmentDelete {
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+    },
 }
 
 /// What a successfully applied entry answers.
@@ -71,6 +96,8 @@ pub(crate) enum CommandOutput {
     TopicDeleted(TopicId),
     /// The first id of an allocated producer id block.
     ProducerIdBlock { first_producer_id: i64 },
+    /// A remote segment after the change.
+    RemoteSegment(RemoteSegmentMetadata),
 }
 
 /// A command rejected by the state machine; the metadata is left unchanged.
@@ -88,6 +115,8 @@ pub(crate) enum CommandError {
     InvalidReplicationFactor(String),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRemoteSegment(String),
 }
 
 /// The raft response of one applied entry.

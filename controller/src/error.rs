@@ -4,7 +4,9 @@ use crate::command::CommandError;
 use crate::types::BrokerId;
 
 /// Why a controller operation failed. The first six variants are request errors that map
-/// one-to-one onto Kafka error codes; the rest are controller-side failures.
+/// one-to-one onto Kafka error codes; [`ControllerError::InvalidRemoteSegment`] is a
+/// refused remote segment transition (no Kafka code of its own); the rest are
+/// controller-side failures.
 #[derive(thiserror::Error, Debug)]
 pub enum ControllerError {
     /// The topic exists already (Kafka `TOPIC_ALREADY_EXISTS`). Carries the topic name.
@@ -29,6 +31,11 @@ pub enum ControllerError {
     /// `INVALID_REQUEST`).
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    /// A KIP-405 remote segment change was refused: unknown topic, partition or segment,
+    /// a duplicate segment id, invalid offsets or epochs, a transition not allowed from the
+    /// segment's current state, or a `CopyFinished` overlap. Carries a description.
+    #[error("invalid remote segment: {0}")]
+    InvalidRemoteSegment(String),
     /// This node is not the raft leader; retry on `leader` if known (Kafka `NOT_CONTROLLER`).
     #[error("not the active controller (leader: {leader:?})")]
     NotController {
@@ -54,6 +61,9 @@ impl From<CommandError> for ControllerError {
                 ControllerError::InvalidReplicationFactor(reason)
             }
             CommandError::InvalidConfig(reason) => ControllerError::InvalidConfig(reason),
+            CommandError::InvalidRemoteSegment(reason) => {
+                ControllerError::InvalidRemoteSegment(reason)
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Silt cluster metadata: brokers, topics, partitions, topic configs and producer id blocks,
-//! kept as an openraft replicated state machine with a durable log and snapshots on disk.
+//! Silt cluster metadata: brokers, topics, partitions, topic configs, producer id blocks
+//! and KIP-405 remote log segment metadata, kept as an openraft replicated state machine with a durable log and snapshots on disk.
 //!
 //! [`Controller`] is the handle the broker and the gateway use: mutations go through the
 //! raft log and return once applied; [`Controller::metadata`] and
@@ -27,6 +27,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use openraft::BasicNode;
 use openraft::Raft;
@@ -46,6 +47,7 @@ pub use crate::types::NO_BROKER;
 pub use crate::types::PartitionAssignment;
 pub use crate::types::RemoteSegmentMetadata;
 pub use crate::types::RemoteSegmentState;
+pub use crate::types::RemoteSegments;
 pub use crate::types::TopicId;
 pub use crate::types::TopicMetadata;
 pub use crate::types::generate_cluster_id;
@@ -317,7 +319,9 @@ impl Controller {
         }
     }
 
-    /// Deletes a topic and returns its id. Errors: [`ControllerError::UnknownTopic`].
+    /// Deletes a topic and returns its id. Its remote segments stay in
+    /// [`ClusterMetadata::remote_segments`] until tiering has deleted their objects.
+    /// Errors: [`ControllerError::UnknownTopic`].
     pub async fn delete_topic(&self, name: &str) -> Result<TopicId, ControllerError> {
         match self
             .propose(Command::DeleteTopic {
@@ -384,6 +388,101 @@ impl Controller {
         }
     }
 
+    /// KIP-405 COPY_STARTED: registers the upload of `segment` before any byte of it is
+    /// written, so an interrupted upload can be found and cleaned up. `segment.state` must be
+    /// [`RemoteSegmentState::CopyStarted`]; `event_timestamp_ms` is kept as given.
+    ///
+    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the topic id is unknown, the
+    /// partition does not exist, the segment id is nil or already registered for the
+    /// partition, the state is not `CopyStarted`, the offsets are invalid (`base_offset < 0`,
+    /// `base_offset > end_offset` or `end_offset == i64::MAX`), the leader epoch or broker id
+    /// is negative, or `segment_leader_epochs` has a negative epoch, a start offset outside
+    /// `[base_offset, end_offset]` or start offsets that do not increase with the epoch.
+    pub async fn begin_remote_segment_copy(
+        &self,
+        segment: RemoteSegmentMetadata,
+    ) -> Result<(), ControllerError> {
+        match self
+            .propose(Command::BeginRemoteSegmentCopy(segment))
+            .await?
+        {
+            CommandOutput::Done => Ok(()),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
+    /// KIP-405 COPY_FINISHED: makes a `CopyStarted` segment readable, stamps
+    /// `event_timestamp_ms` with the current time and returns the updated segment.
+    ///
+    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the segment does not exist, is not
+    /// `CopyStarted`, or another `CopyFinished` segment of the partition overlaps
+    /// `[base_offset, end_offset]`: the first finished upload wins, so a duplicate upload
+    /// after a crash or a leader change is never served (delete it instead).
+    pub async fn finish_remote_segment_copy(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+    ) -> Result<RemoteSegmentMetadata, ControllerError> {
+        let command = Command::FinishRemoteSegmentCopy {
+            topic_id,
+            partition,
+            segment_id,
+            event_timestamp_ms: now_ms(),
+        };
+        match self.propose(command).await? {
+            CommandOutput::RemoteSegment(segment) => Ok(segment),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
+    /// KIP-405 DELETE_STARTED: from `CopyStarted` (cleanup of an abandoned upload) or
+    /// `CopyFinished` (retention); from then on the segment is no longer readable. Stamps
+    /// `event_timestamp_ms` with the current time.
+    ///
+    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the segment does not exist or is
+    /// already `DeleteStarted` (a retry after a lost answer finds that state in
+    /// [`Controller::metadata`] and goes on deleting the objects).
+    pub async fn begin_remote_segment_delete(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+    ) -> Result<(), ControllerError> {
+        let command = Command::BeginRemoteSegmentDelete {
+            topic_id,
+            partition,
+            segment_id,
+            event_timestamp_ms: now_ms(),
+        };
+        match self.propose(command).await? {
+            CommandOutput::Done => Ok(()),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
+    /// KIP-405 DELETE_FINISHED: the segment's objects are gone; removes its entry from
+    /// [`ClusterMetadata::remote_segments`].
+    ///
+    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the segment does not exist or is
+    /// not `DeleteStarted`.
+    pub async fn finish_remote_segment_delete(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+    ) -> Result<(), ControllerError> {
+        let command = Command::FinishRemoteSegmentDelete {
+            topic_id,
+            partition,
+            segment_id,
+        };
+        match self.propose(command).await? {
+            CommandOutput::Done => Ok(()),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
     /// Stops the raft node and releases the data dir. Later calls on any clone fail with
     /// [`ControllerError::Raft`]; [`Controller::metadata`] keeps answering the last state.
     /// Calling it again is harmless.
@@ -416,6 +515,15 @@ impl Controller {
             Err(RaftError::Fatal(fatal)) => Err(ControllerError::Raft(fatal.to_string())),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch by the local clock (`0` for a clock before 1970).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 fn unexpected_output(output: CommandOutput) -> ControllerError {

@@ -15,6 +15,8 @@ use crate::types::BrokerId;
 use crate::types::BrokerRegistration;
 use crate::types::ClusterMetadata;
 use crate::types::PartitionAssignment;
+use crate::types::RemoteSegmentMetadata;
+use crate::types::RemoteSegmentState;
 use crate::types::TopicId;
 use crate::types::TopicMetadata;
 
@@ -56,6 +58,47 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
             alter_topic_configs(metadata, &name, set, delete)
         }
         Command::AllocateProducerIds { count } => allocate_producer_ids(metadata, count),
+        Command::BeginRemoteSegmentCopy(segment) => begin_remote_segment_copy(metadata, segment),
+        Command::FinishRemoteSegmentCopy {
+            topic_id,
+            partition,
+            segment_id,
+            event_timestamp_ms,
+        } => finish_remote_segment_copy(
+            metadata,
+            SegmentKey {
+                topic_id,
+                partition,
+                segment_id,
+            },
+            event_timestamp_ms,
+        ),
+        Command::BeginRemoteSegmentDelete {
+            topic_id,
+            partition,
+            segment_id,
+            event_timestamp_ms,
+        } => begin_remote_segment_delete(
+            metadata,
+            SegmentKey {
+                topic_id,
+                partition,
+                segment_id,
+            },
+            event_timestamp_ms,
+        ),
+        Command::FinishRemoteSegmentDelete {
+            topic_id,
+            partition,
+            segment_id,
+        } => finish_remote_segment_delete(
+            metadata,
+            SegmentKey {
+                topic_id,
+                partition,
+                segment_id,
+            },
+        ),
     }
 }
 
@@ -161,6 +204,7 @@ fn create_topic(metadata: &mut ClusterMetadata, new_topic: NewTopic) -> CommandR
     Ok(CommandOutput::Topic(topic))
 }
 
+/// Removes the topic only: its remote segments stay, for tiering to delete their objects.
 fn delete_topic(metadata: &mut ClusterMetadata, name: &str) -> CommandResult {
     match metadata.topics.remove(name) {
         Some(topic) => Ok(CommandOutput::TopicDeleted(topic.topic_id)),
@@ -234,6 +278,204 @@ fn allocate_producer_ids(metadata: &mut ClusterMetadata, count: i64) -> CommandR
     };
     metadata.next_producer_id = next;
     Ok(CommandOutput::ProducerIdBlock { first_producer_id })
+}
+
+/// Identifies one remote segment.
+#[derive(Clone, Copy)]
+struct SegmentKey {
+    topic_id: TopicId,
+    partition: i32,
+    segment_id: uuid::Uuid,
+}
+
+impl std::fmt::Display for SegmentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "remote segment {} of topic {} partition {}",
+            self.segment_id, self.topic_id, self.partition
+        )
+    }
+}
+
+fn invalid_segment(reason: String) -> CommandError {
+    CommandError::InvalidRemoteSegment(reason)
+}
+
+fn begin_remote_segment_copy(
+    metadata: &mut ClusterMetadata,
+    segment: RemoteSegmentMetadata,
+) -> CommandResult {
+    let key = SegmentKey {
+        topic_id: segment.topic_id,
+        partition: segment.partition,
+        segment_id: segment.segment_id,
+    };
+    validate_new_remote_segment(metadata, &segment, key)?;
+    let segments = metadata
+        .remote_segments
+        .entry((key.topic_id, key.partition))
+        .or_default();
+    if segments.contains_key(&key.segment_id) {
+        return Err(invalid_segment(format!("{key} already exists")));
+    }
+    let _previous = segments.insert(key.segment_id, segment);
+    Ok(CommandOutput::Done)
+}
+
+/// Checks a segment proposed for `CopyStarted`: ids, state, offsets and epochs.
+fn validate_new_remote_segment(
+    metadata: &ClusterMetadata,
+    segment: &RemoteSegmentMetadata,
+    key: SegmentKey,
+) -> Result<(), CommandError> {
+    let Some(topic) = metadata.topic_by_id(key.topic_id) else {
+        return Err(invalid_segment(format!(
+            "{key}: no topic has id {}",
+            key.topic_id
+        )));
+    };
+    if topic.partition(key.partition).is_none() {
+        return Err(invalid_segment(format!(
+            "{key}: topic '{}' has no partition {}",
+            topic.name, key.partition
+        )));
+    }
+    if key.segment_id.is_nil() {
+        return Err(invalid_segment(format!(
+            "{key}: segment id is the nil uuid"
+        )));
+    }
+    if segment.state != RemoteSegmentState::CopyStarted {
+        return Err(invalid_segment(format!(
+            "{key}: a new segment must be in state CopyStarted, not {:?}",
+            segment.state
+        )));
+    }
+    if segment.base_offset < 0
+        || segment.end_offset < segment.base_offset
+        || segment.end_offset == i64::MAX
+    {
+        return Err(invalid_segment(format!(
+            "{key}: invalid offsets [{}, {}]",
+            segment.base_offset, segment.end_offset
+        )));
+    }
+    if segment.leader_epoch < 0 {
+        return Err(invalid_segment(format!(
+            "{key}: negative leader epoch {}",
+            segment.leader_epoch
+        )));
+    }
+    if segment.broker_id < 0 {
+        return Err(invalid_segment(format!(
+            "{key}: negative broker id {}",
+            segment.broker_id
+        )));
+    }
+    let mut previous_start: Option<i64> = None;
+    for (&epoch, &start_offset) in &segment.segment_leader_epochs {
+        if epoch < 0 || !segment.contains_offset(start_offset) {
+            return Err(invalid_segment(format!(
+                "{key}: leader epoch {epoch} starting at offset {start_offset} is not a \
+                 non-negative epoch within [{}, {}]",
+                segment.base_offset, segment.end_offset
+            )));
+        }
+        if previous_start.is_some_and(|previous| previous >= start_offset) {
+            return Err(invalid_segment(format!(
+                "{key}: leader epoch {epoch} starts at offset {start_offset}, \
+                 not after the previous epoch"
+            )));
+        }
+        previous_start = Some(start_offset);
+    }
+    Ok(())
+}
+
+/// The stored segment `key`, or an error naming it.
+fn stored_segment(
+    metadata: &mut ClusterMetadata,
+    key: SegmentKey,
+) -> Result<&mut RemoteSegmentMetadata, CommandError> {
+    metadata
+        .remote_segments
+        .get_mut(&(key.topic_id, key.partition))
+        .and_then(|segments| segments.get_mut(&key.segment_id))
+        .ok_or_else(|| invalid_segment(format!("{key} does not exist")))
+}
+
+fn wrong_state(key: SegmentKey, state: RemoteSegmentState, change: &str) -> CommandError {
+    invalid_segment(format!("{key} is {state:?}, cannot {change}"))
+}
+
+fn finish_remote_segment_copy(
+    metadata: &mut ClusterMetadata,
+    key: SegmentKey,
+    event_timestamp_ms: i64,
+) -> CommandResult {
+    let segment = stored_segment(metadata, key)?;
+    if segment.state != RemoteSegmentState::CopyStarted {
+        return Err(wrong_state(key, segment.state, "finish its copy"));
+    }
+    let candidate = segment.clone();
+    let overlapping = metadata
+        .remote_segments
+        .get(&(key.topic_id, key.partition))
+        .into_iter()
+        .flat_map(BTreeMap::values)
+        .find(|other| {
+            other.state == RemoteSegmentState::CopyFinished
+                && other.segment_id != key.segment_id
+                && other.overlaps(&candidate)
+        });
+    if let Some(other) = overlapping {
+        return Err(invalid_segment(format!(
+            "{key} with offsets [{}, {}] overlaps the copied segment {} with offsets [{}, {}]",
+            candidate.base_offset,
+            candidate.end_offset,
+            other.segment_id,
+            other.base_offset,
+            other.end_offset
+        )));
+    }
+    let segment = stored_segment(metadata, key)?;
+    segment.state = RemoteSegmentState::CopyFinished;
+    segment.event_timestamp_ms = event_timestamp_ms;
+    Ok(CommandOutput::RemoteSegment(segment.clone()))
+}
+
+fn begin_remote_segment_delete(
+    metadata: &mut ClusterMetadata,
+    key: SegmentKey,
+    event_timestamp_ms: i64,
+) -> CommandResult {
+    let segment = stored_segment(metadata, key)?;
+    match segment.state {
+        RemoteSegmentState::CopyStarted | RemoteSegmentState::CopyFinished => {
+            segment.state = RemoteSegmentState::DeleteStarted;
+            segment.event_timestamp_ms = event_timestamp_ms;
+            Ok(CommandOutput::Done)
+        }
+        state @ (RemoteSegmentState::DeleteStarted | RemoteSegmentState::DeleteFinished) => {
+            Err(wrong_state(key, state, "start its deletion"))
+        }
+    }
+}
+
+fn finish_remote_segment_delete(metadata: &mut ClusterMetadata, key: SegmentKey) -> CommandResult {
+    let state = stored_segment(metadata, key)?.state;
+    if state != RemoteSegmentState::DeleteStarted {
+        return Err(wrong_state(key, state, "finish its deletion"));
+    }
+    let partition_key = (key.topic_id, key.partition);
+    if let Some(segments) = metadata.remote_segments.get_mut(&partition_key) {
+        let _removed = segments.remove(&key.segment_id);
+        if segments.is_empty() {
+            let _empty = metadata.remote_segments.remove(&partition_key);
+        }
+    }
+    Ok(CommandOutput::Done)
 }
 
 /// Checks the resulting partition count and the number of partitions added at once.
@@ -652,5 +894,457 @@ mod tests {
             .collect();
         leaders.sort();
         assert_eq!(leaders, vec![1, 2, 3]);
+    }
+
+    fn segment_id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(0x5e6 << 64 | n)
+    }
+
+    fn segment(topic_id: TopicId, id: u128, base: i64, end: i64) -> RemoteSegmentMetadata {
+        RemoteSegmentMetadata {
+            topic_id,
+            partition: 0,
+            segment_id: segment_id(id),
+            base_offset: base,
+            end_offset: end,
+            max_timestamp_ms: 1_700_000_000_000,
+            size_bytes: 4096,
+            leader_epoch: 0,
+            state: RemoteSegmentState::CopyStarted,
+            broker_id: 1,
+            event_timestamp_ms: 1_700_000_000_001,
+            segment_leader_epochs: BTreeMap::from([(0, base)]),
+        }
+    }
+
+    fn tiered_cluster() -> (ClusterMetadata, TopicId) {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let topic = topic_of(apply(&mut metadata, create("tiered", 2, 1)));
+        (metadata, topic.topic_id)
+    }
+
+    fn finish_copy(topic_id: TopicId, id: u128) -> Command {
+        Command::FinishRemoteSegmentCopy {
+            topic_id,
+            partition: 0,
+            segment_id: segment_id(id),
+            event_timestamp_ms: 2_000,
+        }
+    }
+
+    fn begin_delete(topic_id: TopicId, id: u128) -> Command {
+        Command::BeginRemoteSegmentDelete {
+            topic_id,
+            partition: 0,
+            segment_id: segment_id(id),
+            event_timestamp_ms: 3_000,
+        }
+    }
+
+    fn finish_delete(topic_id: TopicId, id: u128) -> Command {
+        Command::FinishRemoteSegmentDelete {
+            topic_id,
+            partition: 0,
+            segment_id: segment_id(id),
+        }
+    }
+
+    fn assert_refused(metadata: &mut ClusterMetadata, command: Command) {
+        let before = metadata.clone();
+        let result = apply(metadata, command);
+        assert!(
+            matches!(result, Err(CommandError::InvalidRemoteSegment(_))),
+            "{result:?}"
+        );
+        assert_eq!(*metadata, before, "a refused command changed the metadata");
+    }
+
+    fn state_of(metadata: &ClusterMetadata, topic_id: TopicId, id: u128) -> RemoteSegmentState {
+        metadata
+            .remote_segment(topic_id, 0, segment_id(id))
+            .map(|segment| segment.state)
+            .unwrap()
+    }
+
+    #[test]
+    fn remote_segment_walks_through_every_state() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        let new = segment(topic_id, 1, 0, 99);
+        assert_eq!(
+            apply(&mut metadata, Command::BeginRemoteSegmentCopy(new.clone())),
+            Ok(CommandOutput::Done)
+        );
+        assert_eq!(
+            metadata.remote_segment(topic_id, 0, segment_id(1)),
+            Some(&new)
+        );
+        assert_eq!(metadata.remote_segments(topic_id, 0).count(), 1);
+        assert_eq!(metadata.copied_remote_segments(topic_id, 0).count(), 0);
+        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), None);
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), None);
+        assert_eq!(
+            metadata.remote_partitions().collect::<Vec<_>>(),
+            vec![(topic_id, 0)]
+        );
+
+        let finished = match apply(&mut metadata, finish_copy(topic_id, 1)) {
+            Ok(CommandOutput::RemoteSegment(segment)) => segment,
+            other => panic!("expected the finished segment, got {other:?}"),
+        };
+        assert_eq!(finished.state, RemoteSegmentState::CopyFinished);
+        assert_eq!(finished.event_timestamp_ms, 2_000);
+        assert_eq!(
+            RemoteSegmentMetadata {
+                state: RemoteSegmentState::CopyStarted,
+                event_timestamp_ms: new.event_timestamp_ms,
+                ..finished.clone()
+            },
+            new
+        );
+        assert_eq!(
+            metadata.remote_segment(topic_id, 0, segment_id(1)),
+            Some(&finished)
+        );
+        assert_eq!(metadata.copied_remote_segments(topic_id, 0).count(), 1);
+        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), Some(0));
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(100));
+        assert_eq!(
+            metadata.remote_segment_for_offset(topic_id, 0, 99),
+            Some(&finished)
+        );
+        assert_eq!(metadata.remote_segment_for_offset(topic_id, 0, 100), None);
+
+        assert_eq!(
+            apply(&mut metadata, begin_delete(topic_id, 1)),
+            Ok(CommandOutput::Done)
+        );
+        assert_eq!(
+            state_of(&metadata, topic_id, 1),
+            RemoteSegmentState::DeleteStarted
+        );
+        let deleting = metadata.remote_segment(topic_id, 0, segment_id(1)).unwrap();
+        assert_eq!(deleting.event_timestamp_ms, 3_000);
+        assert_eq!(metadata.copied_remote_segments(topic_id, 0).count(), 0);
+        assert_eq!(metadata.remote_segment_for_offset(topic_id, 0, 50), None);
+        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), None);
+        assert_eq!(metadata.remote_segments(topic_id, 0).count(), 1);
+
+        assert_eq!(
+            apply(&mut metadata, finish_delete(topic_id, 1)),
+            Ok(CommandOutput::Done)
+        );
+        assert!(
+            metadata
+                .remote_segment(topic_id, 0, segment_id(1))
+                .is_none()
+        );
+        assert!(metadata.remote_segments.is_empty());
+        assert_eq!(metadata.remote_partitions().count(), 0);
+    }
+
+    #[test]
+    fn abandoned_upload_can_be_deleted_without_finishing() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 1, 0, 9)),
+        )
+        .unwrap();
+        apply(&mut metadata, begin_delete(topic_id, 1)).unwrap();
+        assert_eq!(
+            state_of(&metadata, topic_id, 1),
+            RemoteSegmentState::DeleteStarted
+        );
+        assert_refused(&mut metadata, finish_copy(topic_id, 1));
+        apply(&mut metadata, finish_delete(topic_id, 1)).unwrap();
+        assert!(metadata.remote_segments.is_empty());
+    }
+
+    #[test]
+    fn begin_copy_refuses_unknown_topics_partitions_and_duplicate_ids() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        let unknown = TopicId(uuid::Uuid::from_u128(404));
+        assert_refused(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(unknown, 1, 0, 9)),
+        );
+        for partition in [-1, 2] {
+            let mut bad = segment(topic_id, 1, 0, 9);
+            bad.partition = partition;
+            assert_refused(&mut metadata, Command::BeginRemoteSegmentCopy(bad));
+        }
+        let mut nil = segment(topic_id, 1, 0, 9);
+        nil.segment_id = uuid::Uuid::nil();
+        assert_refused(&mut metadata, Command::BeginRemoteSegmentCopy(nil));
+
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 1, 0, 9)),
+        )
+        .unwrap();
+        assert_refused(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 1, 10, 19)),
+        );
+        apply(&mut metadata, finish_copy(topic_id, 1)).unwrap();
+        assert_refused(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 1, 10, 19)),
+        );
+        // The same segment id in another partition is another segment.
+        let mut other_partition = segment(topic_id, 1, 0, 9);
+        other_partition.partition = 1;
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(other_partition),
+        )
+        .unwrap();
+        assert_eq!(
+            metadata.remote_partitions().collect::<Vec<_>>(),
+            vec![(topic_id, 0), (topic_id, 1)]
+        );
+    }
+
+    #[test]
+    fn begin_copy_refuses_bad_offsets_epochs_and_states() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        let mut cases = vec![
+            segment(topic_id, 1, 10, 9),
+            segment(topic_id, 1, -1, 9),
+            segment(topic_id, 1, 0, i64::MAX),
+        ];
+        let mut negative_epoch = segment(topic_id, 1, 0, 9);
+        negative_epoch.leader_epoch = -1;
+        cases.push(negative_epoch);
+        let mut negative_broker = segment(topic_id, 1, 0, 9);
+        negative_broker.broker_id = -1;
+        cases.push(negative_broker);
+        let mut epoch_outside = segment(topic_id, 1, 10, 19);
+        epoch_outside.segment_leader_epochs = BTreeMap::from([(0, 5)]);
+        cases.push(epoch_outside);
+        let mut epoch_after_end = segment(topic_id, 1, 10, 19);
+        epoch_after_end.segment_leader_epochs = BTreeMap::from([(0, 10), (1, 20)]);
+        cases.push(epoch_after_end);
+        let mut epochs_not_increasing = segment(topic_id, 1, 10, 19);
+        epochs_not_increasing.segment_leader_epochs = BTreeMap::from([(1, 15), (2, 15)]);
+        cases.push(epochs_not_increasing);
+        let mut negative_leader_epoch_entry = segment(topic_id, 1, 10, 19);
+        negative_leader_epoch_entry.segment_leader_epochs = BTreeMap::from([(-1, 10)]);
+        cases.push(negative_leader_epoch_entry);
+        for state in [
+            RemoteSegmentState::CopyFinished,
+            RemoteSegmentState::DeleteStarted,
+            RemoteSegmentState::DeleteFinished,
+        ] {
+            let mut not_started = segment(topic_id, 1, 0, 9);
+            not_started.state = state;
+            cases.push(not_started);
+        }
+        for bad in cases {
+            assert_refused(&mut metadata, Command::BeginRemoteSegmentCopy(bad));
+        }
+        assert!(metadata.remote_segments.is_empty());
+
+        let mut epochs = segment(topic_id, 1, 10, 19);
+        epochs.segment_leader_epochs = BTreeMap::from([(3, 10), (5, 12), (6, 19)]);
+        apply(&mut metadata, Command::BeginRemoteSegmentCopy(epochs)).unwrap();
+        let mut single_offset = segment(topic_id, 2, 20, 20);
+        single_offset.segment_leader_epochs = BTreeMap::new();
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(single_offset),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn transitions_from_the_wrong_state_are_refused() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        for command in [
+            finish_copy(topic_id, 1),
+            begin_delete(topic_id, 1),
+            finish_delete(topic_id, 1),
+        ] {
+            assert_refused(&mut metadata, command);
+        }
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 1, 0, 9)),
+        )
+        .unwrap();
+        // CopyStarted: cannot finish a delete that never started.
+        assert_refused(&mut metadata, finish_delete(topic_id, 1));
+        apply(&mut metadata, finish_copy(topic_id, 1)).unwrap();
+        // CopyFinished: no second finish, no delete without its start.
+        assert_refused(&mut metadata, finish_copy(topic_id, 1));
+        assert_refused(&mut metadata, finish_delete(topic_id, 1));
+        apply(&mut metadata, begin_delete(topic_id, 1)).unwrap();
+        // DeleteStarted: never readable again, no second start.
+        assert_refused(&mut metadata, finish_copy(topic_id, 1));
+        assert_refused(&mut metadata, begin_delete(topic_id, 1));
+        apply(&mut metadata, finish_delete(topic_id, 1)).unwrap();
+        // Gone.
+        assert_refused(&mut metadata, finish_delete(topic_id, 1));
+        assert_refused(&mut metadata, begin_delete(topic_id, 1));
+    }
+
+    #[test]
+    fn first_finished_copy_wins_over_overlapping_uploads() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        for (id, base, end) in [
+            (1, 0, 99),
+            (2, 0, 99),
+            (3, 50, 149),
+            (4, 99, 99),
+            (5, 100, 199),
+        ] {
+            apply(
+                &mut metadata,
+                Command::BeginRemoteSegmentCopy(segment(topic_id, id, base, end)),
+            )
+            .unwrap();
+        }
+        apply(&mut metadata, finish_copy(topic_id, 1)).unwrap();
+        // Same range, partial overlap, a single shared offset: all refused.
+        for id in [2, 3, 4] {
+            assert_refused(&mut metadata, finish_copy(topic_id, id));
+            assert_eq!(
+                state_of(&metadata, topic_id, id),
+                RemoteSegmentState::CopyStarted
+            );
+        }
+        // Adjacent ranges do not overlap.
+        apply(&mut metadata, finish_copy(topic_id, 5)).unwrap();
+        let copied: Vec<i64> = metadata
+            .copied_remote_segments(topic_id, 0)
+            .map(|segment| segment.base_offset)
+            .collect();
+        assert_eq!(copied, vec![0, 100]);
+        let all: Vec<(i64, uuid::Uuid)> = metadata
+            .remote_segments(topic_id, 0)
+            .map(|segment| (segment.base_offset, segment.segment_id))
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                (0, segment_id(1)),
+                (0, segment_id(2)),
+                (50, segment_id(3)),
+                (99, segment_id(4)),
+                (100, segment_id(5)),
+            ]
+        );
+        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), Some(0));
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(200));
+        assert_eq!(
+            metadata
+                .remote_segment_for_offset(topic_id, 0, 150)
+                .map(|segment| segment.segment_id),
+            Some(segment_id(5))
+        );
+
+        // Once the winner is being deleted, a duplicate may take its place.
+        apply(&mut metadata, begin_delete(topic_id, 1)).unwrap();
+        apply(&mut metadata, finish_copy(topic_id, 2)).unwrap();
+        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), Some(0));
+        assert_refused(&mut metadata, finish_copy(topic_id, 3));
+        // Other partitions never conflict.
+        let mut other = segment(topic_id, 6, 0, 99);
+        other.partition = 1;
+        apply(&mut metadata, Command::BeginRemoteSegmentCopy(other)).unwrap();
+        apply(
+            &mut metadata,
+            Command::FinishRemoteSegmentCopy {
+                topic_id,
+                partition: 1,
+                segment_id: segment_id(6),
+                event_timestamp_ms: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 1), Some(100));
+    }
+
+    #[test]
+    fn deleting_a_topic_keeps_its_remote_segments() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 1, 0, 9)),
+        )
+        .unwrap();
+        apply(&mut metadata, finish_copy(topic_id, 1)).unwrap();
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 2, 10, 19)),
+        )
+        .unwrap();
+        let deleted = apply(
+            &mut metadata,
+            Command::DeleteTopic {
+                name: "tiered".to_owned(),
+            },
+        );
+        assert_eq!(deleted, Ok(CommandOutput::TopicDeleted(topic_id)));
+        assert_eq!(metadata.remote_segments(topic_id, 0).count(), 2);
+        let orphans: Vec<(TopicId, i32)> = metadata
+            .remote_partitions()
+            .filter(|(id, _)| metadata.topic_by_id(*id).is_none())
+            .collect();
+        assert_eq!(orphans, vec![(topic_id, 0)]);
+        // No new uploads for the deleted topic, but its cleanup goes on.
+        assert_refused(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 3, 20, 29)),
+        );
+        for id in [1, 2] {
+            apply(&mut metadata, begin_delete(topic_id, id)).unwrap();
+            apply(&mut metadata, finish_delete(topic_id, id)).unwrap();
+        }
+        assert!(metadata.remote_segments.is_empty());
+    }
+
+    #[test]
+    fn remote_segments_round_trip_through_json() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 1, 0, 9)),
+        )
+        .unwrap();
+        apply(&mut metadata, finish_copy(topic_id, 1)).unwrap();
+        let mut second = segment(topic_id, 2, 10, 19);
+        second.partition = 1;
+        second.segment_leader_epochs = BTreeMap::from([(0, 10), (2, 15)]);
+        apply(&mut metadata, Command::BeginRemoteSegmentCopy(second)).unwrap();
+
+        let json = serde_json::to_value(&metadata).unwrap();
+        let listed = json["remote_segments"].as_array().unwrap();
+        assert_eq!(listed.len(), 2);
+        let decoded: ClusterMetadata = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(decoded, metadata);
+
+        // Commands carrying segments survive the raft log encoding too.
+        let command = Command::BeginRemoteSegmentCopy(segment(topic_id, 3, 20, 29));
+        let encoded = serde_json::to_vec(&command).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Command>(&encoded).unwrap(),
+            command
+        );
+
+        // Metadata written before remote segments existed decodes with none.
+        let mut old = json.clone();
+        let _removed = old.as_object_mut().unwrap().remove("remote_segments");
+        let decoded_old: ClusterMetadata = serde_json::from_value(old).unwrap();
+        assert!(decoded_old.remote_segments.is_empty());
+
+        let mut duplicated = json;
+        let first = duplicated["remote_segments"][0].clone();
+        duplicated["remote_segments"]
+            .as_array_mut()
+            .unwrap()
+            .push(first);
+        let error = serde_json::from_value::<ClusterMetadata>(duplicated).unwrap_err();
+        assert!(error.to_string().contains("listed twice"), "{error}");
     }
 }

@@ -135,33 +135,65 @@ pub struct BrokerRegistration {
     pub fenced: bool,
 }
 
-/// Metadata of one segment copied to remote storage (KIP-405 `RemoteLogSegmentMetadata`).
+/// Metadata of one segment copied to remote storage (KIP-405 `RemoteLogSegmentMetadata`),
+/// stored in [`ClusterMetadata::remote_segments`].
 ///
-/// Not yet stored in [`ClusterMetadata`]; tiering adds the commands that track it.
+/// A segment is identified by (`topic_id`, `partition`, `segment_id`); every upload of a
+/// segment, including a repeated upload of the same offsets, gets a fresh `segment_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteSegmentMetadata {
     /// Topic the segment belongs to.
     pub topic_id: TopicId,
-    /// Partition the segment belongs to.
+    /// Partition the segment belongs to, `>= 0`.
     pub partition: i32,
-    /// Unique id of this copy of the segment (part of the object key).
+    /// Unique id of this copy of the segment (part of the object key); never the nil uuid.
     pub segment_id: uuid::Uuid,
-    /// Offset of the first record in the segment.
+    /// Offset of the first record in the segment, `>= 0`.
     pub base_offset: i64,
-    /// Offset of the last record in the segment, inclusive.
+    /// Offset of the last record in the segment, inclusive: `base_offset <= end_offset`.
     pub end_offset: i64,
-    /// Largest record timestamp in the segment, in milliseconds since the Unix epoch.
+    /// Largest record timestamp in the segment, in milliseconds since the Unix epoch
+    /// (`-1` when no record carries a timestamp).
     pub max_timestamp_ms: i64,
     /// Size of the segment's log file in bytes.
     pub size_bytes: u64,
-    /// Leader epoch of the leader that copied the segment.
+    /// Leader epoch of the leader that copied the segment, `>= 0`.
     pub leader_epoch: i32,
     /// Lifecycle state of the remote copy.
     pub state: RemoteSegmentState,
+    /// The broker that uploads (uploaded) the segment, `>= 0`.
+    pub broker_id: BrokerId,
+    /// When the latest state change was requested, in milliseconds since the Unix epoch:
+    /// set by the uploader for [`RemoteSegmentState::CopyStarted`], by the controller for
+    /// later states.
+    pub event_timestamp_ms: i64,
+    /// The leader epochs whose records the segment holds: epoch -> offset of the first
+    /// record of that epoch in this segment. Start offsets lie in
+    /// `[base_offset, end_offset]` and increase with the epoch; empty when unknown.
+    pub segment_leader_epochs: BTreeMap<i32, i64>,
 }
 
-/// Lifecycle of a remote segment (KIP-405 `RemoteLogSegmentState`); transitions only go
-/// forward in this order.
+impl RemoteSegmentMetadata {
+    /// The offset after the last record of the segment (`end_offset + 1`), exclusive.
+    pub fn next_offset(&self) -> i64 {
+        self.end_offset.saturating_add(1)
+    }
+
+    /// True if `offset` lies in `[base_offset, end_offset]`.
+    pub fn contains_offset(&self, offset: i64) -> bool {
+        self.base_offset <= offset && offset <= self.end_offset
+    }
+
+    /// True if the inclusive offset ranges of `self` and `other` share an offset.
+    pub fn overlaps(&self, other: &RemoteSegmentMetadata) -> bool {
+        self.base_offset <= other.end_offset && other.base_offset <= self.end_offset
+    }
+}
+
+/// Lifecycle of a remote segment (KIP-405 `RemoteLogSegmentState`). Transitions only go
+/// forward: `CopyStarted -> CopyFinished -> DeleteStarted -> DeleteFinished`, plus
+/// `CopyStarted -> DeleteStarted` for abandoned uploads. Only `CopyFinished` segments are
+/// readable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RemoteSegmentState {
     /// Upload started; readers must not use the segment yet.
@@ -170,9 +202,14 @@ pub enum RemoteSegmentState {
     CopyFinished,
     /// Deletion started; readers must stop using the segment.
     DeleteStarted,
-    /// The remote objects are gone.
+    /// The remote objects are gone. Never stored: finishing a delete removes the entry
+    /// from [`ClusterMetadata::remote_segments`].
     DeleteFinished,
 }
+
+/// Remote segments of every partition: (topic id, partition) -> segment id -> segment.
+/// Partitions without segments have no entry.
+pub type RemoteSegments = BTreeMap<(TopicId, i32), BTreeMap<uuid::Uuid, RemoteSegmentMetadata>>;
 
 /// The whole replicated cluster metadata, as of one raft log index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +226,13 @@ pub struct ClusterMetadata {
     pub next_producer_id: i64,
     /// Raft log index of the last applied entry; strictly increases with every change.
     pub metadata_offset: u64,
+    /// KIP-405 remote log segments in every state but `DeleteFinished`, by partition and
+    /// segment id. Entries of deleted topics stay until tiering removes their objects
+    /// (find them with `topic_by_id(id).is_none()`). Serialized as a flat list of
+    /// [`RemoteSegmentMetadata`] (JSON maps cannot have tuple keys); absent in snapshots
+    /// written before remote segments existed.
+    #[serde(default, with = "remote_segments_serde")]
+    pub remote_segments: RemoteSegments,
 }
 
 impl Default for ClusterMetadata {
@@ -200,6 +244,7 @@ impl Default for ClusterMetadata {
             topics: BTreeMap::new(),
             next_producer_id: 0,
             metadata_offset: 0,
+            remote_segments: BTreeMap::new(),
         }
     }
 }
@@ -223,6 +268,148 @@ impl ClusterMetadata {
     /// Registered brokers that are not fenced, in id order.
     pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
         self.brokers.values().filter(|broker| !broker.fenced)
+    }
+
+    /// The remote segment `segment_id` of a partition in any state, if it exists.
+    pub fn remote_segment(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+    ) -> Option<&RemoteSegmentMetadata> {
+        self.remote_segments
+            .get(&(topic_id, partition))?
+            .get(&segment_id)
+    }
+
+    /// Every remote segment of a partition in any state, ordered by `base_offset` (then
+    /// segment id). Segments that are not `CopyFinished` may overlap others.
+    pub fn remote_segments(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+    ) -> impl Iterator<Item = &RemoteSegmentMetadata> {
+        self.sorted_remote_segments(topic_id, partition, |_| true)
+            .into_iter()
+    }
+
+    /// The readable (`CopyFinished`) remote segments of a partition, ordered by
+    /// `base_offset`. Their offset ranges never overlap.
+    pub fn copied_remote_segments(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+    ) -> impl Iterator<Item = &RemoteSegmentMetadata> {
+        self.sorted_remote_segments(topic_id, partition, |segment| {
+            segment.state == RemoteSegmentState::CopyFinished
+        })
+        .into_iter()
+    }
+
+    /// The readable (`CopyFinished`) remote segment of a partition that holds `offset`, if
+    /// any.
+    pub fn remote_segment_for_offset(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        offset: i64,
+    ) -> Option<&RemoteSegmentMetadata> {
+        self.partition_remote_segments(topic_id, partition)
+            .find(|segment| {
+                segment.state == RemoteSegmentState::CopyFinished && segment.contains_offset(offset)
+            })
+    }
+
+    /// The first offset readable from remote storage: the smallest `base_offset` of the
+    /// partition's `CopyFinished` segments, or `None` if it has none.
+    pub fn remote_log_start_offset(&self, topic_id: TopicId, partition: i32) -> Option<i64> {
+        self.partition_remote_segments(topic_id, partition)
+            .filter(|segment| segment.state == RemoteSegmentState::CopyFinished)
+            .map(|segment| segment.base_offset)
+            .min()
+    }
+
+    /// The offset after the last one readable from remote storage (exclusive): the largest
+    /// `end_offset + 1` of the partition's `CopyFinished` segments, or `None` if it has none.
+    pub fn remote_log_end_offset(&self, topic_id: TopicId, partition: i32) -> Option<i64> {
+        self.partition_remote_segments(topic_id, partition)
+            .filter(|segment| segment.state == RemoteSegmentState::CopyFinished)
+            .map(RemoteSegmentMetadata::next_offset)
+            .max()
+    }
+
+    /// The partitions that have remote segments in any state, in (topic id, partition)
+    /// order, including partitions of deleted topics.
+    pub fn remote_partitions(&self) -> impl Iterator<Item = (TopicId, i32)> {
+        self.remote_segments
+            .iter()
+            .filter(|(_, segments)| !segments.is_empty())
+            .map(|(key, _)| *key)
+    }
+
+    /// The partition's remote segments in segment id order.
+    fn partition_remote_segments(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+    ) -> impl Iterator<Item = &RemoteSegmentMetadata> {
+        self.remote_segments
+            .get(&(topic_id, partition))
+            .into_iter()
+            .flat_map(BTreeMap::values)
+    }
+
+    fn sorted_remote_segments(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        keep: impl Fn(&RemoteSegmentMetadata) -> bool,
+    ) -> Vec<&RemoteSegmentMetadata> {
+        let mut segments: Vec<&RemoteSegmentMetadata> = self
+            .partition_remote_segments(topic_id, partition)
+            .filter(|segment| keep(segment))
+            .collect();
+        segments.sort_by_key(|segment| (segment.base_offset, segment.segment_id));
+        segments
+    }
+}
+
+/// Serde form of [`ClusterMetadata::remote_segments`]: a flat sequence of segments in key
+/// order; decoding rebuilds the map from each segment's own ids and rejects duplicates.
+mod remote_segments_serde {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use serde::Deserializer;
+    use serde::Serializer;
+    use serde::de::Error as _;
+
+    use super::RemoteSegmentMetadata;
+    use super::RemoteSegments;
+
+    pub(super) fn serialize<S: Serializer>(
+        segments: &RemoteSegments,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(segments.values().flat_map(BTreeMap::values))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<RemoteSegments, D::Error> {
+        let list = Vec::<RemoteSegmentMetadata>::deserialize(deserializer)?;
+        let mut segments = RemoteSegments::new();
+        for segment in list {
+            let key = (segment.topic_id, segment.partition);
+            let segment_id = segment.segment_id;
+            if let Some(_duplicate) = segments.entry(key).or_default().insert(segment_id, segment) {
+                return Err(D::Error::custom(format!(
+                    "remote segment {segment_id} of topic {} partition {} is listed twice",
+                    key.0, key.1
+                )));
+            }
+        }
+        Ok(segments)
     }
 }
 

@@ -11,6 +11,9 @@ use silt_controller::Controller;
 use silt_controller::ControllerConfig;
 use silt_controller::ControllerError;
 use silt_controller::ControllerTuning;
+use silt_controller::RemoteSegmentMetadata;
+use silt_controller::RemoteSegmentState;
+use silt_controller::TopicId;
 
 fn config(dir: &Path) -> ControllerConfig {
     ControllerConfig {
@@ -28,6 +31,28 @@ fn broker(broker_id: i32) -> BrokerRegistration {
         port: 9092 + broker_id as u16,
         rack: None,
         fenced: false,
+    }
+}
+
+fn remote_segment(
+    topic_id: TopicId,
+    partition: i32,
+    base_offset: i64,
+    end_offset: i64,
+) -> RemoteSegmentMetadata {
+    RemoteSegmentMetadata {
+        topic_id,
+        partition,
+        segment_id: uuid::Uuid::new_v4(),
+        base_offset,
+        end_offset,
+        max_timestamp_ms: 1_700_000_000_000 + end_offset,
+        size_bytes: 1024 * 1024,
+        leader_epoch: 0,
+        state: RemoteSegmentState::CopyStarted,
+        broker_id: 1,
+        event_timestamp_ms: 1_700_000_000_000,
+        segment_leader_epochs: BTreeMap::from([(0, base_offset)]),
     }
 }
 
@@ -72,8 +97,55 @@ async fn restart_keeps_topics_configs_brokers_and_producer_ids() {
         )
         .await
         .unwrap();
-    controller
+    let doomed = controller
         .create_topic("doomed", 1, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let copied = remote_segment(orders.topic_id, 0, 0, 99);
+    controller
+        .begin_remote_segment_copy(copied.clone())
+        .await
+        .unwrap();
+    let finished = controller
+        .finish_remote_segment_copy(orders.topic_id, 0, copied.segment_id)
+        .await
+        .unwrap();
+    assert_eq!(finished.state, RemoteSegmentState::CopyFinished);
+    assert!(finished.event_timestamp_ms >= copied.event_timestamp_ms);
+    let uploading = remote_segment(orders.topic_id, 0, 100, 199);
+    controller
+        .begin_remote_segment_copy(uploading.clone())
+        .await
+        .unwrap();
+    let retired = remote_segment(orders.topic_id, 1, 0, 49);
+    controller
+        .begin_remote_segment_copy(retired.clone())
+        .await
+        .unwrap();
+    controller
+        .finish_remote_segment_copy(orders.topic_id, 1, retired.segment_id)
+        .await
+        .unwrap();
+    controller
+        .begin_remote_segment_delete(orders.topic_id, 1, retired.segment_id)
+        .await
+        .unwrap();
+    let removed = remote_segment(orders.topic_id, 2, 0, 9);
+    controller
+        .begin_remote_segment_copy(removed.clone())
+        .await
+        .unwrap();
+    controller
+        .begin_remote_segment_delete(orders.topic_id, 2, removed.segment_id)
+        .await
+        .unwrap();
+    controller
+        .finish_remote_segment_delete(orders.topic_id, 2, removed.segment_id)
+        .await
+        .unwrap();
+    let orphan = remote_segment(doomed.topic_id, 0, 0, 9);
+    controller
+        .begin_remote_segment_copy(orphan.clone())
         .await
         .unwrap();
     controller
@@ -107,6 +179,55 @@ async fn restart_keeps_topics_configs_brokers_and_producer_ids() {
     assert!(after.topic("__consumer_offsets").unwrap().internal);
     assert!(after.topic("doomed").is_none());
     assert_eq!(restarted.allocate_producer_ids(10).await.unwrap(), 2000);
+
+    assert_eq!(
+        after.remote_segment(orders.topic_id, 0, copied.segment_id),
+        Some(&finished)
+    );
+    assert_eq!(
+        after.remote_segment(orders.topic_id, 0, uploading.segment_id),
+        Some(&uploading)
+    );
+    assert_eq!(
+        after
+            .remote_segment(orders.topic_id, 1, retired.segment_id)
+            .map(|segment| segment.state),
+        Some(RemoteSegmentState::DeleteStarted)
+    );
+    assert!(
+        after
+            .remote_segment(orders.topic_id, 2, removed.segment_id)
+            .is_none()
+    );
+    assert_eq!(after.remote_log_start_offset(orders.topic_id, 0), Some(0));
+    assert_eq!(after.remote_log_end_offset(orders.topic_id, 0), Some(100));
+    assert_eq!(after.remote_log_end_offset(orders.topic_id, 1), None);
+    assert_eq!(
+        after
+            .remote_segments(doomed.topic_id, 0)
+            .collect::<Vec<_>>(),
+        vec![&orphan]
+    );
+    let orphans: Vec<(TopicId, i32)> = after
+        .remote_partitions()
+        .filter(|(topic_id, _)| after.topic_by_id(*topic_id).is_none())
+        .collect();
+    assert_eq!(orphans, vec![(doomed.topic_id, 0)]);
+    // Transitions go on from the restored states.
+    restarted
+        .finish_remote_segment_copy(orders.topic_id, 0, uploading.segment_id)
+        .await
+        .unwrap();
+    restarted
+        .finish_remote_segment_delete(orders.topic_id, 1, retired.segment_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted
+            .metadata()
+            .remote_log_end_offset(orders.topic_id, 0),
+        Some(200)
+    );
     restarted.shutdown().await.unwrap();
 }
 
@@ -122,6 +243,31 @@ async fn snapshot_and_log_purge_keep_state_across_restart() {
         .await
         .unwrap();
     controller.register_broker(broker(1)).await.unwrap();
+    let tiered = controller
+        .create_topic("tiered", 1, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let mut tiered_segments = Vec::new();
+    for (index, base_offset) in (0..10i64).map(|index| (index, index * 100)) {
+        let segment = remote_segment(tiered.topic_id, 0, base_offset, base_offset + 99);
+        controller
+            .begin_remote_segment_copy(segment.clone())
+            .await
+            .unwrap();
+        if index < 8 {
+            controller
+                .finish_remote_segment_copy(tiered.topic_id, 0, segment.segment_id)
+                .await
+                .unwrap();
+        }
+        if index == 0 {
+            controller
+                .begin_remote_segment_delete(tiered.topic_id, 0, segment.segment_id)
+                .await
+                .unwrap();
+        }
+        tiered_segments.push(segment);
+    }
     for i in 0..60 {
         let name = format!("topic-{i:03}");
         controller
@@ -166,12 +312,31 @@ async fn snapshot_and_log_purge_keep_state_across_restart() {
         .unwrap();
     let after = restarted.metadata();
     assert_eq!(durable_part(&after), durable_part(&before));
-    assert_eq!(after.topics.len(), 60);
+    assert_eq!(after.topics.len(), 61);
     assert_eq!(
         after.topic("topic-059").unwrap().configs["retention.ms"],
         "59000"
     );
     assert_eq!(after.next_producer_id, 200);
+    let states: Vec<RemoteSegmentState> = after
+        .remote_segments(tiered.topic_id, 0)
+        .map(|segment| segment.state)
+        .collect();
+    let mut expected = vec![RemoteSegmentState::DeleteStarted];
+    expected.extend([RemoteSegmentState::CopyFinished; 7]);
+    expected.extend([RemoteSegmentState::CopyStarted; 2]);
+    assert_eq!(states, expected);
+    assert_eq!(after.remote_log_start_offset(tiered.topic_id, 0), Some(100));
+    assert_eq!(after.remote_log_end_offset(tiered.topic_id, 0), Some(800));
+    let restored_ids: Vec<uuid::Uuid> = after
+        .remote_segments(tiered.topic_id, 0)
+        .map(|segment| segment.segment_id)
+        .collect();
+    let uploaded_ids: Vec<uuid::Uuid> = tiered_segments
+        .iter()
+        .map(|segment| segment.segment_id)
+        .collect();
+    assert_eq!(restored_ids, uploaded_ids);
     restarted.shutdown().await.unwrap();
 }
 
@@ -286,6 +451,65 @@ async fn request_errors_map_to_kafka_meanings() {
     assert!(
         matches!(empty_key, Err(ControllerError::InvalidConfig(_))),
         "{empty_key:?}"
+    );
+
+    let topic_id = controller.metadata().topic("t").unwrap().topic_id;
+    let unknown_topic = controller
+        .begin_remote_segment_copy(remote_segment(TopicId(uuid::Uuid::new_v4()), 0, 0, 9))
+        .await;
+    assert!(
+        matches!(unknown_topic, Err(ControllerError::InvalidRemoteSegment(_))),
+        "{unknown_topic:?}"
+    );
+    let backwards = controller
+        .begin_remote_segment_copy(remote_segment(topic_id, 0, 10, 9))
+        .await;
+    assert!(
+        matches!(backwards, Err(ControllerError::InvalidRemoteSegment(_))),
+        "{backwards:?}"
+    );
+    let first = remote_segment(topic_id, 0, 0, 9);
+    let duplicate = remote_segment(topic_id, 0, 5, 14);
+    controller
+        .begin_remote_segment_copy(first.clone())
+        .await
+        .unwrap();
+    let same_id = controller.begin_remote_segment_copy(first.clone()).await;
+    assert!(
+        matches!(same_id, Err(ControllerError::InvalidRemoteSegment(_))),
+        "{same_id:?}"
+    );
+    controller
+        .begin_remote_segment_copy(duplicate.clone())
+        .await
+        .unwrap();
+    controller
+        .finish_remote_segment_copy(topic_id, 0, first.segment_id)
+        .await
+        .unwrap();
+    let overlap = controller
+        .finish_remote_segment_copy(topic_id, 0, duplicate.segment_id)
+        .await;
+    assert!(
+        matches!(overlap, Err(ControllerError::InvalidRemoteSegment(_))),
+        "{overlap:?}"
+    );
+    let not_deleting = controller
+        .finish_remote_segment_delete(topic_id, 0, first.segment_id)
+        .await;
+    assert!(
+        matches!(not_deleting, Err(ControllerError::InvalidRemoteSegment(_))),
+        "{not_deleting:?}"
+    );
+    let unknown_segment = controller
+        .begin_remote_segment_delete(topic_id, 0, uuid::Uuid::new_v4())
+        .await;
+    assert!(
+        matches!(
+            unknown_segment,
+            Err(ControllerError::InvalidRemoteSegment(_))
+        ),
+        "{unknown_segment:?}"
     );
 
     controller.shutdown().await.unwrap();
