@@ -31,7 +31,7 @@ const LOG_TAIL_LINES: usize = 150;
 ///
 /// `SILT_BIN` wins; otherwise the binary next to the test executable's
 /// directory (`target/debug/silt`). Under cargo-nextest the binary is first
-/// rebuilt once per test process with `cargo build --bin silt`, so a test run
+/// rebuilt once per test process with `cargo build --workspace --bins`, so a test run
 /// never exercises a stale build (plain `cargo test` holds the build lock
 /// while tests run, so there the binary must have been built beforehand).
 pub fn silt_bin() -> Result<PathBuf> {
@@ -61,7 +61,8 @@ fn locate_silt_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Builds `silt` into the target and profile directory the tests came from.
+/// Builds `silt` (with the workspace's other binaries) into the target and
+/// profile directory the tests came from.
 fn build_silt_bin(profile_dir: &Path) -> Result<()> {
     let target_dir = profile_dir.parent().context("profile dir has no parent dir")?;
     let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
@@ -71,16 +72,18 @@ fn build_silt_bin(profile_dir: &Path) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "silt", "--profile", profile])
+        // The same selection as `.ci/run` builds, so features unify the same
+        // way and this is a no-op there.
+        .args(["build", "--quiet", "--workspace", "--bins", "--profile", profile])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir)
         .stdin(Stdio::null())
         .status()
-        .context("running cargo build --bin silt")?;
+        .context("running cargo build --workspace --bins")?;
     if !status.success() {
-        bail!("cargo build --bin silt failed: {status}");
+        bail!("cargo build --workspace --bins failed: {status}");
     }
     Ok(())
 }

@@ -219,6 +219,26 @@ async fn list_offsets_by_time_finds_first_record_at_or_after_timestamp() -> Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_for_all_topics_lists_created_topics() -> Result<()> {
+    let silt = SiltProcess::start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(&bootstrap, "listed-a", 2, &[]).await?;
+    create_topic(&bootstrap, "listed-b", 1, &[]).await?;
+    let consumer = base_consumer(&bootstrap)?;
+    // A Metadata request with a null topic list (what `kcat -L` sends).
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(15))?;
+    let topics: BTreeMap<&str, usize> = metadata
+        .topics()
+        .iter()
+        .map(|topic| (topic.name(), topic.partitions().len()))
+        .collect();
+    ensure!(topics.get("listed-a") == Some(&2), "all-topics metadata: {topics:?}");
+    ensure!(topics.get("listed-b") == Some(&1), "all-topics metadata: {topics:?}");
+    ensure!(metadata.brokers().len() == 1, "expected one broker");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_created_topic_gets_num_partitions() -> Result<()> {
     let silt = silt_tests::SiltOptions::new()
         .flag("--num-partitions", 3)
