@@ -368,7 +368,10 @@ impl ProduceReport {
             "  throughput: {:.0} records/s, {:.2} MiB/s ({:.2} s)",
             self.records_per_sec, self.mib_per_sec, self.seconds
         );
-        println!("  produce latency (send -> ack): {}", self.produce_latency_ms);
+        println!(
+            "  produce latency (send -> ack): {}",
+            self.produce_latency_ms
+        );
         if let Some(e2e) = &self.e2e_latency_ms {
             println!("  end-to-end latency (send -> consumed): {e2e}");
         }
@@ -394,7 +397,11 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         first_error: Mutex::new(None),
     });
     let mut config = base_config(&args.target.bootstrap);
-    let acks = if args.acks == "all" { "-1" } else { args.acks.as_str() };
+    let acks = if args.acks == "all" {
+        "-1"
+    } else {
+        args.acks.as_str()
+    };
     let _ = config
         .set("acks", acks)
         .set("compression.type", &args.compression)
@@ -429,8 +436,9 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
             payload[..8].copy_from_slice(&unix_micros().to_be_bytes());
         }
         let enqueued_us = stats.started.elapsed().as_micros() as usize;
-        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
-            .payload(payload.as_slice());
+        let mut record =
+            BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
+                .payload(payload.as_slice());
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -472,7 +480,7 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
 fn assign_all(consumer: &BaseConsumer, topic: &str, starts: &[Offset]) -> Result<()> {
     let mut assignment = TopicPartitionList::new();
     for (partition, start) in starts.iter().enumerate() {
-        let _ = assignment.add_partition_offset(topic, partition as i32, *start)?;
+        assignment.add_partition_offset(topic, partition as i32, *start)?;
     }
     consumer.assign(&assignment).context("assigning partitions")
 }
@@ -636,7 +644,10 @@ fn run_consume(args: &ConsumeArgs) -> Result<ConsumeReport> {
             Some(Err(error)) => bail!("consumer error: {error}"),
             None => {
                 if last_record.elapsed() > Duration::from_secs(args.idle_timeout_secs) {
-                    bail!("no record for {} s after reading {records} of {target}", args.idle_timeout_secs);
+                    bail!(
+                        "no record for {} s after reading {records} of {target}",
+                        args.idle_timeout_secs
+                    );
                 }
             }
         }
@@ -679,7 +690,10 @@ impl DiskReport {
             self.write_seconds,
             self.total_seconds
         );
-        println!("  sequential write bandwidth: {:.2} MiB/s", self.mib_per_sec);
+        println!(
+            "  sequential write bandwidth: {:.2} MiB/s",
+            self.mib_per_sec
+        );
     }
 }
 
@@ -715,7 +729,8 @@ fn write_and_sync(path: &std::path::Path, total: u64, block_size: usize) -> Resu
     let mut written = 0u64;
     while written < total {
         let chunk = (total - written).min(block_size as u64) as usize;
-        file.write_all(&block[..chunk]).context("writing scratch file")?;
+        file.write_all(&block[..chunk])
+            .context("writing scratch file")?;
         written += chunk as u64;
     }
     let write_seconds = started.elapsed().as_secs_f64();

@@ -210,8 +210,8 @@ fn json_field(value: &str) -> serde_json::Value {
 }
 
 fn load_flights(zip_path: &Path) -> Result<Vec<Flight>> {
-    let file = std::fs::File::open(zip_path)
-        .with_context(|| format!("opening {}", zip_path.display()))?;
+    let file =
+        std::fs::File::open(zip_path).with_context(|| format!("opening {}", zip_path.display()))?;
     let mut archive = zip::ZipArchive::new(file).context("reading zip archive")?;
     let mut text = String::new();
     let _ = archive
@@ -234,8 +234,12 @@ fn load_flights(zip_path: &Path) -> Result<Vec<Flight>> {
     for (row_index, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("csv row {row_index}"))?;
         let field = |index: usize| record.get(index).unwrap_or("");
-        let hour_ms = parse_utc_millis(field(time_hour_column))
-            .with_context(|| format!("row {row_index}: bad time_hour {:?}", field(time_hour_column)))?;
+        let hour_ms = parse_utc_millis(field(time_hour_column)).with_context(|| {
+            format!(
+                "row {row_index}: bad time_hour {:?}",
+                field(time_hour_column)
+            )
+        })?;
         let minute: i64 = field(minute_column)
             .parse()
             .with_context(|| format!("row {row_index}: bad minute"))?;
@@ -251,7 +255,10 @@ fn load_flights(zip_path: &Path) -> Result<Vec<Flight>> {
         for (index, name) in headers.iter().enumerate() {
             let _ = json.insert(name.clone(), json_field(field(index)));
         }
-        let _ = json.insert("scheduled_departure_ms".into(), scheduled_departure_ms.into());
+        let _ = json.insert(
+            "scheduled_departure_ms".into(),
+            scheduled_departure_ms.into(),
+        );
         flights.push(Flight {
             row_id: row_index as u64,
             key,
@@ -292,7 +299,9 @@ async fn prepare_topic(args: &FlightsArgs) -> Result<()> {
         let results = admin.create_topics([&topic], &options).await?;
         match results.into_iter().next() {
             Some(Ok(_)) => break,
-            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) if args.recreate && Instant::now() < deadline => {
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists)))
+                if args.recreate && Instant::now() < deadline =>
+            {
                 // The deletion may still be in progress.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -309,9 +318,7 @@ async fn prepare_topic(args: &FlightsArgs) -> Result<()> {
     let group = args.group.clone();
     let partitions = args.partitions;
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let consumer: BaseConsumer = client_config(&bootstrap)
-            .set("group.id", &group)
-            .create()?;
+        let consumer: BaseConsumer = client_config(&bootstrap).set("group.id", &group).create()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let metadata = consumer.fetch_metadata(Some(&topic_name), Duration::from_secs(5))?;
@@ -338,7 +345,9 @@ async fn prepare_topic(args: &FlightsArgs) -> Result<()> {
             .iter()
             .any(|element| matches!(element.offset(), Offset::Offset(_)))
         {
-            bail!("group {group} already has committed offsets for {topic_name}: pass another --group");
+            bail!(
+                "group {group} already has committed offsets for {topic_name}: pass another --group"
+            );
         }
         Ok(())
     })
@@ -388,7 +397,11 @@ async fn produce(args: &FlightsArgs, flights: &[Flight]) -> Result<Produced> {
                     if in_flight.is_empty() {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     } else {
-                        record_delivery(in_flight.next().await, &mut last_offset, &mut acknowledged)?;
+                        record_delivery(
+                            in_flight.next().await,
+                            &mut last_offset,
+                            &mut acknowledged,
+                        )?;
                     }
                 }
                 Err((error, _)) => bail!("enqueueing flight {}: {error}", flight.row_id),
@@ -506,18 +519,29 @@ async fn read_until_done(
 ) -> Result<u64> {
     let mut count = 0u64;
     while received.load(Ordering::Relaxed) < expected {
-        let message = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+        let message = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
+        {
             Err(_) => continue,
             Ok(Err(error)) => bail!("consumer {index}: {error}"),
             Ok(Ok(message)) => message,
         };
-        let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap_or_default())
-            .with_context(|| format!("consumer {index}: record at {} is not JSON", message.offset()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).with_context(|| {
+                format!(
+                    "consumer {index}: record at {} is not JSON",
+                    message.offset()
+                )
+            })?;
         let number = |name: &str| value.get(name).and_then(serde_json::Value::as_i64);
-        let (Some(row_id), Some(seq), Some(scheduled)) =
-            (number("row_id"), number("seq"), number("scheduled_departure_ms"))
-        else {
-            bail!("consumer {index}: record at {} lacks row_id/seq", message.offset());
+        let (Some(row_id), Some(seq), Some(scheduled)) = (
+            number("row_id"),
+            number("seq"),
+            number("scheduled_departure_ms"),
+        ) else {
+            bail!(
+                "consumer {index}: record at {} lacks row_id/seq",
+                message.offset()
+            );
         };
         seen.lock().push(Seen {
             consumer: index,
@@ -531,7 +555,7 @@ async fn read_until_done(
         });
         count += 1;
         let _ = received.fetch_add(1, Ordering::Relaxed);
-        if count % 5_000 == 0 {
+        if count.is_multiple_of(5_000) {
             commit_ignoring_no_offset(consumer.commit_consumer_state(CommitMode::Async));
         }
     }
@@ -560,7 +584,9 @@ fn check_exactly_once(flights: &[Flight], seen: &[Seen], failures: &mut Vec<Stri
         failures.push(format!("{duplicated} flights were consumed more than once"));
     }
     if unexpected > 0 {
-        failures.push(format!("{unexpected} records do not match a replayed flight"));
+        failures.push(format!(
+            "{unexpected} records do not match a replayed flight"
+        ));
     }
 }
 
@@ -584,7 +610,10 @@ fn check_order_and_timestamps(seen: &[Seen], failures: &mut Vec<String>) {
     let mut misordered_keys = 0usize;
     for records in by_key.values_mut() {
         records.sort_by_key(|record| record.offset);
-        if records.iter().any(|record| record.partition != records[0].partition) {
+        if records
+            .iter()
+            .any(|record| record.partition != records[0].partition)
+        {
             split_keys += 1;
             continue;
         }
@@ -606,16 +635,24 @@ fn check_order_and_timestamps(seen: &[Seen], failures: &mut Vec<String>) {
     );
     println!("check: record timestamp = scheduled departure: {wrong_timestamps} mismatches");
     if out_of_order_reads > 0 {
-        failures.push(format!("{out_of_order_reads} records were read at a lower offset than the previous one"));
+        failures.push(format!(
+            "{out_of_order_reads} records were read at a lower offset than the previous one"
+        ));
     }
     if split_keys > 0 {
-        failures.push(format!("{split_keys} tailnums were spread over several partitions"));
+        failures.push(format!(
+            "{split_keys} tailnums were spread over several partitions"
+        ));
     }
     if misordered_keys > 0 {
-        failures.push(format!("{misordered_keys} tailnums lost their departure order"));
+        failures.push(format!(
+            "{misordered_keys} tailnums lost their departure order"
+        ));
     }
     if wrong_timestamps > 0 {
-        failures.push(format!("{wrong_timestamps} records carry the wrong timestamp"));
+        failures.push(format!(
+            "{wrong_timestamps} records carry the wrong timestamp"
+        ));
     }
 }
 
@@ -629,7 +666,10 @@ fn check_committed_offsets(
         .create()
         .context("creating offset checker")?;
     let committed = consumer
-        .committed_offsets(all_partitions(&args.topic, args.partitions), Duration::from_secs(15))
+        .committed_offsets(
+            all_partitions(&args.topic, args.partitions),
+            Duration::from_secs(15),
+        )
         .context("fetching committed offsets")?;
     let mut mismatches = Vec::new();
     let mut summary = Vec::new();
@@ -640,7 +680,10 @@ fn check_committed_offsets(
         let committed_offset = committed
             .find_partition(&args.topic, partition)
             .map(|element| element.offset());
-        let acknowledged_end = produced.last_offset.get(&partition).map_or(0, |last| last + 1);
+        let acknowledged_end = produced
+            .last_offset
+            .get(&partition)
+            .map_or(0, |last| last + 1);
         summary.push(format!("{partition}:{high}"));
         if committed_offset != Some(Offset::Offset(high)) {
             mismatches.push(format!(
@@ -656,7 +699,11 @@ fn check_committed_offsets(
     println!(
         "check: committed offsets == log end offsets: [{}] {}",
         summary.join(" "),
-        if mismatches.is_empty() { "ok" } else { "MISMATCH" }
+        if mismatches.is_empty() {
+            "ok"
+        } else {
+            "MISMATCH"
+        }
     );
     failures.extend(mismatches);
     Ok(())

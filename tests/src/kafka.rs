@@ -70,7 +70,9 @@ pub fn base_consumer(bootstrap: &str) -> Result<BaseConsumer> {
 
 /// An admin client.
 pub fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
-    client_config(bootstrap).create().context("creating admin client")
+    client_config(bootstrap)
+        .create()
+        .context("creating admin client")
 }
 
 /// Creates a topic and waits until its metadata shows every partition with a leader.
@@ -217,14 +219,14 @@ pub async fn receive(
 pub async fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<Received>> {
     let ends = watermarks(bootstrap, topic, partitions)?;
     let expected: i64 = ends.iter().map(|(low, high)| high - low).sum();
-    let consumer = stream_consumer(bootstrap, &format!("read-all-{}", rand::random::<u64>()), &[])?;
+    let consumer = stream_consumer(
+        bootstrap,
+        &format!("read-all-{}", rand::random::<u64>()),
+        &[],
+    )?;
     let mut assignment = rdkafka::TopicPartitionList::new();
     for partition in 0..partitions {
-        let _ = assignment.add_partition_offset(
-            topic,
-            partition,
-            rdkafka::Offset::Beginning,
-        )?;
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
     let records = receive(&consumer, expected as usize, Duration::from_secs(60)).await?;
@@ -277,7 +279,9 @@ pub fn numbered_values(records: &[Received]) -> Result<Vec<usize>> {
 pub fn by_partition(records: &[Received]) -> BTreeMap<i32, Vec<Received>> {
     let mut map: BTreeMap<i32, Vec<Received>> = BTreeMap::new();
     for record in records {
-        map.entry(record.partition).or_default().push(record.clone());
+        map.entry(record.partition)
+            .or_default()
+            .push(record.clone());
     }
     map
 }

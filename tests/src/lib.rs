@@ -46,7 +46,9 @@ fn locate_silt_bin() -> Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let test_exe = std::env::current_exe().context("current_exe")?;
-    let deps_dir = test_exe.parent().context("test executable has no parent dir")?;
+    let deps_dir = test_exe
+        .parent()
+        .context("test executable has no parent dir")?;
     let profile_dir = deps_dir.parent().context("deps dir has no parent dir")?;
     let bin = profile_dir.join("silt");
     if std::env::var_os("NEXTEST_RUN_ID").is_some() {
@@ -64,7 +66,9 @@ fn locate_silt_bin() -> Result<PathBuf> {
 /// Builds `silt` (with the workspace's other binaries) into the target and
 /// profile directory the tests came from.
 fn build_silt_bin(profile_dir: &Path) -> Result<()> {
-    let target_dir = profile_dir.parent().context("profile dir has no parent dir")?;
+    let target_dir = profile_dir
+        .parent()
+        .context("profile dir has no parent dir")?;
     let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
         Some("debug") | None => "dev",
         Some(other) => other,
@@ -74,7 +78,14 @@ fn build_silt_bin(profile_dir: &Path) -> Result<()> {
     let status = Command::new(cargo)
         // The same selection as `.ci/run` builds, so features unify the same
         // way and this is a no-op there.
-        .args(["build", "--quiet", "--workspace", "--bins", "--profile", profile])
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--profile",
+            profile,
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
@@ -265,7 +276,10 @@ impl SiltProcess {
         if self.child.is_some() {
             let status = self.sigterm()?;
             if !status.success() {
-                bail!("silt exited with {status} after SIGTERM\n{}", self.log_tail());
+                bail!(
+                    "silt exited with {status} after SIGTERM\n{}",
+                    self.log_tail()
+                );
             }
         }
         self.spawn_and_wait_healthy()
@@ -371,7 +385,10 @@ impl SiltProcess {
                 && let Some(status) = child.try_wait()?
             {
                 self.child = None;
-                bail!("silt exited during startup with {status}\n{}", self.log_tail());
+                bail!(
+                    "silt exited during startup with {status}\n{}",
+                    self.log_tail()
+                );
             }
             if let Ok((200, _)) = http_get(self.admin_addr(), "/healthz")
                 && TcpStream::connect_timeout(&self.kafka_addr(), Duration::from_secs(1)).is_ok()

@@ -167,7 +167,7 @@ async fn forward_requests(
             let correlation_id = i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
             if api_key == PRODUCE_API_KEY {
                 let seen = stats.produce_requests.fetch_add(1, Ordering::Relaxed) + 1;
-                if seen % policy.every_nth_produce == 0
+                if seen.is_multiple_of(policy.every_nth_produce)
                     && stats.doomed_requests.load(Ordering::Relaxed) < policy.max_drops
                 {
                     let _ = stats.doomed_requests.fetch_add(1, Ordering::Relaxed);

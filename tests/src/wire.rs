@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader,
     ResponseHeader, TopicName,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -74,7 +74,11 @@ impl WireClient {
 
     /// Encodes a request header plus body for `Req` at `version`; returns the
     /// frame body and the correlation id used.
-    pub fn encode_request<Req: Request>(&mut self, version: i16, request: &Req) -> Result<(Vec<u8>, i32)> {
+    pub fn encode_request<Req: Request>(
+        &mut self,
+        version: i16,
+        request: &Req,
+    ) -> Result<(Vec<u8>, i32)> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
         let header = RequestHeader::default()
@@ -94,8 +98,14 @@ impl WireClient {
         self.send_frame(&body)?;
         let mut frame = match self.read_frame()? {
             ReadOutcome::Frame(frame) => frame,
-            ReadOutcome::Closed => bail!("connection closed instead of a response to api key {}", Req::KEY),
-            ReadOutcome::TimedOut => bail!("no response to api key {} within {READ_TIMEOUT:?}", Req::KEY),
+            ReadOutcome::Closed => bail!(
+                "connection closed instead of a response to api key {}",
+                Req::KEY
+            ),
+            ReadOutcome::TimedOut => bail!(
+                "no response to api key {} within {READ_TIMEOUT:?}",
+                Req::KEY
+            ),
         };
         let header = ResponseHeader::decode(&mut frame, Req::Response::header_version(version))?;
         if header.correlation_id != correlation_id {
@@ -111,9 +121,8 @@ impl WireClient {
     /// Reads one response frame, or reports EOF / timeout.
     pub fn read_frame(&mut self) -> Result<ReadOutcome> {
         let mut length_bytes = [0u8; 4];
-        match read_exact_or_outcome(&mut self.stream, &mut length_bytes)? {
-            Some(outcome) => return Ok(outcome),
-            None => {}
+        if let Some(outcome) = read_exact_or_outcome(&mut self.stream, &mut length_bytes)? {
+            return Ok(outcome);
         }
         let length = i32::from_be_bytes(length_bytes);
         if !(0..=64 * 1024 * 1024).contains(&length) {

@@ -38,12 +38,16 @@ fn malformed_frames_close_only_their_own_connection() -> Result<()> {
     // A negative frame length.
     let mut negative = WireClient::connect(silt.kafka_addr())?;
     negative.send_raw(&(-5i32).to_be_bytes())?;
-    negative.expect_closed(Duration::from_secs(10)).context("negative length")?;
+    negative
+        .expect_closed(Duration::from_secs(10))
+        .context("negative length")?;
 
     // A frame too short to hold a request header.
     let mut short = WireClient::connect(silt.kafka_addr())?;
     short.send_frame(&[0, 18, 0])?;
-    short.expect_closed(Duration::from_secs(10)).context("3-byte frame")?;
+    short
+        .expect_closed(Duration::from_secs(10))
+        .context("3-byte frame")?;
 
     // A header whose client id claims more bytes than the frame has.
     let mut lying = WireClient::connect(silt.kafka_addr())?;
@@ -54,7 +58,9 @@ fn malformed_frames_close_only_their_own_connection() -> Result<()> {
     body.put_i16(500);
     body.put_slice(b"short");
     lying.send_frame(&body)?;
-    lying.expect_closed(Duration::from_secs(10)).context("client id overrun")?;
+    lying
+        .expect_closed(Duration::from_secs(10))
+        .context("client id overrun")?;
 
     // A well-framed Metadata request whose body is garbage.
     let mut garbage = WireClient::connect(silt.kafka_addr())?;
@@ -68,13 +74,20 @@ fn malformed_frames_close_only_their_own_connection() -> Result<()> {
     match garbage.read_frame()? {
         ReadOutcome::Closed => {}
         ReadOutcome::Frame(mut frame) => {
-            ensure!(frame.len() >= 4 && frame.get_i32() == 8, "answer to garbage has the wrong correlation id");
+            ensure!(
+                frame.len() >= 4 && frame.get_i32() == 8,
+                "answer to garbage has the wrong correlation id"
+            );
         }
-        ReadOutcome::TimedOut => anyhow::bail!("garbage Metadata body got neither an answer nor a close"),
+        ReadOutcome::TimedOut => {
+            anyhow::bail!("garbage Metadata body got neither an answer nor a close")
+        }
     }
 
     // The connection opened before all this still works, and so do new ones.
-    let _ = bystander.api_versions().context("bystander connection after bad frames")?;
+    let _ = bystander
+        .api_versions()
+        .context("bystander connection after bad frames")?;
     let _ = WireClient::connect(silt.kafka_addr())?.api_versions()?;
     Ok(())
 }
@@ -93,12 +106,24 @@ fn unknown_api_key_gets_an_error_response() -> Result<()> {
         ReadOutcome::Frame(frame) => frame,
         other => anyhow::bail!("unknown api key 9999: expected an error response, got {other:?}"),
     };
-    ensure!(frame.len() >= 6, "response to unknown api key is {} bytes", frame.len());
+    ensure!(
+        frame.len() >= 6,
+        "response to unknown api key is {} bytes",
+        frame.len()
+    );
     let correlation_id = frame.get_i32();
-    ensure!(correlation_id == 4242, "correlation id {correlation_id} != 4242");
+    ensure!(
+        correlation_id == 4242,
+        "correlation id {correlation_id} != 4242"
+    );
     let error_code = frame.get_i16();
-    ensure!(error_code != 0, "unknown api key answered with error code 0");
-    let _ = client.api_versions().context("connection after unknown api key")?;
+    ensure!(
+        error_code != 0,
+        "unknown api key answered with error code 0"
+    );
+    let _ = client
+        .api_versions()
+        .context("connection after unknown api key")?;
     Ok(())
 }
 
@@ -157,7 +182,10 @@ async fn oversized_request_is_refused_and_others_keep_working() -> Result<()> {
     let batch = encode_batch(&["small enough"; 10])?.freeze();
     let response = client.produce_batch(version, "small", 0, batch)?;
     let (error_code, _) = partition_error(&response)?;
-    ensure!(error_code == 0, "produce under the size limit failed with {error_code}");
+    ensure!(
+        error_code == 0,
+        "produce under the size limit failed with {error_code}"
+    );
     Ok(())
 }
 
@@ -191,14 +219,23 @@ async fn corrupt_batch_gets_corrupt_message_and_nothing_is_appended() -> Result<
     );
 
     let (low, high) = kafka::watermarks(&bootstrap, "crc", 1)?[0];
-    ensure!(high == 0, "log end offset is {high} after rejected batches (low {low}); something was appended");
+    ensure!(
+        high == 0,
+        "log end offset is {high} after rejected batches (low {low}); something was appended"
+    );
 
     // The partition still takes good data, starting at offset 0.
     let good = encode_batch(&["ok-1", "ok-2"])?.freeze();
     let response = client.produce_batch(version, "crc", 0, good)?;
     let (error_code, base_offset) = partition_error(&response)?;
-    ensure!(error_code == 0, "valid batch after corrupt ones failed with {error_code}");
-    ensure!(base_offset == 0, "valid batch got base offset {base_offset}, expected 0");
+    ensure!(
+        error_code == 0,
+        "valid batch after corrupt ones failed with {error_code}"
+    );
+    ensure!(
+        base_offset == 0,
+        "valid batch got base offset {base_offset}, expected 0"
+    );
     let records = kafka::read_all(&bootstrap, "crc", 1).await?;
     let values: Vec<String> = records.iter().map(|r| r.value_str()).collect();
     ensure!(values == ["ok-1", "ok-2"], "log holds {values:?}");
@@ -221,15 +258,20 @@ fn unknown_topic_with_auto_create_off_gets_unknown_topic_or_partition() -> Resul
     );
 
     // Metadata asking to auto-create is refused too, and the topic stays absent.
-    let metadata_version = client.negotiated_version(ApiKey::Metadata as i16, 12)?.max(4);
+    let metadata_version = client
+        .negotiated_version(ApiKey::Metadata as i16, 12)?
+        .max(4);
     let request = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(
-            StrBytes::from_static_str("no-such-topic"),
-        )))]))
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_static_str("no-such-topic")),
+        ))]))
         .with_allow_auto_topic_creation(true);
     for attempt in 0..2 {
         let response = client.call(metadata_version, &request)?;
-        let topic = response.topics.first().context("metadata without the topic")?;
+        let topic = response
+            .topics
+            .first()
+            .context("metadata without the topic")?;
         ensure!(
             topic.error_code == UNKNOWN_TOPIC_OR_PARTITION,
             "metadata attempt {attempt} for a missing topic returned {}, expected 3",

@@ -63,33 +63,65 @@ async fn topics_commands_round_trip() -> Result<()> {
     ])?;
     kafka::wait_for_partitions(&bootstrap, "clicks", 3)?;
     ensure!(
-        topic_config(&bootstrap, "clicks", "retention.ms").await?.as_deref() == Some("3600000"),
+        topic_config(&bootstrap, "clicks", "retention.ms")
+            .await?
+            .as_deref()
+            == Some("3600000"),
         "retention.ms not set by topics create"
     );
     ensure!(
-        topic_config(&bootstrap, "clicks", "segment.bytes").await?.as_deref() == Some("1048576"),
+        topic_config(&bootstrap, "clicks", "segment.bytes")
+            .await?
+            .as_deref()
+            == Some("1048576"),
         "segment.bytes not set by topics create"
     );
 
     // Creating it again fails.
     let again = silt.cli(&["topics", "create", "clicks", "--partitions", "3"])?;
-    ensure!(!again.status.success(), "creating an existing topic succeeded");
+    ensure!(
+        !again.status.success(),
+        "creating an existing topic succeeded"
+    );
 
     let topics = listed_topics(&silt)?;
     ensure!(
-        topics.iter().any(|line| line.split_whitespace().next() == Some("clicks")),
+        topics
+            .iter()
+            .any(|line| line.split_whitespace().next() == Some("clicks")),
         "topics list does not show clicks: {topics:?}"
     );
     let description = silt.cli_ok(&["topics", "describe", "clicks"])?;
-    ensure!(description.contains("clicks"), "describe output lacks the name:\n{description}");
-    ensure!(description.contains("retention.ms"), "describe output lacks configs:\n{description}");
-
-    let _ = silt.cli_ok(&["topics", "alter-config", "clicks", "--set", "retention.ms=7200000"])?;
     ensure!(
-        topic_config(&bootstrap, "clicks", "retention.ms").await?.as_deref() == Some("7200000"),
+        description.contains("clicks"),
+        "describe output lacks the name:\n{description}"
+    );
+    ensure!(
+        description.contains("retention.ms"),
+        "describe output lacks configs:\n{description}"
+    );
+
+    let _ = silt.cli_ok(&[
+        "topics",
+        "alter-config",
+        "clicks",
+        "--set",
+        "retention.ms=7200000",
+    ])?;
+    ensure!(
+        topic_config(&bootstrap, "clicks", "retention.ms")
+            .await?
+            .as_deref()
+            == Some("7200000"),
         "alter-config --set did not change retention.ms"
     );
-    let _ = silt.cli_ok(&["topics", "alter-config", "clicks", "--delete", "retention.ms"])?;
+    let _ = silt.cli_ok(&[
+        "topics",
+        "alter-config",
+        "clicks",
+        "--delete",
+        "retention.ms",
+    ])?;
     let reverted = topic_config(&bootstrap, "clicks", "retention.ms").await?;
     ensure!(
         reverted.as_deref() != Some("7200000"),
@@ -98,17 +130,24 @@ async fn topics_commands_round_trip() -> Result<()> {
 
     let _ = silt.cli_ok(&["topics", "delete", "clicks"])?;
     wait_until("topic deleted", Duration::from_secs(20), || {
-        Ok(partition_count(&bootstrap, "clicks")?.is_none().then_some(()))
+        Ok(partition_count(&bootstrap, "clicks")?
+            .is_none()
+            .then_some(()))
     })?;
     let topics = listed_topics(&silt)?;
     ensure!(
-        !topics.iter().any(|line| line.split_whitespace().next() == Some("clicks")),
+        !topics
+            .iter()
+            .any(|line| line.split_whitespace().next() == Some("clicks")),
         "deleted topic still listed: {topics:?}"
     );
 
     // Deleting a missing topic is an error.
     let missing = silt.cli(&["topics", "delete", "clicks"])?;
-    ensure!(!missing.status.success(), "deleting a missing topic succeeded");
+    ensure!(
+        !missing.status.success(),
+        "deleting a missing topic succeeded"
+    );
     Ok(())
 }
 
@@ -125,9 +164,15 @@ async fn groups_commands_show_a_group_with_committed_offsets() -> Result<()> {
     consumer.commit_consumer_state(CommitMode::Sync)?;
 
     let list = silt.cli_ok(&["groups", "list"])?;
-    ensure!(list.contains("view-counters"), "groups list lacks the group:\n{list}");
+    ensure!(
+        list.contains("view-counters"),
+        "groups list lacks the group:\n{list}"
+    );
     let description = silt.cli_ok(&["groups", "describe", "view-counters"])?;
-    ensure!(description.contains("views"), "groups describe lacks the topic:\n{description}");
+    ensure!(
+        description.contains("views"),
+        "groups describe lacks the topic:\n{description}"
+    );
     drop(consumer);
     Ok(())
 }
@@ -171,7 +216,10 @@ fn serve_help_lists_kafka_named_flags() -> Result<()> {
         .args(["serve", "--help"])
         .output()?;
     if !output.status.success() {
-        bail!("silt serve --help failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "silt serve --help failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
@@ -186,7 +234,10 @@ fn serve_help_lists_kafka_named_flags() -> Result<()> {
         "--override",
         "--config",
     ] {
-        ensure!(help.contains(flag), "silt serve --help does not mention {flag}");
+        ensure!(
+            help.contains(flag),
+            "silt serve --help does not mention {flag}"
+        );
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ async fn consume_and_commit(bootstrap: &str, group: &str, count: usize) -> Resul
     let records = kafka::receive(&consumer, count, Duration::from_secs(60)).await?;
     let last = records.last().context("no records")?;
     let mut offsets = TopicPartitionList::new();
-    let _ = offsets.add_partition_offset(TOPIC, 0, Offset::Offset(last.offset + 1))?;
+    offsets.add_partition_offset(TOPIC, 0, Offset::Offset(last.offset + 1))?;
     consumer.commit(&offsets, CommitMode::Sync)?;
     kafka::numbered_values(&records)
 }
@@ -26,7 +26,9 @@ fn committed(bootstrap: &str, group: &str) -> Result<Offset> {
     let mut query = TopicPartitionList::new();
     let _ = query.add_partition(TOPIC, 0);
     let answer = consumer.committed_offsets(query, Duration::from_secs(15))?;
-    let element = answer.find_partition(TOPIC, 0).context("partition missing")?;
+    let element = answer
+        .find_partition(TOPIC, 0)
+        .context("partition missing")?;
     Ok(element.offset())
 }
 
@@ -50,9 +52,15 @@ async fn check_restart(kill: bool) -> Result<()> {
     }
 
     let after = committed(&bootstrap, "auditors")?;
-    ensure!(after == Offset::Offset(60), "committed offset after restart is {after:?}, expected 60");
+    ensure!(
+        after == Offset::Offset(60),
+        "committed offset after restart is {after:?}, expected 60"
+    );
     let rest = consume_and_commit(&bootstrap, "auditors", 40).await?;
-    ensure!(rest == (60..100).collect::<Vec<_>>(), "group resumed with {rest:?}");
+    ensure!(
+        rest == (60..100).collect::<Vec<_>>(),
+        "group resumed with {rest:?}"
+    );
     Ok(())
 }
 

@@ -31,7 +31,9 @@ impl Member {
             .arg(&output)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{name}.stderr")))?))
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.join(format!("{name}.stderr")),
+            )?))
             .spawn()
             .context("spawning group_member")?;
         Ok(Member {
@@ -71,7 +73,11 @@ impl Member {
 
     /// Partitions in the most recent `assigned` line.
     fn current_assignment(&self) -> Option<BTreeSet<i32>> {
-        let line = self.lines().into_iter().rev().find(|line| line.starts_with("assigned"))?;
+        let line = self
+            .lines()
+            .into_iter()
+            .rev()
+            .find(|line| line.starts_with("assigned"))?;
         let list = line.strip_prefix("assigned")?.trim();
         Some(list.split(',').filter_map(|p| p.parse().ok()).collect())
     }
@@ -79,8 +85,14 @@ impl Member {
     fn sigterm_and_wait(&mut self) -> Result<()> {
         let mut child = self.child.take().context("member not running")?;
         send_signal(child.id(), "TERM")?;
-        let status = wait_until("member exit", Duration::from_secs(30), || Ok(child.try_wait()?))?;
-        ensure!(status.success(), "member {} exited with {status}", self.name);
+        let status = wait_until("member exit", Duration::from_secs(30), || {
+            Ok(child.try_wait()?)
+        })?;
+        ensure!(
+            status.success(),
+            "member {} exited with {status}",
+            self.name
+        );
         Ok(())
     }
 
@@ -114,7 +126,10 @@ fn all_records(members: &[&Member]) -> Result<Vec<(i32, i64, usize)>> {
 }
 
 fn distinct_numbers(members: &[&Member]) -> Result<BTreeSet<usize>> {
-    Ok(all_records(members)?.into_iter().map(|(_, _, number)| number).collect())
+    Ok(all_records(members)?
+        .into_iter()
+        .map(|(_, _, number)| number)
+        .collect())
 }
 
 fn wait_consumed(members: &[&Member], expected: usize, what: &str) -> Result<()> {
@@ -122,7 +137,13 @@ fn wait_consumed(members: &[&Member], expected: usize, what: &str) -> Result<()>
         let seen = distinct_numbers(members)?;
         Ok((seen.len() >= expected).then_some(()))
     })
-    .with_context(|| members.iter().map(|m| m.describe()).collect::<Vec<_>>().join("\n"))
+    .with_context(|| {
+        members
+            .iter()
+            .map(|m| m.describe())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 fn wait_assignment(members: &[&Member], expected_counts: &[usize], what: &str) -> Result<()> {
@@ -136,7 +157,13 @@ fn wait_assignment(members: &[&Member], expected_counts: &[usize], what: &str) -
         let union: BTreeSet<i32> = assignments.iter().flatten().flatten().copied().collect();
         Ok((counts == expected_counts && union.len() == PARTITIONS as usize).then_some(()))
     })
-    .with_context(|| members.iter().map(|m| m.describe()).collect::<Vec<_>>().join("\n"))
+    .with_context(|| {
+        members
+            .iter()
+            .map(|m| m.describe())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 fn group_member_count(bootstrap: &str) -> Result<usize> {
@@ -164,7 +191,11 @@ async fn group_rebalances_when_members_leave_or_die_and_skips_nothing() -> Resul
     let mut survivor = Member::spawn("survivor", &bootstrap, &dir)?;
 
     // Phase 1: three members share six partitions and read everything.
-    wait_assignment(&[&leaver, &victim, &survivor], &[2, 2, 2], "three-way assignment")?;
+    wait_assignment(
+        &[&leaver, &victim, &survivor],
+        &[2, 2, 2],
+        "three-way assignment",
+    )?;
     wait_consumed(&[&leaver, &victim, &survivor], 600, "first 600 records")?;
     let members = wait_until("3 members listed", Duration::from_secs(20), || {
         Ok((group_member_count(&bootstrap)? == 3).then_some(3))
@@ -173,16 +204,28 @@ async fn group_rebalances_when_members_leave_or_die_and_skips_nothing() -> Resul
 
     // Phase 2: one member leaves cleanly; the others take its partitions.
     leaver.sigterm_and_wait()?;
-    wait_assignment(&[&victim, &survivor], &[3, 3], "two-way assignment after leave")?;
+    wait_assignment(
+        &[&victim, &survivor],
+        &[3, 3],
+        "two-way assignment after leave",
+    )?;
     let _ = kafka::produce_numbered(&producer, TOPIC, 600, 300).await?;
-    wait_consumed(&[&leaver, &victim, &survivor], 900, "records after the leave")?;
+    wait_consumed(
+        &[&leaver, &victim, &survivor],
+        900,
+        "records after the leave",
+    )?;
 
     // Phase 3: one member is SIGKILLed; after the session timeout the last
     // member owns everything and resumes from the committed offsets.
     victim.sigkill()?;
     let _ = kafka::produce_numbered(&producer, TOPIC, 900, 300).await?;
     wait_assignment(&[&survivor], &[6], "survivor owns all partitions")?;
-    wait_consumed(&[&leaver, &victim, &survivor], 1200, "records after the kill")?;
+    wait_consumed(
+        &[&leaver, &victim, &survivor],
+        1200,
+        "records after the kill",
+    )?;
 
     // Nothing skipped: every offset of every partition was read by someone.
     let records = all_records(&[&leaver, &victim, &survivor])?;

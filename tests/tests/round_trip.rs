@@ -26,8 +26,9 @@ struct Sent {
 
 fn sample_record(index: usize) -> Sent {
     // Every 10th record has no key, every 15th no value (a tombstone shape).
-    let key = (index % 10 != 0).then(|| format!("key-{}", index % 37).into_bytes());
-    let value = (index % 15 != 0).then(|| format!("value-{index}-{}", "x".repeat(index % 50)).into_bytes());
+    let key = (!index.is_multiple_of(10)).then(|| format!("key-{}", index % 37).into_bytes());
+    let value = (!index.is_multiple_of(15))
+        .then(|| format!("value-{index}-{}", "x".repeat(index % 50)).into_bytes());
     let headers = vec![
         ("index".to_string(), Some(index.to_string().into_bytes())),
         ("nullable".to_string(), None),
@@ -41,7 +42,12 @@ fn sample_record(index: usize) -> Sent {
     }
 }
 
-async fn produce_samples(bootstrap: &str, topic: &str, count: usize, compression: &str) -> Result<()> {
+async fn produce_samples(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    compression: &str,
+) -> Result<()> {
     let producer = producer(
         bootstrap,
         &[("compression.type", compression), ("acks", "all")],
@@ -80,7 +86,11 @@ async fn produce_samples(bootstrap: &str, topic: &str, count: usize, compression
 }
 
 fn check_samples(received: &[Received], count: usize) -> Result<()> {
-    ensure!(received.len() == count, "read {} records, produced {count}", received.len());
+    ensure!(
+        received.len() == count,
+        "read {} records, produced {count}",
+        received.len()
+    );
     let mut by_index = BTreeMap::new();
     for record in received {
         let index: usize = record
@@ -97,9 +107,20 @@ fn check_samples(received: &[Received], count: usize) -> Result<()> {
     }
     for index in 0..count {
         let expected = sample_record(index);
-        let got = by_index.get(&index).with_context(|| format!("record {index} missing"))?;
-        ensure!(got.partition == (index % 3) as i32, "record {index} on partition {}", got.partition);
-        ensure!(got.key == expected.key, "record {index} key {:?} != {:?}", got.key, expected.key);
+        let got = by_index
+            .get(&index)
+            .with_context(|| format!("record {index} missing"))?;
+        ensure!(
+            got.partition == (index % 3) as i32,
+            "record {index} on partition {}",
+            got.partition
+        );
+        ensure!(
+            got.key == expected.key,
+            "record {index} key {:?} != {:?}",
+            got.key,
+            expected.key
+        );
         ensure!(got.value == expected.value, "record {index} value differs");
         ensure!(
             got.timestamp == Some(expected.timestamp),
@@ -162,11 +183,14 @@ async fn consumer_reads_from_the_middle_after_seek() -> Result<()> {
     let _ = kafka::produce_numbered(&producer, "seek", 0, 200).await?;
     let consumer = stream_consumer(&bootstrap, "seek-reader", &[])?;
     let mut assignment = TopicPartitionList::new();
-    let _ = assignment.add_partition_offset("seek", 0, Offset::Offset(150))?;
+    assignment.add_partition_offset("seek", 0, Offset::Offset(150))?;
     consumer.assign(&assignment)?;
     let records = kafka::receive(&consumer, 50, Duration::from_secs(30)).await?;
     let numbers = kafka::numbered_values(&records)?;
-    ensure!(numbers == (150..200).collect::<Vec<_>>(), "read {numbers:?}");
+    ensure!(
+        numbers == (150..200).collect::<Vec<_>>(),
+        "read {numbers:?}"
+    );
     Ok(())
 }
 
@@ -190,7 +214,7 @@ async fn list_offsets_by_time_finds_first_record_at_or_after_timestamp() -> Resu
     let consumer = base_consumer(&bootstrap)?;
     let lookup = |timestamp: i64| -> Result<Offset> {
         let mut query = TopicPartitionList::new();
-        let _ = query.add_partition_offset("by-time", 0, Offset::Offset(timestamp))?;
+        query.add_partition_offset("by-time", 0, Offset::Offset(timestamp))?;
         let answer = consumer.offsets_for_times(query, Duration::from_secs(15))?;
         let element = answer
             .find_partition("by-time", 0)
@@ -214,7 +238,10 @@ async fn list_offsets_by_time_finds_first_record_at_or_after_timestamp() -> Resu
         );
     }
     let (low, high) = consumer.fetch_watermarks("by-time", 0, Duration::from_secs(15))?;
-    ensure!((low, high) == (0, 100), "watermarks ({low}, {high}) != (0, 100)");
+    ensure!(
+        (low, high) == (0, 100),
+        "watermarks ({low}, {high}) != (0, 100)"
+    );
     Ok(())
 }
 
@@ -232,8 +259,14 @@ async fn metadata_for_all_topics_lists_created_topics() -> Result<()> {
         .iter()
         .map(|topic| (topic.name(), topic.partitions().len()))
         .collect();
-    ensure!(topics.get("listed-a") == Some(&2), "all-topics metadata: {topics:?}");
-    ensure!(topics.get("listed-b") == Some(&1), "all-topics metadata: {topics:?}");
+    ensure!(
+        topics.get("listed-a") == Some(&2),
+        "all-topics metadata: {topics:?}"
+    );
+    ensure!(
+        topics.get("listed-b") == Some(&1),
+        "all-topics metadata: {topics:?}"
+    );
     ensure!(metadata.brokers().len() == 1, "expected one broker");
     Ok(())
 }
@@ -283,6 +316,9 @@ async fn sigterm_shuts_down_cleanly_and_data_survives() -> Result<()> {
     let received = read_all(&bootstrap, "durable", 2).await?;
     let mut numbers = kafka::numbered_values(&received)?;
     numbers.sort_unstable();
-    ensure!(numbers == (0..500).collect::<Vec<_>>(), "records after restart differ");
+    ensure!(
+        numbers == (0..500).collect::<Vec<_>>(),
+        "records after restart differ"
+    );
     Ok(())
 }

@@ -28,7 +28,11 @@ struct MemberContext {
 impl ClientContext for MemberContext {}
 
 impl ConsumerContext for MemberContext {
-    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         let line = match rebalance {
             Rebalance::Assign(list) => format!("assigned {}", partitions(list)),
             Rebalance::Revoke(list) => format!("revoked {}", partitions(list)),
