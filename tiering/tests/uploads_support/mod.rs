@@ -60,7 +60,8 @@ pub(crate) fn store_configs(local_dir: &std::path::Path) -> Vec<ObjectStoreConfi
     {
         let bucket = std::env::var("SILT_TEST_S3_BUCKET").unwrap_or_else(|_| "silt-test".to_string());
         configs.push(ObjectStoreConfig {
-            url: format!("s3://{bucket}/uploads-{}", uuid::Uuid::new_v4()),
+            // Short: s3s-fs names a metadata file after the base64 of the whole key.
+            url: format!("s3://{bucket}/u{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             s3_endpoint: Some(endpoint),
             s3_region: Some("us-east-1".to_string()),
             s3_access_key_id: std::env::var("SILT_TEST_S3_ACCESS_KEY_ID").ok(),
