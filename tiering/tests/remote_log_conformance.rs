@@ -52,6 +52,9 @@ async fn s3_passes_the_remote_log_suite() {
         return;
     };
     // A fresh prefix per run, so runs never see each other's objects.
-    let prefix = Path::from(format!("silt-test/{}", uuid::Uuid::new_v4().simple()));
+    let prefix = Path::from(format!(
+        "r{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
     remote_log_conformance(store, prefix).await;
 }

@@ -224,7 +224,8 @@ pub(crate) async fn tiered_partition(
         })
         .await
         .expect("register broker");
-    let topic_name = format!("tiered-{}", uuid::Uuid::new_v4().simple());
+    // Short names keep object keys short (s3s-fs names files after the whole key).
+    let topic_name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let topic = controller
         .create_topic(&topic_name, 1, 1, BTreeMap::new(), false)
         .await
