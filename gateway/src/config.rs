@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches, parser::ValueSource};
 use silt_broker::group_coordinator::GroupConfig;
+use silt_tiering::chunk_cache::ChunkCacheConfig;
+use silt_tiering::{ObjectStoreConfig, TieringConfig};
 
 /// One broker setting: Kafka name, default value (`None` = unset), help text.
 pub struct ConfigDef {
@@ -256,6 +258,14 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// `socket.request.max.bytes`.
     pub socket_request_max_bytes: usize,
+    /// `remote.log.storage.system.enable`.
+    pub remote_storage_system_enable: bool,
+    /// Where tiered segments go (`object.store`, `s3.*`).
+    pub object_store: ObjectStoreConfig,
+    /// Upload, cleanup and retention cadence of tiered storage.
+    pub tiering: TieringConfig,
+    /// The remote read cache (`remote.log.cache.*`).
+    pub remote_cache: ChunkCacheConfig,
 }
 
 impl BrokerConfig {
@@ -341,7 +351,44 @@ impl BrokerConfig {
         if num_partitions < 1 {
             return Err(invalid("num.partitions", get("num.partitions"), "a positive integer"));
         }
+        let first_log_dir = absolute(&log_dirs[0]);
+        let object_store_url = match raw.get("object.store") {
+            Some(url) if !url.trim().is_empty() => url.trim().to_string(),
+            _ => first_log_dir.join("objects").display().to_string(),
+        };
+        let s3_endpoint = raw.get("s3.endpoint").filter(|e| !e.trim().is_empty()).cloned();
+        let object_store = ObjectStoreConfig {
+            url: object_store_url,
+            s3_allow_http: s3_endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://")),
+            s3_endpoint,
+            s3_region: raw.get("s3.region").filter(|v| !v.trim().is_empty()).cloned(),
+            s3_access_key_id: raw.get("s3.access.key.id").filter(|v| !v.trim().is_empty()).cloned(),
+            s3_secret_access_key: raw.get("s3.secret.access.key").filter(|v| !v.trim().is_empty()).cloned(),
+        };
+        let tiering = TieringConfig {
+            task_interval_ms: parse_number(&raw, "remote.log.manager.task.interval.ms")?,
+            ..TieringConfig::default()
+        };
+        let cache_disk_bytes: usize = parse_number(&raw, "remote.log.cache.disk.bytes")?;
+        let cache_dir = match raw.get("remote.log.cache.dir") {
+            Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim()),
+            _ => first_log_dir.join("remote-cache"),
+        };
+        let remote_cache = ChunkCacheConfig {
+            chunk_bytes: parse_number(&raw, "remote.log.cache.chunk.bytes")?,
+            memory_bytes: parse_number(&raw, "remote.log.cache.memory.bytes")?,
+            disk_bytes: cache_disk_bytes,
+            disk_dir: (cache_disk_bytes > 0).then_some(cache_dir),
+            ..ChunkCacheConfig::default()
+        };
+        if remote_cache.chunk_bytes == 0 || remote_cache.memory_bytes == 0 {
+            return Err(invalid("remote.log.cache.memory.bytes", get("remote.log.cache.memory.bytes"), "positive sizes for the remote cache"));
+        }
         Ok(BrokerConfig {
+            remote_storage_system_enable: parse_bool(&raw, "remote.log.storage.system.enable")?,
+            object_store,
+            tiering,
+            remote_cache,
             node_id: parse_number(&raw, "node.id")?,
             process_roles: get("process.roles").split(',').map(|role| role.trim().to_string()).filter(|r| !r.is_empty()).collect(),
             listener,
@@ -364,6 +411,12 @@ impl BrokerConfig {
             raw,
         })
     }
+}
+
+/// `path` made absolute against the working directory, so stores and caches do not move
+/// if the process changes directory.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn invalid(name: &str, value: &str, expected: &'static str) -> ConfigError {

@@ -10,6 +10,9 @@ use silt_broker::consumer_offsets::{CONSUMER_OFFSETS_TOPIC, ConsumerOffsetsLog};
 use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
 use silt_controller::{BrokerRegistration, Controller, ControllerConfig, ControllerError};
+use silt_tiering::RemoteLogManager;
+use silt_tiering::chunk_cache::ChunkCache;
+use silt_tiering::remote_reader::RemoteLogReader;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -37,6 +40,9 @@ pub enum NodeError {
     /// Opening the hosted partitions failed.
     #[error("opening partitions: {0}")]
     Partitions(#[from] silt_broker::replica_manager::PartitionError),
+    /// Tiered storage could not be started (object store or cache).
+    #[error("tiered storage: {0}")]
+    Tiering(String),
     /// Replaying `__consumer_offsets` failed.
     #[error("loading consumer groups: {0}")]
     Groups(#[from] silt_broker::group_coordinator::GroupError),
@@ -52,6 +58,7 @@ pub struct RunningNode {
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    remote_log_manager: Option<Arc<RemoteLogManager>>,
 }
 
 /// Starts every component of a node from its configuration.
@@ -93,6 +100,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     ensure_consumer_offsets_topic(&controller, &config).await?;
     replica_manager.apply_metadata(&controller.metadata()).await?;
 
+    let remote_log_manager = if config.remote_storage_system_enable {
+        Some(start_tiering(&config, &controller, &replica_manager).await?)
+    } else {
+        None
+    };
+
     let group_coordinator = GroupCoordinator::new(Arc::new(ConsumerOffsetsLog::new(Arc::clone(&replica_manager))), config.group.clone());
     group_coordinator.load().await?;
 
@@ -126,7 +139,23 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     tasks.push(tokio::spawn(admin_http::serve(admin_listener, Arc::clone(&context), shutdown_receiver.clone())));
     tasks.push(tokio::spawn(server::serve(listener, Arc::clone(&context), shutdown_receiver)));
     info!(kafka = %kafka_addr, admin = %admin_addr, node_id = context.node_id(), "silt is ready");
-    Ok(RunningNode { context, kafka_addr, admin_addr, shutdown, tasks })
+    Ok(RunningNode { context, kafka_addr, admin_addr, shutdown, tasks, remote_log_manager })
+}
+
+/// Opens the object store and the remote read cache, attaches the remote reader to the
+/// replica manager and starts the upload/retention task (KIP-405).
+async fn start_tiering(
+    config: &BrokerConfig,
+    controller: &Controller,
+    replica_manager: &Arc<ReplicaManager>,
+) -> Result<Arc<RemoteLogManager>, NodeError> {
+    let (store, prefix) =
+        silt_tiering::open_object_store(&config.object_store).await.map_err(|error| NodeError::Tiering(error.to_string()))?;
+    let cache = ChunkCache::new(config.remote_cache.clone()).await.map_err(|error| NodeError::Tiering(error.to_string()))?;
+    let reader = RemoteLogReader::new(Arc::clone(&store), prefix.clone(), controller.clone(), Arc::new(cache));
+    replica_manager.set_remote_log(Arc::new(reader));
+    info!(object_store = %config.object_store.url, "tiered storage ready");
+    Ok(RemoteLogManager::start(config.tiering.clone(), store, prefix, controller.clone(), Arc::clone(replica_manager)))
 }
 
 async fn ensure_consumer_offsets_topic(controller: &Controller, config: &BrokerConfig) -> Result<(), ControllerError> {
@@ -176,6 +205,9 @@ impl RunningNode {
         }
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(remote_log_manager) = &self.remote_log_manager {
+            remote_log_manager.shutdown().await;
         }
         self.context.group_coordinator.shutdown();
         self.context.replica_manager.shutdown().await;
