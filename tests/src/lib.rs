@@ -8,6 +8,7 @@
 
 pub mod kafka;
 pub mod proxy;
+pub mod s3;
 pub mod wire;
 
 use std::fs::{File, OpenOptions};
@@ -31,7 +32,7 @@ const LOG_TAIL_LINES: usize = 150;
 ///
 /// `SILT_BIN` wins; otherwise the binary next to the test executable's
 /// directory (`target/debug/silt`). Under cargo-nextest the binary is first
-/// rebuilt once per test process with `cargo build --workspace --bins`, so a test run
+/// rebuilt once per run with `cargo build --workspace --bins`, so a test run
 /// never exercises a stale build (plain `cargo test` holds the build lock
 /// while tests run, so there the binary must have been built beforehand).
 pub fn silt_bin() -> Result<PathBuf> {
@@ -51,8 +52,16 @@ fn locate_silt_bin() -> Result<PathBuf> {
         .context("test executable has no parent dir")?;
     let profile_dir = deps_dir.parent().context("deps dir has no parent dir")?;
     let bin = profile_dir.join("silt");
-    if std::env::var_os("NEXTEST_RUN_ID").is_some() {
-        build_silt_bin(profile_dir)?;
+    if let Some(run_id) = std::env::var_os("NEXTEST_RUN_ID") {
+        // Once per nextest run: later test processes find the marker.
+        let marker = profile_dir.join(format!(
+            ".silt-tests-built-{}",
+            run_id.to_string_lossy()
+        ));
+        if !marker.exists() {
+            build_silt_bin(profile_dir)?;
+            let _ = std::fs::write(&marker, b"");
+        }
     }
     if !bin.exists() {
         bail!(
