@@ -19,7 +19,7 @@
 //! the scheduled departures, and that the group's committed offsets equal the
 //! log end offsets. Any violation makes the command fail.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,6 +93,8 @@ struct Flight {
 #[derive(Debug, Clone)]
 struct Seen {
     consumer: usize,
+    /// Assignment generation of that consumer when it read the record.
+    generation: u64,
     partition: i32,
     offset: i64,
     key: String,
@@ -449,7 +451,10 @@ fn record_delivery(
 
 /// Commits everything consumed before partitions move to another member, so
 /// a rebalance does not make the next owner read records a second time.
-struct CommitOnRevoke;
+/// It also counts assignments, so reads can be told apart per assignment.
+struct CommitOnRevoke {
+    generation: Arc<AtomicU64>,
+}
 
 impl ClientContext for CommitOnRevoke {}
 
@@ -459,7 +464,36 @@ impl ConsumerContext for CommitOnRevoke {
             commit_ignoring_no_offset(consumer.commit_consumer_state(CommitMode::Sync));
         }
     }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            let _ = self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
+
+/// Consumption progress shared by the group's consumers.
+struct Progress {
+    expected: usize,
+    seen: Mutex<Vec<Seen>>,
+    distinct_rows: Mutex<HashSet<u64>>,
+    last_new_row: Mutex<Instant>,
+}
+
+impl Progress {
+    fn done(&self) -> bool {
+        self.distinct_rows.lock().len() >= self.expected
+    }
+
+    /// True once no new flight has arrived for [`IDLE_LIMIT`]: the
+    /// consumers stop and the checks report what is missing.
+    fn stalled(&self) -> bool {
+        self.last_new_row.lock().elapsed() > IDLE_LIMIT
+    }
+}
+
+/// How long consumers wait for a flight they have not seen before giving up.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 fn commit_ignoring_no_offset(result: rdkafka::error::KafkaResult<()>) {
     match result {
@@ -469,11 +503,16 @@ fn commit_ignoring_no_offset(result: rdkafka::error::KafkaResult<()>) {
 }
 
 async fn consume(args: &FlightsArgs, expected: usize) -> Result<Vec<Seen>> {
-    let received = Arc::new(AtomicU64::new(0));
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(Vec::with_capacity(expected)));
+    let progress = Arc::new(Progress {
+        expected,
+        seen: Mutex::new(Vec::with_capacity(expected)),
+        distinct_rows: Mutex::new(HashSet::with_capacity(expected)),
+        last_new_row: Mutex::new(Instant::now()),
+    });
     let started = Instant::now();
     let mut members = Vec::new();
     for index in 0..args.consumers.max(1) {
+        let generation = Arc::new(AtomicU64::new(0));
         let consumer: StreamConsumer<CommitOnRevoke> = client_config(&args.bootstrap)
             .set("group.id", &args.group)
             .set("client.id", format!("flights-reader-{index}"))
@@ -481,13 +520,14 @@ async fn consume(args: &FlightsArgs, expected: usize) -> Result<Vec<Seen>> {
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "10000")
             .set("partition.assignment.strategy", "range")
-            .create_with_context(CommitOnRevoke)
+            .create_with_context(CommitOnRevoke {
+                generation: generation.clone(),
+            })
             .context("creating consumer")?;
         consumer.subscribe(&[&args.topic])?;
-        let received = received.clone();
-        let seen = seen.clone();
+        let progress = progress.clone();
         members.push(tokio::spawn(async move {
-            let count = read_until_done(index, &consumer, expected as u64, &received, &seen).await;
+            let count = read_until_done(index, &consumer, &generation, &progress).await;
             commit_ignoring_no_offset(consumer.commit_consumer_state(CommitMode::Sync));
             // Closing leaves the group; it blocks briefly, so off the runtime.
             let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
@@ -500,25 +540,25 @@ async fn consume(args: &FlightsArgs, expected: usize) -> Result<Vec<Seen>> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let total: u64 = per_member.iter().sum();
+    let distinct = progress.distinct_rows.lock().len();
     println!(
-        "consumed {total} records with {} consumers in group {} in {seconds:.1} s ({:.0} records/s); per consumer: {per_member:?}",
+        "consumed {total} records ({distinct} distinct flights) with {} consumers in group {} in {seconds:.1} s ({:.0} records/s); per consumer: {per_member:?}",
         args.consumers.max(1),
         args.group,
         total as f64 / seconds
     );
-    let seen = std::mem::take(&mut *seen.lock());
+    let seen = std::mem::take(&mut *progress.seen.lock());
     Ok(seen)
 }
 
 async fn read_until_done(
     index: usize,
     consumer: &StreamConsumer<CommitOnRevoke>,
-    expected: u64,
-    received: &AtomicU64,
-    seen: &Mutex<Vec<Seen>>,
+    generation: &AtomicU64,
+    progress: &Progress,
 ) -> Result<u64> {
     let mut count = 0u64;
-    while received.load(Ordering::Relaxed) < expected {
+    while !progress.done() && !progress.stalled() {
         let message = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
         {
             Err(_) => continue,
@@ -543,8 +583,12 @@ async fn read_until_done(
                 message.offset()
             );
         };
-        seen.lock().push(Seen {
+        if progress.distinct_rows.lock().insert(row_id as u64) {
+            *progress.last_new_row.lock() = Instant::now();
+        }
+        progress.seen.lock().push(Seen {
             consumer: index,
+            generation: generation.load(Ordering::Relaxed),
             partition: message.partition(),
             offset: message.offset(),
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
@@ -554,7 +598,6 @@ async fn read_until_done(
             scheduled_departure_ms: scheduled,
         });
         count += 1;
-        let _ = received.fetch_add(1, Ordering::Relaxed);
         if count.is_multiple_of(5_000) {
             commit_ignoring_no_offset(consumer.commit_consumer_state(CommitMode::Async));
         }
@@ -591,20 +634,26 @@ fn check_exactly_once(flights: &[Flight], seen: &[Seen], failures: &mut Vec<Stri
 }
 
 fn check_order_and_timestamps(seen: &[Seen], failures: &mut Vec<String>) {
-    // Within one consumer, each partition is read in offset order.
-    let mut last_offset: HashMap<(usize, i32), i64> = HashMap::new();
+    // Within one assignment of one consumer, each partition is read in
+    // increasing offsets (after a rebalance it may restart lower, at the
+    // committed offset; the exactly-once check counts such re-reads).
+    let mut last_offset: HashMap<(usize, u64, i32), i64> = HashMap::new();
     let mut out_of_order_reads = 0usize;
     for record in seen {
-        let previous = last_offset.insert((record.consumer, record.partition), record.offset);
+        let reader = (record.consumer, record.generation, record.partition);
+        let previous = last_offset.insert(reader, record.offset);
         if previous.is_some_and(|previous| previous >= record.offset) {
             out_of_order_reads += 1;
         }
     }
     // Each tailnum lives in one partition, and by offset its flights keep the
-    // replay (departure) order.
+    // replay (departure) order. Records read twice count once here.
     let mut by_key: HashMap<&str, Vec<&Seen>> = HashMap::new();
+    let mut positions = HashSet::new();
     for record in seen {
-        by_key.entry(record.key.as_str()).or_default().push(record);
+        if positions.insert((record.partition, record.offset)) {
+            by_key.entry(record.key.as_str()).or_default().push(record);
+        }
     }
     let mut split_keys = 0usize;
     let mut misordered_keys = 0usize;
