@@ -54,10 +54,7 @@ fn locate_silt_bin() -> Result<PathBuf> {
     let bin = profile_dir.join("silt");
     if let Some(run_id) = std::env::var_os("NEXTEST_RUN_ID") {
         // Once per nextest run: later test processes find the marker.
-        let marker = profile_dir.join(format!(
-            ".silt-tests-built-{}",
-            run_id.to_string_lossy()
-        ));
+        let marker = profile_dir.join(format!(".silt-tests-built-{}", run_id.to_string_lossy()));
         if !marker.exists() {
             build_silt_bin(profile_dir)?;
             let _ = std::fs::write(&marker, b"");
@@ -414,18 +411,49 @@ impl SiltProcess {
         }
     }
 
-    /// The last lines of the broker log, for error messages.
+    /// The last lines of the broker log, for error messages. Runs of lines
+    /// that differ only in their timestamp are folded into one.
     pub fn log_tail(&self) -> String {
         let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+        let folded = fold_repeated_lines(&log);
+        let start = folded.len().saturating_sub(LOG_TAIL_LINES);
         format!(
             "----- silt log ({}), last {} lines -----\n{}\n----- end of silt log -----",
             self.stderr_path.display(),
-            lines.len() - start,
-            lines[start..].join("\n")
+            folded.len() - start,
+            folded[start..].join("\n")
         )
     }
+}
+
+/// Folds consecutive log lines whose text after the first word (the
+/// timestamp) is the same into the first one plus a repeat count.
+fn fold_repeated_lines(log: &str) -> Vec<String> {
+    let message = |line: &str| {
+        line.split_once(' ')
+            .map_or(line, |(_, rest)| rest)
+            .to_string()
+    };
+    let mut folded: Vec<String> = Vec::new();
+    let mut last_message = String::new();
+    let mut repeats = 0usize;
+    for line in log.lines() {
+        let current = message(line);
+        if !folded.is_empty() && current == last_message {
+            repeats += 1;
+            continue;
+        }
+        if repeats > 0 {
+            folded.push(format!("    ... repeated {repeats} more times"));
+            repeats = 0;
+        }
+        folded.push(line.to_string());
+        last_message = current;
+    }
+    if repeats > 0 {
+        folded.push(format!("    ... repeated {repeats} more times"));
+    }
+    folded
 }
 
 impl Drop for SiltProcess {
