@@ -37,7 +37,8 @@ impl ConsumerOffsetsLog {
         let timestamp = now_ms();
         let records: Vec<Record> = records
             .into_iter()
-            .map(|(key, value)| Record {
+            .enumerate()
+            .map(|(index, (key, value))| Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
@@ -45,7 +46,8 @@ impl ConsumerOffsetsLog {
                 producer_id: NO_PRODUCER_ID,
                 producer_epoch: NO_PRODUCER_EPOCH,
                 timestamp_type: TimestampType::Creation,
-                offset: 0,
+                // Offsets within the batch; the log assigns the real base offset.
+                offset: index as i64,
                 sequence: NO_SEQUENCE,
                 timestamp,
                 key: Some(key),

@@ -240,7 +240,10 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
         let earliest = list_offsets(client, &topic_name, &partition_ids, -2).await?;
         let latest = list_offsets(client, &topic_name, &partition_ids, -1).await?;
         println!("Topic: {topic_name}  TopicId: {}  Partitions: {}  Internal: {}", topic.topic_id, topic.partitions.len(), topic.is_internal);
-        let resource = DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_string(topic_name.clone()));
+        let resource = DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic_name.clone()))
+            .with_configuration_keys(None);
         let configs = client.call(DescribeConfigsRequest::default().with_resources(vec![resource]), 4).await?;
         let overrides: Vec<String> = configs
             .results

@@ -171,7 +171,8 @@ pub async fn process_frame(context: &BrokerContext, mut frame: Bytes, peer: Sock
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|error| FrameError::Malformed(format!("{api_key:?} v{version} body: {error}")))?;
     if frame.has_remaining() {
-        return Err(FrameError::Malformed(format!("{api_key:?} v{version} has {} trailing bytes", frame.remaining())));
+        // Kafka ignores bytes after a well-formed body (newer clients may append fields).
+        debug!(api = ?api_key, version, trailing = frame.remaining(), "ignoring trailing request bytes");
     }
     let request = Request { header, body, peer };
     let api_label = format!("{api_key:?}");
