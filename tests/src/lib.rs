@@ -157,6 +157,19 @@ impl SiltOptions {
     }
 }
 
+/// Points a broker at the S3 server of the `SILT_TEST_S3_*` variables (under a prefix
+/// of its own) unless the test chose an object store itself, so a CI run with S3
+/// configured exercises S3 in every test that tiers.
+fn with_test_object_store(mut options: SiltOptions) -> SiltOptions {
+    let chose_store = options.extra_args.iter().any(|arg| arg == "--object-store");
+    if let (false, Some(s3)) = (chose_store, s3::S3Env::from_env()) {
+        for (flag, value) in s3::silt_options_for(&s3, &s3::short_prefix()) {
+            options = options.flag(&flag, value);
+        }
+    }
+    options
+}
+
 /// A running (or stopped) `silt serve` process owned by a test.
 ///
 /// The data directory and the broker log live in a temporary directory that
@@ -184,6 +197,7 @@ impl SiltProcess {
 
     /// Starts a single-node broker with the given options.
     pub fn start_with(options: SiltOptions) -> Result<Self> {
+        let options = with_test_object_store(options);
         let tempdir = tempfile::Builder::new()
             .prefix("silt-test-")
             .tempdir()
