@@ -58,7 +58,11 @@ impl S3Env {
     /// When the endpoint is set but the bucket or a key is not: a test run that
     /// asked for S3 must not quietly fall back to the local filesystem.
     pub fn from_env() -> Option<S3Env> {
-        let setting = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+        let setting = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+        };
         let endpoint = setting("SILT_TEST_S3_ENDPOINT")?;
         let required = |name: &str| {
             setting(name).unwrap_or_else(|| {
@@ -124,10 +128,16 @@ impl S3Env {
 /// `--s3-secret-access-key` and `--s3-region`.
 pub fn silt_options_for(s3: &S3Env, prefix: &str) -> Vec<(String, String)> {
     vec![
-        ("--object-store".to_string(), format!("s3://{}/{prefix}", s3.bucket)),
+        (
+            "--object-store".to_string(),
+            format!("s3://{}/{prefix}", s3.bucket),
+        ),
         ("--s3-endpoint".to_string(), s3.endpoint.clone()),
         ("--s3-access-key-id".to_string(), s3.access_key_id.clone()),
-        ("--s3-secret-access-key".to_string(), s3.secret_access_key.clone()),
+        (
+            "--s3-secret-access-key".to_string(),
+            s3.secret_access_key.clone(),
+        ),
         ("--s3-region".to_string(), s3.region.clone()),
     ]
 }
@@ -284,7 +294,9 @@ impl TierStore {
     pub fn flags(&self) -> Vec<(String, String)> {
         match self {
             TierStore::S3 { env, prefix } => silt_options_for(env, prefix),
-            TierStore::Local { dir } => vec![("--object-store".to_string(), dir.display().to_string())],
+            TierStore::Local { dir } => {
+                vec![("--object-store".to_string(), dir.display().to_string())]
+            }
         }
     }
 
@@ -298,7 +310,9 @@ impl TierStore {
     /// A description for messages.
     pub fn describe(&self) -> String {
         match self {
-            TierStore::S3 { env, prefix } => format!("s3://{}/{prefix} at {}", env.bucket, env.endpoint),
+            TierStore::S3 { env, prefix } => {
+                format!("s3://{}/{prefix} at {}", env.bucket, env.endpoint)
+            }
             TierStore::Local { dir } => format!("local directory {}", dir.display()),
         }
     }
@@ -351,8 +365,9 @@ impl TierStore {
             if !object.key.starts_with("topics/") {
                 continue;
             }
-            let parsed = SegmentObject::parse(&object)
-                .with_context(|| format!("unexpected object {} in {}", object.key, self.describe()))?;
+            let parsed = SegmentObject::parse(&object).with_context(|| {
+                format!("unexpected object {} in {}", object.key, self.describe())
+            })?;
             if parsed.topic == topic {
                 segments.push(parsed);
             }
@@ -420,14 +435,35 @@ impl SegmentObject {
             bail!("expected topics/<topic>-<topicId>/<partition>/<file>");
         };
         ensure!(topics == "topics", "not under topics/");
-        let (topic, topic_id) = topic_dir
-            .rsplit_once('-')
+        // The topic id (22 characters of base64url) may itself contain '-'.
+        let split = topic_dir
+            .len()
+            .checked_sub(23)
+            .filter(|split| *split > 0 && topic_dir.is_char_boundary(*split))
             .context("topic folder is not <topic>-<topicId>")?;
-        ensure!(topic_id.len() == 22, "topic id {topic_id:?} is not 22 characters");
-        let partition: i32 = partition.parse().context("partition folder is not a number")?;
+        let (topic, dash_id) = topic_dir.split_at(split);
+        let topic_id = dash_id
+            .strip_prefix('-')
+            .context("topic folder is not <topic>-<topicId>")?;
+        ensure!(
+            topic_id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'),
+            "topic id {topic_id:?} is not base64url"
+        );
+        let partition: i32 = partition
+            .parse()
+            .context("partition folder is not a number")?;
         let (stem, extension) = file.split_once('.').context("file name has no extension")?;
         ensure!(
-            ["log", "index", "timeindex", "snapshot", "leader-epoch-checkpoint"].contains(&extension),
+            [
+                "log",
+                "index",
+                "timeindex",
+                "snapshot",
+                "leader-epoch-checkpoint"
+            ]
+            .contains(&extension),
             "unknown extension {extension:?}"
         );
         let (offset_text, segment_id) = stem.split_at_checked(20).context("file name too short")?;
@@ -435,7 +471,9 @@ impl SegmentObject {
             offset_text.bytes().all(|byte| byte.is_ascii_digit()),
             "base offset {offset_text:?} is not 20 digits"
         );
-        let segment_id = segment_id.strip_prefix('-').context("no '-' after the base offset")?;
+        let segment_id = segment_id
+            .strip_prefix('-')
+            .context("no '-' after the base offset")?;
         ensure!(
             segment_id.len() == 36 && segment_id.bytes().filter(|byte| *byte == b'-').count() == 4,
             "segment id {segment_id:?} is not a hyphenated uuid"
@@ -486,7 +524,10 @@ pub fn metric_samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, 
         let mut labels = BTreeMap::new();
         for pair in labels_text.split("\",").filter(|pair| !pair.is_empty()) {
             if let Some((key, value)) = pair.split_once("=\"") {
-                let _ = labels.insert(key.trim().to_string(), value.trim_end_matches('"').to_string());
+                let _ = labels.insert(
+                    key.trim().to_string(),
+                    value.trim_end_matches('"').to_string(),
+                );
             }
         }
         samples.push((labels, value));
@@ -572,7 +613,10 @@ impl Payloads {
 
     /// The index a key encodes.
     pub fn index_of_key(key: &[u8]) -> Option<u64> {
-        std::str::from_utf8(key.strip_prefix(b"k")?).ok()?.parse().ok()
+        std::str::from_utf8(key.strip_prefix(b"k")?)
+            .ok()?
+            .parse()
+            .ok()
     }
 
     /// Value length of record `index`.
@@ -585,7 +629,8 @@ impl Payloads {
     pub fn value(&self, index: u64) -> Vec<u8> {
         let len = self.value_len(index).max(8);
         let pool = payload_pool();
-        let start = (index.wrapping_mul(2_654_435_761) % (PAYLOAD_POOL_BYTES - len) as u64) as usize;
+        let start =
+            (index.wrapping_mul(2_654_435_761) % (PAYLOAD_POOL_BYTES - len) as u64) as usize;
         let mut value = Vec::with_capacity(len);
         value.extend_from_slice(&index.to_le_bytes());
         value.extend_from_slice(&pool[start..start + len - 8]);
@@ -706,7 +751,11 @@ pub fn expected_checksums(acked: &Acked, payloads: Payloads) -> BTreeMap<i32, Pa
         .map(|(partition, offsets)| {
             let mut checksum = PartitionChecksum::default();
             for (offset, index) in offsets {
-                checksum.add(*offset, Payloads::key(*index).as_bytes(), &payloads.value(*index));
+                checksum.add(
+                    *offset,
+                    Payloads::key(*index).as_bytes(),
+                    &payloads.value(*index),
+                );
             }
             (*partition, checksum)
         })
@@ -740,12 +789,21 @@ pub async fn consume_and_verify(
     let consumer: StreamConsumer = crate::kafka::stream_consumer(
         bootstrap,
         &group,
-        &[("fetch.wait.max.ms", "100"), ("max.partition.fetch.bytes", "4194304")],
+        &[
+            ("fetch.wait.max.ms", "100"),
+            ("max.partition.fetch.bytes", "4194304"),
+        ],
     )?;
     consumer.subscribe(&[topic]).context("subscribing")?;
-    let mut reads: BTreeMap<i32, PartitionRead> = ends.keys().map(|partition| (*partition, PartitionRead::default())).collect();
+    let mut reads: BTreeMap<i32, PartitionRead> = ends
+        .keys()
+        .map(|partition| (*partition, PartitionRead::default()))
+        .collect();
     let mut next: BTreeMap<i32, i64> = ends.keys().map(|partition| (*partition, 0)).collect();
-    let done = |next: &BTreeMap<i32, i64>| ends.iter().all(|(partition, end)| next.get(partition) >= Some(end));
+    let done = |next: &BTreeMap<i32, i64>| {
+        ends.iter()
+            .all(|(partition, end)| next.get(partition) >= Some(end))
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     while !done(&next) {
         let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
@@ -764,12 +822,18 @@ pub async fn consume_and_verify(
             offset == *expected,
             "partition {partition}: read offset {offset} where {expected} was next (a gap or a repeat)"
         );
-        ensure!(offset < *end, "partition {partition}: read offset {offset} at or past the end {end}");
+        ensure!(
+            offset < *end,
+            "partition {partition}: read offset {offset} at or past the end {end}"
+        );
         *expected += 1;
         let key = message.key().unwrap_or_default();
         let value = message.payload().unwrap_or_default();
         let index = Payloads::index_of_key(key).with_context(|| {
-            format!("partition {partition} offset {offset}: key {:?} names no record", String::from_utf8_lossy(key))
+            format!(
+                "partition {partition} offset {offset}: key {:?} names no record",
+                String::from_utf8_lossy(key)
+            )
         })?;
         ensure!(
             value == payloads.value(index).as_slice(),
@@ -879,18 +943,28 @@ mod tests {
         assert_eq!(env.endpoint, "http://127.0.0.1:19001");
         assert_eq!(env.secret_access_key, "siltsilt");
         let flags = silt_options_for(&env, "t00abcd");
-        assert_eq!(flags[0], ("--object-store".to_string(), "s3://silt/t00abcd".to_string()));
+        assert_eq!(
+            flags[0],
+            (
+                "--object-store".to_string(),
+                "s3://silt/t00abcd".to_string()
+            )
+        );
     }
 
     #[test]
     fn segment_object_names_parse() {
         let object = StoredObject {
-            key: "topics/cat-AAAAAAAAAAAAAAAAAAAAAA/2/00000000000000000042-0c6f3c1e-8a5d-4e0f-9a57-5d7c0a1b2c3d.leader-epoch-checkpoint"
+            key: "topics/cat-AAAAAAAA-AAAAAAAAAA_AA/2/00000000000000000042-0c6f3c1e-8a5d-4e0f-9a57-5d7c0a1b2c3d.leader-epoch-checkpoint"
                 .to_string(),
             size: 12,
         };
         let parsed = SegmentObject::parse(&object).expect("parses");
-        assert_eq!((parsed.topic.as_str(), parsed.partition, parsed.base_offset), ("cat", 2, 42));
+        assert_eq!(
+            (parsed.topic.as_str(), parsed.partition, parsed.base_offset),
+            ("cat", 2, 42)
+        );
+        assert_eq!(parsed.topic_id, "AAAAAAAA-AAAAAAAAAA_AA");
         assert_eq!(parsed.extension, "leader-epoch-checkpoint");
         let bad = StoredObject {
             key: "topics/cat-AAAAAAAAAAAAAAAAAAAAAA/2/42.log".to_string(),
@@ -914,7 +988,10 @@ mod tests {
         };
         assert_eq!(payloads.value(7), payloads.value(7));
         assert_ne!(payloads.value(7), payloads.value(8));
-        assert_eq!(Payloads::index_of_key(Payloads::key(123).as_bytes()), Some(123));
+        assert_eq!(
+            Payloads::index_of_key(Payloads::key(123).as_bytes()),
+            Some(123)
+        );
         for index in 0..1000 {
             let len = payloads.value(index).len();
             assert!((100..=4000).contains(&len), "{len}");

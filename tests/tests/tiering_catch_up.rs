@@ -87,7 +87,7 @@ async fn tiering_catch_up_reads_every_record_from_offset_zero() -> Result<()> {
             ("acks", "all"),
             ("enable.idempotence", "true"),
             ("linger.ms", "20"),
-            ("batch.size", "1000000"),
+            ("batch.size", "524288"),
             ("compression.type", "none"),
             ("message.timeout.ms", "120000"),
         ],
@@ -95,7 +95,15 @@ async fn tiering_catch_up_reads_every_record_from_offset_zero() -> Result<()> {
     let started = Instant::now();
     let acked = tokio::time::timeout(
         scaled(Duration::from_secs(60), volume, 1),
-        produce_payloads(&producer, TOPIC, PARTITIONS, 0..count, payloads, |_| None, 4000),
+        produce_payloads(
+            &producer,
+            TOPIC,
+            PARTITIONS,
+            0..count,
+            payloads,
+            |_| None,
+            4000,
+        ),
     )
     .await
     .context("producing timed out")??;
@@ -133,7 +141,10 @@ async fn tiering_catch_up_reads_every_record_from_offset_zero() -> Result<()> {
         scaled(Duration::from_secs(120), volume, 4),
     )
     .await?;
-    eprintln!("upload backlog drained {:.1?} after producing", started.elapsed());
+    eprintln!(
+        "upload backlog drained {:.1?} after producing",
+        started.elapsed()
+    );
     let local_start = partition_metric(
         &scrape_metrics(&silt)?,
         "silt_partition_log_start_offset",
