@@ -402,25 +402,67 @@ impl ReplicaManager {
         records: Bytes,
         required_acks: i16,
     ) -> Result<AppendInfo, PartitionError> {
-        let hosted = self.require_leader(topic, partition)?;
-        let leader_epoch = hosted.leader_epoch();
-        let min_insync_check = required_acks == -1;
-        let isr_size = hosted.isr().len();
-        let info = with_log(&hosted, move |log| {
-            if min_insync_check && (isr_size as i64) < i64::from(log.config().min_insync_replicas) {
-                return Ok(Err(PartitionError::NotEnoughReplicas { isr: isr_size, min_isr: log.config().min_insync_replicas }));
+        let mut results = self.append_to_partitions(vec![(topic.to_string(), partition, records)], required_acks).await;
+        results.pop().unwrap_or_else(|| Err(PartitionError::StorageTask("append produced no result".to_string())))
+    }
+
+    /// Appends to several partitions (one Produce request) with one trip to the blocking
+    /// pool; results come back in input order, each as [`Self::append_records`] would
+    /// answer it.
+    pub async fn append_to_partitions(
+        &self,
+        appends: Vec<(String, i32, Bytes)>,
+        required_acks: i16,
+    ) -> Vec<Result<AppendInfo, PartitionError>> {
+        let mut results: Vec<Option<Result<AppendInfo, PartitionError>>> = Vec::with_capacity(appends.len());
+        let mut accepted: Vec<(usize, Arc<Partition>, Bytes)> = Vec::with_capacity(appends.len());
+        for (index, (topic, partition, records)) in appends.into_iter().enumerate() {
+            match self.require_leader(&topic, partition) {
+                Ok(hosted) => {
+                    accepted.push((index, hosted, records));
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(Err(error))),
             }
-            let appended = log.append_as_leader(&records, leader_epoch, now_ms())?;
-            Ok(Ok((appended, log.log_start_offset(), log.log_end_offset())))
+        }
+        let min_insync_check = required_acks == -1;
+        let appended = tokio::task::spawn_blocking(move || {
+            accepted
+                .into_iter()
+                .map(|(index, hosted, records)| {
+                    let outcome = append_locked(&hosted, &records, min_insync_check);
+                    (index, hosted, outcome)
+                })
+                .collect::<Vec<_>>()
         })
-        .await??;
-        let (appended, log_start_offset, log_end_offset) = info;
-        hosted.refresh_offsets(log_start_offset, log_end_offset);
-        metrics::counter!("silt_partition_appended_records_total", "topic" => topic.to_string()).increment(
-            u64::try_from(appended.records_count).unwrap_or(0),
-        );
-        self.data_appended.notify_waiters();
-        Ok(appended)
+        .await;
+        match appended {
+            Ok(outcomes) => {
+                let mut appended_records = 0u64;
+                for (index, hosted, outcome) in outcomes {
+                    let outcome = outcome.map(|(info, log_end_offset)| {
+                        if !info.duplicate {
+                            appended_records += u64::try_from(info.records_count).unwrap_or(0);
+                        }
+                        hosted.refresh_offsets(info.log_start_offset, log_end_offset);
+                        info
+                    });
+                    results[index] = Some(outcome);
+                }
+                metrics::counter!("silt_appended_records_total").increment(appended_records);
+                self.data_appended.notify_waiters();
+            }
+            Err(join_error) => {
+                let message = join_error.to_string();
+                for slot in results.iter_mut().filter(|slot| slot.is_none()) {
+                    *slot = Some(Err(PartitionError::StorageTask(message.clone())));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| Err(PartitionError::StorageTask("append produced no result".to_string()))))
+            .collect()
     }
 
     /// Reads committed batches for a consumer, starting at `fetch_offset`, at most
@@ -581,6 +623,21 @@ impl ReplicaManager {
             }
         }
     }
+}
+
+/// One leader append under the partition's log lock; call on the blocking pool only.
+/// Returns the append result and the log end offset after it.
+fn append_locked(hosted: &Partition, records: &[u8], min_insync_check: bool) -> Result<(AppendInfo, i64), PartitionError> {
+    let leader_epoch = hosted.leader_epoch();
+    let isr_size = hosted.isr().len();
+    let log = hosted.log();
+    let mut guard = log.lock();
+    let min_isr = guard.config().min_insync_replicas;
+    if min_insync_check && (isr_size as i64) < i64::from(min_isr) {
+        return Err(PartitionError::NotEnoughReplicas { isr: isr_size, min_isr });
+    }
+    let appended = guard.append_as_leader(records, leader_epoch, now_ms())?;
+    Ok((AppendInfo { log_start_offset: guard.log_start_offset(), ..appended }, guard.log_end_offset()))
 }
 
 /// `<topic>-<partition>` where partition is a non-negative integer.

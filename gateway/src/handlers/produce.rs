@@ -3,6 +3,8 @@
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use bytes::Bytes;
+
 use super::{error_code, str_bytes};
 use crate::context::BrokerContext;
 
@@ -10,39 +12,56 @@ use crate::context::BrokerContext;
 pub(super) async fn handle_produce(context: &BrokerContext, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
-    let mut responses = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
+    // Validate per partition, then append every valid partition in one storage trip.
+    let mut pending: Vec<(usize, usize, String, i32, Bytes)> = Vec::new();
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
+    for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let topic_name = topic.name.0.as_str().to_string();
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
-        for partition in topic.partition_data {
+        for (partition_slot, partition) in topic.partition_data.into_iter().enumerate() {
             let response = PartitionProduceResponse::default().with_index(partition.index).with_base_offset(-1).with_log_append_time_ms(-1);
-            let outcome = match partition.records {
-                _ if transactional => Err((error_code::INVALID_REQUEST, "transactional produce is not supported".to_string())),
-                _ if !(-1..=1).contains(&acks) => Err((error_code::INVALID_REQUEST, format!("acks must be -1, 0 or 1, got {acks}"))),
-                None => Err((error_code::CORRUPT_MESSAGE, "no records".to_string())),
-                Some(records) if records.is_empty() => Err((error_code::CORRUPT_MESSAGE, "no records".to_string())),
-                Some(records) => context
-                    .replica_manager
-                    .append_records(&topic_name, partition.index, records, acks)
-                    .await
-                    .map_err(|error| (error.kafka_error_code(), error.to_string())),
+            let refusal = match &partition.records {
+                _ if transactional => Some((error_code::INVALID_REQUEST, "transactional produce is not supported".to_string())),
+                _ if !(-1..=1).contains(&acks) => Some((error_code::INVALID_REQUEST, format!("acks must be -1, 0 or 1, got {acks}"))),
+                None => Some((error_code::CORRUPT_MESSAGE, "no records".to_string())),
+                Some(records) if records.is_empty() => Some((error_code::CORRUPT_MESSAGE, "no records".to_string())),
+                Some(_) => None,
             };
-            partition_responses.push(match outcome {
-                Ok(info) => {
-                    let response = response.with_base_offset(info.first_offset).with_log_append_time_ms(info.log_append_time_ms);
-                    if version >= 5 { response.with_log_start_offset(info.log_start_offset) } else { response }
+            match (refusal, partition.records) {
+                (None, Some(records)) => pending.push((topic_index, partition_slot, topic_name.clone(), partition.index, records)),
+                (refusal, _) => {
+                    let (code, message) = refusal.unwrap_or((error_code::CORRUPT_MESSAGE, "no records".to_string()));
+                    partition_responses.push(refused(response, code, message, version));
+                    continue;
                 }
-                Err((code, message)) => {
-                    tracing::debug!(topic = %topic_name, partition = partition.index, error_code = code, %message, "produce refused");
-                    let response = response.with_error_code(code);
-                    if version >= 8 { response.with_error_message(Some(str_bytes(message))) } else { response }
-                }
-            });
+            }
+            partition_responses.push(response);
         }
         responses.push(TopicProduceResponse::default().with_name(topic.name).with_partition_responses(partition_responses));
+    }
+    let appends = pending.iter().map(|(_, _, topic, partition, records)| (topic.clone(), *partition, records.clone())).collect();
+    let outcomes = context.replica_manager.append_to_partitions(appends, acks).await;
+    for ((topic_index, partition_slot, topic_name, partition_index, _), outcome) in pending.into_iter().zip(outcomes) {
+        let slot = &mut responses[topic_index].partition_responses[partition_slot];
+        let response = std::mem::take(slot);
+        *slot = match outcome {
+            Ok(info) => {
+                let response = response.with_base_offset(info.first_offset).with_log_append_time_ms(info.log_append_time_ms);
+                if version >= 5 { response.with_log_start_offset(info.log_start_offset) } else { response }
+            }
+            Err(error) => {
+                tracing::debug!(topic = %topic_name, partition = partition_index, %error, "produce refused");
+                refused(response, error.kafka_error_code(), error.to_string(), version)
+            }
+        };
     }
     if acks == 0 {
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+fn refused(response: PartitionProduceResponse, code: i16, message: String, version: i16) -> PartitionProduceResponse {
+    let response = response.with_error_code(code);
+    if version >= 8 { response.with_error_message(Some(str_bytes(message))) } else { response }
 }
