@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use rdkafka::Message;
@@ -355,6 +355,24 @@ impl TierStore {
         objects.retain(|object| !object.key.contains('#'));
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
+    }
+
+    /// Deletes every object under the store's prefix of an S3 store, so that runs
+    /// against a shared server do not pile up data; a local directory is left to
+    /// its temporary directory's owner. Returns how many objects were deleted.
+    pub async fn remove_all(&self) -> Result<usize> {
+        let TierStore::S3 { env, prefix } = self else {
+            return Ok(0);
+        };
+        let store = env.object_store()?;
+        let root = object_store::path::Path::from(prefix.as_str());
+        let locations = store.list(Some(&root)).map_ok(|meta| meta.location).boxed();
+        let deleted: Vec<object_store::path::Path> = store
+            .delete_stream(locations)
+            .try_collect()
+            .await
+            .with_context(|| format!("deleting everything under {}", self.describe()))?;
+        Ok(deleted.len())
     }
 
     /// The segment objects of `topic` (every `<topic>-<topicId>` folder), parsed.

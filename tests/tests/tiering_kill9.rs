@@ -217,5 +217,7 @@ async fn tiering_kill9_during_uploads_leaves_no_metadata_without_data() -> Resul
             expected[partition]
         );
     }
+    // Free the shared S3 server's disk (kept when the test fails, to look at).
+    let _deleted = store.remove_all().await?;
     Ok(())
 }

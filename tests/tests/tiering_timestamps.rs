@@ -238,5 +238,7 @@ async fn tiering_list_offsets_by_timestamp_lands_in_remote_segments() -> Result<
             );
         }
     }
+    // Free the shared S3 server's disk (kept when the test fails, to look at).
+    let _deleted = store.remove_all().await?;
     Ok(())
 }
