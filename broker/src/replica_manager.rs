@@ -493,6 +493,11 @@ impl ReplicaManager {
         {
             let remote_partition = Self::remote_partition(&hosted);
             let read = remote_log.read(&remote_partition, fetch_offset, max_bytes.max(1)).await?;
+            // The remote reader always returns its first batch; only the first partition
+            // of a response may exceed the byte budget (KIP-74).
+            if !min_one_batch && read.records.len() > max_bytes {
+                return Ok(PartitionRead { records: Bytes::new(), high_watermark, log_start_offset });
+            }
             metrics::counter!("silt_remote_fetched_bytes_total").increment(read.records.len() as u64);
             return Ok(PartitionRead { records: read.records, high_watermark, log_start_offset });
         }
