@@ -232,6 +232,7 @@ impl RemoteLogManager {
             let retry = self.retries.lock().get(&key).copied();
             if retry.is_some_and(|retry| Instant::now() < retry.retry_at) {
                 summary.partitions_backing_off += 1;
+                self.refresh_backlog(&partition).await;
                 continue;
             }
             match self.tier_partition(&partition, &mut summary).await {
@@ -274,6 +275,18 @@ impl RemoteLogManager {
             debug!(?summary, "tiering round done");
         }
         summary
+    }
+
+    /// Keeps the backlog gauge of a partition that is backing off current: sealed
+    /// segments keep piling up while the object store is unreachable.
+    async fn refresh_backlog(&self, partition: &Arc<Partition>) {
+        let copy_from = self.controller.metadata().remote_log_end_offset(partition.topic_id, partition.partition);
+        if let Ok(view) = read_log_view(partition, copy_from, partition.high_watermark()).await
+            && view.config.remote_storage_enable
+        {
+            metrics::gauge!(METRIC_UPLOAD_BACKLOG_SEGMENTS, "topic" => partition.topic.to_string(), "partition" => partition.partition.to_string())
+                .set(view.candidates.len() as f64);
+        }
     }
 
     /// Cleanup, copy, local retention and remote retention of one led partition.
