@@ -31,6 +31,8 @@ pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 /// `remote.storage.enable`
 pub const REMOTE_STORAGE_ENABLE: &str = "remote.storage.enable";
+/// `unclean.leader.election.enable`
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 /// `local.retention.ms`
 pub const LOCAL_RETENTION_MS: &str = "local.retention.ms";
 /// `local.retention.bytes`
@@ -68,6 +70,9 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// `remote.storage.enable`: whether sealed segments are tiered.
     pub remote_storage_enable: bool,
+    /// `unclean.leader.election.enable`: whether the controller may elect a replica outside
+    /// the ISR when no ISR member is alive (risking acknowledged records). Default false.
+    pub unclean_leader_election_enable: bool,
     /// `local.retention.ms`: local-tier retention (ms); -2 = use `retention.ms`.
     pub local_retention_ms: i64,
     /// `local.retention.bytes`: local-tier retention (bytes); -2 = use `retention.bytes`.
@@ -90,6 +95,7 @@ impl Default for LogConfig {
             min_insync_replicas: 1,
             delete_retention_ms: DAY_MS,
             remote_storage_enable: false,
+            unclean_leader_election_enable: false,
             local_retention_ms: -2,
             local_retention_bytes: -2,
         }
@@ -199,6 +205,9 @@ impl LogConfig {
             }
             DELETE_RETENTION_MS => self.delete_retention_ms = parse_int(key, value, 0, i64::MAX)?,
             REMOTE_STORAGE_ENABLE => self.remote_storage_enable = parse_bool(key, value)?,
+            UNCLEAN_LEADER_ELECTION_ENABLE => {
+                self.unclean_leader_election_enable = parse_bool(key, value)?;
+            }
             LOCAL_RETENTION_MS => self.local_retention_ms = parse_int(key, value, -2, i64::MAX)?,
             LOCAL_RETENTION_BYTES => {
                 self.local_retention_bytes = parse_int(key, value, -2, i64::MAX)?;
@@ -241,6 +250,10 @@ impl LogConfig {
             (
                 REMOTE_STORAGE_ENABLE,
                 self.remote_storage_enable.to_string(),
+            ),
+            (
+                UNCLEAN_LEADER_ELECTION_ENABLE,
+                self.unclean_leader_election_enable.to_string(),
             ),
             (LOCAL_RETENTION_MS, self.local_retention_ms.to_string()),
             (

@@ -32,7 +32,16 @@ const fn def(name: &'static str, default: Option<&'static str>, doc: &'static st
 pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("node.id", Some("1"), "this node's id, unique in the cluster"),
     def("process.roles", Some("broker,controller"), "roles of this process: broker, controller or both"),
-    def("listeners", Some("PLAINTEXT://127.0.0.1:9092"), "listeners as NAME://HOST:PORT, comma separated"),
+    def("listeners", Some("PLAINTEXT://127.0.0.1:9092"), "listeners as NAME://HOST:PORT, comma separated; a controller also needs CONTROLLER://HOST:PORT"),
+    def("controller.quorum.voters", None, "controller voters as ID@HOST:PORT, comma separated; unset = this node alone"),
+    def("controller.listener.names", Some("CONTROLLER"), "name of the listener that serves the controller quorum"),
+    def("broker.rack", None, "rack of this broker, for rack-aware replica placement"),
+    def("broker.session.timeout.ms", Some("9000"), "a broker without a heartbeat for this long is fenced"),
+    def("broker.heartbeat.interval.ms", Some("2000"), "how often a broker heartbeats to the active controller"),
+    def("replica.lag.time.max.ms", Some("30000"), "a follower not caught up for this long leaves the ISR"),
+    def("unclean.leader.election.enable", Some("false"), "elect an out-of-sync replica when no ISR member is alive (topic config unclean.leader.election.enable)"),
+    def("auto.leader.rebalance.enable", Some("true"), "move leadership back to preferred replicas"),
+    def("leader.imbalance.check.interval.seconds", Some("300"), "how often preferred leaders are restored"),
     def("advertised.listeners", None, "listeners given to clients in Metadata; defaults to listeners"),
     def("log.dirs", Some("./silt-data"), "directories holding partition logs and controller state, comma separated"),
     def("admin.listener", Some("127.0.0.1:9644"), "HOST:PORT of the admin HTTP server (/healthz, /metrics)"),
@@ -89,6 +98,7 @@ pub const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
     ("log.cleanup.policy", "cleanup.policy"),
     ("message.max.bytes", "max.message.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
+    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
     ("log.remote.storage.enable", "remote.storage.enable"),
     ("log.local.retention.ms", "local.retention.ms"),
     ("log.local.retention.bytes", "local.retention.bytes"),
@@ -222,10 +232,28 @@ pub struct BrokerConfig {
     pub raw: BTreeMap<String, String>,
     /// `node.id`.
     pub node_id: i32,
-    /// `process.roles`.
+    /// `process.roles`: `broker`, `controller` or both.
     pub process_roles: Vec<String>,
     /// Address of the PLAINTEXT listener.
     pub listener: SocketAddr,
+    /// Address of the controller listener (the one named by `controller.listener.names`),
+    /// present when this node is a voter of a multi-voter quorum.
+    pub controller_listener: Option<SocketAddr>,
+    /// `controller.quorum.voters`: voter node id -> `host:port` of its controller listener;
+    /// empty when this node is a quorum of one.
+    pub quorum_voters: BTreeMap<i32, String>,
+    /// `broker.rack`.
+    pub broker_rack: Option<String>,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: u64,
     /// Host and port given to clients; port 0 means "the bound port".
     pub advertised_host: String,
     /// Advertised port, 0 = the listener's bound port.
@@ -384,13 +412,51 @@ impl BrokerConfig {
         if remote_cache.chunk_bytes == 0 || remote_cache.memory_bytes == 0 {
             return Err(invalid("remote.log.cache.memory.bytes", get("remote.log.cache.memory.bytes"), "positive sizes for the remote cache"));
         }
+        let process_roles: Vec<String> =
+            get("process.roles").split(',').map(|role| role.trim().to_ascii_lowercase()).filter(|r| !r.is_empty()).collect();
+        if process_roles.is_empty() || process_roles.iter().any(|role| role != "broker" && role != "controller") {
+            return Err(invalid("process.roles", get("process.roles"), "broker, controller or broker,controller"));
+        }
+        let node_id: i32 = parse_number(&raw, "node.id")?;
+        if node_id < 0 {
+            return Err(invalid("node.id", get("node.id"), "a non-negative integer"));
+        }
+        let quorum_voters = parse_quorum_voters(get("controller.quorum.voters"))?;
+        let is_controller = process_roles.iter().any(|role| role == "controller");
+        let controller_listener = match quorum_voters.is_empty() {
+            true => None,
+            false => parse_named_listener(&listener_text, get("controller.listener.names").trim())?,
+        };
+        if !is_controller && quorum_voters.is_empty() {
+            return Err(invalid("controller.quorum.voters", "", "the controller voters (ID@HOST:PORT,...) when process.roles has no controller"));
+        }
+        if !process_roles.iter().any(|role| role == "broker") {
+            return Err(invalid("process.roles", get("process.roles"), "a role list that includes broker (controller-only nodes are not supported yet)"));
+        }
+        if is_controller && !quorum_voters.is_empty() {
+            if !quorum_voters.contains_key(&node_id) {
+                return Err(invalid("controller.quorum.voters", get("controller.quorum.voters"), "a voter list that includes this node.id when process.roles has controller"));
+            }
+            if controller_listener.is_none() {
+                return Err(invalid("listeners", &listener_text, "a CONTROLLER://HOST:PORT listener when this node is a controller voter"));
+            }
+        }
+        let leader_imbalance_check_interval_s: u64 = parse_number(&raw, "leader.imbalance.check.interval.seconds")?;
         Ok(BrokerConfig {
+            controller_listener: if is_controller { controller_listener } else { None },
+            quorum_voters,
+            broker_rack: raw.get("broker.rack").map(|rack| rack.trim().to_string()).filter(|rack| !rack.is_empty()),
+            broker_session_timeout_ms: parse_number(&raw, "broker.session.timeout.ms")?,
+            broker_heartbeat_interval_ms: parse_number(&raw, "broker.heartbeat.interval.ms")?,
+            replica_lag_time_max_ms: parse_number(&raw, "replica.lag.time.max.ms")?,
+            auto_leader_rebalance_enable: parse_bool(&raw, "auto.leader.rebalance.enable")?,
+            leader_imbalance_check_interval_ms: leader_imbalance_check_interval_s.saturating_mul(1000),
             remote_storage_system_enable: parse_bool(&raw, "remote.log.storage.system.enable")?,
             object_store,
             tiering,
             remote_cache,
-            node_id: parse_number(&raw, "node.id")?,
-            process_roles: get("process.roles").split(',').map(|role| role.trim().to_string()).filter(|r| !r.is_empty()).collect(),
+            node_id,
+            process_roles,
             listener,
             advertised_host: advertised.0,
             advertised_port: advertised.1,
@@ -457,6 +523,40 @@ fn parse_plaintext_host_port(name: &str, text: &str) -> Result<(String, u16), Co
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     Ok((host.to_string(), port))
+}
+
+/// `controller.quorum.voters`: `ID@HOST:PORT[,ID@HOST:PORT]` (KIP-595) as id -> `host:port`.
+fn parse_quorum_voters(text: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
+    let expected = "ID@HOST:PORT[,ID@HOST:PORT], e.g. 1@127.0.0.1:19093,2@127.0.0.1:19193";
+    let mut voters = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let (id, address) = entry.split_once('@').ok_or_else(|| invalid("controller.quorum.voters", text, expected))?;
+        let id: i32 = id.trim().parse().map_err(|_| invalid("controller.quorum.voters", text, expected))?;
+        let (host, port) = address.trim().rsplit_once(':').ok_or_else(|| invalid("controller.quorum.voters", text, expected))?;
+        if id < 0 || host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(invalid("controller.quorum.voters", text, expected));
+        }
+        if voters.insert(id, address.trim().to_string()).is_some() {
+            return Err(invalid("controller.quorum.voters", text, "each voter id once"));
+        }
+    }
+    Ok(voters)
+}
+
+/// The socket address of the listener called `name` (e.g. `CONTROLLER`) in a listener
+/// list, if the list has one.
+fn parse_named_listener(text: &str, name: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let expected = "NAME://HOST:PORT[,NAME://HOST:PORT], e.g. CONTROLLER://127.0.0.1:9093";
+    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let (listener_name, address) = entry.split_once("://").ok_or_else(|| invalid("listeners", text, expected))?;
+        if !listener_name.eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let address = address.replace("localhost", "127.0.0.1");
+        let parsed = address.parse::<SocketAddr>().map_err(|_| invalid("listeners", text, "an IP address and port, e.g. CONTROLLER://127.0.0.1:9093"))?;
+        return Ok(Some(parsed));
+    }
+    Ok(None)
 }
 
 fn parse_plaintext_listener(name: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -548,6 +648,37 @@ mod tests {
         assert!(error.to_string().contains("num.partitions"), "{error}");
         let unknown = ServeArgs { overrides: vec!["no.such.thing=1".to_string()], ..ServeArgs::default() };
         assert!(matches!(BrokerConfig::load(&unknown), Err(ConfigError::UnknownSetting(_))));
+    }
+
+    #[test]
+    fn cluster_settings_parse_and_are_checked() {
+        let voters = "1@127.0.0.1:19093,2@127.0.0.1:19193,3@127.0.0.1:19293";
+        let args = ServeArgs {
+            settings: BTreeMap::from([
+                ("node.id".to_string(), "2".to_string()),
+                ("listeners".to_string(), "PLAINTEXT://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193".to_string()),
+                ("controller.quorum.voters".to_string(), voters.to_string()),
+            ]),
+            ..ServeArgs::default()
+        };
+        let config = BrokerConfig::load(&args).expect("valid");
+        assert_eq!(config.quorum_voters.len(), 3);
+        assert_eq!(config.quorum_voters.get(&3).map(String::as_str), Some("127.0.0.1:19293"));
+        assert_eq!(config.controller_listener, Some("127.0.0.1:19193".parse().expect("addr")));
+        assert_eq!(config.listener, "127.0.0.1:19192".parse().expect("addr"));
+
+        let mut missing_listener = args.clone();
+        let _ = missing_listener.settings.insert("listeners".to_string(), "PLAINTEXT://127.0.0.1:19192".to_string());
+        assert!(BrokerConfig::load(&missing_listener).expect_err("no controller listener").to_string().contains("CONTROLLER"));
+        let mut not_a_voter = args.clone();
+        let _ = not_a_voter.settings.insert("node.id".to_string(), "4".to_string());
+        assert!(BrokerConfig::load(&not_a_voter).is_err());
+        let mut broker_only = not_a_voter.clone();
+        let _ = broker_only.settings.insert("process.roles".to_string(), "broker".to_string());
+        assert_eq!(BrokerConfig::load(&broker_only).expect("broker-only node").controller_listener, None);
+        let mut bad_voters = args;
+        let _ = bad_voters.settings.insert("controller.quorum.voters".to_string(), "1@nowhere".to_string());
+        assert!(BrokerConfig::load(&bad_voters).expect_err("bad voters").to_string().contains("controller.quorum.voters"));
     }
 
     #[test]
