@@ -6,6 +6,8 @@
 //! Kafka client helpers ([`kafka`]), a raw wire-protocol client for sending
 //! hand-made requests ([`wire`]) and a fault-injecting TCP proxy ([`proxy`]).
 
+pub mod checker;
+pub mod cluster;
 pub mod kafka;
 pub mod proxy;
 pub mod s3;
@@ -117,6 +119,27 @@ pub struct SiltOptions {
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
     advertised_port: Option<u16>,
+    node: Option<NodeIdentity>,
+}
+
+/// Where one member of a multi-node cluster listens and which quorum it joins.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    /// `node.id`.
+    pub node_id: i32,
+    /// IP the node's listeners bind to and advertise (127.0.0.x, or an address inside a
+    /// network namespace).
+    pub host: String,
+    /// Kafka listener port.
+    pub kafka_port: u16,
+    /// Controller listener port (`CONTROLLER://host:port`).
+    pub controller_port: u16,
+    /// Admin HTTP port.
+    pub admin_port: u16,
+    /// `controller.quorum.voters` of the cluster.
+    pub quorum_voters: String,
+    /// Network namespace to run the process in (`ip netns exec`), if any.
+    pub netns: Option<String>,
 }
 
 impl SiltOptions {
@@ -148,6 +171,12 @@ impl SiltOptions {
     /// Sets an environment variable for the broker process.
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Makes the broker one node of a multi-node cluster.
+    pub fn node(mut self, identity: NodeIdentity) -> Self {
+        self.node = Some(identity);
         self
     }
 
@@ -197,6 +226,14 @@ impl SiltProcess {
 
     /// Starts a single-node broker with the given options.
     pub fn start_with(options: SiltOptions) -> Result<Self> {
+        let mut process = Self::launch(options)?;
+        process.wait_healthy()?;
+        Ok(process)
+    }
+
+    /// Spawns a broker without waiting for it to become healthy (members of a cluster
+    /// wait for each other's quorum); call [`SiltProcess::wait_healthy`] afterwards.
+    pub fn launch(options: SiltOptions) -> Result<Self> {
         let options = with_test_object_store(options);
         let tempdir = tempfile::Builder::new()
             .prefix("silt-test-")
@@ -204,33 +241,47 @@ impl SiltProcess {
             .context("creating tempdir")?;
         let data_dir = tempdir.path().join("data");
         std::fs::create_dir_all(&data_dir)?;
+        let (kafka_port, admin_port) = match &options.node {
+            Some(identity) => (identity.kafka_port, identity.admin_port),
+            None => (free_port()?, free_port()?),
+        };
         let mut process = SiltProcess {
             child: None,
             options,
-            kafka_port: free_port()?,
-            admin_port: free_port()?,
+            kafka_port,
+            admin_port,
             stderr_path: tempdir.path().join("silt.stderr.log"),
             data_dir,
             starts: 0,
             tempdir,
         };
-        process.spawn_and_wait_healthy()?;
+        process.spawn()?;
         Ok(process)
     }
 
-    /// `127.0.0.1:<port>` of the Kafka listener.
+    /// The IP the broker listens on (127.0.0.1 unless it is a cluster node with its own).
+    pub fn host(&self) -> &str {
+        self.options.node.as_ref().map_or("127.0.0.1", |identity| identity.host.as_str())
+    }
+
+    /// The broker's `node.id`.
+    pub fn node_id(&self) -> i32 {
+        self.options.node.as_ref().map_or(1, |identity| identity.node_id)
+    }
+
+    /// `host:port` of the Kafka listener.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        format!("{}:{}", self.host(), self.kafka_port)
     }
 
     /// Socket address of the Kafka listener.
     pub fn kafka_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.kafka_port))
+        SocketAddr::new(self.host().parse().unwrap_or([127, 0, 0, 1].into()), self.kafka_port)
     }
 
     /// Socket address of the admin HTTP listener.
     pub fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+        SocketAddr::new(self.host().parse().unwrap_or([127, 0, 0, 1].into()), self.admin_port)
     }
 
     /// The broker's `--log-dirs` directory.
@@ -314,6 +365,20 @@ impl SiltProcess {
         self.spawn_and_wait_healthy()
     }
 
+    /// Starts a stopped broker again without waiting until it is healthy.
+    pub fn launch_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("silt is already running");
+        }
+        self.spawn()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the running broker.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().context("silt is not running")?;
+        send_signal(pid, signal)
+    }
+
     /// `GET path` on the admin listener; returns (status code, body).
     pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
         http_get(self.admin_addr(), path)
@@ -347,31 +412,46 @@ impl SiltProcess {
     }
 
     fn serve_args(&self) -> Vec<String> {
-        let listener = format!("PLAINTEXT://127.0.0.1:{}", self.kafka_port);
+        let host = self.host().to_string();
+        let mut listener = format!("PLAINTEXT://{host}:{}", self.kafka_port);
         let advertised_port = self.options.advertised_port.unwrap_or(self.kafka_port);
-        let advertised = format!("PLAINTEXT://127.0.0.1:{advertised_port}");
+        let advertised = format!("PLAINTEXT://{host}:{advertised_port}");
+        let mut cluster_args: Vec<String> = Vec::new();
+        if let Some(identity) = &self.options.node {
+            listener.push_str(&format!(",CONTROLLER://{host}:{}", identity.controller_port));
+            cluster_args.extend([
+                "--controller-quorum-voters".to_string(),
+                identity.quorum_voters.clone(),
+            ]);
+        }
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--node-id".into(),
-            "1".into(),
+            self.node_id().to_string(),
             "--listeners".into(),
-            listener.clone(),
+            listener,
             "--advertised-listeners".into(),
             advertised,
             "--log-dirs".into(),
             self.data_dir.display().to_string(),
             "--admin-listener".into(),
-            format!("127.0.0.1:{}", self.admin_port),
+            format!("{host}:{}", self.admin_port),
             "--group-initial-rebalance-delay-ms".into(),
             "0".into(),
             "--offsets-topic-num-partitions".into(),
             "4".into(),
         ];
+        args.extend(cluster_args);
         args.extend(self.options.extra_args.iter().cloned());
         args
     }
 
     fn spawn_and_wait_healthy(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_healthy()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         self.starts += 1;
         let mut log = OpenOptions::new()
             .create(true)
@@ -380,7 +460,14 @@ impl SiltProcess {
             .context("opening broker log")?;
         writeln!(log, "===== silt start #{} =====", self.starts)?;
         let stdout_log = log.try_clone()?;
-        let mut command = Command::new(silt_bin()?);
+        let mut command = match self.options.node.as_ref().and_then(|identity| identity.netns.as_ref()) {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                let _ = command.args(["netns", "exec", netns.as_str()]).arg(silt_bin()?);
+                command
+            }
+            None => Command::new(silt_bin()?),
+        };
         let _ = command
             .args(self.serve_args())
             .stdin(Stdio::null())
@@ -395,10 +482,12 @@ impl SiltProcess {
         }
         let child = command.spawn().context("spawning silt")?;
         self.child = Some(child);
-        self.wait_healthy()
+        Ok(())
     }
 
-    fn wait_healthy(&mut self) -> Result<()> {
+    /// Waits until the broker's `/healthz` answers 200 and its Kafka listener accepts
+    /// connections; fails if it exits or takes longer than a minute.
+    pub fn wait_healthy(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut()

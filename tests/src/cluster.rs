@@ -1,0 +1,322 @@
+//! Multi-node clusters of real `silt` processes: every node is a broker and a controller
+//! voter (KRaft combined mode), on its own ports, optionally inside its own network
+//! namespace so a test can cut it off from the others.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::consumer::Consumer;
+
+use crate::{NodeIdentity, SiltOptions, SiltProcess, free_port, kafka, wait_until};
+
+/// How to start a [`SiltCluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    nodes: usize,
+    base: SiltOptions,
+    netns: bool,
+}
+
+impl ClusterOptions {
+    /// `nodes` combined broker+controller nodes with ids `1..=nodes` and test-friendly
+    /// timeouts (session timeout 3 s, heartbeats every 500 ms, ISR lag 3 s).
+    pub fn new(nodes: usize) -> Self {
+        let base = SiltOptions::new()
+            .flag("--broker-session-timeout-ms", 3000)
+            .flag("--broker-heartbeat-interval-ms", 500)
+            .flag("--replica-lag-time-max-ms", 3000)
+            .flag("--leader-imbalance-check-interval-seconds", 5)
+            .flag("--default-replication-factor", nodes.min(3))
+            .flag("--offsets-topic-replication-factor", nodes.min(3));
+        ClusterOptions { nodes, base, netns: false }
+    }
+
+    /// Adds a `silt serve` flag for every node.
+    pub fn flag(mut self, name: &str, value: impl ToString) -> Self {
+        self.base = self.base.flag(name, value);
+        self
+    }
+
+    /// Runs each node in a network namespace of its own, joined by a bridge, so
+    /// [`SiltCluster::isolate`] can cut one off. Needs root (CAP_NET_ADMIN).
+    pub fn in_network_namespaces(mut self) -> Self {
+        self.netns = true;
+        self
+    }
+
+    /// Starts the cluster and waits until every node is healthy.
+    pub fn start(self) -> Result<SiltCluster> {
+        SiltCluster::start(self)
+    }
+}
+
+/// A running cluster; nodes are SIGKILLed and their directories removed on drop.
+#[derive(Debug)]
+pub struct SiltCluster {
+    nodes: BTreeMap<i32, SiltProcess>,
+    network: Option<NetworkNamespaces>,
+}
+
+impl SiltCluster {
+    fn start(options: ClusterOptions) -> Result<SiltCluster> {
+        let network = match options.netns {
+            true => Some(NetworkNamespaces::create(options.nodes)?),
+            false => None,
+        };
+        let mut identities = Vec::new();
+        for index in 0..options.nodes {
+            let node_id = i32::try_from(index + 1)?;
+            let (host, netns, ports) = match &network {
+                // Each namespace has its own port space.
+                Some(network) => (network.address(index), Some(network.namespace(index)), (9092, 9093, 9644)),
+                None => ("127.0.0.1".to_string(), None, (free_port()?, free_port()?, free_port()?)),
+            };
+            identities.push(NodeIdentity {
+                node_id,
+                host,
+                kafka_port: ports.0,
+                controller_port: ports.1,
+                admin_port: ports.2,
+                quorum_voters: String::new(),
+                netns,
+            });
+        }
+        let voters = identities
+            .iter()
+            .map(|identity| format!("{}@{}:{}", identity.node_id, identity.host, identity.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let shared_objects = tempfile::Builder::new().prefix("silt-cluster-objects-").tempdir()?;
+        let mut nodes = BTreeMap::new();
+        for mut identity in identities {
+            identity.quorum_voters = voters.clone();
+            let mut node_options = options.base.clone().node(identity.clone());
+            if network.is_some() {
+                // The test's S3 server listens on the host's loopback, which a namespace
+                // cannot reach; the nodes share a directory store instead.
+                node_options = node_options.flag("--object-store", shared_objects.path().display());
+            }
+            let process = SiltProcess::launch(node_options)?;
+            let _ = nodes.insert(identity.node_id, process);
+        }
+        // The directory store must outlive the nodes; it is small and under the temp dir.
+        let _kept = shared_objects.keep();
+        let mut cluster = SiltCluster { nodes, network };
+        for process in cluster.nodes.values_mut() {
+            process.wait_healthy()?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every node's Kafka listener, comma separated, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes.values().map(SiltProcess::bootstrap).collect::<Vec<_>>().join(",")
+    }
+
+    /// Node ids in order.
+    pub fn node_ids(&self) -> Vec<i32> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The node with `node_id`.
+    pub fn node(&self, node_id: i32) -> Result<&SiltProcess> {
+        self.nodes.get(&node_id).with_context(|| format!("no node {node_id}"))
+    }
+
+    /// The node with `node_id`, mutably (to kill or restart it).
+    pub fn node_mut(&mut self, node_id: i32) -> Result<&mut SiltProcess> {
+        self.nodes.get_mut(&node_id).with_context(|| format!("no node {node_id}"))
+    }
+
+    /// Bootstrap list of the nodes that are running.
+    pub fn running_bootstrap(&mut self) -> String {
+        self.nodes.values_mut().filter_map(|node| node.is_running().then(|| node.bootstrap())).collect::<Vec<_>>().join(",")
+    }
+
+    /// Leader, replicas and ISR of every partition of `topic` as the Metadata API reports
+    /// them (asked of any running node).
+    pub fn partition_states(&mut self, topic: &str) -> Result<Vec<PartitionState>> {
+        let consumer = kafka::base_consumer(&self.running_bootstrap())?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).context("metadata")?;
+        let topic_metadata = metadata.topics().iter().find(|t| t.name() == topic).context("topic missing from metadata")?;
+        if let Some(error) = topic_metadata.error() {
+            bail!("metadata of {topic}: {error:?}");
+        }
+        Ok(topic_metadata
+            .partitions()
+            .iter()
+            .map(|partition| PartitionState {
+                partition: partition.id(),
+                leader: partition.leader(),
+                replicas: partition.replicas().to_vec(),
+                isr: partition.isr().to_vec(),
+            })
+            .collect())
+    }
+
+    /// Waits until every partition of `topic` has a leader and an ISR of `isr_size`.
+    pub fn wait_for_isr(&mut self, topic: &str, isr_size: usize, timeout: Duration) -> Result<Vec<PartitionState>> {
+        wait_until(&format!("every partition of {topic} with ISR size {isr_size}"), timeout, || {
+            let states = match self.partition_states(topic) {
+                Ok(states) => states,
+                Err(_) => return Ok(None),
+            };
+            let ready = !states.is_empty() && states.iter().all(|state| state.leader >= 0 && state.isr.len() == isr_size);
+            Ok(ready.then_some(states))
+        })
+    }
+
+    /// The leader of `topic`-`partition` by Metadata, waiting until it has one that is not
+    /// `excluded`.
+    pub fn wait_for_leader(&mut self, topic: &str, partition: i32, excluded: Option<i32>, timeout: Duration) -> Result<i32> {
+        wait_until(&format!("a leader of {topic}-{partition}"), timeout, || {
+            let Ok(states) = self.partition_states(topic) else { return Ok(None) };
+            let leader = states.iter().find(|state| state.partition == partition).map(|state| state.leader);
+            Ok(leader.filter(|leader| *leader >= 0 && Some(*leader) != excluded))
+        })
+    }
+
+    /// The node that is the active controller, by each running node's
+    /// `silt_controller_active` gauge.
+    pub fn active_controller(&mut self) -> Result<i32> {
+        wait_until("an active controller", Duration::from_secs(30), || {
+            for (node_id, node) in &mut self.nodes {
+                if !node.is_running() {
+                    continue;
+                }
+                if let Ok((200, body)) = node.admin_get("/metrics")
+                    && body.lines().any(|line| line.starts_with("silt_controller_active") && line.trim_end().ends_with(" 1"))
+                {
+                    return Ok(Some(*node_id));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Cuts `node_id` off from every other node and from the test (its link goes down).
+    pub fn isolate(&self, node_id: i32) -> Result<()> {
+        let network = self.network.as_ref().context("the cluster was not started in network namespaces")?;
+        network.set_link(usize::try_from(node_id - 1)?, false)
+    }
+
+    /// Reconnects a node cut off by [`SiltCluster::isolate`].
+    pub fn reconnect(&self, node_id: i32) -> Result<()> {
+        let network = self.network.as_ref().context("the cluster was not started in network namespaces")?;
+        network.set_link(usize::try_from(node_id - 1)?, true)
+    }
+}
+
+impl Drop for SiltCluster {
+    fn drop(&mut self) {
+        // Processes go first: a namespace cannot be deleted while they run in it.
+        self.nodes.clear();
+        self.network.take();
+    }
+}
+
+/// Leader, replicas and ISR of one partition, as Metadata reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Partition id.
+    pub partition: i32,
+    /// Leader node id, -1 if none.
+    pub leader: i32,
+    /// Replica node ids, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replica node ids.
+    pub isr: Vec<i32>,
+}
+
+/// One network namespace per node, each with a veth pair into a bridge in the host
+/// namespace that also carries an address, so the test reaches every node.
+#[derive(Debug)]
+struct NetworkNamespaces {
+    tag: String,
+    subnet: (u8, u8),
+    count: usize,
+}
+
+impl NetworkNamespaces {
+    fn create(count: usize) -> Result<NetworkNamespaces> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{}{}", pid % 100_000, sequence);
+        // 10.(100..200).(0..250).0/24: distinct per test process and per cluster.
+        let subnet = (100 + (pid % 100) as u8, ((pid / 100 + sequence) % 250) as u8);
+        let network = NetworkNamespaces { tag, subnet, count };
+        network.setup().with_context(|| {
+            "creating network namespaces for a network partition test needs root (CAP_NET_ADMIN) and the `ip` tool"
+        })?;
+        Ok(network)
+    }
+
+    fn bridge(&self) -> String {
+        format!("sb{}", self.tag)
+    }
+
+    fn namespace(&self, index: usize) -> String {
+        format!("silt-{}-{}", self.tag, index + 1)
+    }
+
+    fn host_link(&self, index: usize) -> String {
+        format!("sh{}x{}", self.tag, index + 1)
+    }
+
+    fn address(&self, index: usize) -> String {
+        format!("10.{}.{}.{}", self.subnet.0, self.subnet.1, index + 1)
+    }
+
+    fn setup(&self) -> Result<()> {
+        let bridge = self.bridge();
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("10.{}.{}.254/24", self.subnet.0, self.subnet.1), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for index in 0..self.count {
+            let namespace = self.namespace(index);
+            let host_link = self.host_link(index);
+            let node_link = format!("sn{}x{}", self.tag, index + 1);
+            ip(&["netns", "add", &namespace])?;
+            ip(&["link", "add", &host_link, "type", "veth", "peer", "name", &node_link])?;
+            ip(&["link", "set", &node_link, "netns", &namespace])?;
+            ip(&["link", "set", &host_link, "master", &bridge])?;
+            ip(&["link", "set", &host_link, "up"])?;
+            ip(&["netns", "exec", &namespace, "ip", "addr", "add", &format!("{}/24", self.address(index)), "dev", &node_link])?;
+            ip(&["netns", "exec", &namespace, "ip", "link", "set", &node_link, "up"])?;
+            ip(&["netns", "exec", &namespace, "ip", "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    fn set_link(&self, index: usize, up: bool) -> Result<()> {
+        ip(&["link", "set", &self.host_link(index), if up { "up" } else { "down" }])
+    }
+}
+
+impl Drop for NetworkNamespaces {
+    fn drop(&mut self) {
+        for index in 0..self.count {
+            let _ = ip(&["link", "del", &self.host_link(index)]);
+            let _ = ip(&["netns", "del", &self.namespace(index)]);
+        }
+        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let started = Instant::now();
+    let output = Command::new("ip").args(args).output().context("running ip")?;
+    if !output.status.success() {
+        bail!(
+            "ip {} failed after {:?}: {}",
+            args.join(" "),
+            started.elapsed(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
