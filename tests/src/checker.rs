@@ -131,6 +131,25 @@ impl Checker {
         Ok(())
     }
 
+    /// Sends one numbered record to `partition` and waits for its acknowledgment (kept
+    /// like every other); for probes such as "first write after a failover".
+    pub async fn send_one(&self, producer: &FutureProducer, partition: i32) -> Result<Ack> {
+        let number = self.next_number.fetch_add(1, Ordering::AcqRel);
+        let value = self.value_of(number);
+        let record = FutureRecord::<(), String>::to(&self.topic).partition(partition).payload(&value);
+        match producer.send(record, Duration::from_secs(0)).await {
+            Ok(delivery) => {
+                let ack = Ack { number, partition, offset: delivery.offset, at: self.started.elapsed() };
+                self.acks.lock().push(ack);
+                Ok(ack)
+            }
+            Err((error, _)) => {
+                self.failed_sends.fetch_add(1, Ordering::AcqRel);
+                Err(anyhow::anyhow!("record {number} to partition {partition} failed: {error}"))
+            }
+        }
+    }
+
     /// Asks [`Checker::produce_until_stopped`] to finish its outstanding records and return.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);

@@ -75,15 +75,28 @@ pub fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
         .context("creating admin client")
 }
 
-/// Creates a topic and waits until its metadata shows every partition with a leader.
+/// Creates a topic with one replica per partition and waits until its metadata shows
+/// every partition with a leader.
 pub async fn create_topic(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> Result<()> {
+    create_replicated_topic(bootstrap, topic, partitions, 1, configs).await
+}
+
+/// Creates a topic with `replication_factor` replicas per partition and waits until its
+/// metadata shows every partition with a leader.
+pub async fn create_replicated_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
     let admin = admin(bootstrap)?;
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication_factor));
     for (key, value) in configs {
         new_topic = new_topic.set(key, value);
     }
