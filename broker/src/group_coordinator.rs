@@ -19,7 +19,7 @@ mod offsets;
 mod records;
 mod timers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -106,6 +106,13 @@ pub enum GroupError {
 
 type GroupHandle = Arc<Mutex<Group>>;
 
+/// Load state of a `__consumer_offsets` partition this broker leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartitionLoad {
+    Loading,
+    Loaded,
+}
+
 /// The consumer-group coordinator of this broker. Create it with [`GroupCoordinator::new`],
 /// call [`GroupCoordinator::load`] once at startup, then serve requests concurrently.
 pub struct GroupCoordinator {
@@ -114,7 +121,11 @@ pub struct GroupCoordinator {
     groups: RwLock<HashMap<String, GroupHandle>>,
     /// One writer at a time per `__consumer_offsets` partition.
     partition_write_locks: Vec<tokio::sync::Mutex<()>>,
-    loaded: AtomicBool,
+    /// The `__consumer_offsets` partitions this broker coordinates (it leads them), and
+    /// whether their groups are loaded yet.
+    owned: RwLock<HashMap<i32, PartitionLoad>>,
+    /// Set by the first [`GroupCoordinator::load`] or [`GroupCoordinator::sync_leadership`].
+    started: AtomicBool,
     loading: tokio::sync::Mutex<()>,
     shutting_down: AtomicBool,
     shutdown_signal: watch::Sender<bool>,
@@ -128,7 +139,7 @@ impl std::fmt::Debug for GroupCoordinator {
             .debug_struct("GroupCoordinator")
             .field("config", &self.config)
             .field("groups", &self.groups.read().len())
-            .field("loaded", &self.loaded.load(Ordering::Acquire))
+            .field("owned_partitions", &self.owned.read().len())
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +158,8 @@ impl GroupCoordinator {
             partition_write_locks: (0..partition_count)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            loaded: AtomicBool::new(false),
+            owned: RwLock::new(HashMap::new()),
+            started: AtomicBool::new(false),
             loading: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             shutdown_signal,
@@ -165,36 +177,82 @@ impl GroupCoordinator {
         non_negative % partition_count
     }
 
-    /// Replays every `__consumer_offsets` partition (committed offsets, group metadata,
-    /// tombstones) and starts serving. Undecodable records are skipped with a warning.
-    /// Loading twice is a no-op.
+    /// Coordinates every `__consumer_offsets` partition (a single broker leads them all):
+    /// replays them (committed offsets, group metadata, tombstones) and starts serving.
+    /// Undecodable records are skipped with a warning. Loading twice is a no-op.
     pub async fn load(&self) -> Result<(), GroupError> {
+        let all: BTreeSet<i32> = (0..self.config.offsets_topic_num_partitions.max(1)).collect();
+        self.sync_leadership(&all).await
+    }
+
+    /// Follows leadership of `__consumer_offsets` (Kafka's `onElection`/`onResignation`):
+    /// partitions in `led` that were not coordinated here are replayed and their groups
+    /// served; groups of partitions no longer in `led` are dropped (their waiting members
+    /// get `NOT_COORDINATOR` and rejoin at the new coordinator). Starts the offsets
+    /// retention task on the first call.
+    ///
+    /// Errors: reading a newly led partition failed; that partition stays unowned and the
+    /// next call retries it.
+    pub async fn sync_leadership(&self, led: &BTreeSet<i32>) -> Result<(), GroupError> {
         let _loading = self.loading.lock().await;
-        if self.loaded.load(Ordering::Acquire) {
-            return Ok(());
+        let resigned: Vec<i32> = self.owned.read().keys().filter(|partition| !led.contains(partition)).copied().collect();
+        for partition in resigned {
+            let _ = self.owned.write().remove(&partition);
+            let dropped: Vec<GroupHandle> = {
+                let mut groups = self.groups.write();
+                let ids: Vec<String> = groups.keys().filter(|id| self.partition_for(id) == partition).cloned().collect();
+                ids.iter().filter_map(|id| groups.remove(id)).collect()
+            };
+            for handle in &dropped {
+                membership::fail_waiting_members(&mut handle.lock(), ResponseError::NotCoordinator);
+            }
+            info!(partition, groups = dropped.len(), "resigned as coordinator of a __consumer_offsets partition");
         }
-        let mut replay = Replay::default();
-        for partition in 0..self.config.offsets_topic_num_partitions.max(1) {
-            let records = self.log.read_all(partition).await?;
-            // Decoding a large partition takes a while: keep it off the async workers.
-            replay = tokio::task::spawn_blocking(move || {
-                for (key, value) in records {
-                    if let Err(error) = replay.apply(&key, value.as_deref()) {
-                        warn!(partition, %error, "skipping undecodable __consumer_offsets record");
+        let mut first_error = None;
+        for partition in led.iter().copied() {
+            if self.owned.read().contains_key(&partition) {
+                continue;
+            }
+            let _ = self.owned.write().insert(partition, PartitionLoad::Loading);
+            match self.load_partition(partition).await {
+                Ok(groups) => {
+                    let _ = self.owned.write().insert(partition, PartitionLoad::Loaded);
+                    if groups > 0 {
+                        info!(partition, groups, "loaded groups of a __consumer_offsets partition");
                     }
                 }
-                replay
-            })
-            .await
-            .map_err(|error| {
-                GroupError::Storage(format!("replaying __consumer_offsets-{partition}: {error}"))
-            })?;
+                Err(error) => {
+                    let _ = self.owned.write().remove(&partition);
+                    warn!(partition, %error, "loading a __consumer_offsets partition failed");
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        let group_count = self.install_replay(replay);
-        self.loaded.store(true, Ordering::Release);
-        self.spawn_retention_task();
-        info!(groups = group_count, "group coordinator loaded");
-        Ok(())
+        if !self.started.swap(true, Ordering::AcqRel) {
+            self.spawn_retention_task();
+            info!(partitions = led.len(), "group coordinator started");
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Replays one partition into the group map; returns how many groups it holds.
+    async fn load_partition(&self, partition: i32) -> Result<usize, GroupError> {
+        let records = self.log.read_all(partition).await?;
+        // Decoding a large partition takes a while: keep it off the async workers.
+        let replay = tokio::task::spawn_blocking(move || {
+            let mut replay = Replay::default();
+            for (key, value) in records {
+                if let Err(error) = replay.apply(&key, value.as_deref()) {
+                    warn!(partition, %error, "skipping undecodable __consumer_offsets record");
+                }
+            }
+            replay
+        })
+        .await
+        .map_err(|error| {
+            GroupError::Storage(format!("replaying __consumer_offsets-{partition}: {error}"))
+        })?;
+        Ok(self.install_replay(replay))
     }
 
     /// Joins a member to a group (JoinGroup v0..=9); blocks until the rebalance completes.
@@ -289,11 +347,30 @@ impl GroupCoordinator {
     fn unavailable(&self) -> Option<ResponseError> {
         if self.shutting_down.load(Ordering::Acquire) {
             Some(ResponseError::CoordinatorNotAvailable)
-        } else if !self.loaded.load(Ordering::Acquire) {
+        } else if !self.started.load(Ordering::Acquire) {
             Some(ResponseError::CoordinatorLoadInProgress)
         } else {
             None
         }
+    }
+
+    /// The error a request about `group_id` gets: [`Self::unavailable`], else
+    /// `NOT_COORDINATOR` when another broker leads the group's partition, else
+    /// `COORDINATOR_LOAD_IN_PROGRESS` while the partition is being replayed.
+    fn unavailable_for(&self, group_id: &str) -> Option<ResponseError> {
+        if let Some(error) = self.unavailable() {
+            return Some(error);
+        }
+        match self.owned.read().get(&self.partition_for(group_id)) {
+            None => Some(ResponseError::NotCoordinator),
+            Some(PartitionLoad::Loading) => Some(ResponseError::CoordinatorLoadInProgress),
+            Some(PartitionLoad::Loaded) => None,
+        }
+    }
+
+    /// Whether this broker coordinates `group_id` now (its partition is led and loaded).
+    pub fn is_coordinator_for(&self, group_id: &str) -> bool {
+        self.unavailable_for(group_id).is_none()
     }
 
     fn group(&self, group_id: &str) -> Option<GroupHandle> {
@@ -366,12 +443,12 @@ impl GroupCoordinator {
         Ok(true)
     }
 
-    /// Builds the groups found by [`GroupCoordinator::load`] and starts their members'
-    /// session timers.
+    /// Builds the groups of a replayed partition and starts their members' session timers.
     fn install_replay(&self, replay: Replay) -> usize {
         let now = tokio::time::Instant::now();
         let now_ms = now_ms();
         let mut groups = self.groups.write();
+        let mut loaded = 0;
         let mut group_ids: Vec<String> = replay.metadata.keys().cloned().collect();
         group_ids.extend(
             replay
@@ -396,8 +473,9 @@ impl GroupCoordinator {
                 self.watch_member_session(&mut group, &member_id);
             }
             let _ = groups.insert(group_id, Arc::new(Mutex::new(group)));
+            loaded += 1;
         }
-        groups.len()
+        loaded
     }
 
     fn spawn_retention_task(&self) {
@@ -492,6 +570,81 @@ fn storage_error_code(error: &GroupError) -> ResponseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{GroupId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    /// `__consumer_offsets` in memory, shared by the coordinators of a test.
+    #[derive(Default)]
+    struct MemoryLog {
+        partitions: Mutex<HashMap<i32, Vec<OffsetsRecord>>>,
+    }
+
+    impl OffsetsLog for MemoryLog {
+        fn append(&self, partition: i32, records: Vec<OffsetsRecord>) -> BoxFuture<'_, Result<(), GroupError>> {
+            self.partitions.lock().entry(partition).or_default().extend(records);
+            Box::pin(async { Ok(()) })
+        }
+
+        fn read_all(&self, partition: i32) -> BoxFuture<'_, Result<Vec<OffsetsRecord>, GroupError>> {
+            let records = self.partitions.lock().get(&partition).cloned().unwrap_or_default();
+            Box::pin(async move { Ok(records) })
+        }
+    }
+
+    fn commit(group: &str, offset: i64) -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])])
+    }
+
+    fn fetch(group: &str) -> OffsetFetchRequest {
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders")))
+                .with_partition_indexes(vec![0])]))
+    }
+
+    #[tokio::test]
+    async fn leadership_moves_groups_between_coordinators() {
+        let log = Arc::new(MemoryLog::default());
+        let config = GroupConfig { offsets_topic_num_partitions: 4, ..GroupConfig::default() };
+        let first = GroupCoordinator::new(log.clone(), config.clone());
+        let group = "payments";
+        let partition = first.partition_for(group);
+        let other = (partition + 1) % 4;
+
+        first.sync_leadership(&BTreeSet::from([other])).await.expect("sync");
+        let refused = first.offset_commit(commit(group, 42), 8).await;
+        assert_eq!(refused.topics[0].partitions[0].error_code, ResponseError::NotCoordinator.code());
+
+        first.sync_leadership(&BTreeSet::from([partition])).await.expect("sync");
+        let committed = first.offset_commit(commit(group, 42), 8).await;
+        assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+        assert!(first.is_coordinator_for(group));
+
+        // Resigning drops the group; the broker that takes over replays it from the log.
+        first.sync_leadership(&BTreeSet::new()).await.expect("sync");
+        assert!(!first.is_coordinator_for(group));
+        assert_eq!(first.offset_fetch(fetch(group), 5).await.error_code, ResponseError::NotCoordinator.code());
+        let second = GroupCoordinator::new(log, config);
+        second.sync_leadership(&BTreeSet::from([partition])).await.expect("sync");
+        let fetched = second.offset_fetch(fetch(group), 5).await;
+        assert_eq!(fetched.error_code, 0);
+        assert_eq!(fetched.topics[0].partitions[0].committed_offset, 42);
+        first.shutdown();
+        second.shutdown();
+    }
 
     #[test]
     fn java_hash_code_matches_java() {

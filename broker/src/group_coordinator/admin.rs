@@ -99,7 +99,7 @@ impl GroupCoordinator {
     }
 
     fn describe_group(&self, group_id: GroupId, version: i16) -> DescribedGroup {
-        if let Some(error) = self.unavailable() {
+        if let Some(error) = self.unavailable_for(&group_id.0) {
             return DescribedGroup::default()
                 .with_group_id(group_id)
                 .with_error_code(error.code());
@@ -136,7 +136,7 @@ impl GroupCoordinator {
 
     /// Deletes an Empty group: tombstones for its offsets and metadata, then forgets it.
     async fn delete_group(&self, group_id: &str) -> Option<ResponseError> {
-        if let Some(error) = self.unavailable() {
+        if let Some(error) = self.unavailable_for(group_id) {
             return Some(error);
         }
         let Some(handle) = self.group(group_id) else {

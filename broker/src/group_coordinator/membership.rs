@@ -128,7 +128,7 @@ impl GroupCoordinator {
 
     async fn handle_join(&self, params: JoinParams) -> JoinResult {
         let member_id = params.member_id.clone();
-        if let Some(error) = self.unavailable() {
+        if let Some(error) = self.unavailable_for(&params.group_id) {
             return JoinResult::error(error, &member_id);
         }
         if params.group_id.is_empty() {
@@ -642,7 +642,7 @@ impl GroupCoordinator {
     }
 
     async fn handle_sync(&self, request: SyncGroupRequest, version: i16) -> SyncResult {
-        match self.unavailable() {
+        match self.unavailable_for(&request.group_id.0) {
             Some(ResponseError::CoordinatorLoadInProgress) => {
                 // The rebalance state was lost with the restart: make the member rejoin.
                 return SyncResult::error(ResponseError::RebalanceInProgress);
@@ -806,7 +806,7 @@ impl GroupCoordinator {
     }
 
     fn handle_heartbeat(&self, request: &HeartbeatRequest) -> Option<ResponseError> {
-        match self.unavailable() {
+        match self.unavailable_for(&request.group_id.0) {
             // Kafka answers heartbeats blindly while loading.
             Some(ResponseError::CoordinatorLoadInProgress) => return None,
             Some(error) => return Some(error),
@@ -879,7 +879,7 @@ impl GroupCoordinator {
         group_id: &str,
         leaving: &[MemberIdentity],
     ) -> (Option<ResponseError>, Vec<Option<ResponseError>>) {
-        if let Some(error) = self.unavailable() {
+        if let Some(error) = self.unavailable_for(group_id) {
             return (Some(error), Vec::new());
         }
         if group_id.is_empty() {

@@ -120,7 +120,7 @@ impl GroupCoordinator {
     async fn handle_commit(&self, mut commit: CommitRequest) -> Vec<Option<ResponseError>> {
         let partition_count = commit.partitions.len();
         let all = |error: ResponseError| vec![Some(error); partition_count];
-        if let Some(error) = self.unavailable() {
+        if let Some(error) = self.unavailable_for(&commit.group_id) {
             return all(error);
         }
         let handle = match self.group(&commit.group_id) {
@@ -299,7 +299,7 @@ impl GroupCoordinator {
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<FetchedTopics, ResponseError> {
-        if let Some(error) = self.unavailable() {
+        if let Some(error) = self.unavailable_for(group_id) {
             return Err(error);
         }
         let handle = self.group(group_id);
