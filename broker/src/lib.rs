@@ -15,3 +15,5 @@ pub mod partition;
 pub mod replica_manager;
 pub mod consumer_offsets;
 pub mod remote_log;
+pub mod replication;
+pub mod isr;

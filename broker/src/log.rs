@@ -600,6 +600,21 @@ impl PartitionLog {
         self.epoch_cache.end_offset_for(epoch, self.log_end_offset)
     }
 
+    /// Records that `epoch` starts at `start_offset` in the leader-epoch cache, as a
+    /// new leader does at its log end offset before its first append (so
+    /// OffsetForLeaderEpoch answers for the new epoch at once). Ignored when the
+    /// cache already has this or a newer epoch.
+    ///
+    /// # Errors
+    /// Writing the checkpoint failed.
+    pub fn assign_epoch_start_offset(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
+        if self.epoch_cache.assign(epoch, start_offset) {
+            info!(topic = %self.topic, partition = self.partition, epoch, start_offset, "new leader epoch in log");
+            self.epoch_cache.write()?;
+        }
+        Ok(())
+    }
+
     /// Total size of all segments in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(LogSegment::size).sum()

@@ -14,16 +14,19 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::error::LogError;
+use crate::isr::IsrUpdater;
 use crate::log::{AppendInfo, PartitionLog, ReadInfo};
 use crate::log_config::LogConfig;
-use crate::partition::Partition;
+use crate::partition::{IsrChangeRequest, Partition};
 use crate::remote_log::{RemoteLog, RemoteLogError, RemotePartition};
 
 /// Kafka error codes the replica manager produces itself (protocol guide, "Error Codes").
 mod error_code {
     pub(super) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub(super) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub(super) const REQUEST_TIMED_OUT: i16 = 7;
     pub(super) const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub(super) const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
     pub(super) const FENCED_LEADER_EPOCH: i16 = 74;
     pub(super) const UNKNOWN_LEADER_EPOCH: i16 = 75;
@@ -39,7 +42,18 @@ pub struct ReplicaManagerConfig {
     /// Broker-level defaults of topic configs, keyed by topic config name
     /// (`retention.ms`, not `log.retention.ms`).
     pub log_defaults: BTreeMap<String, String>,
+    /// `replica.lag.time.max.ms`: an ISR follower not caught up with the leader for
+    /// longer than this (ms) is removed from the ISR. Kafka's default is
+    /// [`DEFAULT_REPLICA_LAG_TIME_MAX_MS`] (30000).
+    pub replica_lag_time_max_ms: i64,
 }
+
+pub use crate::replication::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
+
+/// Name of the per-partition high-watermark checkpoint file (Kafka keeps one
+/// `replication-offset-checkpoint` per log dir; one file per partition keeps the
+/// partition directory self-contained).
+pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "high-watermark";
 
 /// Errors of partition operations; each maps to one Kafka error code.
 #[derive(thiserror::Error, Debug)]
@@ -67,6 +81,43 @@ pub enum PartitionError {
         isr: usize,
         /// Required minimum.
         min_isr: i32,
+    },
+    /// acks=all: the records were appended, but the ISR shrank below
+    /// `min.insync.replicas` before they were committed.
+    #[error("in-sync replicas {isr} fell below min.insync.replicas {min_isr} after the append")]
+    NotEnoughReplicasAfterAppend {
+        /// ISR size when the high watermark reached the records.
+        isr: usize,
+        /// Required minimum.
+        min_isr: i32,
+    },
+    /// acks=all: the high watermark did not reach the records within the request's
+    /// timeout.
+    #[error("records not replicated to the in-sync replicas within {timeout_ms} ms")]
+    RequestTimedOut {
+        /// The request timeout (ms).
+        timeout_ms: u64,
+    },
+    /// A replica fetch from a broker that is not a replica of the partition.
+    #[error("broker {replica_id} is not a replica of {topic}-{partition}")]
+    NotAssignedReplica {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The fetching broker.
+        replica_id: BrokerId,
+    },
+    /// A follower operation (replicated append, truncation) on a partition this broker
+    /// no longer follows at the given leader epoch.
+    #[error("this broker no longer follows {topic}-{partition} at leader epoch {leader_epoch}")]
+    NotFollower {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The leader epoch the operation was made for.
+        leader_epoch: i32,
     },
     /// The request's leader epoch is older than the partition's.
     #[error("leader epoch {requested} is older than the current {current}")]
@@ -102,6 +153,11 @@ impl PartitionError {
             PartitionError::UnknownTopicOrPartition { .. } => error_code::UNKNOWN_TOPIC_OR_PARTITION,
             PartitionError::NotLeader { .. } => error_code::NOT_LEADER_OR_FOLLOWER,
             PartitionError::NotEnoughReplicas { .. } => error_code::NOT_ENOUGH_REPLICAS,
+            PartitionError::NotEnoughReplicasAfterAppend { .. } => error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            PartitionError::RequestTimedOut { .. } => error_code::REQUEST_TIMED_OUT,
+            PartitionError::NotAssignedReplica { .. } | PartitionError::NotFollower { .. } => {
+                error_code::NOT_LEADER_OR_FOLLOWER
+            }
             PartitionError::FencedLeaderEpoch { .. } => error_code::FENCED_LEADER_EPOCH,
             PartitionError::UnknownLeaderEpoch { .. } => error_code::UNKNOWN_LEADER_EPOCH,
             PartitionError::Log(log_error) => log_error.kafka_error_code(),
@@ -134,6 +190,7 @@ pub struct ReplicaManager {
     data_appended: Notify,
     orphans_removed: std::sync::atomic::AtomicBool,
     remote_log: std::sync::OnceLock<Arc<dyn RemoteLog>>,
+    isr_updater: std::sync::OnceLock<Arc<dyn IsrUpdater>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -170,7 +227,25 @@ impl ReplicaManager {
             data_appended: Notify::new(),
             orphans_removed: std::sync::atomic::AtomicBool::new(false),
             remote_log: std::sync::OnceLock::new(),
+            isr_updater: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the controller path for ISR changes (AlterPartition). Without it the
+    /// ISR of led partitions never changes. Only the first call takes effect.
+    pub fn set_isr_updater(&self, isr_updater: Arc<dyn IsrUpdater>) {
+        let _ = self.isr_updater.set(isr_updater);
+    }
+
+    /// `replica.lag.time.max.ms` (ms).
+    pub fn replica_lag_time_max_ms(&self) -> i64 {
+        self.config.replica_lag_time_max_ms
+    }
+
+    /// How often [`Self::run_isr_maintenance_loop`] should run: half of
+    /// `replica.lag.time.max.ms`, as Kafka schedules its ISR expiration, at least 100 ms.
+    pub fn isr_check_interval(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.config.replica_lag_time_max_ms / 2).unwrap_or(0).max(100))
     }
 
     /// Attaches tiered storage: reads below a partition's local log start offset go to
@@ -283,7 +358,8 @@ impl ReplicaManager {
                 let existing = self.partitions.read().get(&key).cloned();
                 match existing {
                     Some(hosted) if hosted.topic_id == topic.topic_id => {
-                        hosted.apply_assignment(assignment);
+                        self.apply_assignment(&hosted, assignment).await?;
+                        hosted.set_min_insync_replicas(config.min_insync_replicas);
                         let new_config = config.clone();
                         with_log(&hosted, move |log| {
                             if log.config() != &new_config {
@@ -328,18 +404,57 @@ impl ReplicaManager {
     ) -> Result<(), PartitionError> {
         let dir = self.log_dir_for_new_partition(&format!("{}-{}", key.0, key.1));
         let open_dir = dir.clone();
-        let log = tokio::task::spawn_blocking(move || PartitionLog::open(&open_dir, config, now_ms()))
-            .await
-            .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))??;
-        info!(topic = %key.0, partition = key.1, dir = %dir.display(), log_end_offset = log.log_end_offset(), "opened partition log");
-        let hosted = Arc::new(Partition::new(Arc::clone(&key.0), key.1, topic_id, log));
-        hosted.apply_assignment(assignment);
+        let min_insync_replicas = config.min_insync_replicas;
+        let (log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
+            let log = PartitionLog::open(&open_dir, config, now_ms())?;
+            Ok::<_, LogError>((log, read_high_watermark_checkpoint(&open_dir)))
+        })
+        .await
+        .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))??;
+        // With other replicas, only what the ISR had committed is committed; the
+        // leader moves the high watermark up as followers fetch.
+        let initial_high_watermark = if assignment.replicas.len() <= 1 {
+            log.log_end_offset()
+        } else {
+            checkpointed_high_watermark.unwrap_or(log.log_start_offset())
+        };
+        info!(topic = %key.0, partition = key.1, dir = %dir.display(), log_end_offset = log.log_end_offset(), high_watermark = initial_high_watermark, "opened partition log");
+        let hosted =
+            Arc::new(Partition::new(Arc::clone(&key.0), key.1, topic_id, self.config.broker_id, log, initial_high_watermark));
+        hosted.set_min_insync_replicas(min_insync_replicas);
+        if let Some(checkpointed) = checkpointed_high_watermark {
+            hosted.mark_high_watermark_checkpointed(checkpointed);
+        }
+        self.apply_assignment(&hosted, assignment).await?;
         self.partitions.write().insert(key, hosted);
+        Ok(())
+    }
+
+    /// Applies an assignment to a hosted partition; a new leader records its epoch in
+    /// the log's epoch cache at its log end offset.
+    async fn apply_assignment(
+        &self,
+        hosted: &Arc<Partition>,
+        assignment: &silt_controller::PartitionAssignment,
+    ) -> Result<(), PartitionError> {
+        let change = hosted.apply_assignment(assignment, now_ms());
+        if change.leadership_changed {
+            info!(topic = %hosted.topic, partition = hosted.partition, leader = assignment.leader, leader_epoch = assignment.leader_epoch, isr = ?assignment.isr, "partition leadership changed");
+        }
+        if change.became_leader {
+            let leader_epoch = assignment.leader_epoch;
+            with_log(hosted, move |log| {
+                let log_end_offset = log.log_end_offset();
+                log.assign_epoch_start_offset(leader_epoch, log_end_offset)
+            })
+            .await?;
+        }
         Ok(())
     }
 
     async fn remove_partition(&self, key: &PartitionKey, hosted: &Arc<Partition>) {
         self.partitions.write().remove(key);
+        hosted.mark_removed();
         let log = hosted.log();
         let outcome = tokio::task::spawn_blocking(move || {
             // Holding the lock keeps an in-flight append from recreating files meanwhile.
@@ -558,15 +673,294 @@ impl ReplicaManager {
         Ok(log_start_offset)
     }
 
-    /// The latest leader epoch <= `leader_epoch` and its end offset (OffsetForLeaderEpoch,
-    /// KIP-101); single-epoch logs answer with the log end offset.
-    pub fn end_offset_for_epoch(&self, topic: &str, partition: i32, leader_epoch: i32) -> Result<(i32, i64), PartitionError> {
+    /// OffsetForLeaderEpoch (KIP-101, KIP-279), answered by the leader from its
+    /// leader-epoch cache: the largest epoch `<= leader_epoch` and its end offset (the
+    /// start offset of the next epoch, or the log end offset for the latest epoch,
+    /// exclusive). `(-1, -1)` (UNDEFINED) when the log has no such epoch.
+    ///
+    /// # Errors
+    /// Unknown partition, not leader, or `current_leader_epoch` (-1 = not checked)
+    /// fenced/unknown.
+    pub async fn end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<(i32, i64), PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
-        let current = hosted.leader_epoch();
-        if leader_epoch > current {
-            return Err(PartitionError::UnknownLeaderEpoch { requested: leader_epoch, current });
+        Self::check_leader_epoch(&hosted, current_leader_epoch)?;
+        let found = with_log(&hosted, move |log| Ok(log.end_offset_for_epoch(leader_epoch))).await?;
+        Ok(found.unwrap_or((-1, -1)))
+    }
+
+    /// Fetch from a follower (`replica_id >= 0`): reads whole batches from
+    /// `fetch_offset` up to the log end offset (not the high watermark), at most
+    /// `max_bytes` (the first batch always, if `min_one_batch`). Records
+    /// `fetch_offset` as the follower's log end offset, which may advance the high
+    /// watermark and start an ISR expansion. The answer carries the high watermark and
+    /// the local log start offset.
+    ///
+    /// # Errors
+    /// Unknown partition, not leader, fenced/unknown `current_leader_epoch` (-1 = not
+    /// checked), `replica_id` not a replica, or `OffsetOutOfRange` when `fetch_offset`
+    /// is below the local log start offset or above the log end offset (the follower
+    /// then restarts at the local log start offset).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn read_records_for_replica(
+        &self,
+        topic: &str,
+        partition: i32,
+        replica_id: BrokerId,
+        fetch_offset: i64,
+        current_leader_epoch: i32,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        Self::check_leader_epoch(&hosted, current_leader_epoch)?;
+        let log_start_offset = hosted.log_start_offset();
+        let log_end_offset = hosted.log_end_offset();
+        if fetch_offset < log_start_offset || fetch_offset > log_end_offset {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange { offset: fetch_offset, log_start_offset, log_end_offset }));
         }
-        Ok((current, hosted.log_end_offset()))
+        let (assigned, expansion) = hosted.update_follower_fetch_state(replica_id, fetch_offset, now_ms());
+        if !assigned {
+            return Err(PartitionError::NotAssignedReplica { topic: topic.to_string(), partition, replica_id });
+        }
+        if let Some(request) = expansion {
+            self.submit_isr_change(&hosted, request);
+        }
+        if fetch_offset == log_end_offset {
+            return Ok(PartitionRead { records: Bytes::new(), high_watermark: hosted.high_watermark(), log_start_offset });
+        }
+        let read: ReadInfo = with_log(&hosted, move |log| log.read(fetch_offset, max_bytes, i64::MAX, min_one_batch)).await?;
+        Ok(PartitionRead { records: read.records, high_watermark: hosted.high_watermark(), log_start_offset: read.log_start_offset })
+    }
+
+    /// acks=all: waits until the high watermark of a partition this broker leads is
+    /// `>= required_offset` (the last appended offset + 1), woken by high-watermark,
+    /// leader and ISR changes, for at most `timeout`.
+    ///
+    /// # Errors
+    /// `NotLeader` when leadership is lost (or the partition removed) while waiting,
+    /// `RequestTimedOut` after `timeout`, `NotEnoughReplicasAfterAppend` when the high
+    /// watermark got there with the ISR below `min.insync.replicas`.
+    pub async fn wait_for_high_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        required_offset: i64,
+        timeout: Duration,
+    ) -> Result<(), PartitionError> {
+        let hosted = self.require_partition(topic, partition)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = hosted.state_changed().notified();
+            tokio::pin!(changed);
+            let _ = changed.as_mut().enable();
+            if !hosted.is_leader() {
+                return Err(PartitionError::NotLeader { topic: topic.to_string(), partition });
+            }
+            if hosted.high_watermark() >= required_offset {
+                let isr = hosted.isr().len();
+                let min_isr = hosted.min_insync_replicas();
+                if (isr as i64) < i64::from(min_isr) {
+                    return Err(PartitionError::NotEnoughReplicasAfterAppend { isr, min_isr });
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                    return Err(PartitionError::RequestTimedOut { timeout_ms });
+                }
+            }
+        }
+    }
+
+    /// Sends an ISR change to the controller in the background and applies the answer;
+    /// without an [`IsrUpdater`] the change is dropped (retried after a backoff).
+    fn submit_isr_change(&self, hosted: &Arc<Partition>, request: IsrChangeRequest) {
+        let Some(updater) = self.isr_updater.get().cloned() else {
+            debug!(topic = %hosted.topic, partition = hosted.partition, new_isr = ?request.new_isr, "no isr updater attached, isr change dropped");
+            hosted.complete_isr_change(None, now_ms());
+            return;
+        };
+        let hosted = Arc::clone(hosted);
+        let _task = tokio::spawn(async move {
+            let outcome = updater
+                .alter_isr(request.topic_id, request.partition, request.leader_epoch, request.partition_epoch, request.new_isr.clone())
+                .await;
+            match outcome {
+                Ok(assignment) => {
+                    if request.expand {
+                        metrics::counter!("silt_isr_expands_total").increment(1);
+                    } else {
+                        metrics::counter!("silt_isr_shrinks_total").increment(1);
+                    }
+                    info!(topic = %hosted.topic, partition = hosted.partition, isr = ?assignment.isr, partition_epoch = assignment.partition_epoch, expand = request.expand, "isr changed");
+                    hosted.complete_isr_change(Some(&assignment), now_ms());
+                }
+                Err(error) => {
+                    warn!(topic = %hosted.topic, partition = hosted.partition, new_isr = ?request.new_isr, %error, "isr change failed");
+                    hosted.complete_isr_change(None, now_ms());
+                }
+            }
+        });
+    }
+
+    /// One ISR maintenance pass over the partitions this broker leads: asks the
+    /// controller to remove followers not caught up for `replica.lag.time.max.ms` (and
+    /// to add caught-up ones an earlier request failed to add), refreshes the
+    /// `silt_under_replicated_partitions` and `silt_replica_lag_messages` gauges, and
+    /// checkpoints changed high watermarks. Returns the number of ISR changes started.
+    pub async fn run_isr_maintenance_pass(&self) -> usize {
+        let now = now_ms();
+        let mut changes = 0;
+        let mut under_replicated = 0u64;
+        for hosted in self.all_partitions() {
+            if !hosted.is_leader() {
+                continue;
+            }
+            if hosted.is_under_replicated() {
+                under_replicated += 1;
+            }
+            let leader_log_end_offset = hosted.log_end_offset();
+            for (replica_id, follower) in hosted.follower_states() {
+                let lag = follower.lag(leader_log_end_offset).unwrap_or(leader_log_end_offset - hosted.log_start_offset());
+                metrics::gauge!(
+                    "silt_replica_lag_messages",
+                    "topic" => hosted.topic.to_string(),
+                    "partition" => hosted.partition.to_string(),
+                    "replica" => replica_id.to_string()
+                )
+                .set(lag as f64);
+            }
+            if let Some(request) = hosted.next_isr_change(now, self.config.replica_lag_time_max_ms) {
+                if !request.expand {
+                    info!(topic = %hosted.topic, partition = hosted.partition, isr = ?hosted.isr(), new_isr = ?request.new_isr, "shrinking isr of lagging followers");
+                }
+                self.submit_isr_change(&hosted, request);
+                changes += 1;
+            }
+        }
+        metrics::gauge!("silt_under_replicated_partitions").set(under_replicated as f64);
+        self.checkpoint_high_watermarks().await;
+        changes
+    }
+
+    /// Runs [`Self::run_isr_maintenance_pass`] every `interval` (see
+    /// [`Self::isr_check_interval`]) until the task is dropped.
+    pub async fn run_isr_maintenance_loop(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let _ = ticker.tick().await;
+            let _ = self.run_isr_maintenance_pass().await;
+        }
+    }
+
+    /// Writes the high-watermark checkpoint of every partition whose high watermark
+    /// changed since its last checkpoint.
+    pub async fn checkpoint_high_watermarks(&self) {
+        for hosted in self.all_partitions() {
+            let Some(high_watermark) = hosted.high_watermark_to_checkpoint() else { continue };
+            let dir = hosted.dir.clone();
+            match with_log(&hosted, move |_log| Ok(write_high_watermark_checkpoint(&dir, high_watermark)?)).await {
+                Ok(()) => hosted.mark_high_watermark_checkpointed(high_watermark),
+                Err(error) => warn!(topic = %hosted.topic, partition = hosted.partition, %error, "writing the high watermark checkpoint failed"),
+            }
+        }
+    }
+
+    fn require_follower(hosted: &Partition, leader_epoch: i32) -> Result<(), PartitionError> {
+        if hosted.is_leader() || hosted.leader_epoch() != leader_epoch {
+            return Err(PartitionError::NotFollower { topic: hosted.topic.to_string(), partition: hosted.partition, leader_epoch });
+        }
+        Ok(())
+    }
+
+    /// Runs a follower operation on the log if this broker still follows the partition
+    /// at `leader_epoch` (checked under the log lock), then refreshes its offsets.
+    async fn with_follower_log<T, F>(&self, hosted: &Arc<Partition>, leader_epoch: i32, operation: F) -> Result<T, PartitionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
+    {
+        let checked = Arc::clone(hosted);
+        let log = hosted.log();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut guard = log.lock();
+            Self::require_follower(&checked, leader_epoch)?;
+            let value = operation(&mut guard)?;
+            Ok::<_, PartitionError>((value, guard.log_start_offset(), guard.log_end_offset()))
+        })
+        .await
+        .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))?;
+        let (value, log_start_offset, log_end_offset) = outcome?;
+        hosted.refresh_offsets(log_start_offset, log_end_offset);
+        Ok(value)
+    }
+
+    /// Follower: appends batches fetched from the leader of `leader_epoch` (they carry
+    /// their offsets and leader epochs; the epoch cache follows them).
+    ///
+    /// # Errors
+    /// `NotFollower` when the partition is no longer followed at `leader_epoch`; the
+    /// log's errors (a first offset below the log end offset, bad framing or CRC).
+    pub async fn append_as_follower(&self, hosted: &Arc<Partition>, leader_epoch: i32, records: Bytes) -> Result<AppendInfo, PartitionError> {
+        self.with_follower_log(hosted, leader_epoch, move |log| log.append_as_follower(&records)).await
+    }
+
+    /// Follower: removes every batch at or after `offset` (exclusive new end); returns
+    /// the log end offset after it.
+    ///
+    /// # Errors
+    /// `NotFollower`, or the log's truncation errors.
+    pub async fn truncate_as_follower(&self, hosted: &Arc<Partition>, leader_epoch: i32, offset: i64) -> Result<i64, PartitionError> {
+        self.with_follower_log(hosted, leader_epoch, move |log| {
+            log.truncate_to(offset)?;
+            Ok(log.log_end_offset())
+        })
+        .await
+    }
+
+    /// Follower: empties the log and restarts it at `offset` (behind the leader's log
+    /// start offset).
+    ///
+    /// # Errors
+    /// `NotFollower`, or the log's errors.
+    pub async fn truncate_fully_as_follower(&self, hosted: &Arc<Partition>, leader_epoch: i32, offset: i64) -> Result<(), PartitionError> {
+        self.with_follower_log(hosted, leader_epoch, move |log| log.truncate_fully_and_start_at(offset, now_ms())).await
+    }
+
+    /// Follower: moves the local log start offset up to the leader's
+    /// `leader_log_start_offset` (at most our log end offset); returns the new local log
+    /// start offset.
+    ///
+    /// # Errors
+    /// `NotFollower`, or the log's errors.
+    pub async fn follow_log_start_offset(&self, hosted: &Arc<Partition>, leader_epoch: i32, leader_log_start_offset: i64) -> Result<i64, PartitionError> {
+        if leader_log_start_offset <= hosted.log_start_offset() {
+            return Ok(hosted.log_start_offset());
+        }
+        self.with_follower_log(hosted, leader_epoch, move |log| {
+            let target = leader_log_start_offset.min(log.log_end_offset());
+            log.delete_records_before(target)
+        })
+        .await
+    }
+
+    /// The local leader-epoch view a follower truncates with: the latest epoch in the
+    /// log (`None` when it has none) and, for `epoch`, the largest local epoch `<=` it
+    /// with its end offset (exclusive).
+    ///
+    /// # Errors
+    /// A failed storage task.
+    pub async fn local_epoch_view(&self, hosted: &Arc<Partition>, epoch: Option<i32>) -> Result<(Option<i32>, Option<(i32, i64)>), PartitionError> {
+        with_log(hosted, move |log| Ok((log.latest_epoch(), epoch.and_then(|epoch| log.end_offset_for_epoch(epoch))))).await
     }
 
     /// One pass of time/size retention over every hosted partition; returns the number
@@ -603,13 +997,15 @@ impl ReplicaManager {
         }
     }
 
-    /// Flushes every log (periodic `flush.ms` and before shutdown).
+    /// Flushes every log (periodic `flush.ms` and before shutdown) and checkpoints
+    /// the high watermarks.
     pub async fn flush_all(&self) {
         for hosted in self.all_partitions() {
             if let Err(error) = with_log(&hosted, |log| log.flush()).await {
                 warn!(topic = %hosted.topic, partition = hosted.partition, %error, "flush failed");
             }
         }
+        self.checkpoint_high_watermarks().await;
     }
 
     /// Closes every log cleanly (flush, write indexes and snapshots, mark clean shutdown).
@@ -617,10 +1013,18 @@ impl ReplicaManager {
         let hosted: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, hosted)| hosted).collect();
         for partition in hosted {
             let log = partition.log();
+            let dir = partition.dir.clone();
+            let high_watermark = partition.high_watermark();
+            partition.mark_removed();
             drop(partition);
-            let outcome = tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
-                Ok(mutex) => mutex.into_inner().close(),
-                Err(shared) => shared.lock().flush(),
+            let outcome = tokio::task::spawn_blocking(move || {
+                if let Err(io_error) = write_high_watermark_checkpoint(&dir, high_watermark) {
+                    warn!(dir = %dir.display(), error = %io_error, "writing the high watermark checkpoint failed");
+                }
+                match Arc::try_unwrap(log) {
+                    Ok(mutex) => mutex.into_inner().close(),
+                    Err(shared) => shared.lock().flush(),
+                }
             })
             .await;
             if let Ok(Err(error)) = outcome {
@@ -643,6 +1047,21 @@ fn append_locked(hosted: &Partition, records: &[u8], min_insync_check: bool) -> 
     }
     let appended = guard.append_as_leader(records, leader_epoch, now_ms())?;
     Ok((AppendInfo { log_start_offset: guard.log_start_offset(), ..appended }, guard.log_end_offset()))
+}
+
+/// Reads `<partition dir>/high-watermark` (`0\n<offset>\n`); `None` when missing or
+/// unreadable.
+fn read_high_watermark_checkpoint(dir: &Path) -> Option<i64> {
+    let content = std::fs::read_to_string(dir.join(HIGH_WATERMARK_CHECKPOINT_FILE)).ok()?;
+    let mut lines = content.lines();
+    let version: i64 = lines.next()?.trim().parse().ok()?;
+    let offset: i64 = lines.next()?.trim().parse().ok()?;
+    (version == 0 && offset >= 0).then_some(offset)
+}
+
+/// Writes the high-watermark checkpoint atomically; call on the blocking pool only.
+fn write_high_watermark_checkpoint(dir: &Path, high_watermark: i64) -> std::io::Result<()> {
+    crate::producer_state::write_file_atomically(&dir.join(HIGH_WATERMARK_CHECKPOINT_FILE), format!("0\n{high_watermark}\n").as_bytes())
 }
 
 /// `<topic>-<partition>` where partition is a non-negative integer.

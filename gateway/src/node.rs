@@ -95,6 +95,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         broker_id: config.node_id,
         log_dirs: config.log_dirs.clone(),
         log_defaults: config.log_defaults.clone(),
+        replica_lag_time_max_ms: silt_broker::replica_manager::DEFAULT_REPLICA_LAG_TIME_MAX_MS,
     });
     replica_manager.apply_metadata(&controller.metadata()).await?;
     ensure_consumer_offsets_topic(&controller, &config).await?;

@@ -1,6 +1,8 @@
 //! Fetch: long poll over the requested partitions up to the high watermark, with
 //! `max_wait_ms`/`min_bytes`, `max_bytes`/`partition_max_bytes` (KIP-74) and
-//! incremental fetch sessions (KIP-227).
+//! incremental fetch sessions (KIP-227). A fetch with `replica_id >= 0` comes from a
+//! follower: it reads up to the log end offset and reports the follower's position to
+//! the leader's replication state.
 
 use std::time::Duration;
 
@@ -11,6 +13,9 @@ use tokio::time::Instant;
 use super::str_bytes;
 use crate::context::BrokerContext;
 use crate::fetch_session::{SessionKey, SessionPartition, SessionResolution};
+
+/// Kafka's OFFSET_OUT_OF_RANGE error code.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 /// Upper bound on `max_wait_ms`, so a client cannot park a connection for hours.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -25,6 +30,7 @@ struct PartitionAnswer {
 /// Answers Fetch v4..=12.
 pub(super) async fn handle_fetch(context: &BrokerContext, request: FetchRequest, version: i16) -> FetchResponse {
     let requested = request_partitions(&request, version);
+    let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
     let (session_id, partitions, incremental) = if version >= 7 {
         let forgotten: Vec<SessionKey> = request
             .forgotten_topics_data
@@ -49,7 +55,7 @@ pub(super) async fn handle_fetch(context: &BrokerContext, request: FetchRequest,
         let appended = context.replica_manager.data_appended().notified();
         tokio::pin!(appended);
         let _ = appended.as_mut().enable();
-        let (answers, total_bytes, any_error) = read_partitions(context, &partitions, max_bytes).await;
+        let (answers, total_bytes, any_error) = read_partitions(context, &partitions, max_bytes, replica_id).await;
         if total_bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             break answers;
         }
@@ -100,12 +106,13 @@ fn request_partitions(request: &FetchRequest, version: i16) -> Vec<(SessionKey, 
         .collect()
 }
 
-/// Reads every partition once; returns the answers, the record bytes gathered and
-/// whether any partition failed.
+/// Reads every partition once, for a consumer or for follower `replica_id`; returns the
+/// answers, the record bytes gathered and whether any partition failed.
 async fn read_partitions(
     context: &BrokerContext,
     partitions: &[(SessionKey, SessionPartition)],
     max_bytes: usize,
+    replica_id: Option<i32>,
 ) -> (Vec<PartitionAnswer>, usize, bool) {
     let mut answers = Vec::with_capacity(partitions.len());
     let mut total_bytes = 0usize;
@@ -117,19 +124,35 @@ async fn read_partitions(
         let read = if partition_limit == 0 && total_bytes > 0 {
             None
         } else {
-            Some(
-                context
-                    .replica_manager
-                    .read_records(
-                        topic_name,
-                        *partition_index,
-                        position.fetch_offset,
-                        position.current_leader_epoch,
-                        partition_limit,
-                        total_bytes == 0,
-                    )
-                    .await,
-            )
+            let replica_manager = &context.replica_manager;
+            let min_one_batch = total_bytes == 0;
+            Some(match replica_id {
+                Some(replica_id) => {
+                    replica_manager
+                        .read_records_for_replica(
+                            topic_name,
+                            *partition_index,
+                            replica_id,
+                            position.fetch_offset,
+                            position.current_leader_epoch,
+                            partition_limit,
+                            min_one_batch,
+                        )
+                        .await
+                }
+                None => {
+                    replica_manager
+                        .read_records(
+                            topic_name,
+                            *partition_index,
+                            position.fetch_offset,
+                            position.current_leader_epoch,
+                            partition_limit,
+                            min_one_batch,
+                        )
+                        .await
+                }
+            })
         };
         let (data, changed) = match read {
             None => {
@@ -158,7 +181,17 @@ async fn read_partitions(
             Some(Err(error)) => {
                 any_error = true;
                 tracing::debug!(topic = %topic_name, partition = partition_index, %error, "fetch refused");
-                (data.with_error_code(error.kafka_error_code()).with_high_watermark(-1), true)
+                let code = error.kafka_error_code();
+                let data = data.with_error_code(code).with_high_watermark(-1);
+                // A follower out of range restarts at the leader's local log start offset.
+                let hosted = context.replica_manager.partition(topic_name, *partition_index);
+                let data = match (replica_id, hosted) {
+                    (Some(_), Some(hosted)) if code == OFFSET_OUT_OF_RANGE => {
+                        data.with_high_watermark(hosted.high_watermark()).with_log_start_offset(hosted.log_start_offset())
+                    }
+                    _ => data,
+                };
+                (data, true)
             }
         };
         answers.push(PartitionAnswer { key: (topic_name.clone(), *partition_index), data, changed });

@@ -56,7 +56,7 @@ pub(crate) async fn handle(context: &BrokerContext, request: Request) -> Option<
         RequestKind::ListOffsets(body) => ResponseKind::ListOffsets(offsets::handle_list_offsets(context, body, version).await),
         RequestKind::DeleteRecords(body) => ResponseKind::DeleteRecords(offsets::handle_delete_records(context, body).await),
         RequestKind::OffsetForLeaderEpoch(body) => {
-            ResponseKind::OffsetForLeaderEpoch(offsets::handle_offset_for_leader_epoch(context, body))
+            ResponseKind::OffsetForLeaderEpoch(offsets::handle_offset_for_leader_epoch(context, body).await)
         }
         RequestKind::FindCoordinator(body) => {
             ResponseKind::FindCoordinator(groups::handle_find_coordinator(context, body, version))

@@ -87,32 +87,28 @@ pub(super) async fn handle_delete_records(context: &BrokerContext, request: Dele
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-/// Answers OffsetForLeaderEpoch v2..=4 (KIP-101, KIP-320).
-pub(super) fn handle_offset_for_leader_epoch(context: &BrokerContext, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let topic_name = topic.topic.0.as_str().to_string();
-            let partitions = topic
-                .partitions
-                .into_iter()
-                .map(|partition| {
-                    let result = EpochEndOffset::default().with_partition(partition.partition);
-                    let outcome = context
-                        .replica_manager
-                        .partition(&topic_name, partition.partition)
-                        .ok_or_else(|| PartitionError::UnknownTopicOrPartition { topic: topic_name.clone(), partition: partition.partition })
-                        .and_then(|hosted| ReplicaManager::check_leader_epoch(&hosted, partition.current_leader_epoch))
-                        .and_then(|()| context.replica_manager.end_offset_for_epoch(&topic_name, partition.partition, partition.leader_epoch));
-                    match outcome {
-                        Ok((leader_epoch, end_offset)) => result.with_leader_epoch(leader_epoch).with_end_offset(end_offset),
-                        Err(error) => result.with_error_code(error.kafka_error_code()).with_leader_epoch(-1).with_end_offset(-1),
-                    }
-                })
-                .collect();
-            OffsetForLeaderTopicResult::default().with_topic(topic.topic).with_partitions(partitions)
-        })
-        .collect();
+/// Answers OffsetForLeaderEpoch v2..=4 (KIP-101, KIP-320) from the leader's epoch
+/// cache; followers and non-replicas answer NOT_LEADER_OR_FOLLOWER.
+pub(super) async fn handle_offset_for_leader_epoch(
+    context: &BrokerContext,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let topic_name = topic.topic.0.as_str().to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in topic.partitions {
+            let result = EpochEndOffset::default().with_partition(partition.partition);
+            let outcome = context
+                .replica_manager
+                .end_offset_for_epoch(&topic_name, partition.partition, partition.current_leader_epoch, partition.leader_epoch)
+                .await;
+            partitions.push(match outcome {
+                Ok((leader_epoch, end_offset)) => result.with_leader_epoch(leader_epoch).with_end_offset(end_offset),
+                Err(error) => result.with_error_code(error.kafka_error_code()).with_leader_epoch(-1).with_end_offset(-1),
+            });
+        }
+        topics.push(OffsetForLeaderTopicResult::default().with_topic(topic.topic).with_partitions(partitions));
+    }
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }

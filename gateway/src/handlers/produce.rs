@@ -1,4 +1,7 @@
-//! Produce: each partition's batches are validated and appended by its leader log.
+//! Produce: each partition's batches are validated and appended by its leader log;
+//! acks=all answers once the high watermark covers them (or the request times out).
+
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -11,6 +14,7 @@ use crate::context::BrokerContext;
 /// Answers Produce v3..=11; `None` for acks=0, which gets no response.
 pub(super) async fn handle_produce(context: &BrokerContext, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = request.acks;
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let transactional = request.transactional_id.is_some();
     // Validate per partition, then append every valid partition in one storage trip.
     let mut pending: Vec<(usize, usize, String, i32, Bytes)> = Vec::new();
@@ -41,11 +45,15 @@ pub(super) async fn handle_produce(context: &BrokerContext, request: ProduceRequ
     }
     let appends = pending.iter().map(|(_, _, topic, partition, records)| (topic.clone(), *partition, records.clone())).collect();
     let outcomes = context.replica_manager.append_to_partitions(appends, acks).await;
+    let mut replication_waits: Vec<(usize, usize, String, i32, i64)> = Vec::new();
     for ((topic_index, partition_slot, topic_name, partition_index, _), outcome) in pending.into_iter().zip(outcomes) {
         let slot = &mut responses[topic_index].partition_responses[partition_slot];
         let response = std::mem::take(slot);
         *slot = match outcome {
             Ok(info) => {
+                if acks == -1 {
+                    replication_waits.push((topic_index, partition_slot, topic_name.clone(), partition_index, info.last_offset + 1));
+                }
                 let response = response.with_base_offset(info.first_offset).with_log_append_time_ms(info.log_append_time_ms);
                 if version >= 5 { response.with_log_start_offset(info.log_start_offset) } else { response }
             }
@@ -54,6 +62,22 @@ pub(super) async fn handle_produce(context: &BrokerContext, request: ProduceRequ
                 refused(response, error.kafka_error_code(), error.to_string(), version)
             }
         };
+    }
+    if !replication_waits.is_empty() {
+        let replica_manager = &context.replica_manager;
+        let waited = futures::future::join_all(replication_waits.iter().map(|(_, _, topic_name, partition_index, required_offset)| {
+            replica_manager.wait_for_high_watermark(topic_name, *partition_index, *required_offset, timeout)
+        }))
+        .await;
+        for ((topic_index, partition_slot, topic_name, partition_index, _), outcome) in replication_waits.into_iter().zip(waited) {
+            if let Err(error) = outcome {
+                tracing::debug!(topic = %topic_name, partition = partition_index, %error, "acks=all produce not committed");
+                let response =
+                    PartitionProduceResponse::default().with_index(partition_index).with_base_offset(-1).with_log_append_time_ms(-1);
+                responses[topic_index].partition_responses[partition_slot] =
+                    refused(response, error.kafka_error_code(), error.to_string(), version);
+            }
+        }
     }
     if acks == 0 {
         return None;

@@ -118,6 +118,7 @@ impl Cluster {
             broker_id: BROKER_ID,
             log_dirs: vec![dir.path().join("logs")],
             log_defaults: BTreeMap::new(),
+            replica_lag_time_max_ms: silt_broker::replica_manager::DEFAULT_REPLICA_LAG_TIME_MAX_MS,
         });
         replica_manager.apply_metadata(&controller.metadata()).await.expect("apply metadata");
         let (store, prefix) = open_object_store(store_config).await.expect("object store");
