@@ -117,6 +117,23 @@ fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError> {
         .collect()
 }
 
+/// `println!` that ends the process quietly when stdout is a closed pipe (`| head`),
+/// as command line tools do, instead of panicking.
+macro_rules! out {
+    () => { out!("") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = writeln!(stdout, $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to stdout: {error}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 /// Prints rows under headers, columns padded to their widest cell.
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
@@ -130,9 +147,9 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let line = |cells: Vec<&str>| {
         cells.iter().enumerate().map(|(index, cell)| format!("{cell:<width$}", width = widths[index])).collect::<Vec<_>>().join("  ")
     };
-    println!("{}", line(headers.to_vec()).trim_end());
+    out!("{}", line(headers.to_vec()).trim_end());
     for row in rows {
-        println!("{}", line(row.iter().map(String::as_str).collect()).trim_end());
+        out!("{}", line(row.iter().map(String::as_str).collect()).trim_end());
     }
 }
 
@@ -165,7 +182,7 @@ pub async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), C
             let response = client.call(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000), 7).await?;
             for result in &response.topics {
                 kafka_check(&format!("creating topic '{name}'"), result.error_code, result.error_message.as_ref())?;
-                println!("created topic {name} with {} partitions, replication factor {}", result.num_partitions, result.replication_factor);
+                out!("created topic {name} with {} partitions, replication factor {}", result.num_partitions, result.replication_factor);
             }
         }
         TopicsCommand::List => {
@@ -194,7 +211,7 @@ pub async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), C
             for result in &response.responses {
                 kafka_check(&format!("deleting topic '{name}'"), result.error_code, result.error_message.as_ref())?;
             }
-            println!("deleted topic {name}");
+            out!("deleted topic {name}");
         }
         TopicsCommand::AlterConfig { name, set, delete } => {
             if set.is_empty() && delete.is_empty() {
@@ -215,7 +232,7 @@ pub async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), C
             for result in &response.responses {
                 kafka_check(&format!("altering configs of '{name}'"), result.error_code, result.error_message.as_ref())?;
             }
-            println!("altered configs of topic {name}");
+            out!("altered configs of topic {name}");
         }
     }
     Ok(())
@@ -239,7 +256,7 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
         let partition_ids: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
         let earliest = list_offsets(client, &topic_name, &partition_ids, -2).await?;
         let latest = list_offsets(client, &topic_name, &partition_ids, -1).await?;
-        println!("Topic: {topic_name}  TopicId: {}  Partitions: {}  Internal: {}", topic.topic_id, topic.partitions.len(), topic.is_internal);
+        out!("Topic: {topic_name}  TopicId: {}  Partitions: {}  Internal: {}", topic.topic_id, topic.partitions.len(), topic.is_internal);
         let resource = DescribeConfigsResource::default()
             .with_resource_type(2)
             .with_resource_name(StrBytes::from_string(topic_name.clone()))
@@ -252,7 +269,7 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
             .filter(|entry| entry.config_source == 1)
             .map(|entry| format!("{}={}", entry.name.as_str(), entry.value.as_ref().map(|v| v.as_str()).unwrap_or("")))
             .collect();
-        println!("Configs: {}", if overrides.is_empty() { "(broker defaults)".to_string() } else { overrides.join(", ") });
+        out!("Configs: {}", if overrides.is_empty() { "(broker defaults)".to_string() } else { overrides.join(", ") });
         let rows: Vec<Vec<String>> = topic
             .partitions
             .iter()
@@ -269,7 +286,7 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
             })
             .collect();
         print_table(&["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LOG START", "HIGH WATERMARK"], &rows);
-        println!();
+        out!();
     }
     Ok(())
 }
@@ -304,7 +321,7 @@ async fn describe_group(client: &mut AdminClient, group: &str) -> Result<(), Cli
         return Err(CliError::Usage(format!("no description returned for group '{group}'")));
     };
     kafka_check(&format!("describing group '{group}'"), description.error_code, None)?;
-    println!("Group: {group}  State: {}  Protocol: {}  Members: {}", description.group_state.as_str(), description.protocol_data.as_str(), description.members.len());
+    out!("Group: {group}  State: {}  Protocol: {}  Members: {}", description.group_state.as_str(), description.protocol_data.as_str(), description.members.len());
     let member_rows: Vec<Vec<String>> = description
         .members
         .iter()
@@ -319,7 +336,7 @@ async fn describe_group(client: &mut AdminClient, group: &str) -> Result<(), Cli
         .collect();
     if !member_rows.is_empty() {
         print_table(&["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"], &member_rows);
-        println!();
+        out!();
     }
     let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group_id).with_topics(None)]);
     let offsets = client.call(fetch, 8).await?;

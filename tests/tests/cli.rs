@@ -241,3 +241,22 @@ fn serve_help_lists_kafka_named_flags() -> Result<()> {
     }
     Ok(())
 }
+
+/// `silt topics list | head -1` ends quietly when the pipe closes instead of panicking.
+#[test]
+fn cli_output_into_a_closed_pipe_exits_cleanly() -> Result<()> {
+    let silt = SiltProcess::start()?;
+    // Enough rows (about 150 KiB) that the table outgrows the pipe buffer head leaves unread.
+    let _ = silt.cli_ok(&["topics", "create", "pipe", "--partitions", "2000"])?;
+    let script = format!(
+        "set -o pipefail; '{}' topics describe pipe --bootstrap-server {} | head -1",
+        silt_tests::silt_bin()?.display(),
+        silt.bootstrap()
+    );
+    let output = std::process::Command::new("bash").arg("-c").arg(&script).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!stderr.contains("panicked"), "silt panicked on a closed pipe: {stderr}");
+    ensure!(output.status.success(), "silt exited with {} on a closed pipe: {stderr}", output.status);
+    ensure!(String::from_utf8_lossy(&output.stdout).lines().count() == 1, "head printed one line");
+    Ok(())
+}
