@@ -27,7 +27,7 @@ pub(super) async fn handle_metadata(context: &BrokerContext, request: MetadataRe
     match requested {
         None => {
             let metadata = context.controller.metadata();
-            topics.extend(metadata.topics.values().map(|topic| describe_topic(topic, version)));
+            topics.extend(metadata.topics.values().map(|topic| describe_topic(&metadata, topic, version)));
         }
         Some(wanted) => {
             for (name, topic_id) in wanted {
@@ -53,14 +53,14 @@ async fn resolve_topic(
     let metadata = context.controller.metadata();
     let Some(name) = name else {
         return match metadata.topic_by_id(silt_controller::TopicId(topic_id)) {
-            Some(topic) => describe_topic(topic, version),
+            Some(topic) => describe_topic(&metadata, topic, version),
             None => MetadataResponseTopic::default()
                 .with_topic_id(topic_id)
                 .with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION),
         };
     };
     if let Some(topic) = metadata.topic(&name) {
-        return describe_topic(topic, version);
+        return describe_topic(&metadata, topic, version);
     }
     let unknown = || {
         MetadataResponseTopic::default()
@@ -76,19 +76,20 @@ async fn resolve_topic(
     match created {
         Ok(topic) => {
             tracing::info!(topic = %name, partitions = topic.partitions.len(), "auto-created topic");
-            describe_topic(&topic, version)
+            describe_topic(&context.controller.metadata(), &topic, version)
         }
         // Another client's request created it first.
         Err(silt_controller::ControllerError::TopicAlreadyExists(_)) => match context.controller.metadata().topic(&name) {
-            Some(topic) => describe_topic(topic, version),
+            Some(topic) => describe_topic(&context.controller.metadata(), topic, version),
             None => unknown().with_error_code(error_code::LEADER_NOT_AVAILABLE),
         },
         Err(error) => unknown().with_error_code(controller_error_code(&error)),
     }
 }
 
-/// The Metadata entry of one topic.
-pub(crate) fn describe_topic(topic: &TopicMetadata, version: i16) -> MetadataResponseTopic {
+/// The Metadata entry of one topic; replicas on fenced or unregistered brokers are listed
+/// as offline (v5+).
+pub(crate) fn describe_topic(metadata: &ClusterMetadata, topic: &TopicMetadata, version: i16) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -101,6 +102,17 @@ pub(crate) fn describe_topic(topic: &TopicMetadata, version: i16) -> MetadataRes
                 .with_leader_epoch(assignment.leader_epoch)
                 .with_replica_nodes(assignment.replicas.iter().copied().map(BrokerId).collect())
                 .with_isr_nodes(assignment.isr.iter().copied().map(BrokerId).collect())
+                .with_offline_replicas(if version >= 5 {
+                    assignment
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|replica| metadata.broker(*replica).is_none_or(|broker| broker.fenced))
+                        .map(BrokerId)
+                        .collect()
+                } else {
+                    Vec::new()
+                })
         })
         .collect();
     MetadataResponseTopic::default()
