@@ -13,4 +13,5 @@ pub mod fetch_session;
 pub mod flights;
 mod handlers;
 pub mod node;
+pub mod replica_fetcher;
 pub mod server;

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::admin_http;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
+use crate::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use crate::server;
 
 /// Errors starting a node.
@@ -180,6 +181,8 @@ async fn ensure_consumer_offsets_topic(controller: &Controller, config: &BrokerC
 /// Applies every metadata change the controller publishes, in order.
 async fn follow_metadata(controller: Controller, replica_manager: Arc<ReplicaManager>, mut shutdown: watch::Receiver<bool>) {
     let mut updates = controller.subscribe();
+    let replica_fetchers = ReplicaFetcherManager::new(Arc::clone(&replica_manager), ReplicaFetcherConfig::default());
+    replica_fetchers.apply_metadata(&controller.metadata());
     loop {
         tokio::select! {
             changed = updates.changed() => {
@@ -190,8 +193,12 @@ async fn follow_metadata(controller: Controller, replica_manager: Arc<ReplicaMan
                 if let Err(error) = replica_manager.apply_metadata(&metadata).await {
                     warn!(%error, metadata_offset = metadata.metadata_offset, "applying metadata failed");
                 }
+                replica_fetchers.apply_metadata(&metadata);
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                replica_fetchers.shutdown().await;
+                return;
+            }
         }
     }
 }
