@@ -27,6 +27,9 @@ pub struct ConsumerOffsetsLog {
     replica_manager: Arc<ReplicaManager>,
 }
 
+/// Kafka's `offsets.commit.timeout.ms`: how long a group write waits for the ISR.
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl ConsumerOffsetsLog {
     /// Stores group state in `__consumer_offsets` on this replica manager.
     pub fn new(replica_manager: Arc<ReplicaManager>) -> Self {
@@ -104,10 +107,16 @@ impl OffsetsLog for ConsumerOffsetsLog {
     fn append(&self, partition: i32, records: Vec<(Bytes, Option<Bytes>)>) -> BoxFuture<'_, Result<(), GroupError>> {
         Box::pin(async move {
             let batch = Self::encode_batch(records)?;
+            let storage_error = |error: crate::replica_manager::PartitionError| {
+                GroupError::Storage(format!("appending to {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}"))
+            };
+            let appended =
+                self.replica_manager.append_records(CONSUMER_OFFSETS_TOPIC, partition, batch, -1).await.map_err(storage_error)?;
+            // Like acks=all: a commit is answered once the ISR has it.
             self.replica_manager
-                .append_records(CONSUMER_OFFSETS_TOPIC, partition, batch, -1)
+                .wait_for_high_watermark(CONSUMER_OFFSETS_TOPIC, partition, appended.last_offset + 1, OFFSETS_COMMIT_TIMEOUT)
                 .await
-                .map_err(|error| GroupError::Storage(format!("appending to {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}")))?;
+                .map_err(storage_error)?;
             Ok(())
         })
     }

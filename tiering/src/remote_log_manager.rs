@@ -226,6 +226,8 @@ impl RemoteLogManager {
         let broker_id = self.replica_manager.broker_id();
         for partition in self.replica_manager.all_partitions() {
             if partition.leader() != broker_id {
+                // Followers never upload, but trim what the leader has copied.
+                self.follower_local_retention(&partition).await;
                 continue;
             }
             let key = (partition.topic_id, partition.partition);
@@ -275,6 +277,22 @@ impl RemoteLogManager {
             debug!(?summary, "tiering round done");
         }
         summary
+    }
+
+    /// Local retention on a follower replica: segments go only once the controller has a
+    /// committed remote copy of their offsets, as on the leader.
+    async fn follower_local_retention(&self, partition: &Arc<Partition>) {
+        let metadata = self.controller.metadata();
+        if metadata.topic_by_id(partition.topic_id).is_none() {
+            return;
+        }
+        let remote_end = metadata.remote_log_end_offset(partition.topic_id, partition.partition);
+        if remote_end.is_none() {
+            return;
+        }
+        if let Err(error) = apply_local_retention(partition, remote_end).await {
+            warn!(topic = %partition.topic, partition = partition.partition, %error, "local retention on a follower failed");
+        }
     }
 
     /// Keeps the backlog gauge of a partition that is backing off current: sealed
@@ -654,8 +672,10 @@ async fn read_log_view(
         let candidates = guard
             .sealed_segment_base_offsets()
             .into_iter()
-            .filter(|base_offset| copy_from.is_none_or(|from| *base_offset >= from))
             .filter_map(|base_offset| guard.sealed_segment_files(base_offset))
+            // A new leader's segments need not start where the old leader's ended: the one
+            // holding the remote end offset goes whole (its earlier offsets are identical).
+            .filter(|files| copy_from.is_none_or(|from| files.next_offset > from))
             .filter(|files| files.next_offset > files.base_offset)
             .take_while(|files| files.next_offset <= high_watermark)
             .map(|files| {
