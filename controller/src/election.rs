@@ -23,7 +23,10 @@ fn is_unfenced(metadata: &ClusterMetadata, broker_id: BrokerId) -> bool {
 }
 
 fn set_leader(partition: &mut PartitionAssignment, leader: BrokerId) {
-    debug_assert!(partition.leader != leader, "a leader change changes the leader");
+    debug_assert!(
+        partition.leader != leader,
+        "a leader change changes the leader"
+    );
     partition.leader = leader;
     partition.leader_epoch = partition.leader_epoch.saturating_add(1);
     partition.partition_epoch = partition.partition_epoch.saturating_add(1);
@@ -52,7 +55,8 @@ pub(crate) fn fence_broker(
         )));
     }
     broker.fenced = true;
-    let leader_changes = remove_from_partitions(metadata, broker_id, unclean_leader_election_default);
+    let leader_changes =
+        remove_from_partitions(metadata, broker_id, unclean_leader_election_default);
     Ok(CommandOutput::LeadersElected(leader_changes))
 }
 
@@ -154,10 +158,7 @@ pub(crate) fn alter_partition(
     metadata: &mut ClusterMetadata,
     request: AlterPartitionRequest,
 ) -> CommandResult {
-    let described = format!(
-        "topic {} partition {}",
-        request.topic_id, request.partition
-    );
+    let described = format!("topic {} partition {}", request.topic_id, request.partition);
     let current = metadata
         .topic_by_id(request.topic_id)
         .and_then(|topic| topic.partition(request.partition))
@@ -290,7 +291,12 @@ mod tests {
         uuid::Uuid::from_u128(100 + u128::from(broker_id.unsigned_abs()))
     }
 
-    fn partition(index: i32, replicas: &[BrokerId], isr: &[BrokerId], leader: BrokerId) -> PartitionAssignment {
+    fn partition(
+        index: i32,
+        replicas: &[BrokerId],
+        isr: &[BrokerId],
+        leader: BrokerId,
+    ) -> PartitionAssignment {
         PartitionAssignment {
             partition: index,
             replicas: replicas.to_vec(),
@@ -355,13 +361,22 @@ mod tests {
         assert!(metadata.broker(1).unwrap().fenced);
 
         // Led by 1: next replica in order that is in the ISR.
-        assert_eq!((part(&metadata, 0).leader, part(&metadata, 0).isr.clone()), (2, vec![2, 3]));
+        assert_eq!(
+            (part(&metadata, 0).leader, part(&metadata, 0).isr.clone()),
+            (2, vec![2, 3])
+        );
         assert_eq!(epochs(part(&metadata, 0)), (6, 11));
         // Skips replica 2, which is not in the ISR.
-        assert_eq!((part(&metadata, 2).leader, part(&metadata, 2).isr.clone()), (3, vec![3]));
+        assert_eq!(
+            (part(&metadata, 2).leader, part(&metadata, 2).isr.clone()),
+            (3, vec![3])
+        );
         assert_eq!(epochs(part(&metadata, 2)), (6, 11));
         // Follower only: ISR shrinks, leader epoch stays.
-        assert_eq!((part(&metadata, 1).leader, part(&metadata, 1).isr.clone()), (2, vec![2, 3]));
+        assert_eq!(
+            (part(&metadata, 1).leader, part(&metadata, 1).isr.clone()),
+            (2, vec![2, 3])
+        );
         assert_eq!(epochs(part(&metadata, 1)), (5, 11));
         // Not a replica: untouched.
         assert_eq!(epochs(part(&metadata, 3)), (5, 10));
@@ -390,15 +405,20 @@ mod tests {
         ]);
         // The broker default applies to topics without an override.
         apply(&mut metadata, fence(1, true)).unwrap();
-        assert_eq!((part(&metadata, 0).leader, part(&metadata, 0).isr.clone()), (3, vec![3]));
+        assert_eq!(
+            (part(&metadata, 0).leader, part(&metadata, 0).isr.clone()),
+            (3, vec![3])
+        );
         assert_eq!(epochs(part(&metadata, 0)), (6, 11));
 
         // The topic override wins over the broker default.
         let mut metadata = cluster(vec![partition(0, &[1, 3, 2], &[1], 1)]);
-        let _previous = metadata.topics.get_mut("t").unwrap().configs.insert(
-            UNCLEAN_LEADER_ELECTION_ENABLE.to_owned(),
-            "true".to_owned(),
-        );
+        let _previous = metadata
+            .topics
+            .get_mut("t")
+            .unwrap()
+            .configs
+            .insert(UNCLEAN_LEADER_ELECTION_ENABLE.to_owned(), "true".to_owned());
         apply(&mut metadata, fence(1, false)).unwrap();
         assert_eq!(part(&metadata, 0).leader, 3);
 
@@ -466,7 +486,10 @@ mod tests {
         assert_eq!(part(&metadata, 0).leader, 1);
         assert_eq!(epochs(part(&metadata, 0)), (7, 12));
         // Partition 1 has a leader; broker 1 rejoins its ISR through AlterPartition only.
-        assert_eq!((part(&metadata, 1).leader, part(&metadata, 1).isr.clone()), (2, vec![2]));
+        assert_eq!(
+            (part(&metadata, 1).leader, part(&metadata, 1).isr.clone()),
+            (2, vec![2])
+        );
     }
 
     fn alter(new_isr: &[BrokerId]) -> AlterPartitionRequest {

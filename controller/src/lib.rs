@@ -468,9 +468,10 @@ impl Controller {
     }
 
     fn raft(&self) -> Result<&Raft<TypeConfig>, ControllerError> {
-        self.inner.raft.as_ref().ok_or_else(|| {
-            ControllerError::Raft("this node is not a controller voter".to_owned())
-        })
+        self.inner
+            .raft
+            .as_ref()
+            .ok_or_else(|| ControllerError::Raft("this node is not a controller voter".to_owned()))
     }
 
     /// This node's id.
@@ -879,9 +880,9 @@ impl Controller {
             };
             let next_target = match answer {
                 LeaderAnswer::Applied(_) | LeaderAnswer::Heartbeat(_) => return Ok(answer),
-                LeaderAnswer::NotLeader { leader: Some(leader) } if Some(leader) != target => {
-                    Some(leader)
-                }
+                LeaderAnswer::NotLeader {
+                    leader: Some(leader),
+                } if Some(leader) != target => Some(leader),
                 LeaderAnswer::NotLeader { .. } | LeaderAnswer::Unavailable(_) => None,
             };
             if self.inner.raft.is_none() {
@@ -938,7 +939,10 @@ impl Controller {
     }
 
     /// Serves `request` with the local raft node. Errors only if raft has stopped.
-    async fn serve_locally(&self, request: &LeaderRequest) -> Result<LeaderAnswer, ControllerError> {
+    async fn serve_locally(
+        &self,
+        request: &LeaderRequest,
+    ) -> Result<LeaderAnswer, ControllerError> {
         let raft = match &self.inner.raft {
             Some(raft) => raft,
             None => return Ok(LeaderAnswer::NotLeader { leader: None }),

@@ -66,17 +66,17 @@ pub(crate) async fn handle_heartbeat(
     let metadata = controller.metadata();
     let broker_id = heartbeat.broker_id;
     let Some(broker) = metadata.broker(broker_id) else {
-        return Ok(LeaderAnswer::Heartbeat(Err(CommandError::StaleBrokerEpoch(
-            format!("broker {broker_id} is not registered"),
-        ))));
+        return Ok(LeaderAnswer::Heartbeat(Err(
+            CommandError::StaleBrokerEpoch(format!("broker {broker_id} is not registered")),
+        )));
     };
     if broker.incarnation_id != heartbeat.incarnation_id {
-        return Ok(LeaderAnswer::Heartbeat(Err(CommandError::StaleBrokerEpoch(
-            format!(
+        return Ok(LeaderAnswer::Heartbeat(Err(
+            CommandError::StaleBrokerEpoch(format!(
                 "broker {broker_id} is registered as incarnation {}, not {}",
                 broker.incarnation_id, heartbeat.incarnation_id
-            ),
-        ))));
+            )),
+        )));
     }
     let in_controlled_shutdown = {
         let mut liveness = controller.inner.liveness.lock();
@@ -88,11 +88,7 @@ pub(crate) async fn handle_heartbeat(
     if !broker.fenced || in_controlled_shutdown {
         return Ok(LeaderAnswer::Heartbeat(Ok(broker.fenced)));
     }
-    let broker_epoch = metadata
-        .broker_epochs
-        .get(&broker_id)
-        .copied()
-        .unwrap_or(0);
+    let broker_epoch = metadata.broker_epochs.get(&broker_id).copied().unwrap_or(0);
     if heartbeat.metadata_offset < broker_epoch {
         return Ok(LeaderAnswer::Heartbeat(Ok(true)));
     }
@@ -139,11 +135,17 @@ pub(crate) async fn leader_duties(controller: Controller) {
         if active != was_active {
             set_active_gauge(active);
             if active {
-                tracing::info!(node_id = controller.node_id(), "became the active controller");
+                tracing::info!(
+                    node_id = controller.node_id(),
+                    "became the active controller"
+                );
                 start_grace_period(&controller);
                 next_rebalance = Instant::now() + rebalance_interval;
             } else {
-                tracing::info!(node_id = controller.node_id(), "no longer the active controller");
+                tracing::info!(
+                    node_id = controller.node_id(),
+                    "no longer the active controller"
+                );
             }
             was_active = active;
         }

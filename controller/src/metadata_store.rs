@@ -156,7 +156,12 @@ impl MetadataStore {
             responses.push(response);
             applied.last_applied = Some(entry.log_id);
         }
-        let fenced = applied.metadata.brokers.values().filter(|broker| broker.fenced).count();
+        let fenced = applied
+            .metadata
+            .brokers
+            .values()
+            .filter(|broker| broker.fenced)
+            .count();
         metrics::gauge!("silt_controller_fenced_brokers").set(fenced as f64);
         let _previous = self
             .shared

@@ -109,7 +109,10 @@ async fn install_snapshot(
 }
 
 /// A write forwarded by another node: proposed here if this node leads.
-async fn write(State(controller): State<Controller>, Json(command): Json<Command>) -> Json<LeaderAnswer> {
+async fn write(
+    State(controller): State<Controller>,
+    Json(command): Json<Command>,
+) -> Json<LeaderAnswer> {
     serve(&controller, LeaderRequest::Propose(command)).await
 }
 
@@ -143,7 +146,8 @@ async fn metadata(
     Query(query): Query<MetadataQuery>,
 ) -> Response {
     let after = query.after;
-    let is_newer = |metadata: &ClusterMetadata| after.is_none_or(|after| metadata.metadata_offset > after);
+    let is_newer =
+        |metadata: &ClusterMetadata| after.is_none_or(|after| metadata.metadata_offset > after);
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_METADATA_WAIT);
     let mut updates = controller.subscribe();
     let mut stop = controller.inner.stop.subscribe();

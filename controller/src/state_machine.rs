@@ -922,7 +922,11 @@ mod tests {
         metadata.metadata_offset = 42;
         let same = broker(1);
         apply(&mut metadata, Command::RegisterBroker(same.clone())).unwrap();
-        assert_eq!(metadata.broker(1), Some(&same), "same incarnation is a no-op");
+        assert_eq!(
+            metadata.broker(1),
+            Some(&same),
+            "same incarnation is a no-op"
+        );
         assert_eq!(metadata.broker_epochs[&1], 0);
 
         let mut restarted = broker(1);
@@ -931,7 +935,10 @@ mod tests {
         apply(&mut metadata, Command::RegisterBroker(restarted.clone())).unwrap();
         let stored = metadata.broker(1).unwrap();
         assert!(stored.fenced);
-        assert_eq!((stored.port, stored.incarnation_id), (9093, restarted.incarnation_id));
+        assert_eq!(
+            (stored.port, stored.incarnation_id),
+            (9093, restarted.incarnation_id)
+        );
         assert_eq!(metadata.broker_epochs[&1], 42);
         let partition = &metadata.topic("t").unwrap().partitions[led_by_1 as usize];
         assert_eq!(partition.leader, 2);

@@ -174,7 +174,10 @@ async fn three_voters_elect_a_leader_and_writes_through_a_follower_reach_all() {
     let again = follower
         .create_topic("orders", 3, 3, BTreeMap::new(), false)
         .await;
-    assert!(matches!(again, Err(ControllerError::TopicAlreadyExists(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(ControllerError::TopicAlreadyExists(_))),
+        "{again:?}"
+    );
 
     let offset = nodes[&leader].metadata().metadata_offset;
     let all: Vec<&Controller> = nodes.values().collect();
@@ -261,7 +264,10 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
 
     let registrations: Vec<BrokerRegistration> = (1..=3).map(broker).collect();
     for registration in &registrations {
-        follower.register_broker(registration.clone()).await.unwrap();
+        follower
+            .register_broker(registration.clone())
+            .await
+            .unwrap();
     }
     let topic = follower
         .create_topic("orders", 6, 3, BTreeMap::new(), false)
@@ -285,7 +291,11 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
                 for registration in &live {
                     let offset = follower.metadata().metadata_offset;
                     let answer = follower
-                        .broker_heartbeat(registration.broker_id, registration.incarnation_id, offset)
+                        .broker_heartbeat(
+                            registration.broker_id,
+                            registration.incarnation_id,
+                            offset,
+                        )
                         .await
                         .unwrap();
                     assert!(!answer.fenced);
@@ -295,12 +305,22 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
         })
     };
     let started = tokio::time::Instant::now();
-    eventually(session_timeout * 3, "the silent broker to be fenced", || async {
-        nodes[&leader].metadata().broker(silent).is_some_and(|b| b.fenced)
-    })
+    eventually(
+        session_timeout * 3,
+        "the silent broker to be fenced",
+        || async {
+            nodes[&leader]
+                .metadata()
+                .broker(silent)
+                .is_some_and(|b| b.fenced)
+        },
+    )
     .await;
     let fenced_after = started.elapsed();
-    assert!(fenced_after >= session_timeout / 2, "fenced too early: {fenced_after:?}");
+    assert!(
+        fenced_after >= session_timeout / 2,
+        "fenced too early: {fenced_after:?}"
+    );
     assert!(
         fenced_after <= session_timeout + Duration::from_secs(1),
         "fenced late: {fenced_after:?}"
@@ -326,10 +346,19 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
     let stale = follower
         .broker_heartbeat(silent, uuid::Uuid::new_v4(), u64::MAX)
         .await;
-    assert!(matches!(stale, Err(ControllerError::StaleBrokerEpoch(_))), "{stale:?}");
+    assert!(
+        matches!(stale, Err(ControllerError::StaleBrokerEpoch(_))),
+        "{stale:?}"
+    );
     let silent_incarnation = registrations[2].incarnation_id;
-    let behind = follower.broker_heartbeat(silent, silent_incarnation, 0).await.unwrap();
-    assert!(behind.fenced, "a broker behind its registration stays fenced");
+    let behind = follower
+        .broker_heartbeat(silent, silent_incarnation, 0)
+        .await
+        .unwrap();
+    assert!(
+        behind.fenced,
+        "a broker behind its registration stays fenced"
+    );
     let offset = follower.metadata().metadata_offset;
     let caught_up = follower
         .broker_heartbeat(silent, silent_incarnation, offset)
@@ -339,7 +368,12 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
     assert!(!nodes[&leader].metadata().broker(silent).unwrap().fenced);
 
     // AlterPartition from the leader of a partition puts broker 3 back in its ISR.
-    let partition = nodes[&leader].metadata().topic("orders").unwrap().partitions[0].clone();
+    let partition = nodes[&leader]
+        .metadata()
+        .topic("orders")
+        .unwrap()
+        .partitions[0]
+        .clone();
     let mut new_isr = partition.isr.clone();
     new_isr.push(silent);
     let altered = follower
@@ -371,10 +405,16 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
     );
 
     // Controlled shutdown fences at once, and heartbeats do not undo it.
-    follower.controlled_shutdown(silent, silent_incarnation).await.unwrap();
+    follower
+        .controlled_shutdown(silent, silent_incarnation)
+        .await
+        .unwrap();
     assert!(nodes[&leader].metadata().broker(silent).unwrap().fenced);
     let offset = follower.metadata().metadata_offset;
-    let still = follower.broker_heartbeat(silent, silent_incarnation, offset).await.unwrap();
+    let still = follower
+        .broker_heartbeat(silent, silent_incarnation, offset)
+        .await
+        .unwrap();
     assert!(still.fenced);
 
     heartbeats.abort();
@@ -402,9 +442,19 @@ async fn preferred_leaders_come_back_after_a_broker_returns() {
         .await
         .unwrap();
     let preferred: Vec<BrokerId> = topic.partitions.iter().map(|p| p.replicas[0]).collect();
-    active.controlled_shutdown(1, registrations[0].incarnation_id).await.unwrap();
+    active
+        .controlled_shutdown(1, registrations[0].incarnation_id)
+        .await
+        .unwrap();
     let moved = active.metadata();
-    assert!(moved.topic("t").unwrap().partitions.iter().all(|p| p.leader == 2));
+    assert!(
+        moved
+            .topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.leader == 2)
+    );
 
     // Broker 1 comes back and rejoins the ISRs; the periodic election restores it.
     let restarted = BrokerRegistration {
@@ -413,7 +463,10 @@ async fn preferred_leaders_come_back_after_a_broker_returns() {
     };
     active.register_broker(restarted.clone()).await.unwrap();
     let offset = active.metadata().metadata_offset;
-    let answer = active.broker_heartbeat(1, restarted.incarnation_id, offset).await.unwrap();
+    let answer = active
+        .broker_heartbeat(1, restarted.incarnation_id, offset)
+        .await
+        .unwrap();
     assert!(!answer.fenced);
     for partition in active.metadata().topic("t").unwrap().partitions.clone() {
         let _altered = active
@@ -430,7 +483,13 @@ async fn preferred_leaders_come_back_after_a_broker_returns() {
     }
     eventually(Duration::from_secs(5), "preferred leaders", || async {
         let metadata = active.metadata();
-        let leaders: Vec<BrokerId> = metadata.topic("t").unwrap().partitions.iter().map(|p| p.leader).collect();
+        let leaders: Vec<BrokerId> = metadata
+            .topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
         leaders == preferred
     })
     .await;
@@ -448,7 +507,10 @@ async fn a_broker_only_node_follows_metadata_and_forwards_writes() {
         .await
         .unwrap();
     assert!(!observer.is_active());
-    assert_eq!(observer.metadata().cluster_id, nodes[&1].metadata().cluster_id);
+    assert_eq!(
+        observer.metadata().cluster_id,
+        nodes[&1].metadata().cluster_id
+    );
     observer.register_broker(broker(7)).await.unwrap();
     let topic = observer
         .create_topic("from-observer", 2, 1, BTreeMap::new(), false)
@@ -466,7 +528,11 @@ async fn a_broker_only_node_follows_metadata_and_forwards_writes() {
     assert_eq!(seen.topic("from-observer"), Some(&topic));
     assert_eq!(observer.active_controller_id(), leader_of(&nodes));
     let heartbeat = observer
-        .broker_heartbeat(7, seen.broker(7).unwrap().incarnation_id, seen.metadata_offset)
+        .broker_heartbeat(
+            7,
+            seen.broker(7).unwrap().incarnation_id,
+            seen.metadata_offset,
+        )
         .await
         .unwrap();
     assert!(!heartbeat.fenced);
@@ -482,9 +548,15 @@ async fn a_voter_set_without_this_node_or_a_listener_is_refused() {
     let mut missing_listener = quorum.config(1);
     missing_listener.listen_addr = None;
     let result = Controller::start_with_tuning(missing_listener, fast_tuning()).await;
-    assert!(matches!(result, Err(ControllerError::InvalidConfig(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(ControllerError::InvalidConfig(_))),
+        "{result:?}"
+    );
     let mut not_a_voter = quorum.config(1);
     not_a_voter.node_id = 9;
     let result = Controller::start_with_tuning(not_a_voter, fast_tuning()).await;
-    assert!(matches!(result, Err(ControllerError::InvalidConfig(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(ControllerError::InvalidConfig(_))),
+        "{result:?}"
+    );
 }
