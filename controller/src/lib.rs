@@ -10,6 +10,11 @@
 //! controller (the raft leader) forwards them to it. A broker-only node attaches with
 //! [`Controller::connect`]. The active controller also tracks broker liveness (heartbeats,
 //! `broker.session.timeout.ms`), fences silent brokers and elects partition leaders.
+//!
+//! Metrics (`metrics` crate): `silt_controller_active` (gauge, 1 on the active
+//! controller), `silt_controller_fenced_brokers` (gauge, as applied on this node) and
+//! `silt_controller_leader_elections_total` (counter of partition leader changes decided
+//! by this node while active).
 
 mod command;
 mod election;

@@ -560,3 +560,35 @@ async fn a_voter_set_without_this_node_or_a_listener_is_refused() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let quorum = Quorum::new(ControllerTuning {
+        snapshot_every_entries: 20,
+        entries_kept_after_snapshot: 5,
+        ..fast_tuning()
+    });
+    let mut nodes = quorum.start_all().await;
+    let leader = leader_of(&nodes).unwrap();
+    let lagging_id = *nodes.keys().find(|id| **id != leader).unwrap();
+    let lagging = nodes.remove(&lagging_id).unwrap();
+    lagging.shutdown().await.unwrap();
+    drop(lagging);
+
+    nodes[&leader].register_broker(broker(1)).await.unwrap();
+    for round in 0..60 {
+        nodes[&leader]
+            .create_topic(&format!("t-{round}"), 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+    }
+    let restarted = quorum.start(lagging_id).await;
+    let _ = nodes.insert(lagging_id, restarted);
+    let offset = nodes[&leader].metadata().metadata_offset;
+    let all: Vec<&Controller> = nodes.values().collect();
+    wait_same_metadata(&all, offset).await;
+    assert_eq!(nodes[&lagging_id].metadata().topics.len(), 60);
+    for node in nodes.values() {
+        node.shutdown().await.unwrap();
+    }
+}
