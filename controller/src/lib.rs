@@ -859,6 +859,12 @@ impl Controller {
     /// following leader hints and retrying across leader changes for
     /// [`ControllerTuning::forward_timeout`]. Answers only `Applied` or `Heartbeat`.
     async fn on_leader(&self, request: LeaderRequest) -> Result<LeaderAnswer, ControllerError> {
+        if *self.inner.stop.borrow() {
+            return Err(match self.inner.raft {
+                Some(_) => ControllerError::Raft("the controller is shut down".to_owned()),
+                None => ControllerError::NotController { leader: None },
+            });
+        }
         let deadline = tokio::time::Instant::now() + self.inner.tuning.forward_timeout;
         let voter_ids: Vec<BrokerId> = self.inner.voters.keys().copied().collect();
         let mut rotation = 0_usize;
