@@ -207,7 +207,10 @@ async fn losing_the_leader_keeps_the_quorum_writable_and_the_restarted_voter_cat
     let stopped = nodes.remove(&first_leader).unwrap();
     stopped.shutdown().await.unwrap();
     let refused = stopped.allocate_producer_ids(1).await;
-    assert!(matches!(refused, Err(ControllerError::Raft(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ControllerError::Raft(_))),
+        "{refused:?}"
+    );
     drop(stopped);
 
     // Writes on either survivor go through once a new leader is elected.
