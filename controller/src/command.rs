@@ -9,7 +9,10 @@ use std::io::Cursor;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::types::AlterPartitionRequest;
+use crate::types::BrokerId;
 use crate::types::BrokerRegistration;
+use crate::types::PartitionAssignment;
 use crate::types::RemoteSegmentMetadata;
 use crate::types::TopicId;
 use crate::types::TopicMetadata;
@@ -34,7 +37,8 @@ openraft::declare_raft_types!(
 pub(crate) enum Command {
     /// Sets the cluster id if none is set yet; answers with the cluster id in force.
     SetClusterId { cluster_id: String },
-    /// Adds or replaces a broker registration.
+    /// Adds a broker registration; a new incarnation of a known broker is registered
+    /// fenced (it restarted), the same incarnation is a no-op.
     RegisterBroker(BrokerRegistration),
     /// Creates a topic, placing replicas on unfenced brokers.
     CreateTopic {
@@ -81,6 +85,26 @@ pub(crate) enum Command {
         partition: i32,
         segment_id: uuid::Uuid,
     },
+    /// Fences a broker: out of every ISR (unless the last member), leaderships moved.
+    FenceBroker {
+        broker_id: BrokerId,
+        /// If set, only this incarnation is fenced (controlled shutdown); another one is
+        /// refused as a stale broker epoch.
+        incarnation_id: Option<uuid::Uuid>,
+        /// `unclean.leader.election.enable` for topics without an override.
+        unclean_leader_election_default: bool,
+    },
+    /// Unfences a caught-up broker and gives it the leadership of the offline partitions
+    /// whose ISR holds it.
+    UnfenceBroker {
+        broker_id: BrokerId,
+        incarnation_id: uuid::Uuid,
+    },
+    /// KIP-497 AlterPartition: an ISR change requested by the partition leader.
+    AlterPartition(AlterPartitionRequest),
+    /// Moves leadership to the preferred replica (the first one) wherever it is unfenced
+    /// and in the ISR.
+    ElectPreferredLeaders,
 }
 
 /// What a successfully applied entry answers.
@@ -98,6 +122,10 @@ pub(crate) enum CommandOutput {
     ProducerIdBlock { first_producer_id: i64 },
     /// A remote segment after the change.
     RemoteSegment(RemoteSegmentMetadata),
+    /// A partition after an AlterPartition.
+    Partition(PartitionAssignment),
+    /// How many partitions changed leader.
+    LeadersElected(u32),
 }
 
 /// A command rejected by the state machine; the metadata is left unchanged.
@@ -117,6 +145,20 @@ pub(crate) enum CommandError {
     InvalidConfig(String),
     #[error("{0}")]
     InvalidRemoteSegment(String),
+    #[error("{0}")]
+    StaleBrokerEpoch(String),
+    #[error("{0}")]
+    NotLeaderOrFollower(String),
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    #[error("{0}")]
+    IneligibleReplica(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
 }
 
 /// The raft response of one applied entry.

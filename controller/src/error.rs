@@ -3,8 +3,8 @@
 use crate::command::CommandError;
 use crate::types::BrokerId;
 
-/// Why a controller operation failed. The first six variants are request errors that map
-/// one-to-one onto Kafka error codes; [`ControllerError::InvalidRemoteSegment`] is a
+/// Why a controller operation failed. Most variants are request errors that map one-to-one
+/// onto Kafka error codes; [`ControllerError::InvalidRemoteSegment`] is a
 /// refused remote segment transition (no Kafka code of its own); the rest are
 /// controller-side failures.
 #[derive(thiserror::Error, Debug)]
@@ -36,6 +36,32 @@ pub enum ControllerError {
     /// segment's current state, or a `CopyFinished` overlap. Carries a description.
     #[error("invalid remote segment: {0}")]
     InvalidRemoteSegment(String),
+    /// The broker is not registered, or under another incarnation than the one given
+    /// (Kafka `STALE_BROKER_EPOCH`, code 77): it must register again.
+    #[error("stale broker epoch: {0}")]
+    StaleBrokerEpoch(String),
+    /// The requester does not lead the partition (Kafka `NOT_LEADER_OR_FOLLOWER`, code 6).
+    #[error("not the leader: {0}")]
+    NotLeaderOrFollower(String),
+    /// The request's leader epoch is not the partition's current one (Kafka
+    /// `FENCED_LEADER_EPOCH`, code 74).
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    /// The request's partition epoch is not the partition's current one (Kafka
+    /// `INVALID_UPDATE_VERSION`, code 95): refresh metadata and retry.
+    #[error("invalid update version: {0}")]
+    InvalidUpdateVersion(String),
+    /// A replica added to the ISR is fenced or not registered (Kafka `INELIGIBLE_REPLICA`,
+    /// code 107).
+    #[error("ineligible replica: {0}")]
+    IneligibleReplica(String),
+    /// A malformed request, e.g. an ISR without the leader, with duplicates or with
+    /// non-replicas (Kafka `INVALID_REQUEST`, code 42).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No such topic id or partition (Kafka `UNKNOWN_TOPIC_OR_PARTITION`, code 3).
+    #[error("unknown topic or partition: {0}")]
+    UnknownTopicOrPartition(String),
     /// This node is not the raft leader; retry on `leader` if known (Kafka `NOT_CONTROLLER`).
     #[error("not the active controller (leader: {leader:?})")]
     NotController {
@@ -63,6 +89,19 @@ impl From<CommandError> for ControllerError {
             CommandError::InvalidConfig(reason) => ControllerError::InvalidConfig(reason),
             CommandError::InvalidRemoteSegment(reason) => {
                 ControllerError::InvalidRemoteSegment(reason)
+            }
+            CommandError::StaleBrokerEpoch(reason) => ControllerError::StaleBrokerEpoch(reason),
+            CommandError::NotLeaderOrFollower(reason) => {
+                ControllerError::NotLeaderOrFollower(reason)
+            }
+            CommandError::FencedLeaderEpoch(reason) => ControllerError::FencedLeaderEpoch(reason),
+            CommandError::InvalidUpdateVersion(reason) => {
+                ControllerError::InvalidUpdateVersion(reason)
+            }
+            CommandError::IneligibleReplica(reason) => ControllerError::IneligibleReplica(reason),
+            CommandError::InvalidRequest(reason) => ControllerError::InvalidRequest(reason),
+            CommandError::UnknownTopicOrPartition(reason) => {
+                ControllerError::UnknownTopicOrPartition(reason)
             }
         }
     }

@@ -10,6 +10,8 @@ use std::io::Cursor;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering;
 
 use openraft::BasicNode;
 use openraft::Entry;
@@ -55,6 +57,8 @@ struct Shared {
     /// Serializes snapshot file writes of the snapshot builder and of installs.
     snapshot_writes: tokio::sync::Mutex<()>,
     publisher: Arc<MetadataPublisher>,
+    /// This node's id once known, to count only the leader changes it decided.
+    local_node: AtomicI64,
 }
 
 struct AppliedState {
@@ -94,8 +98,16 @@ impl MetadataStore {
                 current_snapshot: Mutex::new(loaded),
                 snapshot_writes: tokio::sync::Mutex::new(()),
                 publisher: Arc::new(publisher),
+                local_node: AtomicI64::new(i64::from(NO_BROKER)),
             }),
         })
+    }
+
+    /// Tells the store which node it runs on (for metrics only).
+    pub(crate) fn set_local_node(&self, node_id: BrokerId) {
+        self.shared
+            .local_node
+            .store(i64::from(node_id), Ordering::Relaxed);
     }
 
     /// The channel every applied metadata version is published on.
@@ -125,7 +137,16 @@ impl MetadataStore {
                 }
                 EntryPayload::Normal(command) => {
                     metadata.controller_id = leader_of(&entry.log_id);
-                    state_machine::apply(metadata, command)
+                    let result = state_machine::apply(metadata, command);
+                    let decided_here = i64::from(metadata.controller_id)
+                        == self.shared.local_node.load(Ordering::Relaxed);
+                    if let Ok(CommandOutput::LeadersElected(count)) = &result
+                        && decided_here
+                    {
+                        metrics::counter!("silt_controller_leader_elections_total")
+                            .increment(u64::from(*count));
+                    }
+                    result
                 }
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -135,6 +156,13 @@ impl MetadataStore {
             responses.push(response);
             applied.last_applied = Some(entry.log_id);
         }
+        let fenced = applied
+            .metadata
+            .brokers
+            .values()
+            .filter(|broker| broker.fenced)
+            .count();
+        metrics::gauge!("silt_controller_fenced_brokers").set(fenced as f64);
         let _previous = self
             .shared
             .publisher

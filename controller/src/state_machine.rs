@@ -10,6 +10,7 @@ use crate::command::Command;
 use crate::command::CommandError;
 use crate::command::CommandOutput;
 use crate::command::CommandResult;
+use crate::election;
 use crate::placement::assign_replicas;
 use crate::types::BrokerId;
 use crate::types::BrokerRegistration;
@@ -99,6 +100,22 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
                 segment_id,
             },
         ),
+        Command::FenceBroker {
+            broker_id,
+            incarnation_id,
+            unclean_leader_election_default,
+        } => election::fence_broker(
+            metadata,
+            broker_id,
+            incarnation_id,
+            unclean_leader_election_default,
+        ),
+        Command::UnfenceBroker {
+            broker_id,
+            incarnation_id,
+        } => election::unfence_broker(metadata, broker_id, incarnation_id),
+        Command::AlterPartition(request) => election::alter_partition(metadata, request),
+        Command::ElectPreferredLeaders => election::elect_preferred_leaders(metadata),
     }
 }
 
@@ -151,9 +168,32 @@ fn register_broker(
             registration.broker_id
         )));
     }
-    let _previous = metadata
-        .brokers
-        .insert(registration.broker_id, registration);
+    let broker_id = registration.broker_id;
+    let previous_incarnation = metadata
+        .broker(broker_id)
+        .map(|previous| previous.incarnation_id);
+    match previous_incarnation {
+        // A retry of the same registration.
+        Some(incarnation) if incarnation == registration.incarnation_id => {
+            return Ok(CommandOutput::Done);
+        }
+        // The broker restarted: fenced until it has caught up with the metadata, and its
+        // old incarnation's leaderships and ISR places go.
+        Some(_) => {
+            let restarted = BrokerRegistration {
+                fenced: true,
+                ..registration
+            };
+            let _previous = metadata.brokers.insert(broker_id, restarted);
+            let _leader_changes = election::remove_from_partitions(metadata, broker_id, false);
+        }
+        None => {
+            let _previous = metadata.brokers.insert(broker_id, registration);
+        }
+    }
+    let _previous_epoch = metadata
+        .broker_epochs
+        .insert(broker_id, metadata.metadata_offset);
     Ok(CommandOutput::Done)
 }
 
@@ -870,13 +910,41 @@ mod tests {
     }
 
     #[test]
-    fn re_registration_replaces_the_broker() {
-        let mut metadata = cluster_with_brokers(&[1]);
+    fn re_registration_with_a_new_incarnation_fences_the_broker() {
+        let mut metadata = cluster_with_brokers(&[1, 2]);
+        let topic = topic_of(apply(&mut metadata, create("t", 2, 2)));
+        let led_by_1 = topic
+            .partitions
+            .iter()
+            .find(|partition| partition.leader == 1)
+            .unwrap()
+            .partition;
+        metadata.metadata_offset = 42;
+        let same = broker(1);
+        apply(&mut metadata, Command::RegisterBroker(same.clone())).unwrap();
+        assert_eq!(
+            metadata.broker(1),
+            Some(&same),
+            "same incarnation is a no-op"
+        );
+        assert_eq!(metadata.broker_epochs[&1], 0);
+
         let mut restarted = broker(1);
         restarted.incarnation_id = uuid::Uuid::from_u128(999);
         restarted.port = 9093;
         apply(&mut metadata, Command::RegisterBroker(restarted.clone())).unwrap();
-        assert_eq!(metadata.broker(1), Some(&restarted));
+        let stored = metadata.broker(1).unwrap();
+        assert!(stored.fenced);
+        assert_eq!(
+            (stored.port, stored.incarnation_id),
+            (9093, restarted.incarnation_id)
+        );
+        assert_eq!(metadata.broker_epochs[&1], 42);
+        let partition = &metadata.topic("t").unwrap().partitions[led_by_1 as usize];
+        assert_eq!(partition.leader, 2);
+        assert_eq!(partition.isr, vec![2]);
+        assert_eq!((partition.leader_epoch, partition.partition_epoch), (1, 1));
+
         let negative = apply(&mut metadata, Command::RegisterBroker(broker(-1)));
         assert!(matches!(negative, Err(CommandError::InvalidConfig(_))));
     }

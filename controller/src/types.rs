@@ -135,6 +135,31 @@ pub struct BrokerRegistration {
     pub fenced: bool,
 }
 
+/// An ISR change requested by a partition leader (Kafka AlterPartition, KIP-497).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionRequest {
+    /// The requesting broker; must be the partition's current leader.
+    pub broker_id: BrokerId,
+    /// Topic of the partition.
+    pub topic_id: TopicId,
+    /// Partition id, `>= 0`.
+    pub partition: i32,
+    /// The leader epoch the requester leads in; must equal the current one.
+    pub leader_epoch: i32,
+    /// The partition epoch the requester last saw; must equal the current one.
+    pub partition_epoch: i32,
+    /// The proposed ISR: non-empty, containing the leader, a subset of the replicas without
+    /// duplicates; members not in the current ISR must be unfenced.
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// The active controller's answer to a broker heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// True while the broker is fenced: it must not lead or join ISRs yet.
+    pub fenced: bool,
+}
+
 /// Metadata of one segment copied to remote storage (KIP-405 `RemoteLogSegmentMetadata`),
 /// stored in [`ClusterMetadata::remote_segments`].
 ///
@@ -233,6 +258,12 @@ pub struct ClusterMetadata {
     /// written before remote segments existed.
     #[serde(default, with = "remote_segments_serde")]
     pub remote_segments: RemoteSegments,
+    /// Broker epoch of each registered broker (Kafka KRaft's meaning): the
+    /// `metadata_offset` of the registration that created its current incarnation. A
+    /// fenced broker is unfenced once it reports having applied metadata up to it. Absent
+    /// in snapshots written before broker liveness existed.
+    #[serde(default)]
+    pub broker_epochs: BTreeMap<BrokerId, u64>,
 }
 
 impl Default for ClusterMetadata {
@@ -245,6 +276,7 @@ impl Default for ClusterMetadata {
             next_producer_id: 0,
             metadata_offset: 0,
             remote_segments: BTreeMap::new(),
+            broker_epochs: BTreeMap::new(),
         }
     }
 }

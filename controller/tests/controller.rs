@@ -20,6 +20,8 @@ fn config(dir: &Path) -> ControllerConfig {
         node_id: 1,
         data_dir: dir.join("__controller"),
         cluster_id: None,
+        voters: std::collections::BTreeMap::new(),
+        listen_addr: None,
     }
 }
 

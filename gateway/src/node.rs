@@ -75,6 +75,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         node_id: config.node_id,
         data_dir: config.log_dirs[0].join("__controller"),
         cluster_id: config.cluster_id.clone(),
+        voters: std::collections::BTreeMap::new(),
+        listen_addr: None,
     })
     .await?;
     let listener = TcpListener::bind(config.listener).await.map_err(io_error(format!("binding the Kafka listener {}", config.listener)))?;

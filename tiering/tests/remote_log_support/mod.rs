@@ -210,6 +210,8 @@ pub(crate) async fn tiered_partition(
         node_id: BROKER_ID,
         data_dir: dir.path().join("__controller"),
         cluster_id: None,
+        voters: std::collections::BTreeMap::new(),
+        listen_addr: None,
     })
     .await
     .expect("controller start");

@@ -92,6 +92,8 @@ impl Cluster {
             node_id: BROKER_ID,
             data_dir: dir.path().join("controller"),
             cluster_id: None,
+            voters: std::collections::BTreeMap::new(),
+            listen_addr: None,
         })
         .await
         .expect("controller");
