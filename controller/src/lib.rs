@@ -748,9 +748,10 @@ impl Controller {
     /// `event_timestamp_ms` with the current time and returns the updated segment.
     ///
     /// Errors: [`ControllerError::InvalidRemoteSegment`] if the segment does not exist, is not
-    /// `CopyStarted`, or another `CopyFinished` segment of the partition overlaps
-    /// `[base_offset, end_offset]`: the first finished upload wins, so a duplicate upload
-    /// after a crash or a leader change is never served (delete it instead).
+    /// `CopyStarted`, or its `end_offset` does not reach past the partition's remote log end
+    /// offset: the first finished upload of an offset wins, so a duplicate upload after a
+    /// crash or a leader change is never served (delete it instead). A segment overlapping
+    /// the end is accepted: a new leader's segment boundaries differ from the old one's.
     pub async fn finish_remote_segment_copy(
         &self,
         topic_id: TopicId,

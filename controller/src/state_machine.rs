@@ -459,24 +459,24 @@ fn finish_remote_segment_copy(
         return Err(wrong_state(key, segment.state, "finish its copy"));
     }
     let candidate = segment.clone();
-    let overlapping = metadata
+    // The first finished copy of an offset wins: a copy must extend the remote log past
+    // its current end. It may overlap the end (a new leader's segment boundaries differ
+    // from the old leader's; committed offsets are identical on every replica), but a
+    // copy adding nothing, such as a duplicate upload after a crash, is refused.
+    let remote_end = metadata
         .remote_segments
         .get(&(key.topic_id, key.partition))
         .into_iter()
         .flat_map(BTreeMap::values)
-        .find(|other| {
-            other.state == RemoteSegmentState::CopyFinished
-                && other.segment_id != key.segment_id
-                && other.overlaps(&candidate)
-        });
-    if let Some(other) = overlapping {
+        .filter(|other| other.state == RemoteSegmentState::CopyFinished && other.segment_id != key.segment_id)
+        .map(RemoteSegmentMetadata::next_offset)
+        .max();
+    if let Some(remote_end) = remote_end
+        && candidate.next_offset() <= remote_end
+    {
         return Err(invalid_segment(format!(
-            "{key} with offsets [{}, {}] overlaps the copied segment {} with offsets [{}, {}]",
-            candidate.base_offset,
-            candidate.end_offset,
-            other.segment_id,
-            other.base_offset,
-            other.end_offset
+            "{key} with offsets [{}, {}] adds nothing to the copied remote log, which ends before offset {remote_end}",
+            candidate.base_offset, candidate.end_offset
         )));
     }
     let segment = stored_segment(metadata, key)?;
@@ -1265,6 +1265,7 @@ mod tests {
             (3, 50, 149),
             (4, 99, 99),
             (5, 100, 199),
+            (6, 120, 180),
         ] {
             apply(
                 &mut metadata,
@@ -1273,21 +1274,25 @@ mod tests {
             .unwrap();
         }
         apply(&mut metadata, finish_copy(topic_id, 1)).unwrap();
-        // Same range, partial overlap, a single shared offset: all refused.
-        for id in [2, 3, 4] {
+        // Same range, a single shared offset: nothing new, refused.
+        for id in [2, 4] {
             assert_refused(&mut metadata, finish_copy(topic_id, id));
             assert_eq!(
                 state_of(&metadata, topic_id, id),
                 RemoteSegmentState::CopyStarted
             );
         }
-        // Adjacent ranges do not overlap.
+        // A segment of a new leader straddling the remote end extends it.
+        apply(&mut metadata, finish_copy(topic_id, 3)).unwrap();
         apply(&mut metadata, finish_copy(topic_id, 5)).unwrap();
+        // Ends inside what is copied: refused.
+        assert_refused(&mut metadata, finish_copy(topic_id, 6));
         let copied: Vec<i64> = metadata
             .copied_remote_segments(topic_id, 0)
             .map(|segment| segment.base_offset)
             .collect();
-        assert_eq!(copied, vec![0, 100]);
+        assert_eq!(copied, vec![0, 50, 100]);
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(200));
         let all: Vec<(i64, uuid::Uuid)> = metadata
             .remote_segments(topic_id, 0)
             .map(|segment| (segment.base_offset, segment.segment_id))
@@ -1300,6 +1305,7 @@ mod tests {
                 (50, segment_id(3)),
                 (99, segment_id(4)),
                 (100, segment_id(5)),
+                (120, segment_id(6)),
             ]
         );
         assert_eq!(metadata.remote_log_start_offset(topic_id, 0), Some(0));
@@ -1311,11 +1317,10 @@ mod tests {
             Some(segment_id(5))
         );
 
-        // Once the winner is being deleted, a duplicate may take its place.
+        // Retention deleting the oldest copy does not let a duplicate of it back in.
         apply(&mut metadata, begin_delete(topic_id, 1)).unwrap();
-        apply(&mut metadata, finish_copy(topic_id, 2)).unwrap();
-        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), Some(0));
-        assert_refused(&mut metadata, finish_copy(topic_id, 3));
+        assert_refused(&mut metadata, finish_copy(topic_id, 2));
+        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), Some(50));
         // Other partitions never conflict.
         let mut other = segment(topic_id, 6, 0, 99);
         other.partition = 1;

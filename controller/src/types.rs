@@ -326,7 +326,8 @@ impl ClusterMetadata {
     }
 
     /// The readable (`CopyFinished`) remote segments of a partition, ordered by
-    /// `base_offset`. Their offset ranges never overlap.
+    /// `base_offset`. Each reaches past the end of the ones before it; ranges may overlap
+    /// where leaders rolled segments at different offsets (the records are the same).
     pub fn copied_remote_segments(
         &self,
         topic_id: TopicId,

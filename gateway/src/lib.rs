@@ -12,6 +12,7 @@ pub mod context;
 pub mod fetch_session;
 pub mod flights;
 mod handlers;
+pub mod membership;
 pub mod node;
 pub mod replica_fetcher;
 pub mod server;

@@ -1,7 +1,7 @@
 //! Starting and stopping one Silt node: controller, replica manager, group coordinator,
 //! Kafka listener and admin HTTP, wired in that order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use silt_broker::consumer_offsets::{CONSUMER_OFFSETS_TOPIC, ConsumerOffsetsLog};
 use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
-use silt_controller::{BrokerRegistration, Controller, ControllerConfig, ControllerError};
+use silt_controller::{BrokerId, ClusterMetadata, Controller, ControllerConfig, ControllerError, ControllerTuning};
 use silt_tiering::RemoteLogManager;
 use silt_tiering::chunk_cache::ChunkCache;
 use silt_tiering::remote_reader::RemoteLogReader;
@@ -21,8 +21,12 @@ use tracing::{info, warn};
 use crate::admin_http;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
+use crate::membership::{BrokerMembership, ControllerIsrUpdater};
 use crate::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use crate::server;
+
+/// How long a starting broker waits to be unfenced by the controller.
+const UNFENCE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Errors starting a node.
 #[derive(thiserror::Error, Debug)]
@@ -60,6 +64,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     remote_log_manager: Option<Arc<RemoteLogManager>>,
+    membership: Arc<BrokerMembership>,
 }
 
 /// Starts every component of a node from its configuration.
@@ -71,37 +76,31 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     for log_dir in &config.log_dirs {
         tokio::fs::create_dir_all(log_dir).await.map_err(io_error(format!("creating log dir {}", log_dir.display())))?;
     }
-    let controller = Controller::start(ControllerConfig {
-        node_id: config.node_id,
-        data_dir: config.log_dirs[0].join("__controller"),
-        cluster_id: config.cluster_id.clone(),
-        voters: std::collections::BTreeMap::new(),
-        listen_addr: None,
-    })
-    .await?;
+    let controller = start_controller(&config).await?;
     let listener = TcpListener::bind(config.listener).await.map_err(io_error(format!("binding the Kafka listener {}", config.listener)))?;
     let kafka_addr = listener.local_addr().map_err(io_error("reading the Kafka listener address".to_string()))?;
     let advertised_port = if config.advertised_port == 0 { kafka_addr.port() } else { config.advertised_port };
     let advertised_host = if config.advertised_host == "0.0.0.0" { "127.0.0.1".to_string() } else { config.advertised_host.clone() };
-    controller
-        .register_broker(BrokerRegistration {
-            broker_id: config.node_id,
-            incarnation_id: uuid::Uuid::new_v4(),
-            host: advertised_host.clone(),
-            port: advertised_port,
-            rack: None,
-            fenced: false,
-        })
-        .await?;
+    let membership = BrokerMembership::register(
+        controller.clone(),
+        config.node_id,
+        advertised_host.clone(),
+        advertised_port,
+        config.broker_rack.clone(),
+        Duration::from_millis(config.broker_heartbeat_interval_ms.max(10)),
+    )
+    .await?;
 
     let replica_manager = ReplicaManager::new(ReplicaManagerConfig {
         broker_id: config.node_id,
         log_dirs: config.log_dirs.clone(),
         log_defaults: config.log_defaults.clone(),
-        replica_lag_time_max_ms: silt_broker::replica_manager::DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+        replica_lag_time_max_ms: i64::try_from(config.replica_lag_time_max_ms).unwrap_or(i64::MAX),
     });
+    replica_manager.set_isr_updater(Arc::new(ControllerIsrUpdater::new(controller.clone(), config.node_id)));
     replica_manager.apply_metadata(&controller.metadata()).await?;
-    ensure_consumer_offsets_topic(&controller, &config).await?;
+    // A restarted broker is fenced until it has caught up with the metadata (KRaft).
+    membership.wait_until_unfenced(UNFENCE_TIMEOUT).await?;
     replica_manager.apply_metadata(&controller.metadata()).await?;
 
     let remote_log_manager = if config.remote_storage_system_enable {
@@ -111,11 +110,19 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     };
 
     let group_coordinator = GroupCoordinator::new(Arc::new(ConsumerOffsetsLog::new(Arc::clone(&replica_manager))), config.group.clone());
-    group_coordinator.load().await?;
+    group_coordinator.sync_leadership(&led_offsets_partitions(&controller.metadata(), config.node_id)).await?;
 
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(follow_metadata(controller.clone(), Arc::clone(&replica_manager), shutdown_receiver.clone())));
+    tasks.push(tokio::spawn(Arc::clone(&membership).run_heartbeats()));
+    tasks.push(tokio::spawn(ensure_consumer_offsets_topic(controller.clone(), config.clone())));
+    tasks.push(tokio::spawn(follow_metadata(
+        controller.clone(),
+        Arc::clone(&replica_manager),
+        Arc::clone(&group_coordinator),
+        shutdown_receiver.clone(),
+    )));
+    tasks.push(tokio::spawn(Arc::clone(&replica_manager).run_isr_maintenance_loop(replica_manager.isr_check_interval())));
     let retention_interval = Duration::from_millis(config.retention_check_interval_ms.max(100));
     tasks.push(tokio::spawn(Arc::clone(&replica_manager).run_retention_loop(retention_interval)));
     if let Some(flush_ms) = config.flush_interval_ms {
@@ -143,7 +150,40 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     tasks.push(tokio::spawn(admin_http::serve(admin_listener, Arc::clone(&context), shutdown_receiver.clone())));
     tasks.push(tokio::spawn(server::serve(listener, Arc::clone(&context), shutdown_receiver)));
     info!(kafka = %kafka_addr, admin = %admin_addr, node_id = context.node_id(), "silt is ready");
-    Ok(RunningNode { context, kafka_addr, admin_addr, shutdown, tasks, remote_log_manager })
+    Ok(RunningNode { context, kafka_addr, admin_addr, shutdown, tasks, remote_log_manager, membership })
+}
+
+/// Starts this node's controller: a voter of `controller.quorum.voters`, a quorum of one
+/// when no voters are configured, or a broker-only client of the voters.
+async fn start_controller(config: &BrokerConfig) -> Result<Controller, ControllerError> {
+    let unclean_default = config.log_defaults.get("unclean.leader.election.enable").is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    let tuning = ControllerTuning {
+        broker_session_timeout: Duration::from_millis(config.broker_session_timeout_ms.max(1)),
+        unclean_leader_election_enable: unclean_default,
+        auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
+        leader_imbalance_check_interval: Duration::from_millis(config.leader_imbalance_check_interval_ms.max(100)),
+        ..ControllerTuning::default()
+    };
+    let is_voter = config.process_roles.iter().any(|role| role == "controller");
+    if !is_voter {
+        return Controller::connect_with_tuning(config.node_id, config.quorum_voters.clone(), tuning).await;
+    }
+    let controller_config = ControllerConfig {
+        node_id: config.node_id,
+        data_dir: config.log_dirs[0].join("__controller"),
+        cluster_id: config.cluster_id.clone(),
+        voters: config.quorum_voters.clone(),
+        listen_addr: config.controller_listener,
+    };
+    Controller::start_with_tuning(controller_config, tuning).await
+}
+
+/// The `__consumer_offsets` partitions `broker_id` leads: the groups it coordinates.
+fn led_offsets_partitions(metadata: &ClusterMetadata, broker_id: BrokerId) -> BTreeSet<i32> {
+    metadata
+        .topic(CONSUMER_OFFSETS_TOPIC)
+        .map(|topic| topic.partitions.iter().filter(|assignment| assignment.leader == broker_id).map(|assignment| assignment.partition).collect())
+        .unwrap_or_default()
 }
 
 /// Opens the object store and the remote read cache, attaches the remote reader to the
@@ -162,40 +202,61 @@ async fn start_tiering(
     Ok(RemoteLogManager::start(config.tiering.clone(), store, prefix, controller.clone(), Arc::clone(replica_manager)))
 }
 
-async fn ensure_consumer_offsets_topic(controller: &Controller, config: &BrokerConfig) -> Result<(), ControllerError> {
-    if controller.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
+/// Creates `__consumer_offsets` if it does not exist, retrying until enough brokers are
+/// registered for `offsets.topic.replication.factor` (a cluster's nodes start one by
+/// one). FindCoordinator answers COORDINATOR_NOT_AVAILABLE meanwhile.
+async fn ensure_consumer_offsets_topic(controller: Controller, config: BrokerConfig) {
     // Kafka's settings for the offsets topic: compacted, 100 MiB segments.
     let configs = BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("segment.bytes".to_string(), "104857600".to_string()),
     ]);
-    match controller
-        .create_topic(CONSUMER_OFFSETS_TOPIC, config.offsets_topic_num_partitions, config.offsets_topic_replication_factor, configs, true)
-        .await
-    {
-        Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
-        Err(error) => Err(error),
+    let mut attempts = 0u32;
+    while controller.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+        let created = controller
+            .create_topic(CONSUMER_OFFSETS_TOPIC, config.offsets_topic_num_partitions, config.offsets_topic_replication_factor, configs.clone(), true)
+            .await;
+        match created {
+            Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => return,
+            Err(error) => {
+                attempts += 1;
+                if attempts % 10 == 1 {
+                    warn!(%error, "cannot create {CONSUMER_OFFSETS_TOPIC} yet, retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 
-/// Applies every metadata change the controller publishes, in order.
-async fn follow_metadata(controller: Controller, replica_manager: Arc<ReplicaManager>, mut shutdown: watch::Receiver<bool>) {
+/// Applies every metadata change the controller publishes, in order: hosted partitions,
+/// follower fetchers, group coordination, and the offline-partitions gauge.
+async fn follow_metadata(
+    controller: Controller,
+    replica_manager: Arc<ReplicaManager>,
+    group_coordinator: Arc<GroupCoordinator>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut updates = controller.subscribe();
     let replica_fetchers = ReplicaFetcherManager::new(Arc::clone(&replica_manager), ReplicaFetcherConfig::default());
-    replica_fetchers.apply_metadata(&controller.metadata());
+    // The current version counts as seen by a new subscriber: apply it first.
+    let mut metadata = controller.metadata();
     loop {
+        if let Err(error) = replica_manager.apply_metadata(&metadata).await {
+            warn!(%error, metadata_offset = metadata.metadata_offset, "applying metadata failed");
+        }
+        replica_fetchers.apply_metadata(&metadata);
+        if let Err(error) = group_coordinator.sync_leadership(&led_offsets_partitions(&metadata, replica_manager.broker_id())).await {
+            warn!(%error, "following __consumer_offsets leadership failed");
+        }
+        let offline = metadata.topics.values().flat_map(|topic| &topic.partitions).filter(|assignment| assignment.leader < 0).count();
+        metrics::gauge!("silt_offline_partitions").set(offline as f64);
         tokio::select! {
             changed = updates.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                let metadata = updates.borrow_and_update().clone();
-                if let Err(error) = replica_manager.apply_metadata(&metadata).await {
-                    warn!(%error, metadata_offset = metadata.metadata_offset, "applying metadata failed");
-                }
-                replica_fetchers.apply_metadata(&metadata);
+                metadata = updates.borrow_and_update().clone();
             }
             _ = shutdown.changed() => {
                 replica_fetchers.shutdown().await;
@@ -209,6 +270,7 @@ impl RunningNode {
     /// Stops accepting requests, then closes logs (flush, indexes, clean-shutdown
     /// marker) and the controller.
     pub async fn shutdown(self) {
+        self.membership.controlled_shutdown().await;
         let _ = self.shutdown.send(true);
         for task in &self.tasks {
             task.abort();

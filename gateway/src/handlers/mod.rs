@@ -23,6 +23,7 @@ pub(crate) mod error_code {
     pub(crate) const CORRUPT_MESSAGE: i16 = 2;
     pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub(crate) const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub(crate) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub(crate) const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub(crate) const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -33,6 +34,10 @@ pub(crate) mod error_code {
     pub(crate) const NOT_CONTROLLER: i16 = 41;
     pub(crate) const INVALID_REQUEST: i16 = 42;
     pub(crate) const TOPIC_DELETION_DISABLED: i16 = 73;
+    pub(crate) const FENCED_LEADER_EPOCH: i16 = 74;
+    pub(crate) const STALE_BROKER_EPOCH: i16 = 77;
+    pub(crate) const INVALID_UPDATE_VERSION: i16 = 95;
+    pub(crate) const INELIGIBLE_REPLICA: i16 = 107;
     pub(crate) const UNSUPPORTED_ENDPOINT_TYPE: i16 = 120;
 }
 
@@ -105,6 +110,13 @@ pub(crate) fn controller_error_code(error: &silt_controller::ControllerError) ->
         ControllerError::InvalidReplicationFactor(_) => error_code::INVALID_REPLICATION_FACTOR,
         ControllerError::InvalidConfig(_) => error_code::INVALID_CONFIG,
         ControllerError::NotController { .. } => error_code::NOT_CONTROLLER,
+        ControllerError::UnknownTopicOrPartition(_) => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+        ControllerError::NotLeaderOrFollower(_) => error_code::NOT_LEADER_OR_FOLLOWER,
+        ControllerError::StaleBrokerEpoch(_) => error_code::STALE_BROKER_EPOCH,
+        ControllerError::FencedLeaderEpoch(_) => error_code::FENCED_LEADER_EPOCH,
+        ControllerError::InvalidUpdateVersion(_) => error_code::INVALID_UPDATE_VERSION,
+        ControllerError::IneligibleReplica(_) => error_code::INELIGIBLE_REPLICA,
+        ControllerError::InvalidRequest(_) => error_code::INVALID_REQUEST,
         _ => error_code::UNKNOWN_SERVER_ERROR,
     }
 }
