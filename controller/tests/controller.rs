@@ -471,7 +471,7 @@ async fn request_errors_map_to_kafka_meanings() {
         "{backwards:?}"
     );
     let first = remote_segment(topic_id, 0, 0, 9);
-    let duplicate = remote_segment(topic_id, 0, 5, 14);
+    let duplicate = remote_segment(topic_id, 0, 5, 9);
     controller
         .begin_remote_segment_copy(first.clone())
         .await

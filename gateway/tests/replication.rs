@@ -97,7 +97,7 @@ async fn serve_leader(dir: &std::path::Path, leader: &Arc<ReplicaManager>, liste
         ("node.id".to_string(), LEADER.to_string()),
     ]);
     let config = BrokerConfig::load(&ServeArgs { config_file: None, settings, overrides: Vec::new() }).expect("config");
-    let controller = Controller::start(ControllerConfig { node_id: LEADER, data_dir: dir.join("controller"), cluster_id: None })
+    let controller = Controller::start(ControllerConfig { node_id: LEADER, data_dir: dir.join("controller"), cluster_id: None, voters: Default::default(), listen_addr: None })
         .await
         .expect("controller");
     let group_coordinator = GroupCoordinator::new(Arc::new(ConsumerOffsetsLog::new(Arc::clone(leader))), config.group.clone());
