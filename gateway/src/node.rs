@@ -76,6 +76,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     for log_dir in &config.log_dirs {
         tokio::fs::create_dir_all(log_dir).await.map_err(io_error(format!("creating log dir {}", log_dir.display())))?;
     }
+    export_replication_metrics();
     let controller = start_controller(&config).await?;
     let listener = TcpListener::bind(config.listener).await.map_err(io_error(format!("binding the Kafka listener {}", config.listener)))?;
     let kafka_addr = listener.local_addr().map_err(io_error("reading the Kafka listener address".to_string()))?;
@@ -151,6 +152,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     tasks.push(tokio::spawn(server::serve(listener, Arc::clone(&context), shutdown_receiver)));
     info!(kafka = %kafka_addr, admin = %admin_addr, node_id = context.node_id(), "silt is ready");
     Ok(RunningNode { context, kafka_addr, admin_addr, shutdown, tasks, remote_log_manager, membership })
+}
+
+/// Exports the replication counters from the start, so dashboards see zeros rather than
+/// missing series until the first ISR change or election.
+fn export_replication_metrics() {
+    for counter in ["silt_isr_shrinks_total", "silt_isr_expands_total", "silt_controller_leader_elections_total"] {
+        metrics::counter!(counter).increment(0);
+    }
+    for gauge in ["silt_under_replicated_partitions", "silt_offline_partitions"] {
+        metrics::gauge!(gauge).set(0.0);
+    }
 }
 
 /// Starts this node's controller: a voter of `controller.quorum.voters`, a quorum of one

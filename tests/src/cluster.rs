@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rdkafka::consumer::Consumer;
 
-use crate::{NodeIdentity, SiltOptions, SiltProcess, free_port, kafka, wait_until};
+use crate::{NodeIdentity, SiltOptions, SiltProcess, free_port, kafka, s3, wait_until};
 
 /// How to start a [`SiltCluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     nodes: usize,
+    broker_only: usize,
     base: SiltOptions,
     netns: bool,
 }
@@ -31,7 +32,13 @@ impl ClusterOptions {
             .flag("--leader-imbalance-check-interval-seconds", 5)
             .flag("--default-replication-factor", nodes.min(3))
             .flag("--offsets-topic-replication-factor", nodes.min(3));
-        ClusterOptions { nodes, base, netns: false }
+        ClusterOptions { nodes, broker_only: 0, base, netns: false }
+    }
+
+    /// Adds `count` broker-only nodes (`process.roles=broker`), with ids after the voters.
+    pub fn broker_only_nodes(mut self, count: usize) -> Self {
+        self.broker_only = count;
+        self
     }
 
     /// Adds a `silt serve` flag for every node.
@@ -63,11 +70,11 @@ pub struct SiltCluster {
 impl SiltCluster {
     fn start(options: ClusterOptions) -> Result<SiltCluster> {
         let network = match options.netns {
-            true => Some(NetworkNamespaces::create(options.nodes)?),
+            true => Some(NetworkNamespaces::create(options.nodes + options.broker_only)?),
             false => None,
         };
         let mut identities = Vec::new();
-        for index in 0..options.nodes {
+        for index in 0..options.nodes + options.broker_only {
             let node_id = i32::try_from(index + 1)?;
             let (host, netns, ports) = match &network {
                 // Each namespace has its own port space.
@@ -78,7 +85,7 @@ impl SiltCluster {
                 node_id,
                 host,
                 kafka_port: ports.0,
-                controller_port: ports.1,
+                controller_port: (index < options.nodes).then_some(ports.1),
                 admin_port: ports.2,
                 quorum_voters: String::new(),
                 netns,
@@ -86,18 +93,23 @@ impl SiltCluster {
         }
         let voters = identities
             .iter()
-            .map(|identity| format!("{}@{}:{}", identity.node_id, identity.host, identity.controller_port))
+            .filter_map(|identity| Some(format!("{}@{}:{}", identity.node_id, identity.host, identity.controller_port?)))
             .collect::<Vec<_>>()
             .join(",");
+        // Tiering needs one object store for the whole cluster: the test's S3 server under
+        // one prefix, or a shared directory. (A namespace cannot reach the host's loopback,
+        // where the S3 server listens.)
         let shared_objects = tempfile::Builder::new().prefix("silt-cluster-objects-").tempdir()?;
+        let store_flags = match (&network, s3::S3Env::from_env()) {
+            (None, Some(env)) => s3::silt_options_for(&env, &s3::short_prefix()),
+            _ => vec![("--object-store".to_string(), shared_objects.path().display().to_string())],
+        };
         let mut nodes = BTreeMap::new();
         for mut identity in identities {
             identity.quorum_voters = voters.clone();
             let mut node_options = options.base.clone().node(identity.clone());
-            if network.is_some() {
-                // The test's S3 server listens on the host's loopback, which a namespace
-                // cannot reach; the nodes share a directory store instead.
-                node_options = node_options.flag("--object-store", shared_objects.path().display());
+            for (flag, value) in &store_flags {
+                node_options = node_options.flag(flag, value);
             }
             let process = SiltProcess::launch(node_options)?;
             let _ = nodes.insert(identity.node_id, process);

@@ -132,8 +132,9 @@ pub struct NodeIdentity {
     pub host: String,
     /// Kafka listener port.
     pub kafka_port: u16,
-    /// Controller listener port (`CONTROLLER://host:port`).
-    pub controller_port: u16,
+    /// Controller listener port (`CONTROLLER://host:port`); `None` for a broker-only node
+    /// (`process.roles=broker`).
+    pub controller_port: Option<u16>,
     /// Admin HTTP port.
     pub admin_port: u16,
     /// `controller.quorum.voters` of the cluster.
@@ -418,7 +419,10 @@ impl SiltProcess {
         let advertised = format!("PLAINTEXT://{host}:{advertised_port}");
         let mut cluster_args: Vec<String> = Vec::new();
         if let Some(identity) = &self.options.node {
-            listener.push_str(&format!(",CONTROLLER://{host}:{}", identity.controller_port));
+            match identity.controller_port {
+                Some(port) => listener.push_str(&format!(",CONTROLLER://{host}:{port}")),
+                None => cluster_args.extend(["--process-roles".to_string(), "broker".to_string()]),
+            }
             cluster_args.extend([
                 "--controller-quorum-voters".to_string(),
                 identity.quorum_voters.clone(),
