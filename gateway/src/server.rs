@@ -8,16 +8,24 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use futures::future::BoxFuture;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::api_versions::{self, is_supported};
 use crate::context::BrokerContext;
-use crate::handlers;
+use crate::handlers::{self, Handled};
 
 /// Kafka's UNSUPPORTED_VERSION error code.
 const UNSUPPORTED_VERSION: i16 = 35;
+
+/// Responses queued per connection before the broker stops reading further requests:
+/// acks=all produces overlap their replication waits up to this depth (librdkafka sends
+/// at most 5 in flight with idempotence).
+const MAX_PIPELINED_RESPONSES: usize = 16;
 
 /// Why a connection is closed instead of answered.
 #[derive(thiserror::Error, Debug)]
@@ -110,40 +118,76 @@ async fn handle_connection(
 ) -> Result<(), FrameError> {
     stream.set_nodelay(true)?;
     let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::new(writer);
+    let (responses, pending) = mpsc::channel::<PendingResponse>(MAX_PIPELINED_RESPONSES);
+    let writing = tokio::spawn(write_responses(writer, pending));
     let max_size = context.config.socket_request_max_bytes;
-    loop {
-        let size = tokio::select! {
-            size = reader.read_i32() => match size {
-                Ok(size) => size,
-                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(error) => return Err(error.into()),
-            },
-            _ = shutdown.changed() => return Ok(()),
-        };
-        // Refused before anything is buffered, as Kafka's SocketServer does.
-        if size < 0 || size as usize > max_size {
-            return Err(FrameError::TooLarge { size: i64::from(size), max: max_size });
+    let read_outcome: Result<(), FrameError> = async {
+        loop {
+            let size = tokio::select! {
+                size = reader.read_i32() => match size {
+                    Ok(size) => size,
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(error) => return Err(error.into()),
+                },
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if size < 0 || size as usize > max_size {
+                return Err(FrameError::TooLarge { size: i64::from(size), max: max_size });
+            }
+            let mut frame = BytesMut::zeroed(size as usize);
+            let _ = reader.read_exact(&mut frame).await?;
+            metrics::counter!("silt_network_bytes_in_total").increment(size as u64 + 4);
+            let Some(response) = process_frame(&context, frame.freeze(), peer).await? else {
+                continue;
+            };
+            if responses.send(response).await.is_err() {
+                // The writer stopped on an error; it reports it.
+                return Ok(());
+            }
         }
-        let mut frame = BytesMut::zeroed(size as usize);
-        let _ = reader.read_exact(&mut frame).await?;
-        metrics::counter!("silt_network_bytes_in_total").increment(size as u64 + 4);
-        let Some(response) = process_frame(&context, frame.freeze(), peer).await? else {
-            continue;
-        };
-        metrics::counter!("silt_network_bytes_out_total").increment(response.len() as u64 + 4);
-        writer.write_i32(response.len() as i32).await?;
-        writer.write_all(&response).await?;
-        writer.flush().await?;
     }
+    .await;
+    drop(responses);
+    let write_outcome = writing.await.map_err(|error| FrameError::Malformed(format!("response writer failed: {error}")))?;
+    read_outcome.and(write_outcome)
 }
 
-/// Decodes one frame, runs its handler and encodes the response. `Ok(None)` means no
-/// response is due (Produce with acks=0).
+/// Writes responses in request order as they become ready; flushes when no further
+/// response is queued, so pipelined responses share a write.
+async fn write_responses(writer: OwnedWriteHalf, mut pending: mpsc::Receiver<PendingResponse>) -> Result<(), FrameError> {
+    let mut writer = BufWriter::new(writer);
+    while let Some(response) = pending.recv().await {
+        let bytes = match response {
+            PendingResponse::Ready(bytes) => bytes,
+            PendingResponse::Waiting(future) => future.await?,
+        };
+        metrics::counter!("silt_network_bytes_out_total").increment(bytes.len() as u64 + 4);
+        writer.write_i32(bytes.len() as i32).await?;
+        writer.write_all(&bytes).await?;
+        if pending.is_empty() {
+            writer.flush().await?;
+        }
+    }
+    writer.flush().await?;
+    Ok(())
+}
+
+/// An encoded response, or one still waiting for replication (acks=all).
+pub enum PendingResponse {
+    /// Encoded, ready to send.
+    Ready(Bytes),
+    /// Resolves to the encoded response.
+    Waiting(BoxFuture<'static, Result<Bytes, FrameError>>),
+}
+
+/// Decodes one request frame (without its length prefix), runs its handler and encodes
+/// the answer; `None` when the request gets no response (Produce with acks=0).
 ///
 /// # Errors
-/// A frame that cannot be decoded, which closes the connection.
-pub async fn process_frame(context: &BrokerContext, mut frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>, FrameError> {
+/// A frame too short for a header, an undecodable header or body, or a response that
+/// cannot be encoded: the connection is closed. Unknown API keys and versions get an
+/// UNSUPPORTED_VERSION response instead.
+pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer: SocketAddr) -> Result<Option<PendingResponse>, FrameError> {
     if frame.len() < 8 {
         return Err(FrameError::Malformed(format!("frame of {} bytes has no request header", frame.len())));
     }
@@ -153,17 +197,17 @@ pub async fn process_frame(context: &BrokerContext, mut frame: Bytes, peer: Sock
     let Ok(api_key) = ApiKey::try_from(raw_api_key) else {
         warn!(%peer, api_key = raw_api_key, "unknown api key");
         metrics::counter!("silt_requests_unsupported_total").increment(1);
-        return Ok(Some(bare_error_response(correlation_id, UNSUPPORTED_VERSION)));
+        return Ok(Some(PendingResponse::Ready(bare_error_response(correlation_id, UNSUPPORTED_VERSION))));
     };
     if !is_supported(api_key, version) {
         metrics::counter!("silt_requests_unsupported_total").increment(1);
         if api_key == ApiKey::ApiVersions {
-            // KIP-511: answer in v0 with the supported ranges so the client can downgrade.
             let response = api_versions::unsupported_version_response();
-            return encode_response(ApiKey::ApiVersions, 0, correlation_id, ResponseKind::ApiVersions(response)).map(Some);
+            let encoded = encode_response(ApiKey::ApiVersions, 0, correlation_id, ResponseKind::ApiVersions(response))?;
+            return Ok(Some(PendingResponse::Ready(encoded)));
         }
         warn!(%peer, api = ?api_key, version, "unsupported api version");
-        return Ok(Some(bare_error_response(correlation_id, UNSUPPORTED_VERSION)));
+        return Ok(Some(PendingResponse::Ready(bare_error_response(correlation_id, UNSUPPORTED_VERSION))));
     }
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
@@ -171,18 +215,30 @@ pub async fn process_frame(context: &BrokerContext, mut frame: Bytes, peer: Sock
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|error| FrameError::Malformed(format!("{api_key:?} v{version} body: {error}")))?;
     if frame.has_remaining() {
-        // Kafka ignores bytes after a well-formed body (newer clients may append fields).
         debug!(api = ?api_key, version, trailing = frame.remaining(), "ignoring trailing request bytes");
     }
     let request = Request { header, body, peer };
-    let api_label = format!("{api_key:?}");
     let started = std::time::Instant::now();
-    let response = handlers::handle(context, request).await;
-    metrics::histogram!("silt_request_duration_seconds", "api" => api_label.clone()).record(started.elapsed().as_secs_f64());
-    metrics::counter!("silt_requests_total", "api" => api_label).increment(1);
-    match response {
-        Some(body) => encode_response(api_key, version, correlation_id, body).map(Some),
-        None => Ok(None),
+    let handled = handlers::handle(context, request).await;
+    let record = move || {
+        let api_label = format!("{api_key:?}");
+        metrics::histogram!("silt_request_duration_seconds", "api" => api_label.clone()).record(started.elapsed().as_secs_f64());
+        metrics::counter!("silt_requests_total", "api" => api_label).increment(1);
+    };
+    match handled {
+        Handled::Now(None) => {
+            record();
+            Ok(None)
+        }
+        Handled::Now(Some(body)) => {
+            record();
+            encode_response(api_key, version, correlation_id, body).map(|bytes| Some(PendingResponse::Ready(bytes)))
+        }
+        Handled::Later(waiting) => Ok(Some(PendingResponse::Waiting(Box::pin(async move {
+            let body = waiting.await;
+            record();
+            encode_response(api_key, version, correlation_id, body)
+        })))),
     }
 }
 

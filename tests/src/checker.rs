@@ -186,6 +186,7 @@ impl Checker {
     /// Reads every partition from its first offset to its high watermark twice (two
     /// consumers) and compares with the acknowledgments.
     pub fn verify(&self, bootstrap: &str) -> Result<Report> {
+        self.wait_for_high_watermarks(bootstrap)?;
         let first = self.read_all(bootstrap)?;
         let second = self.read_all(bootstrap)?;
         let acks = self.acks();
@@ -231,6 +232,30 @@ impl Checker {
             }
         }
         Ok(report)
+    }
+
+    /// A leader elected just before the check starts at its follower-era high watermark
+    /// and advances it as its followers fetch (as in Kafka): wait up to 30 s for every
+    /// partition's high watermark to pass its last acknowledged offset. An acknowledged
+    /// record still beyond it afterwards is reported lost.
+    fn wait_for_high_watermarks(&self, bootstrap: &str) -> Result<()> {
+        let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
+        for ack in self.acks() {
+            let entry = needed.entry(ack.partition).or_insert(0);
+            *entry = (*entry).max(ack.offset + 1);
+        }
+        let consumer = kafka::base_consumer(bootstrap)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (partition, offset) in needed {
+            loop {
+                let (_, high) = consumer.fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT)?;
+                if high >= offset || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
     }
 
     fn read_all(&self, bootstrap: &str) -> Result<ReadBack> {

@@ -107,10 +107,26 @@ fn build_silt_bin(profile_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Picks a loopback port that is free right now.
+/// Ports handed out by [`free_port`] come from below the kernel's ephemeral range
+/// (32768 and up on Linux), where outgoing connections never take them between the
+/// check and the broker's bind.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Picks a loopback port that is free right now and that this process has not handed
+/// out before. Test processes start at different points of the range (by pid), so
+/// parallel tests rarely probe the same ports.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let origin = (std::process::id().wrapping_mul(7_919)) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = TEST_PORTS.start + u16::try_from((origin + step) % span)?;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {TEST_PORTS:?}")
 }
 
 /// Options for starting a [`SiltProcess`].

@@ -9,6 +9,9 @@ mod offsets;
 mod produce;
 mod topics;
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
@@ -41,9 +44,25 @@ pub(crate) mod error_code {
     pub(crate) const UNSUPPORTED_ENDPOINT_TYPE: i16 = 120;
 }
 
-/// Runs the handler of `request`. `None` only for Produce with acks=0, which gets no
-/// response.
-pub(crate) async fn handle(context: &BrokerContext, request: Request) -> Option<ResponseKind> {
+/// What a handler produced: an answer now, or one that comes once the ISR has the data.
+pub(crate) enum Handled {
+    /// The response, or `None` for Produce with acks=0, which gets no response.
+    Now(Option<ResponseKind>),
+    /// Produce with acks=all: appended, waiting for the high watermark. The connection
+    /// goes on with later requests meanwhile; responses still leave in request order.
+    Later(BoxFuture<'static, ResponseKind>),
+}
+
+/// Runs the handler of `request`.
+pub(crate) async fn handle(context: &Arc<BrokerContext>, request: Request) -> Handled {
+    if let RequestKind::Produce(body) = request.body {
+        return produce::handle_produce(context, body, request.header.request_api_version).await;
+    }
+    Handled::Now(handle_now(context, request).await)
+}
+
+/// Every request but Produce: answered when the handler returns.
+async fn handle_now(context: &BrokerContext, request: Request) -> Option<ResponseKind> {
     let version = request.version();
     let client_id = request.client_id().to_string();
     let client_host = request.peer.ip().to_string();
@@ -56,7 +75,6 @@ pub(crate) async fn handle(context: &BrokerContext, request: Request) -> Option<
         RequestKind::CreatePartitions(body) => {
             ResponseKind::CreatePartitions(topics::handle_create_partitions(context, body).await)
         }
-        RequestKind::Produce(body) => return produce::handle_produce(context, body, version).await.map(ResponseKind::Produce),
         RequestKind::Fetch(body) => ResponseKind::Fetch(fetch::handle_fetch(context, body, version).await),
         RequestKind::ListOffsets(body) => ResponseKind::ListOffsets(offsets::handle_list_offsets(context, body, version).await),
         RequestKind::DeleteRecords(body) => ResponseKind::DeleteRecords(offsets::handle_delete_records(context, body).await),

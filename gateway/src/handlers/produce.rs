@@ -1,20 +1,24 @@
 //! Produce: each partition's batches are validated and appended by its leader log;
 //! acks=all answers once the high watermark covers them (or the request times out).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use bytes::Bytes;
 
-use super::{error_code, str_bytes};
+use super::{Handled, error_code, str_bytes};
 use crate::context::BrokerContext;
 
-/// Answers Produce v3..=11; `None` for acks=0, which gets no response.
-pub(super) async fn handle_produce(context: &BrokerContext, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// Answers Produce v3..=11: appends now; acks=0 gets no response, acks=1 an answer after
+/// the append, acks=all an answer that waits (without holding up the connection) until
+/// the high watermark covers the batches or `timeout_ms` passes.
+pub(super) async fn handle_produce(context: &Arc<BrokerContext>, request: ProduceRequest, version: i16) -> Handled {
     let acks = request.acks;
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + timeout;
     let transactional = request.transactional_id.is_some();
     // Validate per partition, then append every valid partition in one storage trip.
     let mut pending: Vec<(usize, usize, String, i32, Bytes)> = Vec::new();
@@ -63,10 +67,18 @@ pub(super) async fn handle_produce(context: &BrokerContext, request: ProduceRequ
             }
         };
     }
-    if !replication_waits.is_empty() {
+    if acks == 0 {
+        return Handled::Now(None);
+    }
+    if replication_waits.is_empty() {
+        return Handled::Now(Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses))));
+    }
+    let context = Arc::clone(context);
+    Handled::Later(Box::pin(async move {
         let replica_manager = &context.replica_manager;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let waited = futures::future::join_all(replication_waits.iter().map(|(_, _, topic_name, partition_index, required_offset)| {
-            replica_manager.wait_for_high_watermark(topic_name, *partition_index, *required_offset, timeout)
+            replica_manager.wait_for_high_watermark(topic_name, *partition_index, *required_offset, remaining)
         }))
         .await;
         for ((topic_index, partition_slot, topic_name, partition_index, _), outcome) in replication_waits.into_iter().zip(waited) {
@@ -78,11 +90,8 @@ pub(super) async fn handle_produce(context: &BrokerContext, request: ProduceRequ
                     refused(response, error.kafka_error_code(), error.to_string(), version);
             }
         }
-    }
-    if acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(responses))
+        ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+    }))
 }
 
 fn refused(response: PartitionProduceResponse, code: i16, message: String, version: i16) -> PartitionProduceResponse {
