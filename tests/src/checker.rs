@@ -248,7 +248,8 @@ impl Checker {
         let deadline = Instant::now() + Duration::from_secs(30);
         for (partition, offset) in needed {
             loop {
-                let (_, high) = consumer.fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT)?;
+                // A metadata hiccup right after faults is retried like a low watermark.
+                let high = consumer.fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT).map(|(_, high)| high).unwrap_or(-1);
                 if high >= offset || Instant::now() > deadline {
                     break;
                 }
@@ -258,13 +259,26 @@ impl Checker {
         Ok(())
     }
 
+    /// Low and high watermark of a partition, retried for up to 30 s: right after a
+    /// fault the client may still be reconnecting.
+    fn watermarks(&self, consumer: &rdkafka::consumer::BaseConsumer, partition: i32) -> Result<(i64, i64)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match consumer.fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT) {
+                Ok(watermarks) => return Ok(watermarks),
+                Err(error) if Instant::now() > deadline => {
+                    return Err(error).with_context(|| format!("watermarks of {}-{partition}", self.topic));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     fn read_all(&self, bootstrap: &str) -> Result<ReadBack> {
         let consumer = kafka::base_consumer(bootstrap)?;
         let mut read = ReadBack::default();
         for partition in 0..self.partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT)
-                .with_context(|| format!("watermarks of {}-{partition}", self.topic))?;
+            let (low, high) = self.watermarks(&consumer, partition)?;
             let records = read.records.entry(partition).or_default();
             if high <= low {
                 continue;
@@ -279,7 +293,8 @@ impl Checker {
                     bail!("reading {}-{partition} stalled at offset {} of {high}", self.topic, last_offset + 1);
                 }
                 let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
-                let message = message.with_context(|| format!("reading {}-{partition}", self.topic))?;
+                // Transport errors right after faults are retried until the deadline.
+                let Ok(message) = message else { continue };
                 if message.partition() != partition {
                     continue;
                 }
