@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod fetch_session;
 pub mod flights;
+pub mod kafka_connection;
 mod handlers;
 pub mod membership;
 pub mod node;

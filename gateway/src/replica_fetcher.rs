@@ -11,24 +11,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
-    BrokerId as WireBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    BrokerId as WireBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Request, StrBytes};
 use silt_broker::partition::Partition;
 use silt_broker::replica_manager::{PartitionError, ReplicaManager};
 use silt_broker::replication::truncation_point;
 use silt_controller::{BrokerId, ClusterMetadata, TopicId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+use crate::kafka_connection::{ConnectionError, KafkaConnection};
 
 /// Fetch version the fetcher speaks (topic names, `current_leader_epoch`).
 const FETCH_VERSION: i16 = 12;
@@ -208,63 +206,26 @@ enum FetcherError {
     Protocol(String),
 }
 
-/// One TCP connection speaking Kafka framing.
+/// The connection to a leader.
 #[derive(Debug)]
 struct LeaderConnection {
-    stream: TcpStream,
-    next_correlation_id: i32,
+    connection: KafkaConnection,
 }
 
 impl LeaderConnection {
     async fn connect(address: &(String, u16), timeout: Duration) -> Result<Self, FetcherError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect((address.0.as_str(), address.1)))
-            .await
-            .map_err(|_| FetcherError::TimedOut)??;
-        stream.set_nodelay(true)?;
-        Ok(LeaderConnection { stream, next_correlation_id: 1 })
+        let connecting = KafkaConnection::connect((address.0.as_str(), address.1), CLIENT_ID, MAX_RESPONSE_BYTES);
+        let connection = tokio::time::timeout(timeout, connecting).await.map_err(|_| FetcherError::TimedOut)??;
+        Ok(LeaderConnection { connection })
     }
 
     async fn call<Req: Request>(&mut self, version: i16, request: &Req, timeout: Duration) -> Result<Req::Response, FetcherError> {
-        tokio::time::timeout(timeout, self.call_unbounded(version, request)).await.map_err(|_| FetcherError::TimedOut)?
-    }
-
-    async fn call_unbounded<Req: Request>(&mut self, version: i16, request: &Req) -> Result<Req::Response, FetcherError> {
-        let protocol_error = |error: anyhow::Error| FetcherError::Protocol(error.to_string());
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(Req::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let mut body = BytesMut::new();
-        body.put_i32(0);
-        header.encode(&mut body, Req::header_version(version)).map_err(protocol_error)?;
-        request.encode(&mut body, version).map_err(protocol_error)?;
-        let length = i32::try_from(body.len() - 4).map_err(|_| FetcherError::Protocol("request too large".to_string()))?;
-        body[..4].copy_from_slice(&length.to_be_bytes());
-        self.stream.write_all(&body).await?;
-
-        let length = self.stream.read_i32().await?;
-        let length = usize::try_from(length)
-            .ok()
-            .filter(|length| *length <= MAX_RESPONSE_BYTES)
-            .ok_or_else(|| FetcherError::Protocol(format!("implausible response length {length}")))?;
-        let mut frame = vec![0u8; length];
-        let _ = self.stream.read_exact(&mut frame).await?;
-        let mut frame = Bytes::from(frame);
-        let response_header = ResponseHeader::decode(&mut frame, Req::Response::header_version(version)).map_err(protocol_error)?;
-        if response_header.correlation_id != correlation_id {
-            return Err(FetcherError::Protocol(format!(
-                "response correlation id {} does not match request {correlation_id}",
-                response_header.correlation_id
-            )));
+        match tokio::time::timeout(timeout, self.connection.call(request, version)).await {
+            Err(_) => Err(FetcherError::TimedOut),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(ConnectionError::Io(error))) => Err(FetcherError::Io(error)),
+            Ok(Err(ConnectionError::Protocol(message))) => Err(FetcherError::Protocol(message)),
         }
-        let response = Req::Response::decode(&mut frame, version).map_err(protocol_error)?;
-        if frame.has_remaining() {
-            debug!(remaining = frame.remaining(), "response has trailing bytes");
-        }
-        Ok(response)
     }
 }
 

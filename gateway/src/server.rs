@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::api_versions::{self, is_supported};
 use crate::context::BrokerContext;
 use crate::handlers::{self, Handled};
+use crate::kafka_connection::read_frame;
 
 /// Kafka's UNSUPPORTED_VERSION error code.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -134,10 +135,9 @@ async fn handle_connection(
             if size < 0 || size as usize > max_size {
                 return Err(FrameError::TooLarge { size: i64::from(size), max: max_size });
             }
-            let mut frame = BytesMut::zeroed(size as usize);
-            let _ = reader.read_exact(&mut frame).await?;
+            let frame = read_frame(&mut reader, size as usize).await?;
             metrics::counter!("silt_network_bytes_in_total").increment(size as u64 + 4);
-            let Some(response) = process_frame(&context, frame.freeze(), peer).await? else {
+            let Some(response) = process_frame(&context, frame, peer).await? else {
                 continue;
             };
             if responses.send(response).await.is_err() {
