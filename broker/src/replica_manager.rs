@@ -320,24 +320,17 @@ impl ReplicaManager {
         Err(PartitionError::UnknownLeaderEpoch { requested: requested_epoch, current })
     }
 
-    fn log_dir_for_new_partition(&self, dir_name: &str) -> PathBuf {
-        for log_dir in &self.config.log_dirs {
-            if log_dir.join(dir_name).is_dir() {
-                return log_dir.join(dir_name);
-            }
-        }
-        // Fewest hosted partitions first, as Kafka's LogManager places new logs.
+    /// The log dir a new partition goes to: the one with the fewest hosted partitions,
+    /// as Kafka's LogManager places new logs. No I/O: an existing directory of the
+    /// partition wins over it (see [`existing_partition_dir`]).
+    fn least_loaded_log_dir(&self) -> PathBuf {
         let partitions = self.partitions.read();
-        let chosen = self
-            .config
+        self.config
             .log_dirs
             .iter()
-            .min_by_key(|log_dir| {
-                partitions.values().filter(|hosted| hosted.dir.starts_with(log_dir.as_path())).count()
-            })
+            .min_by_key(|log_dir| partitions.values().filter(|hosted| hosted.dir.starts_with(log_dir.as_path())).count())
             .cloned()
-            .unwrap_or_else(|| PathBuf::from("silt-data"));
-        chosen.join(dir_name)
+            .unwrap_or_else(|| PathBuf::from("silt-data"))
     }
 
     /// Brings hosted partitions in line with the controller's metadata: opens (and
@@ -402,12 +395,15 @@ impl ReplicaManager {
         config: LogConfig,
         assignment: &silt_controller::PartitionAssignment,
     ) -> Result<(), PartitionError> {
-        let dir = self.log_dir_for_new_partition(&format!("{}-{}", key.0, key.1));
-        let open_dir = dir.clone();
+        let dir_name = format!("{}-{}", key.0, key.1);
+        let log_dirs = self.config.log_dirs.clone();
+        let least_loaded = self.least_loaded_log_dir();
         let min_insync_replicas = config.min_insync_replicas;
-        let (log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
-            let log = PartitionLog::open(&open_dir, config, now_ms())?;
-            Ok::<_, LogError>((log, read_high_watermark_checkpoint(&open_dir)))
+        let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
+            let dir = existing_partition_dir(&log_dirs, &dir_name).unwrap_or_else(|| least_loaded.join(&dir_name));
+            let log = PartitionLog::open(&dir, config, now_ms())?;
+            let checkpoint = read_high_watermark_checkpoint(&dir);
+            Ok::<_, LogError>((dir, log, checkpoint))
         })
         .await
         .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))??;
@@ -1062,6 +1058,12 @@ fn read_high_watermark_checkpoint(dir: &Path) -> Option<i64> {
 /// Writes the high-watermark checkpoint atomically; call on the blocking pool only.
 fn write_high_watermark_checkpoint(dir: &Path, high_watermark: i64) -> std::io::Result<()> {
     crate::producer_state::write_file_atomically(&dir.join(HIGH_WATERMARK_CHECKPOINT_FILE), format!("0\n{high_watermark}\n").as_bytes())
+}
+
+/// The directory of a partition that already has a log in one of `log_dirs` (after a
+/// restart). Blocking: call on the blocking pool.
+fn existing_partition_dir(log_dirs: &[PathBuf], dir_name: &str) -> Option<PathBuf> {
+    log_dirs.iter().map(|log_dir| log_dir.join(dir_name)).find(|dir| dir.is_dir())
 }
 
 /// `<topic>-<partition>` where partition is a non-negative integer.
