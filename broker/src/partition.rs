@@ -262,9 +262,20 @@ impl Partition {
         &self.state_changed
     }
 
+    /// Runs `operation` on the log under its lock and refreshes the cached offsets before
+    /// the lock is released, so changes made concurrently (appends, retention, truncation)
+    /// publish their offsets in the order they changed the log. Blocking: call on the
+    /// blocking pool.
+    pub fn update_log<T>(&self, operation: impl FnOnce(&mut PartitionLog) -> T) -> T {
+        let mut guard = self.log.lock();
+        let value = operation(&mut guard);
+        self.refresh_offsets(guard.log_start_offset(), guard.log_end_offset());
+        value
+    }
+
     /// Refreshes the cached offsets after the log changed and recomputes the high
-    /// watermark.
-    pub fn refresh_offsets(&self, log_start_offset: i64, log_end_offset: i64) {
+    /// watermark; [`Partition::update_log`] calls it under the log lock.
+    fn refresh_offsets(&self, log_start_offset: i64, log_end_offset: i64) {
         self.log_start_offset.store(log_start_offset, Ordering::Release);
         self.log_end_offset.store(log_end_offset, Ordering::Release);
         let replica_set = self.replicas.lock();

@@ -217,6 +217,20 @@ where
     Ok(result?)
 }
 
+/// [`with_log`] for operations that change the log's offsets: they are published before
+/// the log lock is released ([`Partition::update_log`]).
+async fn with_log_refreshed<T, F>(partition: &Arc<Partition>, operation: F) -> Result<T, PartitionError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
+{
+    let hosted = Arc::clone(partition);
+    let result = tokio::task::spawn_blocking(move || hosted.update_log(operation))
+        .await
+        .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))?;
+    Ok(result?)
+}
+
 impl ReplicaManager {
     /// Creates an empty replica manager; partitions appear with [`Self::apply_metadata`].
     pub fn new(config: ReplicaManagerConfig) -> Arc<Self> {
@@ -540,24 +554,19 @@ impl ReplicaManager {
         let appended = tokio::task::spawn_blocking(move || {
             accepted
                 .into_iter()
-                .map(|(index, hosted, records)| {
-                    let outcome = append_locked(&hosted, &records, min_insync_check);
-                    (index, hosted, outcome)
-                })
+                .map(|(index, hosted, records)| (index, append_locked(&hosted, &records, min_insync_check)))
                 .collect::<Vec<_>>()
         })
         .await;
         match appended {
             Ok(outcomes) => {
                 let mut appended_records = 0u64;
-                for (index, hosted, outcome) in outcomes {
-                    let outcome = outcome.map(|(info, log_end_offset)| {
-                        if !info.duplicate {
-                            appended_records += u64::try_from(info.records_count).unwrap_or(0);
-                        }
-                        hosted.refresh_offsets(info.log_start_offset, log_end_offset);
-                        info
-                    });
+                for (index, outcome) in outcomes {
+                    if let Ok(info) = &outcome
+                        && !info.duplicate
+                    {
+                        appended_records += u64::try_from(info.records_count).unwrap_or(0);
+                    }
                     results[index] = Some(outcome);
                 }
                 metrics::counter!("silt_appended_records_total").increment(appended_records);
@@ -660,13 +669,7 @@ impl ReplicaManager {
                 log_end_offset: high_watermark,
             }));
         }
-        let (log_start_offset, log_end_offset) = with_log(&hosted, move |log| {
-            let new_start = log.delete_records_before(target)?;
-            Ok((new_start, log.log_end_offset()))
-        })
-        .await?;
-        hosted.refresh_offsets(log_start_offset, log_end_offset);
-        Ok(log_start_offset)
+        with_log_refreshed(&hosted, move |log| log.delete_records_before(target)).await
     }
 
     /// OffsetForLeaderEpoch (KIP-101, KIP-279), answered by the leader from its
@@ -886,18 +889,14 @@ impl ReplicaManager {
         F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
     {
         let checked = Arc::clone(hosted);
-        let log = hosted.log();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut guard = log.lock();
-            Self::require_follower(&checked, leader_epoch)?;
-            let value = operation(&mut guard)?;
-            Ok::<_, PartitionError>((value, guard.log_start_offset(), guard.log_end_offset()))
+        tokio::task::spawn_blocking(move || {
+            checked.update_log(|log| {
+                Self::require_follower(&checked, leader_epoch)?;
+                Ok(operation(log)?)
+            })
         })
         .await
-        .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))?;
-        let (value, log_start_offset, log_end_offset) = outcome?;
-        hosted.refresh_offsets(log_start_offset, log_end_offset);
-        Ok(value)
+        .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))?
     }
 
     /// Follower: appends batches fetched from the leader of `leader_epoch` (they carry
@@ -964,17 +963,12 @@ impl ReplicaManager {
     pub async fn run_retention_pass(&self) -> usize {
         let mut deleted_segments = 0;
         for hosted in self.all_partitions() {
-            let outcome = with_log(&hosted, |log| {
-                let deleted = log.apply_retention(now_ms())?;
-                Ok((deleted, log.log_start_offset(), log.log_end_offset()))
-            })
-            .await;
+            let outcome = with_log_refreshed(&hosted, |log| Ok((log.apply_retention(now_ms())?, log.log_start_offset()))).await;
             match outcome {
-                Ok((deleted, log_start_offset, log_end_offset)) => {
+                Ok((deleted, log_start_offset)) => {
                     if deleted > 0 {
                         debug!(topic = %hosted.topic, partition = hosted.partition, deleted, log_start_offset, "retention deleted segments");
                     }
-                    hosted.refresh_offsets(log_start_offset, log_end_offset);
                     deleted_segments += deleted;
                 }
                 Err(error) => warn!(topic = %hosted.topic, partition = hosted.partition, %error, "retention pass failed"),
@@ -1032,17 +1026,17 @@ impl ReplicaManager {
 
 /// One leader append under the partition's log lock; call on the blocking pool only.
 /// Returns the append result and the log end offset after it.
-fn append_locked(hosted: &Partition, records: &[u8], min_insync_check: bool) -> Result<(AppendInfo, i64), PartitionError> {
+fn append_locked(hosted: &Partition, records: &[u8], min_insync_check: bool) -> Result<AppendInfo, PartitionError> {
     let leader_epoch = hosted.leader_epoch();
     let isr_size = hosted.isr().len();
-    let log = hosted.log();
-    let mut guard = log.lock();
-    let min_isr = guard.config().min_insync_replicas;
-    if min_insync_check && (isr_size as i64) < i64::from(min_isr) {
-        return Err(PartitionError::NotEnoughReplicas { isr: isr_size, min_isr });
-    }
-    let appended = guard.append_as_leader(records, leader_epoch, now_ms())?;
-    Ok((AppendInfo { log_start_offset: guard.log_start_offset(), ..appended }, guard.log_end_offset()))
+    hosted.update_log(|log| {
+        let min_isr = log.config().min_insync_replicas;
+        if min_insync_check && (isr_size as i64) < i64::from(min_isr) {
+            return Err(PartitionError::NotEnoughReplicas { isr: isr_size, min_isr });
+        }
+        let appended = log.append_as_leader(records, leader_epoch, now_ms())?;
+        Ok(AppendInfo { log_start_offset: log.log_start_offset(), ..appended })
+    })
 }
 
 /// Reads `<partition dir>/high-watermark` (`0\n<offset>\n`); `None` when missing or

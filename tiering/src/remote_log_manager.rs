@@ -693,22 +693,21 @@ async fn read_log_view(
 /// offsets when segments went. Returns the segments deleted and the bytes of the local
 /// log not yet in remote storage.
 async fn apply_local_retention(
-    partition: &Partition,
+    partition: &Arc<Partition>,
     remote_log_end_offset: Option<i64>,
 ) -> Result<(usize, u64), TieringError> {
-    let log = partition.log();
+    let hosted = Arc::clone(partition);
     let copied_end = remote_log_end_offset.unwrap_or(i64::MIN);
-    let (deleted, log_start_offset, log_end_offset, local_only_bytes) =
-        tokio::task::spawn_blocking(move || -> Result<_, LogError> {
-            let mut guard = log.lock();
-            let deleted = guard.apply_local_retention(now_ms(), copied_end)?;
-            Ok((deleted, guard.log_start_offset(), guard.log_end_offset(), guard.size_bytes_after(copied_end)))
+    let (deleted, log_start_offset, local_only_bytes) = tokio::task::spawn_blocking(move || {
+        hosted.update_log(|log| -> Result<_, LogError> {
+            let deleted = log.apply_local_retention(now_ms(), copied_end)?;
+            Ok((deleted, log.log_start_offset(), log.size_bytes_after(copied_end)))
         })
-        .await
-        .map_err(|join_error| TieringError::Task(join_error.to_string()))??;
+    })
+    .await
+    .map_err(|join_error| TieringError::Task(join_error.to_string()))??;
     if deleted > 0 {
         info!(topic = %partition.topic, partition = partition.partition, deleted, log_start_offset, remote_log_end_offset = copied_end, "local retention deleted copied segments");
-        partition.refresh_offsets(log_start_offset, log_end_offset);
     }
     Ok((deleted, local_only_bytes))
 }
