@@ -221,6 +221,16 @@ impl PeerConnection {
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
+    /// Retries an unreachable voter after 250 ms, doubling up to 2 s: a voter that is
+    /// down for long is not asked (and logged about) twice a second, and one that comes
+    /// back is caught up within 2 s.
+    fn backoff(&self) -> openraft::network::Backoff {
+        let delays = std::iter::successors(Some(std::time::Duration::from_millis(250)), |delay| {
+            Some((*delay * 2).min(std::time::Duration::from_secs(2)))
+        });
+        openraft::network::Backoff::new(delays)
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
