@@ -95,10 +95,15 @@ pub(crate) enum Command {
         unclean_leader_election_default: bool,
     },
     /// Unfences a caught-up broker and gives it the leadership of the offline partitions
-    /// whose ISR holds it.
+    /// whose ISR holds it, or, where unclean election is enabled, of offline partitions
+    /// it is only a replica of.
     UnfenceBroker {
         broker_id: BrokerId,
         incarnation_id: uuid::Uuid,
+        /// `unclean.leader.election.enable` for topics without an override; absent in
+        /// logs written before it existed.
+        #[serde(default)]
+        unclean_leader_election_default: bool,
     },
     /// KIP-497 AlterPartition: an ISR change requested by the partition leader.
     AlterPartition(AlterPartitionRequest),

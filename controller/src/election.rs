@@ -72,12 +72,7 @@ pub(crate) fn remove_from_partitions(
         .collect();
     let mut leader_changes = 0;
     for topic in metadata.topics.values_mut() {
-        let unclean = topic
-            .configs
-            .get(UNCLEAN_LEADER_ELECTION_ENABLE)
-            .map_or(unclean_leader_election_default, |value| {
-                value.trim().eq_ignore_ascii_case("true")
-            });
+        let unclean = unclean_election_enabled(topic, unclean_leader_election_default);
         for partition in &mut topic.partitions {
             let isr_shrinks = partition.isr.len() > 1 && partition.isr.contains(&broker_id);
             if isr_shrinks {
@@ -125,6 +120,7 @@ pub(crate) fn unfence_broker(
     metadata: &mut ClusterMetadata,
     broker_id: BrokerId,
     incarnation_id: uuid::Uuid,
+    unclean_leader_election_default: bool,
 ) -> CommandResult {
     let Some(broker) = metadata.brokers.get_mut(&broker_id) else {
         return Err(CommandError::StaleBrokerEpoch(format!(
@@ -139,17 +135,33 @@ pub(crate) fn unfence_broker(
     }
     broker.fenced = false;
     let mut leader_changes = 0;
-    for partition in metadata
-        .topics
-        .values_mut()
-        .flat_map(|topic| topic.partitions.iter_mut())
-    {
-        if partition.leader == NO_BROKER && partition.isr.contains(&broker_id) {
-            set_leader(partition, broker_id);
-            leader_changes += 1;
+    for topic in metadata.topics.values_mut() {
+        let unclean = unclean_election_enabled(topic, unclean_leader_election_default);
+        for partition in &mut topic.partitions {
+            if partition.leader != NO_BROKER || !partition.replicas.contains(&broker_id) {
+                continue;
+            }
+            if partition.isr.contains(&broker_id) {
+                set_leader(partition, broker_id);
+                leader_changes += 1;
+            } else if unclean {
+                // Every ISR member is fenced (else one would lead): the returning replica
+                // takes over with what it has, as Kafka's unclean election does.
+                partition.isr = vec![broker_id];
+                set_leader(partition, broker_id);
+                leader_changes += 1;
+            }
         }
     }
     Ok(CommandOutput::LeadersElected(leader_changes))
+}
+
+/// `unclean.leader.election.enable` of a topic: its override, else the broker default.
+fn unclean_election_enabled(topic: &crate::types::TopicMetadata, default: bool) -> bool {
+    topic
+        .configs
+        .get(UNCLEAN_LEADER_ELECTION_ENABLE)
+        .map_or(default, |value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 /// KIP-497 AlterPartition, validated as Kafka's controller does; answers the partition
@@ -432,6 +444,26 @@ mod tests {
     }
 
     #[test]
+    fn a_returning_out_of_sync_replica_leads_only_with_unclean_election() {
+        for (unclean, expected_leader) in [(false, NO_BROKER), (true, 2)] {
+            // Broker 2 fell out of the ISR, then both brokers went down: offline.
+            let mut metadata = cluster(vec![partition(0, &[1, 2], &[1], 1)]);
+            apply(&mut metadata, fence(2, unclean)).unwrap();
+            apply(&mut metadata, fence(1, unclean)).unwrap();
+            assert_eq!(part(&metadata, 0).leader, NO_BROKER);
+            let unfence = Command::UnfenceBroker {
+                broker_id: 2,
+                incarnation_id: incarnation(2),
+                unclean_leader_election_default: unclean,
+            };
+            apply(&mut metadata, unfence).unwrap();
+            assert_eq!(part(&metadata, 0).leader, expected_leader, "unclean={unclean}");
+            let isr = if unclean { vec![2] } else { vec![1] };
+            assert_eq!(part(&metadata, 0).isr, isr, "unclean={unclean}");
+        }
+    }
+
+    #[test]
     fn fencing_checks_the_incarnation_and_the_registration() {
         let mut metadata = cluster(vec![partition(0, &[1, 2], &[1, 2], 1)]);
         let before = metadata.clone();
@@ -469,6 +501,7 @@ mod tests {
         let stale = Command::UnfenceBroker {
             broker_id: 1,
             incarnation_id: uuid::Uuid::from_u128(1),
+            unclean_leader_election_default: false,
         };
         assert!(matches!(
             apply(&mut metadata, stale),
@@ -477,6 +510,7 @@ mod tests {
         let unfence = Command::UnfenceBroker {
             broker_id: 1,
             incarnation_id: incarnation(1),
+            unclean_leader_election_default: false,
         };
         assert_eq!(
             apply(&mut metadata, unfence),

@@ -98,6 +98,7 @@ pub(crate) async fn handle_heartbeat(
     let unfence = Command::UnfenceBroker {
         broker_id,
         incarnation_id: heartbeat.incarnation_id,
+        unclean_leader_election_default: controller.inner.tuning.unclean_leader_election_enable,
     };
     match controller.write_locally(raft, unfence).await? {
         LeaderAnswer::Applied(Ok(_)) => {

@@ -113,7 +113,8 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
         Command::UnfenceBroker {
             broker_id,
             incarnation_id,
-        } => election::unfence_broker(metadata, broker_id, incarnation_id),
+            unclean_leader_election_default,
+        } => election::unfence_broker(metadata, broker_id, incarnation_id, unclean_leader_election_default),
         Command::AlterPartition(request) => election::alter_partition(metadata, request),
         Command::ElectPreferredLeaders => election::elect_preferred_leaders(metadata),
     }
