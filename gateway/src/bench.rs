@@ -99,6 +99,11 @@ pub struct ProduceArgs {
     /// Extra producer settings, `key=value` (repeatable).
     #[arg(long = "producer-config", value_name = "KEY=VALUE")]
     pub producer_config: Vec<String>,
+    /// Records produced and flushed before measuring, so connection setup and
+    /// metadata lookups are not counted (as in Kafka's ProducerPerformance
+    /// warm-up). Not counted in any figure.
+    #[arg(long, default_value_t = 10_000)]
+    pub warmup_records: u64,
 }
 
 /// Options of `bench consume`.
@@ -233,10 +238,74 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// Delivery bookkeeping shared with librdkafka's callback thread.
+/// Width of a stall window: the report names the windows (by enqueue time) whose
+/// records waited longest.
+const STALL_WINDOW_US: u64 = 100_000;
+/// Stall windows listed in a report.
+const STALL_WINDOWS_REPORTED: usize = 3;
+
+/// Delivery latencies of the measured records.
+struct LatencyRecord {
+    histogram: Histogram<u64>,
+    /// Longest delivery latency (µs) of the records enqueued in each
+    /// `STALL_WINDOW_US` window since the measurement started.
+    window_max_us: Vec<u64>,
+}
+
+impl LatencyRecord {
+    fn new() -> LatencyRecord {
+        LatencyRecord {
+            histogram: new_histogram(),
+            window_max_us: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, enqueued_us: u64, latency_us: u64) {
+        let _ = self.histogram.record(latency_us);
+        let window = (enqueued_us / STALL_WINDOW_US) as usize;
+        if self.window_max_us.len() <= window {
+            self.window_max_us.resize(window + 1, 0);
+        }
+        self.window_max_us[window] = self.window_max_us[window].max(latency_us);
+    }
+
+    /// The windows with the longest latencies, worst first.
+    fn worst_windows(&self) -> Vec<StallWindow> {
+        let mut windows: Vec<(usize, u64)> = self
+            .window_max_us
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, max)| *max > 0)
+            .collect();
+        windows.sort_by(|a, b| b.1.cmp(&a.1));
+        windows
+            .into_iter()
+            .take(STALL_WINDOWS_REPORTED)
+            .map(|(window, max)| StallWindow {
+                start_ms: window as u64 * STALL_WINDOW_US / 1000,
+                max_latency_ms: max as f64 / 1000.0,
+            })
+            .collect()
+    }
+}
+
+/// A window of enqueue time and the longest delivery latency of its records.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StallWindow {
+    /// Start of the window, ms after the measurement started.
+    pub start_ms: u64,
+    /// Longest delivery latency of records enqueued in the window, ms.
+    pub max_latency_ms: f64,
+}
+
+/// Delivery bookkeeping shared with librdkafka's callback thread. Enqueue times
+/// are µs since `started`; records with an enqueue time before `measure_from_us`
+/// are warm-up and not counted.
 struct DeliveryStats {
     started: Instant,
-    latency_us: Mutex<Histogram<u64>>,
+    measure_from_us: AtomicU64,
+    latency: Mutex<LatencyRecord>,
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -255,9 +324,17 @@ impl ProducerContext for BenchProducerContext {
     fn delivery(&self, result: &DeliveryResult<'_>, enqueued_us: usize) {
         match result {
             Ok(_) => {
+                let measure_from = self.stats.measure_from_us.load(Ordering::Relaxed);
+                let enqueued_us = enqueued_us as u64;
+                if enqueued_us < measure_from {
+                    return;
+                }
                 let now_us = self.stats.started.elapsed().as_micros() as u64;
-                let latency = now_us.saturating_sub(enqueued_us as u64).max(1);
-                let _ = self.stats.latency_us.lock().record(latency);
+                let latency = now_us.saturating_sub(enqueued_us).max(1);
+                self.stats
+                    .latency
+                    .lock()
+                    .record(enqueued_us - measure_from, latency);
                 let _ = self.stats.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err((error, _)) => {
@@ -308,6 +385,10 @@ pub struct ProduceReport {
     pub produce_latency_ms: Percentiles,
     /// End-to-end latency percentiles in milliseconds (e2e only).
     pub e2e_latency_ms: Option<Percentiles>,
+    /// Warm-up records produced before measuring (not counted).
+    pub warmup_records: u64,
+    /// The 100 ms windows of enqueue time with the longest delivery latency.
+    pub worst_windows: Vec<StallWindow>,
     /// First delivery error, if any.
     pub first_error: Option<String>,
     #[serde(skip)]
@@ -375,6 +456,15 @@ impl ProduceReport {
         if let Some(e2e) = &self.e2e_latency_ms {
             println!("  end-to-end latency (send -> consumed): {e2e}");
         }
+        let windows: Vec<String> = self
+            .worst_windows
+            .iter()
+            .map(|window| format!("{:.2} ms at {} ms", window.max_latency_ms, window.start_ms))
+            .collect();
+        println!(
+            "  slowest 100 ms windows (max latency at enqueue time): {}",
+            windows.join(", ")
+        );
         if self.failed > 0 {
             println!(
                 "  FAILED deliveries: {} (first: {})",
@@ -391,7 +481,8 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
     let stamp = stop.is_some();
     let stats = Arc::new(DeliveryStats {
         started: Instant::now(),
-        latency_us: Mutex::new(new_histogram()),
+        measure_from_us: AtomicU64::new(u64::MAX),
+        latency: Mutex::new(LatencyRecord::new()),
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         first_error: Mutex::new(None),
@@ -423,7 +514,25 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         .context("creating producer")?;
 
     let mut payload = make_payload(args.record_size);
+    if args.warmup_records > 0 {
+        if stamp {
+            // An e2e consumer skips values stamped 0.
+            payload[..8].copy_from_slice(&0u64.to_be_bytes());
+        }
+        for index in 0..args.warmup_records {
+            let record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, 0)
+                .payload(payload.as_slice());
+            send_record(&producer, record, index)?;
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .context("flushing the warm-up records")?;
+    }
     let send_start = Instant::now();
+    stats.measure_from_us.store(
+        stats.started.elapsed().as_micros() as u64,
+        Ordering::Relaxed,
+    );
     for index in 0..args.count {
         if args.rate > 0 {
             let due = send_start + Duration::from_secs_f64(index as f64 / args.rate as f64);
@@ -436,19 +545,10 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
             payload[..8].copy_from_slice(&unix_micros().to_be_bytes());
         }
         let enqueued_us = stats.started.elapsed().as_micros() as usize;
-        let mut record =
+        let record =
             BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
                 .payload(payload.as_slice());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error, _)) => bail!("enqueueing record {index} failed: {error}"),
-            }
-        }
+        send_record(&producer, record, index)?;
     }
     producer
         .flush(Duration::from_secs(120))
@@ -456,7 +556,10 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
     let seconds = send_start.elapsed().as_secs_f64();
     let delivered = stats.delivered.load(Ordering::Relaxed);
     let failed = stats.failed.load(Ordering::Relaxed);
-    let histogram = stats.latency_us.lock().clone();
+    let (histogram, worst_windows) = {
+        let latency = stats.latency.lock();
+        (latency.histogram.clone(), latency.worst_windows())
+    };
     let first_error = stats.first_error.lock().clone();
     Ok(ProduceReport {
         mode: if stamp { "e2e" } else { "produce" },
@@ -471,9 +574,29 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         mib_per_sec: (delivered as f64 * args.record_size as f64) / seconds / (1024.0 * 1024.0),
         produce_latency_ms: Percentiles::from_micros(&histogram),
         e2e_latency_ms: None,
+        warmup_records: args.warmup_records,
+        worst_windows,
         first_error,
         json: args.target.json,
     })
+}
+
+/// Enqueues `record`, waiting while the producer's queue is full.
+fn send_record<'a>(
+    producer: &ThreadedProducer<BenchProducerContext>,
+    mut record: BaseRecord<'a, (), [u8], usize>,
+    index: u64,
+) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => bail!("enqueueing record {index} failed: {error}"),
+        }
+    }
 }
 
 /// Assigns every partition of `topic` to `consumer` at the given start offsets.
@@ -539,14 +662,16 @@ fn run_e2e(args: &ProduceArgs) -> Result<ProduceReport> {
                 Some(Ok(message)) => {
                     idle_since = Instant::now();
                     let now = unix_micros();
-                    if let Some(sent) = message
+                    let sent = message
                         .payload()
                         .and_then(|payload| payload.get(..8))
                         .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-                    {
-                        let latency = now.saturating_sub(u64::from_be_bytes(sent)).max(1);
-                        let _ = histogram.record(latency);
+                        .map_or(0, u64::from_be_bytes);
+                    if sent == 0 {
+                        // A warm-up record.
+                        continue;
                     }
+                    let _ = histogram.record(now.saturating_sub(sent).max(1));
                     received += 1;
                 }
                 Some(Err(error)) => bail!("consumer error: {error}"),

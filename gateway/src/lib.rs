@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod fetch_frame;
 pub mod fetch_session;
 pub mod flights;
 pub mod kafka_connection;

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::api_versions::{self, is_supported};
 use crate::context::BrokerContext;
+use crate::fetch_frame::{ResponseFrame, encode_fetch_response};
 use crate::handlers::{self, Handled};
 use crate::kafka_connection::read_frame;
 
@@ -157,13 +158,13 @@ async fn handle_connection(
 async fn write_responses(writer: OwnedWriteHalf, mut pending: mpsc::Receiver<PendingResponse>) -> Result<(), FrameError> {
     let mut writer = BufWriter::new(writer);
     while let Some(response) = pending.recv().await {
-        let bytes = match response {
-            PendingResponse::Ready(bytes) => bytes,
+        let frame = match response {
+            PendingResponse::Ready(frame) => frame,
             PendingResponse::Waiting(future) => future.await?,
         };
-        metrics::counter!("silt_network_bytes_out_total").increment(bytes.len() as u64 + 4);
-        writer.write_i32(bytes.len() as i32).await?;
-        writer.write_all(&bytes).await?;
+        metrics::counter!("silt_network_bytes_out_total").increment(frame.len() as u64 + 4);
+        let size = i32::try_from(frame.len()).map_err(|_| FrameError::Malformed(format!("response of {} bytes is too large", frame.len())))?;
+        write_frame(&mut writer, &size.to_be_bytes(), frame.parts()).await?;
         if pending.is_empty() {
             writer.flush().await?;
         }
@@ -172,12 +173,42 @@ async fn write_responses(writer: OwnedWriteHalf, mut pending: mpsc::Receiver<Pen
     Ok(())
 }
 
+/// Most slices handed to one vectored write.
+const MAX_WRITE_SLICES: usize = 64;
+
+/// Writes `prefix` then every part, with vectored writes: record parts go from their
+/// buffers to the socket without being gathered first.
+async fn write_frame(writer: &mut BufWriter<OwnedWriteHalf>, prefix: &[u8], parts: &[Bytes]) -> std::io::Result<()> {
+    let pieces: Vec<&[u8]> = std::iter::once(prefix).chain(parts.iter().map(|part| part.as_ref())).collect();
+    let mut piece = 0usize;
+    let mut offset = 0usize;
+    while piece < pieces.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = pieces[piece..]
+            .iter()
+            .take(MAX_WRITE_SLICES)
+            .enumerate()
+            .map(|(i, bytes)| std::io::IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes }))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while piece < pieces.len() && written >= pieces[piece].len() - offset {
+            written -= pieces[piece].len() - offset;
+            piece += 1;
+            offset = 0;
+        }
+        offset += written;
+    }
+    Ok(())
+}
+
 /// An encoded response, or one still waiting for replication (acks=all).
 pub enum PendingResponse {
     /// Encoded, ready to send.
-    Ready(Bytes),
+    Ready(ResponseFrame),
     /// Resolves to the encoded response.
-    Waiting(BoxFuture<'static, Result<Bytes, FrameError>>),
+    Waiting(BoxFuture<'static, Result<ResponseFrame, FrameError>>),
 }
 
 /// Decodes one request frame (without its length prefix), runs its handler and encodes
@@ -197,7 +228,7 @@ pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer:
     let Ok(api_key) = ApiKey::try_from(raw_api_key) else {
         warn!(%peer, api_key = raw_api_key, "unknown api key");
         metrics::counter!("silt_requests_unsupported_total").increment(1);
-        return Ok(Some(PendingResponse::Ready(bare_error_response(correlation_id, UNSUPPORTED_VERSION))));
+        return Ok(Some(PendingResponse::Ready(ResponseFrame::single(bare_error_response(correlation_id, UNSUPPORTED_VERSION)))));
     };
     if !is_supported(api_key, version) {
         metrics::counter!("silt_requests_unsupported_total").increment(1);
@@ -207,7 +238,7 @@ pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer:
             return Ok(Some(PendingResponse::Ready(encoded)));
         }
         warn!(%peer, api = ?api_key, version, "unsupported api version");
-        return Ok(Some(PendingResponse::Ready(bare_error_response(correlation_id, UNSUPPORTED_VERSION))));
+        return Ok(Some(PendingResponse::Ready(ResponseFrame::single(bare_error_response(correlation_id, UNSUPPORTED_VERSION)))));
     }
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
@@ -242,13 +273,21 @@ pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer:
     }
 }
 
-fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Result<Bytes, FrameError> {
+/// Encodes a response frame; Fetch responses keep their record bytes as parts of their own
+/// ([`encode_fetch_response`]).
+fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Result<ResponseFrame, FrameError> {
     let encode_error = |error: anyhow::Error| FrameError::Encode { api: api_key, version, message: error.to_string() };
-    let mut buffer = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header.encode(&mut buffer, api_key.response_header_version(version)).map_err(encode_error)?;
+    let header_version = api_key.response_header_version(version);
+    if let ResponseKind::Fetch(fetch) = &body
+        && let Some(frame) = encode_fetch_response(&header, header_version, fetch, version).map_err(encode_error)?
+    {
+        return Ok(frame);
+    }
+    let mut buffer = BytesMut::new();
+    header.encode(&mut buffer, header_version).map_err(encode_error)?;
     body.encode(&mut buffer, version).map_err(encode_error)?;
-    Ok(buffer.freeze())
+    Ok(ResponseFrame::single(buffer.freeze()))
 }
 
 /// Correlation id and an error code: all that can be said to a request whose API or

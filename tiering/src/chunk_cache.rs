@@ -353,6 +353,12 @@ impl ChunkCache {
         position / self.chunk_bytes()
     }
 
+    /// Byte position (exclusive) where the chunk holding byte `position` ends, not
+    /// capped at any object size.
+    pub fn chunk_end_of(&self, position: u64) -> u64 {
+        (self.chunk_index_of(position) + 1).saturating_mul(self.chunk_bytes())
+    }
+
     /// Number of chunks of an object of `object_size` bytes.
     pub fn chunk_count(&self, object_size: u64) -> u64 {
         object_size.div_ceil(self.chunk_bytes())

@@ -175,9 +175,17 @@ impl RemoteLogReader {
         let first = self.find_batch(&segment, offset).await?;
         let first_size = first.header.size_bytes() as u64;
         let budget = (max_bytes as u64).max(first_size);
+        // Stop at the end of the chunk holding the first batch (or of the first batch, when
+        // it runs past that chunk): the answer is then a slice of one cached chunk, never a
+        // copy gathered from several, and the consumer's next fetch starts on the next one.
+        let chunk_end = self
+            .cache
+            .chunk_end_of(first.position)
+            .max(first.position + first_size);
         let read_end = first
             .position
             .saturating_add(budget)
+            .min(chunk_end)
             .min(segment.log_size());
         let bytes = self.log_range(&segment, first.position..read_end).await?;
         let whole = whole_batches_len(&segment, first.position, &bytes)?;
@@ -204,20 +212,42 @@ impl RemoteLogReader {
         Ok(RemoteRead { records })
     }
 
-    /// Prefetches the chunks after the one holding byte `end - 1` of the segment.
+    /// Prefetches the `read_ahead_chunks` chunks after the one holding byte `end - 1` of
+    /// the segment, continuing into the partition's next remote segment when this one
+    /// ends first, so a sequential reader does not wait at segment boundaries.
     fn read_ahead(&self, segment: &SegmentRef<'_>, end: u64) {
         let read_ahead = self.cache.config().read_ahead_chunks as u64;
         if read_ahead == 0 || end == 0 {
             return;
         }
         let last_chunk = self.cache.chunk_index_of(end - 1);
-        for chunk_index in last_chunk + 1..=last_chunk + read_ahead {
+        let chunks_left = self
+            .cache
+            .chunk_count(segment.log_size())
+            .saturating_sub(last_chunk + 1);
+        for chunk_index in last_chunk + 1..=last_chunk + read_ahead.min(chunks_left) {
             self.cache.prefetch(
                 &self.store,
                 &segment.log_path,
                 segment.log_size(),
                 chunk_index,
             );
+        }
+        let spill = read_ahead.saturating_sub(chunks_left);
+        if spill == 0 {
+            return;
+        }
+        let next = self.controller.metadata().remote_segment_for_offset(
+            segment.partition.topic_id,
+            segment.partition.partition,
+            segment.metadata.end_offset + 1,
+        ).cloned();
+        if let Some(next) = next {
+            let next = self.segment_ref(segment.partition, next);
+            for chunk_index in 0..spill {
+                self.cache
+                    .prefetch(&self.store, &next.log_path, next.log_size(), chunk_index);
+            }
         }
     }
 

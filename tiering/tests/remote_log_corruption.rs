@@ -204,9 +204,10 @@ async fn missing_indexes_fall_back_to_scanning_the_segment() {
             .read(&tiered.partition, offset, 2048)
             .await
             .expect("read without index");
-        assert_eq!(
-            read.records,
-            tiered.local_read(offset, 2048),
+        // Whole batches the local log has there; a read may stop at a chunk's end.
+        let local = tiered.local_read(offset, 2048);
+        assert!(
+            !read.records.is_empty() && local.starts_with(&read.records),
             "offset {offset}"
         );
     }

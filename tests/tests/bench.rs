@@ -1,0 +1,63 @@
+//! `silt bench` against a real broker: every mode runs, counts what it measured and
+//! prints figures that add up (warm-up records are produced but never counted).
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use silt_tests::SiltProcess;
+
+fn bench_json(silt: &SiltProcess, args: &[&str]) -> Result<Value> {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let stdout = silt.cli_ok(&all)?;
+    let line = stdout.lines().rev().find(|line| line.starts_with('{')).with_context(|| format!("no JSON line in {stdout:?}"))?;
+    serde_json::from_str(line).with_context(|| format!("bench output {line:?}"))
+}
+
+fn number(report: &Value, key: &str) -> Result<f64> {
+    report.get(key).and_then(Value::as_f64).with_context(|| format!("{key} missing in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_consume_and_e2e_report_what_they_measured() -> Result<()> {
+    let silt = SiltProcess::start()?;
+
+    let produce = bench_json(
+        &silt,
+        &["produce", "--topic", "bench-smoke", "--partitions", "3", "--count", "3000", "--record-size", "200", "--warmup-records", "500"],
+    )?;
+    ensure!(number(&produce, "records")? == 3000.0, "produce counted {produce}");
+    ensure!(number(&produce, "failed")? == 0.0, "failed deliveries: {produce}");
+    ensure!(number(&produce, "records_per_sec")? > 0.0, "no throughput: {produce}");
+    let latency = produce.get("produce_latency_ms").context("latency missing")?;
+    ensure!(number(latency, "p50")? > 0.0 && number(latency, "p50")? <= number(latency, "max")?, "percentiles out of order: {latency}");
+    let windows = produce.get("worst_windows").and_then(Value::as_array).context("worst_windows missing")?;
+    ensure!(!windows.is_empty(), "no stall windows reported: {produce}");
+
+    // Warm-up and measured records are all in the topic.
+    let consume = bench_json(&silt, &["consume", "--topic", "bench-smoke"])?;
+    ensure!(number(&consume, "records")? == 3500.0, "consume read {consume}");
+    ensure!(number(&consume, "bytes")? == 3500.0 * 200.0, "consume bytes {consume}");
+
+    // e2e skips the warm-up records it consumes and times only stamped ones.
+    let e2e = bench_json(&silt, &["e2e", "--topic", "bench-e2e", "--count", "2000", "--rate", "4000", "--warmup-records", "300"])?;
+    ensure!(number(&e2e, "records")? == 2000.0, "e2e counted {e2e}");
+    let end_to_end = e2e.get("e2e_latency_ms").context("e2e latency missing")?;
+    ensure!(number(end_to_end, "p50")? > 0.0, "e2e latency {end_to_end}");
+    Ok(())
+}
+
+#[test]
+fn disk_reports_a_bandwidth() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = std::process::Command::new(silt_tests::silt_bin()?)
+        .args(["bench", "disk", "--size-mb", "8", "--json", "--dir"])
+        .arg(dir.path())
+        .output()?;
+    ensure!(output.status.success(), "bench disk failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(number(&report, "bytes")? == 8.0 * 1024.0 * 1024.0, "{report}");
+    ensure!(number(&report, "mib_per_sec")? > 0.0, "{report}");
+    ensure!(std::fs::read_dir(dir.path())?.next().is_none(), "scratch file left behind");
+    Ok(())
+}
