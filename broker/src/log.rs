@@ -25,7 +25,7 @@ use crate::log_config::LogConfig;
 use crate::offset_index::remove_if_exists;
 use crate::producer_state::{
     BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
-    write_file_atomically,
+    write_file_atomically, write_file_replacing,
 };
 use crate::record_batch::{
     BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, patch_base_offset_and_epoch,
@@ -250,6 +250,12 @@ fn write_offset_checkpoint(path: &Path, offset: i64) -> io::Result<()> {
     write_file_atomically(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
 }
 
+/// [`write_offset_checkpoint`] without fsyncs: for checkpoints where an old or missing
+/// file is safe (it only makes recovery scan more).
+fn write_offset_checkpoint_unsynced(path: &Path, offset: i64) -> io::Result<()> {
+    write_file_replacing(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
+}
+
 fn system_now_ms() -> i64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -292,6 +298,35 @@ pub struct PartitionLog {
     epoch_cache: LeaderEpochCache,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    /// fsyncs of rolled segments still running, oldest first.
+    background_flushes: std::collections::VecDeque<BackgroundFlush>,
+    /// Bumped by every truncation: a background flush started before one no longer
+    /// proves the offsets below its `up_to` durable.
+    truncations: u64,
+}
+
+/// A rolled segment being fsynced on its own thread. Kafka flushes a rolled segment
+/// from its scheduler rather than in the roll, so an append never waits for the
+/// writeback of a whole segment; the recovery point moves only when the fsync is done.
+#[derive(Debug)]
+struct BackgroundFlush {
+    /// Offsets below this are durable once the fsync succeeds (the new active
+    /// segment's base offset).
+    up_to: i64,
+    /// [`PartitionLog::truncations`] when the flush started.
+    truncations: u64,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+/// fsyncs `files`, then the files at `paths` and their directory `dir`.
+fn sync_all_of(files: Vec<fs::File>, paths: Vec<PathBuf>, dir: PathBuf) -> io::Result<()> {
+    for file in files {
+        file.sync_data()?;
+    }
+    for path in paths {
+        fs::File::open(path)?.sync_all()?;
+    }
+    fsync_dir(&dir)
 }
 
 impl PartitionLog {
@@ -384,6 +419,8 @@ impl PartitionLog {
             epoch_cache,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
+            background_flushes: std::collections::VecDeque::new(),
+            truncations: 0,
         };
         if log.log_start_offset > log.log_end_offset {
             warn!(topic = %log.topic, partition = log.partition, log_start_offset, log_end_offset, "log start offset beyond the recovered log; emptying it");
@@ -970,8 +1007,12 @@ impl PartitionLog {
                 empty.delete()?;
             }
         } else {
-            active.seal()?;
+            active.seal_unflushed()?;
         }
+        let sealed_files = match self.segments.get(&active_base) {
+            Some(sealed) => sealed.sync_handles()?,
+            None => Vec::new(),
+        };
         let segment = LogSegment::create(
             &self.dir,
             new_base_offset,
@@ -979,11 +1020,19 @@ impl PartitionLog {
             now_ms,
         )?;
         let _previous = self.segments.insert(new_base_offset, segment);
-        let _snapshot = self
+        let snapshot = self
             .producer_state
-            .write_snapshot(&self.dir, new_base_offset)?;
-        self.recovery_point = self.log_end_offset;
-        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
+            .write_snapshot_unsynced(&self.dir, new_base_offset)?;
+        self.reap_background_flushes(false);
+        let dir = self.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("silt-flush-{}-{}", self.topic, self.partition))
+            .spawn(move || sync_all_of(sealed_files, vec![snapshot], dir))?;
+        self.background_flushes.push_back(BackgroundFlush {
+            up_to: new_base_offset,
+            truncations: self.truncations,
+            thread,
+        });
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
         metrics::counter!("silt_log_segments_rolled_total").increment(1);
@@ -991,20 +1040,73 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// fsyncs the active segment (sealed ones were fsynced when rolled) and
-    /// moves the in-memory recovery point to the log end offset. The
-    /// recovery-point checkpoint itself is written on roll, truncation and
+    /// Waits for the background fsyncs of rolled segments, fsyncs every segment
+    /// from the one holding the recovery point on, and moves the in-memory
+    /// recovery point to the log end offset. The recovery-point checkpoint itself
+    /// is written when a rolled segment's fsync completes, on truncation and on
     /// close; recovery always covers the active segment anyway.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.active_segment()?.flush()?;
+        self.reap_background_flushes(true);
+        // Segments before the one holding the recovery point are durable already.
+        let from = self
+            .segments
+            .range(..=self.recovery_point)
+            .next_back()
+            .map_or(i64::MIN, |(base_offset, _)| *base_offset);
+        for (_, segment) in self.segments.range(from..) {
+            segment.flush()?;
+        }
         self.recovery_point = self.log_end_offset;
         self.unflushed_messages = 0;
         Ok(())
     }
 
+    /// Waits until every rolled segment's background fsync has finished and moves the
+    /// recovery point past those that succeeded.
+    pub fn wait_for_background_flushes(&mut self) {
+        self.reap_background_flushes(true);
+    }
+
+    /// Takes the results of finished background flushes of rolled segments (all of them,
+    /// waiting, with `wait`), in roll order, and moves the recovery point past each one
+    /// that succeeded with no truncation since it started. The recovery-point checkpoint
+    /// is written without an fsync: losing it only means recovering more on restart.
+    fn reap_background_flushes(&mut self, wait: bool) {
+        let mut advanced = false;
+        while let Some(flush) = self.background_flushes.front() {
+            if !wait && !flush.thread.is_finished() {
+                break;
+            }
+            let Some(flush) = self.background_flushes.pop_front() else { break };
+            match flush.thread.join() {
+                Ok(Ok(())) if flush.truncations == self.truncations => {
+                    let durable = flush.up_to.min(self.log_end_offset);
+                    if durable > self.recovery_point {
+                        self.recovery_point = durable;
+                        advanced = true;
+                    }
+                }
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    metrics::counter!("silt_log_flush_errors_total").increment(1);
+                    warn!(topic = %self.topic, partition = self.partition, up_to = flush.up_to, %error, "fsync of a rolled segment failed; it will be recovered after a crash");
+                }
+                Err(_) => warn!(topic = %self.topic, partition = self.partition, "segment flush thread panicked"),
+            }
+        }
+        if advanced
+            && let Err(error) = write_offset_checkpoint_unsynced(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)
+        {
+            warn!(topic = %self.topic, partition = self.partition, %error, "writing the recovery point checkpoint failed");
+        }
+    }
+
     /// Flushes when `flush.messages` records are unflushed or the last
     /// flush is older than `flush.ms`; for a periodic task and after appends.
     pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if !self.background_flushes.is_empty() {
+            self.reap_background_flushes(false);
+        }
         if self.unflushed_messages == 0 {
             return Ok(());
         }
@@ -1370,6 +1472,7 @@ impl PartitionLog {
 
     /// Realigns derived state with a log end offset that went down.
     fn after_truncation(&mut self) -> Result<(), LogError> {
+        self.truncations += 1;
         if self.epoch_cache.truncate_from_end(self.log_end_offset) {
             self.epoch_cache.write()?;
         }
@@ -1390,6 +1493,7 @@ impl PartitionLog {
     /// producer snapshot at the log end offset and the checkpoints, then the
     /// clean-shutdown marker, so the next open skips recovery.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.flush()?;
         self.active_segment_mut()?.seal()?;
         let _snapshot = self
             .producer_state

@@ -160,6 +160,11 @@ impl OffsetIndex {
         self.file.sync_data()
     }
 
+    /// A second handle on the index file, to fsync it off the append path.
+    pub fn try_clone_file(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Removes the index file.
     pub fn delete(self) -> io::Result<()> {
         remove_if_exists(&self.path)

@@ -175,6 +175,19 @@ impl ProducerStateManager {
     /// rename) and returns its path. The file is a CRC-32C in hex on the
     /// first line followed by the JSON body it covers.
     pub fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<PathBuf, LogError> {
+        let path = self.write_snapshot_unsynced(dir, offset)?;
+        fs::File::open(&path)?.sync_all()?;
+        if let Some(parent) = path.parent() {
+            fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(path)
+    }
+
+    /// [`Self::write_snapshot`] without the fsyncs, for a caller that fsyncs the file
+    /// and its directory later (a segment roll does it off the append path). Readers
+    /// see the old or the new file; after a crash before the fsync the snapshot may be
+    /// missing or fail its checksum, and producer state is rebuilt from the log.
+    pub fn write_snapshot_unsynced(&self, dir: &Path, offset: i64) -> Result<PathBuf, LogError> {
         let body = SnapshotBody {
             version: SNAPSHOT_VERSION,
             offset,
@@ -185,7 +198,7 @@ impl ProducerStateManager {
         let mut content = format!("{:08x}\n", crc32c::crc32c(&json)).into_bytes();
         content.extend_from_slice(&json);
         let path = offset_file_path(dir, offset, SNAPSHOT_FILE_SUFFIX);
-        write_file_atomically(&path, &content)?;
+        write_file_replacing(&path, &content)?;
         Ok(path)
     }
 
@@ -313,6 +326,17 @@ fn apply_batch(entry: &mut Option<ProducerEntry>, header: &BatchHeader, first_of
         last_offset: first_offset + i64::from(header.last_offset_delta),
         timestamp: header.max_timestamp,
     });
+}
+
+/// Writes `content` to `path` through a temp file and a rename, without fsyncs:
+/// readers see the old or the new file; after a crash the file may be old, missing
+/// or empty.
+pub(crate) fn write_file_replacing(path: &Path, content: &[u8]) -> io::Result<()> {
+    let mut temp_name = path.as_os_str().to_owned();
+    temp_name.push(".tmp");
+    let temp_path = PathBuf::from(temp_name);
+    fs::write(&temp_path, content)?;
+    fs::rename(&temp_path, path)
 }
 
 /// Writes `content` to `path` through a temp file, fsyncs, renames and

@@ -187,6 +187,8 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     /// Serializes metadata application so two callers never open the same log twice.
     apply_lock: tokio::sync::Mutex<()>,
+    /// One high-watermark checkpoint pass at a time, so files never go back in time.
+    checkpoint_lock: tokio::sync::Mutex<()>,
     data_appended: Notify,
     orphans_removed: std::sync::atomic::AtomicBool,
     remote_log: std::sync::OnceLock<Arc<dyn RemoteLog>>,
@@ -238,6 +240,7 @@ impl ReplicaManager {
             config,
             partitions: RwLock::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
+            checkpoint_lock: tokio::sync::Mutex::new(()),
             data_appended: Notify::new(),
             orphans_removed: std::sync::atomic::AtomicBool::new(false),
             remote_log: std::sync::OnceLock::new(),
@@ -863,14 +866,29 @@ impl ReplicaManager {
 
     /// Writes the high-watermark checkpoint of every partition whose high watermark
     /// changed since its last checkpoint.
+    /// The files are written in one blocking task without taking any log lock, so their
+    /// fsyncs never hold up an append.
     pub async fn checkpoint_high_watermarks(&self) {
-        for hosted in self.all_partitions() {
-            let Some(high_watermark) = hosted.high_watermark_to_checkpoint() else { continue };
-            let dir = hosted.dir.clone();
-            match with_log(&hosted, move |_log| Ok(write_high_watermark_checkpoint(&dir, high_watermark)?)).await {
-                Ok(()) => hosted.mark_high_watermark_checkpointed(high_watermark),
-                Err(error) => warn!(topic = %hosted.topic, partition = hosted.partition, %error, "writing the high watermark checkpoint failed"),
+        let _one_pass = self.checkpoint_lock.lock().await;
+        let due: Vec<(Arc<Partition>, i64)> = self
+            .all_partitions()
+            .into_iter()
+            .filter_map(|hosted| hosted.high_watermark_to_checkpoint().map(|high_watermark| (hosted, high_watermark)))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let written = tokio::task::spawn_blocking(move || {
+            for (hosted, high_watermark) in due {
+                match write_high_watermark_checkpoint(&hosted.dir, high_watermark) {
+                    Ok(()) => hosted.mark_high_watermark_checkpointed(high_watermark),
+                    Err(error) => warn!(topic = %hosted.topic, partition = hosted.partition, %error, "writing the high watermark checkpoint failed"),
+                }
             }
+        })
+        .await;
+        if let Err(error) = written {
+            warn!(%error, "high watermark checkpoint task failed");
         }
     }
 

@@ -724,12 +724,29 @@ impl LogSegment {
     /// Marks the segment inactive: records its final max timestamp in the
     /// time index (as Kafka does on roll and close) and fsyncs everything.
     pub fn seal(&mut self) -> Result<(), LogError> {
+        self.seal_unflushed()?;
+        self.flush()
+    }
+
+    /// [`Self::seal`] without the fsync; the caller flushes the handles from
+    /// [`Self::sync_handles`] later.
+    pub fn seal_unflushed(&mut self) -> Result<(), LogError> {
         if self.state.max_timestamp > NO_TIMESTAMP {
             let _appended = self
                 .time_index
                 .maybe_append(self.state.max_timestamp, self.state.offset_of_max_timestamp)?;
         }
-        self.flush()
+        Ok(())
+    }
+
+    /// Second handles on the `.log`, `.index` and `.timeindex` files, so they can be
+    /// fsynced on another thread without holding the log.
+    pub fn sync_handles(&self) -> Result<Vec<File>, LogError> {
+        Ok(vec![
+            self.file.try_clone()?,
+            self.offset_index.try_clone_file()?,
+            self.time_index.try_clone_file()?,
+        ])
     }
 
     /// fsyncs the `.log` file and both indexes.

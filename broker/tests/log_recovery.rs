@@ -159,8 +159,10 @@ fn sealed_segments_below_the_recovery_point_are_not_rescanned() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("events-4");
     let config = small_segments(1_024);
-    let log = crashed_log(&dir, &config, 40);
+    let mut log = crashed_log(&dir, &config, 40);
     assert!(log.segment_count() > 3);
+    log.wait_for_background_flushes();
+    assert!(log.recovery_point() > 0, "rolled segments flushed");
     drop(log);
     corrupt_payload(&segment_file(&dir, 0), 0);
 
@@ -175,6 +177,45 @@ fn sealed_segments_below_the_recovery_point_are_not_rescanned() {
     assert_eq!(log.log_end_offset(), 0);
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log_files(&dir).len(), 1);
+}
+
+#[test]
+fn a_rolled_segment_is_recovered_until_its_background_flush_is_done() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("events-5");
+    let config = small_segments(1_024);
+    let batches_per_segment = (1_024 / batch_len()) as i64;
+    // Exactly one roll, and no append after it that could take the flush's result.
+    let log = crashed_log(&dir, &config, batches_per_segment + 1);
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(log.recovery_point(), 0, "the roll does not wait for its fsync");
+    drop(log);
+    corrupt_payload(&segment_file(&dir, 0), 0);
+
+    // The recovery point on disk never moved past the sealed segment, so it is
+    // scanned: the damaged first batch truncates it and the later segment goes.
+    let log = open(&dir, config);
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
+fn close_waits_for_background_flushes_and_moves_the_recovery_point_to_the_end() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("events-6");
+    let config = small_segments(1_024);
+    let log = crashed_log(&dir, &config, 30);
+    assert!(log.segment_count() > 2);
+    log.close().expect("close");
+    let recovery_point: i64 = fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
+        .expect("checkpoint")
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .expect("offset line");
+    assert_eq!(recovery_point, 60);
+    let log = open(&dir, config);
+    assert_eq!(values(&log), expected_values(30));
 }
 
 #[test]
