@@ -318,14 +318,13 @@ struct BackgroundFlush {
     thread: std::thread::JoinHandle<io::Result<()>>,
 }
 
-/// fsyncs `files`, then the files at `paths` and their directory `dir`.
-fn sync_all_of(files: Vec<fs::File>, paths: Vec<PathBuf>, dir: PathBuf) -> io::Result<()> {
+/// fsyncs a rolled segment's `files`, the producer `snapshot` written at the roll,
+/// and their directory `dir`.
+fn sync_rolled_segment(files: Vec<fs::File>, snapshot: PathBuf, dir: PathBuf) -> io::Result<()> {
     for file in files {
         file.sync_data()?;
     }
-    for path in paths {
-        fs::File::open(path)?.sync_all()?;
-    }
+    fs::File::open(snapshot)?.sync_all()?;
     fsync_dir(&dir)
 }
 
@@ -1027,7 +1026,7 @@ impl PartitionLog {
         let dir = self.dir.clone();
         let thread = std::thread::Builder::new()
             .name(format!("silt-flush-{}-{}", self.topic, self.partition))
-            .spawn(move || sync_all_of(sealed_files, vec![snapshot], dir))?;
+            .spawn(move || sync_rolled_segment(sealed_files, snapshot, dir))?;
         self.background_flushes.push_back(BackgroundFlush {
             up_to: new_base_offset,
             truncations: self.truncations,
@@ -1104,9 +1103,7 @@ impl PartitionLog {
     /// Flushes when `flush.messages` records are unflushed or the last
     /// flush is older than `flush.ms`; for a periodic task and after appends.
     pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), LogError> {
-        if !self.background_flushes.is_empty() {
-            self.reap_background_flushes(false);
-        }
+        self.reap_background_flushes(false);
         if self.unflushed_messages == 0 {
             return Ok(());
         }
@@ -1493,8 +1490,9 @@ impl PartitionLog {
     /// producer snapshot at the log end offset and the checkpoints, then the
     /// clean-shutdown marker, so the next open skips recovery.
     pub fn close(mut self) -> Result<(), LogError> {
+        // `flush` fsyncs the active segment after its final time index entry.
+        self.active_segment_mut()?.seal_unflushed()?;
         self.flush()?;
-        self.active_segment_mut()?.seal()?;
         let _snapshot = self
             .producer_state
             .write_snapshot(&self.dir, self.log_end_offset)?;

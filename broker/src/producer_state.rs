@@ -175,11 +175,8 @@ impl ProducerStateManager {
     /// rename) and returns its path. The file is a CRC-32C in hex on the
     /// first line followed by the JSON body it covers.
     pub fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<PathBuf, LogError> {
-        let path = self.write_snapshot_unsynced(dir, offset)?;
-        fs::File::open(&path)?.sync_all()?;
-        if let Some(parent) = path.parent() {
-            fs::File::open(parent)?.sync_all()?;
-        }
+        let (path, content) = self.snapshot_file(dir, offset)?;
+        write_file_atomically(&path, &content)?;
         Ok(path)
     }
 
@@ -188,6 +185,14 @@ impl ProducerStateManager {
     /// see the old or the new file; after a crash before the fsync the snapshot may be
     /// missing or fail its checksum, and producer state is rebuilt from the log.
     pub fn write_snapshot_unsynced(&self, dir: &Path, offset: i64) -> Result<PathBuf, LogError> {
+        let (path, content) = self.snapshot_file(dir, offset)?;
+        write_file_replacing(&path, &content)?;
+        Ok(path)
+    }
+
+    /// Path and content of the snapshot at `offset`: a CRC-32C in hex, a newline, and
+    /// the JSON body it covers.
+    fn snapshot_file(&self, dir: &Path, offset: i64) -> Result<(PathBuf, Vec<u8>), LogError> {
         let body = SnapshotBody {
             version: SNAPSHOT_VERSION,
             offset,
@@ -197,9 +202,7 @@ impl ProducerStateManager {
             .map_err(|error| LogError::Corrupt(format!("encoding producer snapshot: {error}")))?;
         let mut content = format!("{:08x}\n", crc32c::crc32c(&json)).into_bytes();
         content.extend_from_slice(&json);
-        let path = offset_file_path(dir, offset, SNAPSHOT_FILE_SUFFIX);
-        write_file_replacing(&path, &content)?;
-        Ok(path)
+        Ok((offset_file_path(dir, offset, SNAPSHOT_FILE_SUFFIX), content))
     }
 
     /// Reads a snapshot written by [`Self::write_snapshot`]; returns the
@@ -328,13 +331,18 @@ fn apply_batch(entry: &mut Option<ProducerEntry>, header: &BatchHeader, first_of
     });
 }
 
+/// `<path>.tmp`: where a replacement for `path` is written before the rename.
+fn temp_path_for(path: &Path) -> PathBuf {
+    let mut temp_name = path.as_os_str().to_owned();
+    temp_name.push(".tmp");
+    PathBuf::from(temp_name)
+}
+
 /// Writes `content` to `path` through a temp file and a rename, without fsyncs:
 /// readers see the old or the new file; after a crash the file may be old, missing
 /// or empty.
 pub(crate) fn write_file_replacing(path: &Path, content: &[u8]) -> io::Result<()> {
-    let mut temp_name = path.as_os_str().to_owned();
-    temp_name.push(".tmp");
-    let temp_path = PathBuf::from(temp_name);
+    let temp_path = temp_path_for(path);
     fs::write(&temp_path, content)?;
     fs::rename(&temp_path, path)
 }
@@ -342,9 +350,7 @@ pub(crate) fn write_file_replacing(path: &Path, content: &[u8]) -> io::Result<()
 /// Writes `content` to `path` through a temp file, fsyncs, renames and
 /// fsyncs the directory, so readers see the old or the new file.
 pub(crate) fn write_file_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
-    let mut temp_name = path.as_os_str().to_owned();
-    temp_name.push(".tmp");
-    let temp_path = PathBuf::from(temp_name);
+    let temp_path = temp_path_for(path);
     {
         let mut file = fs::File::create(&temp_path)?;
         file.write_all(content)?;

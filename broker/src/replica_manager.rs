@@ -866,6 +866,7 @@ impl ReplicaManager {
 
     /// Writes the high-watermark checkpoint of every partition whose high watermark
     /// changed since its last checkpoint.
+    ///
     /// The files are written in one blocking task without taking any log lock, so their
     /// fsyncs never hold up an append.
     pub async fn checkpoint_high_watermarks(&self) {

@@ -237,12 +237,8 @@ impl RemoteLogReader {
         if spill == 0 {
             return;
         }
-        let next = self.controller.metadata().remote_segment_for_offset(
-            segment.partition.topic_id,
-            segment.partition.partition,
-            segment.metadata.end_offset + 1,
-        ).cloned();
-        if let Some(next) = next {
+        // The segment the reader's next fetch goes to, past any compaction gap.
+        if let Some(next) = self.segment_for_offset(segment.partition, segment.metadata.end_offset + 1) {
             let next = self.segment_ref(segment.partition, next);
             for chunk_index in 0..spill {
                 self.cache
