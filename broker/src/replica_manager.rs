@@ -18,6 +18,7 @@ use crate::isr::IsrUpdater;
 use crate::log::{AppendInfo, PartitionLog, ReadInfo};
 use crate::log_config::LogConfig;
 use crate::partition::{IsrChangeRequest, Partition};
+use crate::prefault::Prefaulter;
 use crate::remote_log::{RemoteLog, RemoteLogError, RemotePartition};
 
 /// Kafka error codes the replica manager produces itself (protocol guide, "Error Codes").
@@ -46,6 +47,9 @@ pub struct ReplicaManagerConfig {
     /// longer than this (ms) is removed from the ISR. Kafka's default is
     /// [`DEFAULT_REPLICA_LAG_TIME_MAX_MS`] (30000).
     pub replica_lag_time_max_ms: i64,
+    /// `log.segment.prefault.bytes`: the most room (bytes) a fast-written partition keeps
+    /// filled in the page cache ahead of its appends ([`crate::prefault`]); 0 turns it off.
+    pub prefault_max_bytes: u64,
 }
 
 pub use crate::replication::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
@@ -193,6 +197,9 @@ pub struct ReplicaManager {
     orphans_removed: std::sync::atomic::AtomicBool,
     remote_log: std::sync::OnceLock<Arc<dyn RemoteLog>>,
     isr_updater: std::sync::OnceLock<Arc<dyn IsrUpdater>>,
+    /// Fills the page cache ahead of appends; None when `prefault_max_bytes` is 0 or
+    /// its thread could not start.
+    prefaulter: Option<Prefaulter>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -236,8 +243,15 @@ where
 impl ReplicaManager {
     /// Creates an empty replica manager; partitions appear with [`Self::apply_metadata`].
     pub fn new(config: ReplicaManagerConfig) -> Arc<Self> {
+        let prefaulter = match config.prefault_max_bytes {
+            0 => None,
+            max_ahead_bytes => Prefaulter::start(max_ahead_bytes)
+                .inspect_err(|error| warn!(%error, "cannot start the prefault thread; appends allocate their pages"))
+                .ok(),
+        };
         Arc::new(ReplicaManager {
             config,
+            prefaulter,
             partitions: RwLock::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
             checkpoint_lock: tokio::sync::Mutex::new(()),
@@ -416,9 +430,13 @@ impl ReplicaManager {
         let log_dirs = self.config.log_dirs.clone();
         let least_loaded = self.least_loaded_log_dir();
         let min_insync_replicas = config.min_insync_replicas;
+        let prefaulter = self.prefaulter.clone();
         let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
             let dir = existing_partition_dir(&log_dirs, &dir_name).unwrap_or_else(|| least_loaded.join(&dir_name));
-            let log = PartitionLog::open(&dir, config, now_ms())?;
+            let mut log = PartitionLog::open(&dir, config, now_ms())?;
+            if let Some(prefaulter) = prefaulter {
+                log.set_prefaulter(prefaulter);
+            }
             let checkpoint = read_high_watermark_checkpoint(&dir);
             Ok::<_, LogError>((dir, log, checkpoint))
         })

@@ -253,8 +253,34 @@ pub struct LogSegment {
     time_index: TimeIndex,
     index_interval_bytes: u64,
     state: SegmentState,
+    /// Length of the `.log` file (bytes): `state.size` plus the zero-filled room
+    /// [`LogSegment::extend_ahead`] added past the records, which readers never see.
+    file_len: u64,
     created_ms: i64,
     load_problem: Option<String>,
+}
+
+/// Room past the end of an active segment's records whose page cache should be
+/// filled before appends reach it: bytes `[start, end)` of `file`.
+#[derive(Debug)]
+pub struct PrefaultRange {
+    /// A second handle on the segment's `.log` file.
+    pub file: File,
+    /// First byte of the room (inclusive).
+    pub start: u64,
+    /// End of the room (exclusive); the file's length when it was added.
+    pub end: u64,
+}
+
+/// What [`LogSegment::recover`] cut off the end of the `.log` file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes from the first invalid batch to the end of the file, when they were
+    /// not all zero.
+    pub invalid_bytes: u64,
+    /// Bytes of an all-zero tail after the last valid batch: the room an active
+    /// segment keeps ahead of its appends (see [`LogSegment::extend_ahead`]).
+    pub zero_tail_bytes: u64,
 }
 
 impl LogSegment {
@@ -292,6 +318,7 @@ impl LogSegment {
             time_index,
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
+            file_len: 0,
             created_ms: now_ms,
             load_problem: None,
         })
@@ -327,10 +354,12 @@ impl LogSegment {
             time_index,
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
+            file_len: 0,
             created_ms: now_ms,
             load_problem: None,
         };
         let file_size = segment.file.metadata()?.len();
+        segment.file_len = file_size;
         if !indexes_existed && file_size > 0 {
             segment.load_problem = Some("index files missing".to_string());
         } else if let Err(reason) = segment.load_state(file_size) {
@@ -420,19 +449,21 @@ impl LogSegment {
 
     /// Scans the whole `.log` from the start, verifying framing, CRC and
     /// offset order of every batch; truncates the file at the first invalid
-    /// batch and rebuilds both indexes for what is kept. Returns the number
-    /// of bytes truncated.
-    pub fn recover(&mut self) -> Result<u64, LogError> {
+    /// batch and rebuilds both indexes for what is kept. Returns what was cut
+    /// off, telling an all-zero tail (room kept ahead of appends, or pages the
+    /// kernel never wrote back) from other invalid bytes.
+    pub fn recover(&mut self) -> Result<Recovery, LogError> {
         let file_size = self.file.metadata()?.len();
         let mut state = SegmentState::empty(self.base_offset);
         let mut offset_entries = Vec::new();
         let mut time_entries: Vec<TimestampOffset> = Vec::new();
         let mut scanner = BatchScanner::new(&self.file, 0, file_size, VERIFY_SCAN_WINDOW);
+        let mut invalid_reason = None;
         let valid_end = loop {
             let location = match scanner.next(true)? {
                 ScanStep::End => break file_size,
                 ScanStep::Invalid { position, reason } => {
-                    warn!(log = %self.log_path.display(), position, %reason, "invalid batch found during recovery");
+                    invalid_reason = Some(reason);
                     break position;
                 }
                 ScanStep::Batch(location) => location,
@@ -469,9 +500,19 @@ impl LogSegment {
             }
         };
         let truncated = file_size - valid_end;
+        let mut recovery = Recovery::default();
         if truncated > 0 {
+            if is_zero_range(&self.file, valid_end, file_size)? {
+                recovery.zero_tail_bytes = truncated;
+            } else {
+                if let Some(reason) = &invalid_reason {
+                    warn!(log = %self.log_path.display(), position = valid_end, %reason, "invalid batch found during recovery");
+                }
+                recovery.invalid_bytes = truncated;
+            }
             self.file.set_len(valid_end)?;
         }
+        self.file_len = valid_end;
         self.offset_index.rewrite(offset_entries)?;
         self.time_index.rewrite(time_entries)?;
         self.state = state;
@@ -483,7 +524,7 @@ impl LogSegment {
             truncated,
             "recovered log segment"
         );
-        Ok(truncated)
+        Ok(recovery)
     }
 
     /// Appends `records` (one or more complete batches with offsets already
@@ -542,6 +583,7 @@ impl LogSegment {
     /// Best-effort undo of a failed append.
     fn rollback(&mut self, previous_state: SegmentState) {
         self.state = previous_state;
+        self.file_len = previous_state.size;
         let results = [
             self.file.set_len(previous_state.size),
             self.offset_index.truncate_to_position(previous_state.size),
@@ -708,6 +750,7 @@ impl LogSegment {
         let new_size = first_removed.position;
         let removed = self.state.size - new_size;
         self.file.set_len(new_size)?;
+        self.file_len = new_size;
         self.offset_index.truncate_to_position(new_size)?;
         self.time_index
             .truncate_to_offset(first_removed.header.base_offset)?;
@@ -731,12 +774,50 @@ impl LogSegment {
     /// [`Self::seal`] without the fsync; the caller flushes the handles from
     /// [`Self::sync_handles`] later.
     pub fn seal_unflushed(&mut self) -> Result<(), LogError> {
+        self.trim()?;
         if self.state.max_timestamp > NO_TIMESTAMP {
             let _appended = self
                 .time_index
                 .maybe_append(self.state.max_timestamp, self.state.offset_of_max_timestamp)?;
         }
         Ok(())
+    }
+
+    /// Makes sure the `.log` file extends at least `ahead / 2` bytes past the
+    /// records, growing it (zero-filled, sparse) to `ahead` bytes past them but
+    /// never beyond `limit` bytes in all. Returns the room added, for the
+    /// caller to fill the page cache of; None when the file was long enough or
+    /// may not grow. Appends then copy into cached pages instead of allocating
+    /// them, which is most of an append's cost on a busy machine.
+    ///
+    /// # Errors
+    /// The `ftruncate` or `dup` failed; the file is unchanged.
+    pub fn extend_ahead(&mut self, ahead: u64, limit: u64) -> Result<Option<PrefaultRange>, LogError> {
+        let room = self.file_len.saturating_sub(self.state.size);
+        let target = (self.state.size + ahead).min(limit).min(u64::from(u32::MAX));
+        if room >= ahead / 2 || target <= self.file_len {
+            return Ok(None);
+        }
+        let file = self.file.try_clone()?;
+        self.file.set_len(target)?;
+        let start = self.file_len;
+        self.file_len = target;
+        Ok(Some(PrefaultRange { file, start, end: target }))
+    }
+
+    /// Cuts the room [`LogSegment::extend_ahead`] added, so the file ends with
+    /// its last batch again.
+    fn trim(&mut self) -> Result<(), LogError> {
+        if self.file_len > self.state.size {
+            self.file.set_len(self.state.size)?;
+            self.file_len = self.state.size;
+        }
+        Ok(())
+    }
+
+    /// Length of the `.log` file in bytes, including room kept ahead of appends.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
     }
 
     /// Second handles on the `.log`, `.index` and `.timeindex` files, so they can be
@@ -784,7 +865,8 @@ impl LogSegment {
         self.state.next_offset
     }
 
-    /// Size of the `.log` file in bytes.
+    /// Bytes of batches in the `.log` file; the file itself may be longer
+    /// ([`LogSegment::file_len`]).
     pub fn size(&self) -> u64 {
         self.state.size
     }
@@ -856,6 +938,24 @@ impl LogSegment {
             self.log_path.display()
         ))
     }
+}
+
+/// Whether bytes `[start, end)` of `file` are all zero (or past its end).
+fn is_zero_range(file: &File, start: u64, end: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; VERIFY_SCAN_WINDOW];
+    let mut at = start;
+    while at < end {
+        let want = (end - at).min(buf.len() as u64) as usize;
+        let read = file.read_at(&mut buf[..want], at)?;
+        if read == 0 {
+            break;
+        }
+        if buf[..read].iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+        at += read as u64;
+    }
+    Ok(true)
 }
 
 /// Checks that a batch read from a segment based at `base_offset` starts at
