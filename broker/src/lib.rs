@@ -8,7 +8,7 @@ pub mod record_batch;
 pub mod offset_index;
 pub mod time_index;
 pub mod segment;
-pub mod prefault;
+pub mod preallocate;
 pub mod log_config;
 pub mod producer_state;
 pub mod log;

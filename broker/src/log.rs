@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 pub use crate::error::LogError;
 use crate::log_config::LogConfig;
 use crate::offset_index::remove_if_exists;
-use crate::prefault::{AppendRate, Prefaulter};
+use crate::preallocate::AppendRate;
 use crate::producer_state::{
     BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
     write_file_atomically, write_file_replacing,
@@ -304,8 +304,9 @@ pub struct PartitionLog {
     /// Bumped by every truncation: a background flush started before one no longer
     /// proves the offsets below its `up_to` durable.
     truncations: u64,
-    /// Page-cache prefaulting ahead of the active segment, when enabled.
-    prefault: Option<(Prefaulter, AppendRate)>,
+    /// Block preallocation ahead of the active segment's appends: the most bytes ahead
+    /// and the partition's append rate. None when off.
+    preallocation: Option<(u64, AppendRate)>,
 }
 
 /// A rolled segment being fsynced on its own thread. Kafka flushes a rolled segment
@@ -372,17 +373,7 @@ impl PartitionLog {
                 if let Some(problem) = &problem {
                     warn!(%topic, partition, base_offset, %problem, "segment needs recovery");
                 }
-                let recovery = segment.recover()?;
-                // Only the active segment keeps zero-filled room past its records; a
-                // zero tail anywhere else is data that never reached the disk.
-                let truncated = if next_base.is_none() {
-                    if recovery.zero_tail_bytes > 0 {
-                        info!(%topic, partition, base_offset, zero_bytes = recovery.zero_tail_bytes, "trimmed the room kept ahead of appends");
-                    }
-                    recovery.invalid_bytes
-                } else {
-                    recovery.invalid_bytes + recovery.zero_tail_bytes
-                };
+                let truncated = segment.recover()?;
                 if truncated > 0 {
                     warn!(%topic, partition, base_offset, truncated_bytes = truncated, next_offset = segment.next_offset(), "truncated invalid data during recovery");
                     metrics::counter!("silt_log_recovery_truncated_bytes_total")
@@ -433,7 +424,7 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             background_flushes: std::collections::VecDeque::new(),
             truncations: 0,
-            prefault: None,
+            preallocation: None,
         };
         if log.log_start_offset > log.log_end_offset {
             warn!(topic = %log.topic, partition = log.partition, log_start_offset, log_end_offset, "log start offset beyond the recovered log; emptying it");
@@ -899,29 +890,37 @@ impl PartitionLog {
         combined.ok_or_else(|| LogError::Corrupt("record set without batches".to_string()))
     }
 
-    /// Keeps room in the page cache ahead of the active segment's appends, filled by
-    /// `prefaulter` (see [`crate::prefault`]), once the partition is written fast.
-    pub fn set_prefaulter(&mut self, prefaulter: Prefaulter) {
-        self.prefault = Some((prefaulter, AppendRate::default()));
+    /// Once the partition is written fast, keeps disk blocks allocated ahead of the active
+    /// segment's appends, at most `max_ahead_bytes` (see [`crate::preallocate`]); 0 turns
+    /// it off.
+    pub fn set_preallocation(&mut self, max_ahead_bytes: u64) {
+        self.preallocation = (max_ahead_bytes > 0).then(|| (max_ahead_bytes, AppendRate::default()));
     }
 
-    /// After an append of `appended` bytes: grows the active segment's room ahead and
-    /// queues it for the prefault thread. Failures only cost speed, so they are logged.
-    fn prefault_ahead(&mut self, appended: usize) {
-        let Some((prefaulter, rate)) = &mut self.prefault else {
+    /// After an append of `appended` bytes: preallocates blocks ahead of the active
+    /// segment when the append rate asks for it. A failure only costs speed, so it is
+    /// logged and preallocation is turned off for this log.
+    fn preallocate_ahead(&mut self, appended: usize) {
+        let Some((max_ahead_bytes, rate)) = &mut self.preallocation else {
             return;
         };
-        let ahead = rate.ahead_bytes(appended as u64, std::time::Instant::now(), prefaulter.max_ahead_bytes());
+        let ahead = rate.ahead_bytes(appended as u64, std::time::Instant::now(), *max_ahead_bytes);
         if ahead == 0 {
             return;
         }
         let Some(active) = self.segments.values_mut().next_back() else {
             return;
         };
-        match active.extend_ahead(ahead, self.config.segment_bytes) {
-            Ok(Some(range)) => prefaulter.submit(range),
-            Ok(None) => {}
-            Err(error) => debug!(topic = %self.topic, partition = self.partition, %error, "growing the room ahead of appends failed"),
+        match active.preallocate_ahead(ahead, self.config.segment_bytes) {
+            Ok(allocated) => {
+                if allocated {
+                    metrics::counter!("silt_log_preallocations_total").increment(1);
+                }
+            }
+            Err(error) => {
+                warn!(topic = %self.topic, partition = self.partition, %error, "preallocating segment blocks failed; appends go on without");
+                self.preallocation = None;
+            }
         }
     }
 
@@ -948,7 +947,7 @@ impl PartitionLog {
             .unwrap_or(NO_TIMESTAMP);
         self.maybe_roll(records.len(), max_timestamp, &first, &last, now_ms)?;
         self.active_segment_mut()?.append(records, headers)?;
-        self.prefault_ahead(records.len());
+        self.preallocate_ahead(records.len());
 
         let previous_end_offset = self.log_end_offset;
         self.log_end_offset = last.next_offset();

@@ -18,7 +18,6 @@ use crate::isr::IsrUpdater;
 use crate::log::{AppendInfo, PartitionLog, ReadInfo};
 use crate::log_config::LogConfig;
 use crate::partition::{IsrChangeRequest, Partition};
-use crate::prefault::Prefaulter;
 use crate::remote_log::{RemoteLog, RemoteLogError, RemotePartition};
 
 /// Kafka error codes the replica manager produces itself (protocol guide, "Error Codes").
@@ -47,9 +46,9 @@ pub struct ReplicaManagerConfig {
     /// longer than this (ms) is removed from the ISR. Kafka's default is
     /// [`DEFAULT_REPLICA_LAG_TIME_MAX_MS`] (30000).
     pub replica_lag_time_max_ms: i64,
-    /// `log.segment.prefault.bytes`: the most room (bytes) a fast-written partition keeps
-    /// filled in the page cache ahead of its appends ([`crate::prefault`]); 0 turns it off.
-    pub prefault_max_bytes: u64,
+    /// `log.segment.preallocate.bytes`: the most bytes of disk blocks a fast-written
+    /// partition keeps allocated ahead of its appends ([`crate::preallocate`]); 0 = off.
+    pub preallocate_max_bytes: u64,
 }
 
 pub use crate::replication::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
@@ -197,9 +196,6 @@ pub struct ReplicaManager {
     orphans_removed: std::sync::atomic::AtomicBool,
     remote_log: std::sync::OnceLock<Arc<dyn RemoteLog>>,
     isr_updater: std::sync::OnceLock<Arc<dyn IsrUpdater>>,
-    /// Fills the page cache ahead of appends; None when `prefault_max_bytes` is 0 or
-    /// its thread could not start.
-    prefaulter: Option<Prefaulter>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -243,15 +239,8 @@ where
 impl ReplicaManager {
     /// Creates an empty replica manager; partitions appear with [`Self::apply_metadata`].
     pub fn new(config: ReplicaManagerConfig) -> Arc<Self> {
-        let prefaulter = match config.prefault_max_bytes {
-            0 => None,
-            max_ahead_bytes => Prefaulter::start(max_ahead_bytes)
-                .inspect_err(|error| warn!(%error, "cannot start the prefault thread; appends allocate their pages"))
-                .ok(),
-        };
         Arc::new(ReplicaManager {
             config,
-            prefaulter,
             partitions: RwLock::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
             checkpoint_lock: tokio::sync::Mutex::new(()),
@@ -430,13 +419,11 @@ impl ReplicaManager {
         let log_dirs = self.config.log_dirs.clone();
         let least_loaded = self.least_loaded_log_dir();
         let min_insync_replicas = config.min_insync_replicas;
-        let prefaulter = self.prefaulter.clone();
+        let preallocate_max_bytes = self.config.preallocate_max_bytes;
         let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
             let dir = existing_partition_dir(&log_dirs, &dir_name).unwrap_or_else(|| least_loaded.join(&dir_name));
             let mut log = PartitionLog::open(&dir, config, now_ms())?;
-            if let Some(prefaulter) = prefaulter {
-                log.set_prefaulter(prefaulter);
-            }
+            log.set_preallocation(preallocate_max_bytes);
             let checkpoint = read_high_watermark_checkpoint(&dir);
             Ok::<_, LogError>((dir, log, checkpoint))
         })

@@ -253,34 +253,12 @@ pub struct LogSegment {
     time_index: TimeIndex,
     index_interval_bytes: u64,
     state: SegmentState,
-    /// Length of the `.log` file (bytes): `state.size` plus the zero-filled room
-    /// [`LogSegment::extend_ahead`] added past the records, which readers never see.
-    file_len: u64,
+    /// End (bytes) of the disk blocks known to be allocated for the `.log` file: at least
+    /// `state.size`, more after [`LogSegment::preallocate_ahead`]. The file's length is
+    /// always `state.size`; the blocks past it are allocated with `FALLOC_FL_KEEP_SIZE`.
+    allocated_end: u64,
     created_ms: i64,
     load_problem: Option<String>,
-}
-
-/// Room past the end of an active segment's records whose page cache should be
-/// filled before appends reach it: bytes `[start, end)` of `file`.
-#[derive(Debug)]
-pub struct PrefaultRange {
-    /// A second handle on the segment's `.log` file.
-    pub file: File,
-    /// First byte of the room (inclusive).
-    pub start: u64,
-    /// End of the room (exclusive); the file's length when it was added.
-    pub end: u64,
-}
-
-/// What [`LogSegment::recover`] cut off the end of the `.log` file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Bytes from the first invalid batch to the end of the file, when they were
-    /// not all zero.
-    pub invalid_bytes: u64,
-    /// Bytes of an all-zero tail after the last valid batch: the room an active
-    /// segment keeps ahead of its appends (see [`LogSegment::extend_ahead`]).
-    pub zero_tail_bytes: u64,
 }
 
 impl LogSegment {
@@ -318,7 +296,7 @@ impl LogSegment {
             time_index,
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
-            file_len: 0,
+            allocated_end: 0,
             created_ms: now_ms,
             load_problem: None,
         })
@@ -354,12 +332,12 @@ impl LogSegment {
             time_index,
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
-            file_len: 0,
+            allocated_end: 0,
             created_ms: now_ms,
             load_problem: None,
         };
         let file_size = segment.file.metadata()?.len();
-        segment.file_len = file_size;
+        segment.allocated_end = file_size;
         if !indexes_existed && file_size > 0 {
             segment.load_problem = Some("index files missing".to_string());
         } else if let Err(reason) = segment.load_state(file_size) {
@@ -449,21 +427,19 @@ impl LogSegment {
 
     /// Scans the whole `.log` from the start, verifying framing, CRC and
     /// offset order of every batch; truncates the file at the first invalid
-    /// batch and rebuilds both indexes for what is kept. Returns what was cut
-    /// off, telling an all-zero tail (room kept ahead of appends, or pages the
-    /// kernel never wrote back) from other invalid bytes.
-    pub fn recover(&mut self) -> Result<Recovery, LogError> {
+    /// batch and rebuilds both indexes for what is kept. Returns the number
+    /// of bytes truncated.
+    pub fn recover(&mut self) -> Result<u64, LogError> {
         let file_size = self.file.metadata()?.len();
         let mut state = SegmentState::empty(self.base_offset);
         let mut offset_entries = Vec::new();
         let mut time_entries: Vec<TimestampOffset> = Vec::new();
         let mut scanner = BatchScanner::new(&self.file, 0, file_size, VERIFY_SCAN_WINDOW);
-        let mut invalid_reason = None;
         let valid_end = loop {
             let location = match scanner.next(true)? {
                 ScanStep::End => break file_size,
                 ScanStep::Invalid { position, reason } => {
-                    invalid_reason = Some(reason);
+                    warn!(log = %self.log_path.display(), position, %reason, "invalid batch found during recovery");
                     break position;
                 }
                 ScanStep::Batch(location) => location,
@@ -500,19 +476,10 @@ impl LogSegment {
             }
         };
         let truncated = file_size - valid_end;
-        let mut recovery = Recovery::default();
         if truncated > 0 {
-            if is_zero_range(&self.file, valid_end, file_size)? {
-                recovery.zero_tail_bytes = truncated;
-            } else {
-                if let Some(reason) = &invalid_reason {
-                    warn!(log = %self.log_path.display(), position = valid_end, %reason, "invalid batch found during recovery");
-                }
-                recovery.invalid_bytes = truncated;
-            }
             self.file.set_len(valid_end)?;
         }
-        self.file_len = valid_end;
+        self.allocated_end = valid_end;
         self.offset_index.rewrite(offset_entries)?;
         self.time_index.rewrite(time_entries)?;
         self.state = state;
@@ -524,7 +491,7 @@ impl LogSegment {
             truncated,
             "recovered log segment"
         );
-        Ok(recovery)
+        Ok(truncated)
     }
 
     /// Appends `records` (one or more complete batches with offsets already
@@ -583,7 +550,7 @@ impl LogSegment {
     /// Best-effort undo of a failed append.
     fn rollback(&mut self, previous_state: SegmentState) {
         self.state = previous_state;
-        self.file_len = previous_state.size;
+        self.allocated_end = previous_state.size;
         let results = [
             self.file.set_len(previous_state.size),
             self.offset_index.truncate_to_position(previous_state.size),
@@ -749,8 +716,9 @@ impl LogSegment {
         };
         let new_size = first_removed.position;
         let removed = self.state.size - new_size;
+        // Also frees blocks preallocated past the old end.
         self.file.set_len(new_size)?;
-        self.file_len = new_size;
+        self.allocated_end = new_size;
         self.offset_index.truncate_to_position(new_size)?;
         self.time_index
             .truncate_to_offset(first_removed.header.base_offset)?;
@@ -774,7 +742,7 @@ impl LogSegment {
     /// [`Self::seal`] without the fsync; the caller flushes the handles from
     /// [`Self::sync_handles`] later.
     pub fn seal_unflushed(&mut self) -> Result<(), LogError> {
-        self.trim()?;
+        self.release_preallocated()?;
         if self.state.max_timestamp > NO_TIMESTAMP {
             let _appended = self
                 .time_index
@@ -783,41 +751,39 @@ impl LogSegment {
         Ok(())
     }
 
-    /// Makes sure the `.log` file extends at least `ahead / 2` bytes past the
-    /// records, growing it (zero-filled, sparse) to `ahead` bytes past them but
-    /// never beyond `limit` bytes in all. Returns the room added, for the
-    /// caller to fill the page cache of; None when the file was long enough or
-    /// may not grow. Appends then copy into cached pages instead of allocating
-    /// them, which is most of an append's cost on a busy machine.
+    /// Makes sure disk blocks are allocated for at least `ahead / 2` bytes past the
+    /// records, allocating them (`fallocate` with `FALLOC_FL_KEEP_SIZE`, so the file's
+    /// length does not change) up to `ahead` bytes past the records but never beyond
+    /// `limit` bytes in all. Returns whether blocks were allocated.
+    ///
+    /// Appending into allocated (unwritten) blocks needs no block allocation when the
+    /// kernel writes the pages back; on ext4 that allocation holds the inode's block-map
+    /// lock, and an append that needs the same lock waits for it (tens of ms while the
+    /// disk is busy).
     ///
     /// # Errors
-    /// The `ftruncate` or `dup` failed; the file is unchanged.
-    pub fn extend_ahead(&mut self, ahead: u64, limit: u64) -> Result<Option<PrefaultRange>, LogError> {
-        let room = self.file_len.saturating_sub(self.state.size);
+    /// The `fallocate` failed (`EOPNOTSUPP` on file systems without it); nothing changed.
+    pub fn preallocate_ahead(&mut self, ahead: u64, limit: u64) -> Result<bool, LogError> {
+        let from = self.allocated_end.max(self.state.size);
         let target = (self.state.size + ahead).min(limit).min(u64::from(u32::MAX));
-        if room >= ahead / 2 || target <= self.file_len {
-            return Ok(None);
+        if from - self.state.size >= ahead / 2 || target <= from {
+            return Ok(false);
         }
-        let file = self.file.try_clone()?;
-        self.file.set_len(target)?;
-        let start = self.file_len;
-        self.file_len = target;
-        Ok(Some(PrefaultRange { file, start, end: target }))
+        rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::KEEP_SIZE, from, target - from)
+            .map_err(io::Error::from)?;
+        self.allocated_end = target;
+        Ok(true)
     }
 
-    /// Cuts the room [`LogSegment::extend_ahead`] added, so the file ends with
-    /// its last batch again.
-    fn trim(&mut self) -> Result<(), LogError> {
-        if self.file_len > self.state.size {
+    /// Frees the blocks [`LogSegment::preallocate_ahead`] allocated past the records:
+    /// a `ftruncate` to the current length, which ext4 and XFS take as the cue to drop
+    /// blocks past the end.
+    fn release_preallocated(&mut self) -> Result<(), LogError> {
+        if self.allocated_end > self.state.size {
             self.file.set_len(self.state.size)?;
-            self.file_len = self.state.size;
+            self.allocated_end = self.state.size;
         }
         Ok(())
-    }
-
-    /// Length of the `.log` file in bytes, including room kept ahead of appends.
-    pub fn file_len(&self) -> u64 {
-        self.file_len
     }
 
     /// Second handles on the `.log`, `.index` and `.timeindex` files, so they can be
@@ -865,8 +831,7 @@ impl LogSegment {
         self.state.next_offset
     }
 
-    /// Bytes of batches in the `.log` file; the file itself may be longer
-    /// ([`LogSegment::file_len`]).
+    /// Size of the `.log` file in bytes.
     pub fn size(&self) -> u64 {
         self.state.size
     }
@@ -938,24 +903,6 @@ impl LogSegment {
             self.log_path.display()
         ))
     }
-}
-
-/// Whether bytes `[start, end)` of `file` are all zero (or past its end).
-fn is_zero_range(file: &File, start: u64, end: u64) -> io::Result<bool> {
-    let mut buf = vec![0u8; VERIFY_SCAN_WINDOW];
-    let mut at = start;
-    while at < end {
-        let want = (end - at).min(buf.len() as u64) as usize;
-        let read = file.read_at(&mut buf[..want], at)?;
-        if read == 0 {
-            break;
-        }
-        if buf[..read].iter().any(|&byte| byte != 0) {
-            return Ok(false);
-        }
-        at += read as u64;
-    }
-    Ok(true)
 }
 
 /// Checks that a batch read from a segment based at `base_offset` starts at

@@ -44,7 +44,7 @@ fn replica_manager(dir: &std::path::Path, broker_id: BrokerId, lag_time_max_ms: 
         log_dirs: vec![dir.join(format!("broker-{broker_id}"))],
         log_defaults: BTreeMap::new(),
         replica_lag_time_max_ms: lag_time_max_ms,
-        prefault_max_bytes: silt_broker::prefault::DEFAULT_PREFAULT_MAX_BYTES,
+        preallocate_max_bytes: silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES,
     })
 }
 

@@ -57,7 +57,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.retention.check.interval.ms", Some("300000"), "how often retention runs"),
     def("log.flush.interval.messages", Some("9223372036854775807"), "fsync after this many messages (topic config flush.messages)"),
     def("log.flush.interval.ms", None, "fsync after this many ms (topic config flush.ms)"),
-    def("log.segment.prefault.bytes", Some("67108864"), "most room in bytes a fast-written partition keeps filled in the page cache ahead of its appends, 0 = off"),
+    def("log.segment.preallocate.bytes", Some("67108864"), "most bytes of disk blocks a fast-written partition keeps allocated ahead of its appends, 0 = off"),
     def("log.index.interval.bytes", Some("4096"), "bytes between offset index entries (topic config index.interval.bytes)"),
     def("log.message.timestamp.type", Some("CreateTime"), "CreateTime or LogAppendTime (topic config message.timestamp.type)"),
     def("log.cleanup.policy", Some("delete"), "delete or compact (topic config cleanup.policy)"),
@@ -277,8 +277,8 @@ pub struct BrokerConfig {
     pub log_defaults: BTreeMap<String, String>,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
-    /// `log.segment.prefault.bytes` (bytes; 0 = off).
-    pub segment_prefault_bytes: u64,
+    /// `log.segment.preallocate.bytes` (bytes; 0 = off).
+    pub segment_preallocate_bytes: u64,
     /// `log.flush.interval.ms`, when set.
     pub flush_interval_ms: Option<u64>,
     /// `offsets.topic.num.partitions`.
@@ -472,7 +472,7 @@ impl BrokerConfig {
             delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
             log_defaults,
             retention_check_interval_ms: parse_number(&raw, "log.retention.check.interval.ms")?,
-            segment_prefault_bytes: parse_number(&raw, "log.segment.prefault.bytes")?,
+            segment_preallocate_bytes: parse_number(&raw, "log.segment.preallocate.bytes")?,
             flush_interval_ms,
             offsets_topic_num_partitions: group.offsets_topic_num_partitions,
             offsets_topic_replication_factor: parse_number(&raw, "offsets.topic.replication.factor")?,
@@ -627,7 +627,7 @@ mod tests {
         assert_eq!(config.log_dirs, vec![PathBuf::from("./silt-data")]);
         assert_eq!(config.log_defaults.get("retention.ms").map(String::as_str), Some("604800000"));
         assert!(config.auto_create_topics_enable);
-        assert_eq!(config.segment_prefault_bytes, silt_broker::prefault::DEFAULT_PREFAULT_MAX_BYTES);
+        assert_eq!(config.segment_preallocate_bytes, silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES);
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         log_dirs: config.log_dirs.clone(),
         log_defaults: config.log_defaults.clone(),
         replica_lag_time_max_ms: i64::try_from(config.replica_lag_time_max_ms).unwrap_or(i64::MAX),
-        prefault_max_bytes: config.segment_prefault_bytes,
+        preallocate_max_bytes: config.segment_preallocate_bytes,
     });
     replica_manager.set_isr_updater(Arc::new(ControllerIsrUpdater::new(controller.clone(), config.node_id)));
     replica_manager.apply_metadata(&controller.metadata()).await?;

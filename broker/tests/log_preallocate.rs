@@ -1,0 +1,164 @@
+//! Disk blocks allocated ahead of a fast partition's appends: the file's length stays
+//! the end of its records, sealing and closing free what was not used, and a crash with
+//! blocks allocated ahead loses nothing.
+
+mod log_support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use log_support::{BatchSpec, log_files, open, read_all, small_segments};
+use silt_broker::log::PartitionLog;
+use silt_broker::log_config::LogConfig;
+
+const RECORDS_PER_BATCH: usize = 4;
+const VALUE_BYTES: usize = 16 * 1024;
+const MAX_AHEAD: u64 = 8 * 1024 * 1024;
+/// Slack for block rounding and extent-tree blocks in allocation checks.
+const SLACK: u64 = 256 * 1024;
+
+fn spec(index: i64) -> BatchSpec {
+    BatchSpec::new(RECORDS_PER_BATCH, 1_000 + index)
+        .value_size(VALUE_BYTES)
+        .tag(&format!("b{index}"))
+}
+
+/// A log with preallocation and `batches` batches (64 KiB each) appended as fast as the
+/// machine goes: far above the rate that earns blocks ahead.
+fn fast_log(dir: &Path, config: LogConfig, batches: i64) -> PartitionLog {
+    let mut log = open(dir, config);
+    log.set_preallocation(MAX_AHEAD);
+    for index in 0..batches {
+        let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
+    }
+    log
+}
+
+fn expected(batches: i64) -> Vec<(i64, Vec<u8>)> {
+    (0..batches)
+        .flat_map(|index| {
+            let spec = spec(index);
+            (0..RECORDS_PER_BATCH).map(move |record| {
+                (index * RECORDS_PER_BATCH as i64 + record as i64, spec.value(record))
+            })
+        })
+        .collect()
+}
+
+fn values(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
+    read_all(log, log.log_start_offset(), 1024 * 1024)
+        .into_iter()
+        .map(|(offset, _, value)| (offset, value))
+        .collect()
+}
+
+/// Where the last whole batch of a `.log` file ends.
+fn batches_end(path: &Path) -> u64 {
+    let bytes = fs::read(path).expect("read segment");
+    let mut position = 0usize;
+    while position + 12 <= bytes.len() {
+        let length = i32::from_be_bytes(bytes[position + 8..position + 12].try_into().expect("4 bytes"));
+        let end = position + 12 + usize::try_from(length).unwrap_or(0);
+        if length <= 0 || end > bytes.len() {
+            break;
+        }
+        position = end;
+    }
+    position as u64
+}
+
+/// (length, bytes of disk blocks allocated) of a file.
+fn sizes(path: &Path) -> (u64, u64) {
+    let metadata = fs::metadata(path).expect("stat");
+    (metadata.len(), metadata.blocks() * 512)
+}
+
+fn active(dir: &Path) -> PathBuf {
+    dir.join(log_files(dir).last().expect("a segment"))
+}
+
+#[test]
+fn fast_appends_allocate_blocks_ahead_without_growing_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batches = 400;
+    let log = fast_log(dir.path(), LogConfig::default(), batches);
+    let (len, allocated) = sizes(&active(dir.path()));
+    assert_eq!(len, log.size_bytes(), "the file ends with its last batch");
+    assert_eq!(batches_end(&active(dir.path())), len);
+    assert!(allocated > len + 1024 * 1024, "blocks ahead of the records: {allocated} allocated for {len} bytes");
+    assert!(allocated <= len + MAX_AHEAD + SLACK, "at most the cap ahead: {allocated} allocated for {len} bytes");
+    assert_eq!(values(&log), expected(batches));
+}
+
+#[test]
+fn slow_or_disabled_partitions_allocate_nothing_ahead() {
+    for max_ahead in [MAX_AHEAD, 0] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = open(dir.path(), LogConfig::default());
+        log.set_preallocation(max_ahead);
+        let mut now = 5_000;
+        for index in 0..40 {
+            // Small batches: far below the rate that earns blocks ahead.
+            let batch = BatchSpec::new(1, 1_000 + index).tag(&format!("s{index}")).encode();
+            let _info = log.append_as_leader(&batch, 0, now).expect("append");
+            now += 10;
+            if max_ahead > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let (len, allocated) = sizes(&active(dir.path()));
+        assert!(allocated <= len + SLACK, "max_ahead {max_ahead}: {allocated} allocated for {len} bytes");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = {
+        let mut log = open(dir.path(), LogConfig::default());
+        log.set_preallocation(0);
+        for index in 0..400 {
+            let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
+        }
+        log
+    };
+    let (len, allocated) = sizes(&active(dir.path()));
+    assert!(allocated <= len + SLACK, "off: {allocated} allocated for {len} bytes");
+    assert_eq!(values(&log), expected(400));
+}
+
+#[test]
+fn rolled_and_closed_segments_free_the_blocks_they_did_not_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batches = 400;
+    let config = small_segments(4 * 1024 * 1024);
+    let log = fast_log(dir.path(), config.clone(), batches);
+    assert!(log.segment_count() > 3, "expected several rolls, got {} segments", log.segment_count());
+    let files = log_files(dir.path());
+    for name in &files[..files.len() - 1] {
+        let (len, allocated) = sizes(&dir.path().join(name));
+        assert_eq!(len, batches_end(&dir.path().join(name)), "sealed segment {name} ends with its last batch");
+        assert!(allocated <= len + SLACK, "sealed segment {name}: {allocated} allocated for {len} bytes");
+    }
+    log.close().expect("close");
+    let (len, allocated) = sizes(&active(dir.path()));
+    assert!(allocated <= len + SLACK, "closed active segment: {allocated} allocated for {len} bytes");
+    let reopened = open(dir.path(), config);
+    assert_eq!(values(&reopened), expected(batches));
+}
+
+#[test]
+fn a_crash_with_blocks_allocated_ahead_loses_nothing_and_appends_continue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batches = 300;
+    let log = fast_log(dir.path(), LogConfig::default(), batches);
+    let (len, allocated) = sizes(&active(dir.path()));
+    assert!(allocated > len, "blocks ahead before the crash");
+    // Dropped without close: the process died.
+    drop(log);
+
+    let mut reopened = open(dir.path(), LogConfig::default());
+    assert_eq!(sizes(&active(dir.path())).0, len, "recovery keeps every batch and nothing else");
+    assert_eq!(values(&reopened), expected(batches));
+    reopened.set_preallocation(MAX_AHEAD);
+    let info = reopened.append_as_leader(&spec(batches).encode(), 0, 5_000).expect("append after recovery");
+    assert_eq!(info.first_offset, batches * RECORDS_PER_BATCH as i64);
+    assert_eq!(values(&reopened), expected(batches + 1));
+}
