@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -253,9 +253,10 @@ pub struct LogSegment {
     time_index: TimeIndex,
     index_interval_bytes: u64,
     state: SegmentState,
-    /// End (bytes) of the disk blocks known to be allocated for the `.log` file: at least
-    /// `state.size`, more after [`LogSegment::preallocate_ahead`]. The file's length is
-    /// always `state.size`; the blocks past it are allocated with `FALLOC_FL_KEEP_SIZE`.
+    /// Where the disk blocks allocated for the `.log` file end (bytes), as far as the
+    /// segment knows: past `state.size` after [`LogSegment::preallocate_ahead`] or when
+    /// opened with blocks past its end; at or below `state.size` (appends do not move it)
+    /// when nothing lies past the records. The file's length is always `state.size`.
     allocated_end: u64,
     created_ms: i64,
     load_problem: Option<String>,
@@ -336,8 +337,10 @@ impl LogSegment {
             created_ms: now_ms,
             load_problem: None,
         };
-        let file_size = segment.file.metadata()?.len();
-        segment.allocated_end = file_size;
+        let metadata = segment.file.metadata()?;
+        let file_size = metadata.len();
+        // Blocks preallocated before a crash show here, so sealing still frees them.
+        segment.allocated_end = file_size.max(metadata.blocks() * 512);
         if !indexes_existed && file_size > 0 {
             segment.load_problem = Some("index files missing".to_string());
         } else if let Err(reason) = segment.load_state(file_size) {
@@ -478,8 +481,8 @@ impl LogSegment {
         let truncated = file_size - valid_end;
         if truncated > 0 {
             self.file.set_len(valid_end)?;
+            self.allocated_end = valid_end;
         }
-        self.allocated_end = valid_end;
         self.offset_index.rewrite(offset_entries)?;
         self.time_index.rewrite(time_entries)?;
         self.state = state;

@@ -161,4 +161,8 @@ fn a_crash_with_blocks_allocated_ahead_loses_nothing_and_appends_continue() {
     let info = reopened.append_as_leader(&spec(batches).encode(), 0, 5_000).expect("append after recovery");
     assert_eq!(info.first_offset, batches * RECORDS_PER_BATCH as i64);
     assert_eq!(values(&reopened), expected(batches + 1));
+    // The blocks allocated ahead before the crash are freed when the segment is sealed.
+    reopened.close().expect("close");
+    let (len, allocated) = sizes(&active(dir.path()));
+    assert!(allocated <= len + SLACK, "after the crash and a close: {allocated} allocated for {len} bytes");
 }
