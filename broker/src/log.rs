@@ -912,11 +912,8 @@ impl PartitionLog {
             return;
         };
         match active.preallocate_ahead(ahead, self.config.segment_bytes) {
-            Ok(allocated) => {
-                if allocated {
-                    metrics::counter!("silt_log_preallocations_total").increment(1);
-                }
-            }
+            Ok(true) => metrics::counter!("silt_log_preallocations_total").increment(1),
+            Ok(false) => {}
             Err(error) => {
                 warn!(topic = %self.topic, partition = self.partition, %error, "preallocating segment blocks failed; appends go on without");
                 self.preallocation = None;
