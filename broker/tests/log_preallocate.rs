@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use log_support::{BatchSpec, log_files, open, read_all, small_segments};
+use log_support::{BatchSpec, log_files, offsets_and_values, open, small_segments};
 use silt_broker::log::PartitionLog;
 use silt_broker::log_config::LogConfig;
 
@@ -47,10 +47,7 @@ fn expected(batches: i64) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn values(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
-    read_all(log, log.log_start_offset(), 1024 * 1024)
-        .into_iter()
-        .map(|(offset, _, value)| (offset, value))
-        .collect()
+    offsets_and_values(log, 1024 * 1024)
 }
 
 /// Where the last whole batch of a `.log` file ends.

@@ -6,7 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use log_support::{BatchSpec, log_files, open, read_all, small_segments};
+use log_support::{BatchSpec, log_files, offsets_and_values, open, small_segments};
 use silt_broker::log::{
     CLEAN_SHUTDOWN_FILE, EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, PartitionLog,
     RECOVERY_POINT_FILE,
@@ -51,10 +51,7 @@ fn corrupt_payload(path: &Path, position: u64) {
 }
 
 fn values(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
-    read_all(log, log.log_start_offset(), 1_000)
-        .into_iter()
-        .map(|(offset, _, value)| (offset, value))
-        .collect()
+    offsets_and_values(log, 1_000)
 }
 
 fn expected_values(batches: i64) -> Vec<(i64, Vec<u8>)> {

@@ -168,6 +168,14 @@ pub(crate) fn read_all(
     all
 }
 
+/// (offset, value) of every record from the log start offset on, read `max_bytes` per fetch.
+pub(crate) fn offsets_and_values(log: &PartitionLog, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
+    read_all(log, log.log_start_offset(), max_bytes)
+        .into_iter()
+        .map(|(offset, _, value)| (offset, value))
+        .collect()
+}
+
 /// Segment base offsets found on disk.
 pub(crate) fn log_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
