@@ -9,6 +9,7 @@ pub mod offset_index;
 pub mod time_index;
 pub mod segment;
 pub mod preallocate;
+pub mod writeback;
 pub mod log_config;
 pub mod producer_state;
 pub mod log;

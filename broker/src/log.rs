@@ -24,6 +24,7 @@ pub use crate::error::LogError;
 use crate::log_config::LogConfig;
 use crate::offset_index::remove_if_exists;
 use crate::preallocate::AppendRate;
+use crate::writeback::WritebackState;
 use crate::producer_state::{
     BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
     write_file_atomically, write_file_replacing,
@@ -307,6 +308,8 @@ pub struct PartitionLog {
     /// Block preallocation ahead of the active segment's appends: the most bytes ahead
     /// and the partition's append rate. None when off.
     preallocation: Option<(u64, AppendRate)>,
+    /// Writeback started every `log.writeback.interval.bytes` of appends; None when off.
+    writeback: Option<WritebackState>,
 }
 
 /// A rolled segment being fsynced on its own thread. Kafka flushes a rolled segment
@@ -425,6 +428,7 @@ impl PartitionLog {
             background_flushes: std::collections::VecDeque::new(),
             truncations: 0,
             preallocation: None,
+            writeback: None,
         };
         if log.log_start_offset > log.log_end_offset {
             warn!(topic = %log.topic, partition = log.partition, log_start_offset, log_end_offset, "log start offset beyond the recovered log; emptying it");
@@ -897,6 +901,28 @@ impl PartitionLog {
         self.preallocation = (max_ahead_bytes > 0).then(|| (max_ahead_bytes, AppendRate::default()));
     }
 
+    /// Starts writeback of the active segment's data every `interval_bytes` appended to
+    /// it (see [`crate::writeback`]); 0 leaves writeback to the kernel.
+    pub fn set_writeback(&mut self, interval_bytes: u64) {
+        self.writeback = (interval_bytes > 0).then(|| WritebackState::new(interval_bytes));
+    }
+
+    /// After an append: queues writeback of the active segment's data when due. A
+    /// failure only costs smoothness, so it is logged and writeback is left to the kernel
+    /// for this log.
+    fn start_writeback(&mut self) {
+        let Some(writeback) = &mut self.writeback else {
+            return;
+        };
+        let Some(active) = self.segments.values().next_back() else {
+            return;
+        };
+        if let Err(error) = writeback.after_append(active.base_offset(), active.size(), || active.try_clone_log_file()) {
+            warn!(topic = %self.topic, partition = self.partition, %error, "opening the segment for writeback failed; the kernel writes it back on its own");
+            self.writeback = None;
+        }
+    }
+
     /// After an append of `appended` bytes: preallocates blocks ahead of the active
     /// segment when the append rate asks for it. A failure only costs speed, so it is
     /// logged and preallocation is turned off for this log.
@@ -945,6 +971,7 @@ impl PartitionLog {
         self.maybe_roll(records.len(), max_timestamp, &first, &last, now_ms)?;
         self.active_segment_mut()?.append(records, headers)?;
         self.preallocate_ahead(records.len());
+        self.start_writeback();
 
         let previous_end_offset = self.log_end_offset;
         self.log_end_offset = last.next_offset();

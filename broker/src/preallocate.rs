@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 /// partition's appends.
 pub const DEFAULT_PREALLOCATE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
-/// How far ahead of a partition's appends blocks are allocated, in time at its rate.
-const LEAD: Duration = Duration::from_millis(500);
-/// Less than this much (bytes) ahead is not worth a `fallocate`: the partition is slow.
-const MIN_AHEAD_BYTES: u64 = 1024 * 1024;
+/// A partition appending slower than this (bytes/s) allocates nothing ahead: its
+/// appends are too rare to queue behind each other.
+const FAST_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
 /// Length of the intervals the append rate is measured over.
 const RATE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -36,11 +35,13 @@ pub struct AppendRate {
 
 impl AppendRate {
     /// Accounts for `appended` bytes at `now` and returns how many bytes past its
-    /// records the active segment should have allocated: [`LEAD`] worth at the current rate, at most
-    /// `max_ahead_bytes`, or 0 while the partition is slow. The rate follows a rise at
-    /// once and halves its distance to a lower rate every interval, so one quiet interval
-    /// does not drop the allocation ahead.
-    pub fn ahead_bytes(&mut self, appended: u64, now: Instant, max_ahead_bytes: u64) -> u64 {
+    /// records the active segment should have allocated: `step_bytes` once the partition
+    /// appends faster than [`FAST_BYTES_PER_SEC`], 0 while it is slower. Whole steps
+    /// rather than a little at a time, because each `fallocate` may wait on block-bitmap
+    /// reads while holding the inode lock appends need: the fewer there are, the fewer
+    /// stalls. The rate follows a rise at once and halves its distance to a lower rate
+    /// every interval, so one quiet interval does not stop the allocation ahead.
+    pub fn ahead_bytes(&mut self, appended: u64, now: Instant, step_bytes: u64) -> u64 {
         let start = *self.interval_start.get_or_insert(now);
         self.interval_bytes += appended;
         let elapsed = now.saturating_duration_since(start);
@@ -54,12 +55,7 @@ impl AppendRate {
             self.interval_start = Some(now);
             self.interval_bytes = 0;
         }
-        let ahead = (self.bytes_per_sec * LEAD.as_secs_f64()) as u64;
-        if ahead < MIN_AHEAD_BYTES {
-            0
-        } else {
-            ahead.min(max_ahead_bytes)
-        }
+        if self.bytes_per_sec < FAST_BYTES_PER_SEC { 0 } else { step_bytes }
     }
 }
 
@@ -76,15 +72,10 @@ mod tests {
         for ms in 0..=200u64 {
             assert_eq!(rate.ahead_bytes(1024, start + Duration::from_millis(ms), max), 0);
         }
-        // 40 MB/s: half a second of it.
+        // 40 MB/s: a whole step.
         let mut ahead = 0;
         for ms in 201..=400u64 {
             ahead = rate.ahead_bytes(40_000, start + Duration::from_millis(ms), max);
-        }
-        assert!((19_000_000..=21_000_000).contains(&ahead), "{ahead}");
-        // 1 GB/s is capped.
-        for ms in 401..=600u64 {
-            ahead = rate.ahead_bytes(1_000_000, start + Duration::from_millis(ms), max);
         }
         assert_eq!(ahead, max);
         // Going quiet decays the allocation ahead instead of dropping it at once.

@@ -49,6 +49,9 @@ pub struct ReplicaManagerConfig {
     /// `log.segment.preallocate.bytes`: the most bytes of disk blocks a fast-written
     /// partition keeps allocated ahead of its appends ([`crate::preallocate`]); 0 = off.
     pub preallocate_max_bytes: u64,
+    /// `log.writeback.interval.bytes`: bytes appended to a segment between requests to
+    /// start their writeback ([`crate::writeback`]); 0 leaves writeback to the kernel.
+    pub writeback_interval_bytes: u64,
 }
 
 pub use crate::replication::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
@@ -420,10 +423,12 @@ impl ReplicaManager {
         let least_loaded = self.least_loaded_log_dir();
         let min_insync_replicas = config.min_insync_replicas;
         let preallocate_max_bytes = self.config.preallocate_max_bytes;
+        let writeback_interval_bytes = self.config.writeback_interval_bytes;
         let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
             let dir = existing_partition_dir(&log_dirs, &dir_name).unwrap_or_else(|| least_loaded.join(&dir_name));
             let mut log = PartitionLog::open(&dir, config, now_ms())?;
             log.set_preallocation(preallocate_max_bytes);
+            log.set_writeback(writeback_interval_bytes);
             let checkpoint = read_high_watermark_checkpoint(&dir);
             Ok::<_, LogError>((dir, log, checkpoint))
         })
@@ -559,7 +564,7 @@ impl ReplicaManager {
             }
         }
         let min_insync_check = required_acks == -1;
-        let appended = tokio::task::spawn_blocking(move || {
+        let appended = run_blocking_here(move || {
             accepted
                 .into_iter()
                 .map(|(index, hosted, records)| (index, append_locked(&hosted, &records, min_insync_check)))
@@ -1048,7 +1053,29 @@ impl ReplicaManager {
     }
 }
 
-/// One leader append under the partition's log lock; call on the blocking pool only.
+/// Runs `operation`, a short blocking storage call a request waits for, on this thread
+/// with [`tokio::task::block_in_place`]: the runtime hands this worker's other tasks to
+/// another thread first, so nothing else waits behind it. Unlike `spawn_blocking` this
+/// wakes no pool thread and no worker afterwards; on a loaded machine each of those
+/// wake-ups can wait tens of ms for a CPU, and a produce request needed two. A
+/// current-thread runtime (some tests) cannot hand its tasks off, so there it goes to
+/// the blocking pool.
+///
+/// # Errors
+/// Only on the blocking pool: the operation panicked or the runtime shut down.
+async fn run_blocking_here<T, F>(operation: F) -> Result<T, tokio::task::JoinError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        Ok(tokio::task::block_in_place(operation))
+    } else {
+        tokio::task::spawn_blocking(operation).await
+    }
+}
+
+/// One leader append under the partition's log lock; blocking: call through [`run_blocking_here`] or the blocking pool.
 /// Returns the append result and the log end offset after it.
 fn append_locked(hosted: &Partition, records: &[u8], min_insync_check: bool) -> Result<AppendInfo, PartitionError> {
     let leader_epoch = hosted.leader_epoch();

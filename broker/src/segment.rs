@@ -789,6 +789,14 @@ impl LogSegment {
         Ok(())
     }
 
+    /// A second handle on the `.log` file.
+    ///
+    /// # Errors
+    /// The `dup` failed (out of descriptors).
+    pub fn try_clone_log_file(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Second handles on the `.log`, `.index` and `.timeindex` files, so they can be
     /// fsynced on another thread without holding the log.
     pub fn sync_handles(&self) -> Result<Vec<File>, LogError> {

@@ -58,6 +58,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.flush.interval.messages", Some("9223372036854775807"), "fsync after this many messages (topic config flush.messages)"),
     def("log.flush.interval.ms", None, "fsync after this many ms (topic config flush.ms)"),
     def("log.segment.preallocate.bytes", Some("67108864"), "most bytes of disk blocks a fast-written partition keeps allocated ahead of its appends, 0 = off"),
+    def("log.writeback.interval.bytes", Some("4194304"), "start writing a segment's appended data to disk every this many bytes (no fsync), so the kernel never writes back in bursts; 0 = leave it to the kernel"),
     def("log.index.interval.bytes", Some("4096"), "bytes between offset index entries (topic config index.interval.bytes)"),
     def("log.message.timestamp.type", Some("CreateTime"), "CreateTime or LogAppendTime (topic config message.timestamp.type)"),
     def("log.cleanup.policy", Some("delete"), "delete or compact (topic config cleanup.policy)"),
@@ -279,6 +280,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// `log.segment.preallocate.bytes` (bytes; 0 = off).
     pub segment_preallocate_bytes: u64,
+    /// `log.writeback.interval.bytes` (bytes; 0 = off).
+    pub writeback_interval_bytes: u64,
     /// `log.flush.interval.ms`, when set.
     pub flush_interval_ms: Option<u64>,
     /// `offsets.topic.num.partitions`.
@@ -473,6 +476,7 @@ impl BrokerConfig {
             log_defaults,
             retention_check_interval_ms: parse_number(&raw, "log.retention.check.interval.ms")?,
             segment_preallocate_bytes: parse_number(&raw, "log.segment.preallocate.bytes")?,
+            writeback_interval_bytes: parse_number(&raw, "log.writeback.interval.bytes")?,
             flush_interval_ms,
             offsets_topic_num_partitions: group.offsets_topic_num_partitions,
             offsets_topic_replication_factor: parse_number(&raw, "offsets.topic.replication.factor")?,
@@ -628,6 +632,7 @@ mod tests {
         assert_eq!(config.log_defaults.get("retention.ms").map(String::as_str), Some("604800000"));
         assert!(config.auto_create_topics_enable);
         assert_eq!(config.segment_preallocate_bytes, silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES);
+        assert_eq!(config.writeback_interval_bytes, silt_broker::writeback::DEFAULT_WRITEBACK_INTERVAL_BYTES);
     }
 
     #[test]

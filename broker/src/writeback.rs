@@ -1,0 +1,194 @@
+//! Writeback of appended data started as it is written, not in the kernel's bursts.
+//!
+//! Left alone, Linux lets dirty pages pile up until they pass
+//! `vm.dirty_background_ratio` (10% of memory, gigabytes here) or age past 30 s, and
+//! then its flusher writes them back in one long burst. On a small machine that burst
+//! takes a whole CPU for tens of ms at a time, and every produce request waits for the
+//! broker threads it displaced. So a partition asks for writeback of each
+//! `log.writeback.interval.bytes` it appends (`sync_file_range` with
+//! `SYNC_FILE_RANGE_WRITE`: start the writes, wait for nothing, no fsync), on a thread
+//! of its own: the same writes happen, spread evenly at the rate the data comes in, and
+//! dirty pages stay a few MiB per partition. RocksDB's `bytes_per_sync` does the same.
+//!
+//! This is not durability: the pages reach the disk sooner, but nothing waits for them
+//! and no cache flush is issued; `log.flush.*` still decides what is fsynced.
+
+use std::fs::File;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+
+use tracing::warn;
+
+/// Default of `log.writeback.interval.bytes`: bytes appended to a segment between two
+/// writeback requests.
+pub const DEFAULT_WRITEBACK_INTERVAL_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Requests waiting for the writeback thread; more are dropped (the kernel writes those
+/// pages back in its own time).
+const QUEUE_DEPTH: usize = 256;
+
+/// Writeback is requested up to page boundaries, so the page appends are filling is
+/// left alone.
+const PAGE_BYTES: u64 = 4096;
+
+/// One range of a segment file to write back: bytes `[start, end)`.
+#[derive(Debug)]
+struct Request {
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+}
+
+/// When the active segment of one partition next needs writeback.
+#[derive(Debug)]
+pub struct WritebackState {
+    interval_bytes: u64,
+    /// The active segment (its base offset) and a shared handle on its `.log` file.
+    segment: Option<(i64, Arc<File>)>,
+    /// Writeback was requested for the segment's bytes below this position.
+    requested_to: u64,
+}
+
+impl WritebackState {
+    /// Writeback every `interval_bytes` (> 0) appended to a segment.
+    pub fn new(interval_bytes: u64) -> WritebackState {
+        WritebackState { interval_bytes, segment: None, requested_to: 0 }
+    }
+
+    /// After an append: once the active segment `base_offset` holds `size` bytes, at
+    /// least `interval_bytes` of them past the last request, queues writeback of those
+    /// bytes (up to the last whole page) and returns true. `open_file` gives a handle on
+    /// the segment's `.log` file the first time a segment is seen.
+    ///
+    /// # Errors
+    /// Only `open_file`'s; nothing is queued then.
+    pub fn after_append(
+        &mut self,
+        base_offset: i64,
+        size: u64,
+        open_file: impl FnOnce() -> std::io::Result<File>,
+    ) -> std::io::Result<bool> {
+        if self.segment.as_ref().is_none_or(|(base, _)| *base != base_offset) {
+            self.segment = None;
+            self.requested_to = 0;
+        }
+        let end = size - size % PAGE_BYTES;
+        if end < self.requested_to + self.interval_bytes {
+            return Ok(false);
+        }
+        let file = match &self.segment {
+            Some((_, file)) => Arc::clone(file),
+            None => {
+                let file = Arc::new(open_file()?);
+                self.segment = Some((base_offset, Arc::clone(&file)));
+                file
+            }
+        };
+        let request = Request { file, start: self.requested_to, end };
+        self.requested_to = end;
+        match writeback_queue().try_send(request) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                metrics::counter!("silt_log_writeback_dropped_total").increment(1);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The queue of the broker's one writeback thread, started on first use.
+fn writeback_queue() -> &'static SyncSender<Request> {
+    static QUEUE: OnceLock<SyncSender<Request>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (sender, receiver) = mpsc::sync_channel::<Request>(QUEUE_DEPTH);
+        let started = std::thread::Builder::new().name("silt-writeback".to_string()).spawn(move || {
+            let mut warned = false;
+            for request in receiver {
+                match start_writeback(&request.file, request.start, request.end - request.start) {
+                    Ok(()) => metrics::counter!("silt_log_writeback_bytes_total").increment(request.end - request.start),
+                    Err(error) => {
+                        metrics::counter!("silt_log_writeback_errors_total").increment(1);
+                        if !warned {
+                            warn!(%error, "starting writeback of segment data failed; the kernel writes it back later");
+                            warned = true;
+                        }
+                    }
+                }
+            }
+        });
+        if let Err(error) = started {
+            warn!(%error, "could not start the writeback thread; the kernel writes segment data back on its own");
+        }
+        sender
+    })
+}
+
+/// `sync_file_range(fd, offset, len, SYNC_FILE_RANGE_WRITE)` (Linux): starts writeback
+/// of the dirty pages in the range and returns without waiting for it (it can wait for
+/// room in the device's queue).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: the descriptor stays open for the call (we hold `file`), and the call
+    // takes no pointers.
+    let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Elsewhere the kernel's own writeback is all there is.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_follow_the_interval_and_restart_with_each_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000000.log");
+        std::fs::write(&path, vec![7u8; 64 * 1024]).expect("write");
+        let open = || File::open(&path);
+        let mut state = WritebackState::new(16 * 1024);
+        assert!(!state.after_append(0, 10_000, open).expect("append"));
+        // 20,000 bytes hold four whole pages: 16 KiB is due.
+        assert!(state.after_append(0, 20_000, open).expect("append"));
+        assert_eq!(state.requested_to, 16 * 1024);
+        assert!(!state.after_append(0, 30_000, open).expect("append"));
+        assert!(state.after_append(0, 40_000, open).expect("append"));
+        assert_eq!(state.requested_to, 36_864);
+        // A new active segment starts from its own beginning.
+        assert!(!state.after_append(50, 8_000, open).expect("append"));
+        assert_eq!(state.requested_to, 0);
+        assert!(state.after_append(50, 17_000, open).expect("append"));
+        assert_eq!(state.segment.as_ref().map(|(base, _)| *base), Some(50));
+    }
+
+    #[test]
+    fn writeback_of_a_written_range_succeeds_and_a_closed_descriptor_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment.log");
+        std::fs::write(&path, vec![1u8; 256 * 1024]).expect("write");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        start_writeback(&file, 0, 128 * 1024).expect("writeback of written pages");
+        start_writeback(&file, 128 * 1024, 1 << 30).expect("a range past the end is fine");
+        if cfg!(target_os = "linux") {
+            let bad = start_writeback(&file, u64::MAX, 1);
+            assert_eq!(bad.map_err(|error| error.kind()), Err(std::io::ErrorKind::InvalidInput));
+        }
+    }
+
+    #[test]
+    fn a_file_that_cannot_open_queues_nothing() {
+        let mut state = WritebackState::new(4096);
+        let failed = state.after_append(0, 1 << 20, || Err(std::io::Error::from(std::io::ErrorKind::NotFound)));
+        assert!(failed.is_err());
+        assert!(state.segment.is_none());
+    }
+}
