@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 pub use crate::error::LogError;
 use crate::log_config::LogConfig;
 use crate::offset_index::remove_if_exists;
-use crate::preallocate::AppendRate;
+use crate::preallocate::{AppendRate, STANDBY_FILE_NAME, Standby};
 use crate::writeback::WritebackState;
 use crate::producer_state::{
     BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
@@ -305,9 +305,12 @@ pub struct PartitionLog {
     /// Bumped by every truncation: a background flush started before one no longer
     /// proves the offsets below its `up_to` durable.
     truncations: u64,
-    /// Block preallocation ahead of the active segment's appends: the most bytes ahead
-    /// and the partition's append rate. None when off.
+    /// Block preallocation ahead of the active segment's appends: the step (bytes) and
+    /// the partition's append rate. None when off.
     preallocation: Option<(u64, AppendRate)>,
+    /// The next segment's file, allocated ahead on its own thread while the partition is
+    /// written fast; a roll takes it once it is ready.
+    standby: Option<Standby>,
     /// Writeback started every `log.writeback.interval.bytes` of appends; None when off.
     writeback: Option<WritebackState>,
 }
@@ -428,6 +431,7 @@ impl PartitionLog {
             background_flushes: std::collections::VecDeque::new(),
             truncations: 0,
             preallocation: None,
+            standby: None,
             writeback: None,
         };
         if log.log_start_offset > log.log_end_offset {
@@ -456,7 +460,7 @@ impl PartitionLog {
     }
 
     /// Lists segment base offsets and removes leftovers: temp files of our
-    /// checkpoints and indexes whose `.log` is gone.
+    /// checkpoints, indexes whose `.log` is gone, and a standby segment file.
     fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
         let mut log_offsets = Vec::new();
         let mut index_files = Vec::new();
@@ -467,6 +471,8 @@ impl PartitionLog {
             };
             if let Some(base_offset) = parse_offset_file_name(&name, LOG_FILE_SUFFIX) {
                 log_offsets.push(base_offset);
+            } else if name == STANDBY_FILE_NAME {
+                remove_if_exists(&dir_entry.path())?;
             } else if let Some(base_offset) = parse_offset_file_name(&name, INDEX_FILE_SUFFIX)
                 .or_else(|| parse_offset_file_name(&name, TIME_INDEX_FILE_SUFFIX))
             {
@@ -894,9 +900,10 @@ impl PartitionLog {
         combined.ok_or_else(|| LogError::Corrupt("record set without batches".to_string()))
     }
 
-    /// Once the partition is written fast, keeps disk blocks allocated ahead of the active
-    /// segment's appends, at most `max_ahead_bytes` (see [`crate::preallocate`]); 0 turns
-    /// it off.
+    /// Once the partition is written fast, allocates disk blocks ahead of the active
+    /// segment's appends in steps of `max_ahead_bytes` (at most the rest of the segment),
+    /// and the next segment's file ahead of the roll (see [`crate::preallocate`]); 0
+    /// turns it off.
     pub fn set_preallocation(&mut self, max_ahead_bytes: u64) {
         self.preallocation = (max_ahead_bytes > 0).then(|| (max_ahead_bytes, AppendRate::default()));
     }
@@ -934,6 +941,13 @@ impl PartitionLog {
         if ahead == 0 {
             return;
         }
+        if self.standby.is_none() {
+            let bytes = ahead.min(self.config.segment_bytes);
+            match Standby::prepare(&self.dir, bytes, format!("silt-standby-{}-{}", self.topic, self.partition)) {
+                Ok(standby) => self.standby = Some(standby),
+                Err(error) => warn!(topic = %self.topic, partition = self.partition, %error, "could not start allocating the next segment; the roll allocates it"),
+            }
+        }
         let Some(active) = self.segments.values_mut().next_back() else {
             return;
         };
@@ -944,6 +958,43 @@ impl PartitionLog {
                 warn!(topic = %self.topic, partition = self.partition, %error, "preallocating segment blocks failed; appends go on without");
                 self.preallocation = None;
             }
+        }
+    }
+
+    /// A new active segment at `base_offset`: from the standby file when its allocation
+    /// is done, else a fresh file. A standby whose allocation failed turns preallocation
+    /// off, like a failed inline allocation.
+    fn create_segment(&mut self, base_offset: i64, now_ms: i64) -> Result<LogSegment, LogError> {
+        let interval = self.config.index_interval_bytes;
+        if let Some(standby) = self.standby.take_if(|standby| standby.is_finished()) {
+            match standby.finish() {
+                Ok((path, bytes)) => match LogSegment::create_from_standby(&self.dir, base_offset, interval, now_ms, &path, bytes) {
+                    Ok(segment) => {
+                        metrics::counter!("silt_log_standby_segments_total").increment(1);
+                        return Ok(segment);
+                    }
+                    Err(error) => {
+                        warn!(topic = %self.topic, partition = self.partition, %error, "using the preallocated next segment failed; creating it afresh");
+                        if let Err(error) = remove_if_exists(&path) {
+                            warn!(topic = %self.topic, partition = self.partition, %error, "removing the unused preallocated segment failed");
+                        }
+                    }
+                },
+                Err(error) => {
+                    warn!(topic = %self.topic, partition = self.partition, %error, "allocating the next segment failed; preallocation is off for this log");
+                    self.preallocation = None;
+                }
+            }
+        }
+        LogSegment::create(&self.dir, base_offset, interval, now_ms)
+    }
+
+    /// Waits for a standby allocation still running and removes its file.
+    fn discard_standby(&mut self) {
+        if let Some(standby) = self.standby.take()
+            && let Err(error) = standby.discard()
+        {
+            warn!(topic = %self.topic, partition = self.partition, %error, "removing the preallocated next segment failed");
         }
     }
 
@@ -1076,12 +1127,7 @@ impl PartitionLog {
             Some(sealed) => sealed.sync_handles()?,
             None => Vec::new(),
         };
-        let segment = LogSegment::create(
-            &self.dir,
-            new_base_offset,
-            self.config.index_interval_bytes,
-            now_ms,
-        )?;
+        let segment = self.create_segment(new_base_offset, now_ms)?;
         let _previous = self.segments.insert(new_base_offset, segment);
         let snapshot = self
             .producer_state
@@ -1554,6 +1600,7 @@ impl PartitionLog {
     /// producer snapshot at the log end offset and the checkpoints, then the
     /// clean-shutdown marker, so the next open skips recovery.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.discard_standby();
         // `flush` fsyncs the active segment after its final time index entry.
         self.active_segment_mut()?.seal_unflushed()?;
         self.flush()?;
@@ -1570,7 +1617,8 @@ impl PartitionLog {
     }
 
     /// Deletes every file of the log and its directory (topic deletion).
-    pub fn delete(self) -> Result<(), LogError> {
+    pub fn delete(mut self) -> Result<(), LogError> {
+        self.discard_standby();
         let PartitionLog {
             dir,
             topic,

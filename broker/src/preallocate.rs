@@ -11,13 +11,27 @@
 //! stays the end of its records, and sealing a segment frees what was not used.
 //! Redpanda allocates segment space ahead in steps for the same reason.
 //!
+//! A `fallocate` itself holds the inode lock every append needs, and it too can wait
+//! on bitmap reads, so it is done as rarely as possible: a whole step at a time, and
+//! for the segment after the active one on a thread of its own ([`Standby`]), on
+//! another file, so a roll swaps in a file whose blocks are already allocated.
+//!
 //! [`LogSegment::preallocate_ahead`]: crate::segment::LogSegment::preallocate_ahead
 
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Default of `log.segment.preallocate.bytes`: the most bytes allocated ahead of one
-/// partition's appends.
-pub const DEFAULT_PREALLOCATE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Name of the standby file in a partition directory. Not a segment name, so nothing
+/// reads it as one; a leftover (after a crash) is removed when the log opens.
+pub const STANDBY_FILE_NAME: &str = "next-segment.log.standby";
+
+/// Default of `log.segment.preallocate.bytes`: bytes allocated ahead of a fast
+/// partition's appends in one step. The default segment size, so a fast partition's
+/// segment is allocated whole, once; never more than the rest of the segment.
+pub const DEFAULT_PREALLOCATE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// A partition appending slower than this (bytes/s) allocates nothing ahead: its
 /// appends are too rare to queue behind each other.
@@ -56,6 +70,66 @@ impl AppendRate {
             self.interval_bytes = 0;
         }
         if self.bytes_per_sec < FAST_BYTES_PER_SEC { 0 } else { step_bytes }
+    }
+}
+
+/// The next segment's `.log` file being allocated on its own thread: an empty file
+/// with `bytes` of disk blocks allocated past its end (`FALLOC_FL_KEEP_SIZE`).
+#[derive(Debug)]
+pub struct Standby {
+    path: PathBuf,
+    bytes: u64,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl Standby {
+    /// Starts allocating [`STANDBY_FILE_NAME`] in `dir` with `bytes` of blocks, on a
+    /// thread named `thread_name`.
+    ///
+    /// # Errors
+    /// The thread could not start.
+    pub fn prepare(dir: &Path, bytes: u64, thread_name: String) -> io::Result<Standby> {
+        let path = dir.join(STANDBY_FILE_NAME);
+        let file_path = path.clone();
+        let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
+            let file = File::create(&file_path)?;
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes).map_err(io::Error::from)
+        })?;
+        Ok(Standby { path, bytes, thread })
+    }
+
+    /// Whether the allocation is done (or failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the allocation and returns the file's path and its allocated bytes.
+    ///
+    /// # Errors
+    /// The file could not be created or allocated (`EOPNOTSUPP` without `fallocate`);
+    /// the file is removed then.
+    pub fn finish(self) -> io::Result<(PathBuf, u64)> {
+        let outcome = self.thread.join().unwrap_or_else(|_| Err(io::Error::other("standby allocation thread panicked")));
+        match outcome {
+            Ok(()) => Ok((self.path, self.bytes)),
+            Err(error) => {
+                let _removed = std::fs::remove_file(&self.path);
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits for the allocation and removes the file (the log is closing).
+    ///
+    /// # Errors
+    /// The removal failed.
+    pub fn discard(self) -> io::Result<()> {
+        let path = self.path.clone();
+        let _outcome = self.finish();
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
     }
 }
 

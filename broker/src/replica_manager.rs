@@ -46,8 +46,8 @@ pub struct ReplicaManagerConfig {
     /// longer than this (ms) is removed from the ISR. Kafka's default is
     /// [`DEFAULT_REPLICA_LAG_TIME_MAX_MS`] (30000).
     pub replica_lag_time_max_ms: i64,
-    /// `log.segment.preallocate.bytes`: the most bytes of disk blocks a fast-written
-    /// partition keeps allocated ahead of its appends ([`crate::preallocate`]); 0 = off.
+    /// `log.segment.preallocate.bytes`: bytes of disk blocks a fast-written partition
+    /// allocates ahead of its appends in one step ([`crate::preallocate`]); 0 = off.
     pub preallocate_max_bytes: u64,
     /// `log.writeback.interval.bytes`: bytes appended to a segment between requests to
     /// start their writeback ([`crate::writeback`]); 0 leaves writeback to the kernel.

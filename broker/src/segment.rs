@@ -4,7 +4,7 @@
 //! already assigned). Byte positions are `u32` in the indexes, so a segment
 //! never grows past `u32::MAX` bytes; the log rolls long before that.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -278,6 +278,44 @@ impl LogSegment {
             .create(true)
             .truncate(true)
             .open(&log_path)?;
+        Self::create_with_file(dir, base_offset, log_path, file, 0, index_interval_bytes, now_ms)
+    }
+
+    /// [`LogSegment::create`] from a standby file ([`crate::preallocate::Standby`]):
+    /// renames the empty `standby` file, which has `allocated_bytes` of disk blocks
+    /// allocated past its end, to the segment's `.log` name, so the segment starts with
+    /// its blocks allocated and the roll does no allocation.
+    ///
+    /// # Errors
+    /// The rename or an index file failed; on a failed rename nothing changed.
+    pub fn create_from_standby(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        now_ms: i64,
+        standby: &Path,
+        allocated_bytes: u64,
+    ) -> Result<LogSegment, LogError> {
+        let log_path = offset_file_path(dir, base_offset, LOG_FILE_SUFFIX);
+        fs::rename(standby, &log_path)?;
+        // No O_TRUNC: truncating frees the blocks allocated past the end.
+        let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        if file.metadata()?.len() != 0 {
+            file.set_len(0)?;
+        }
+        Self::create_with_file(dir, base_offset, log_path, file, allocated_bytes, index_interval_bytes, now_ms)
+    }
+
+    /// A new segment over an empty, open `.log` file: fresh indexes, empty state.
+    fn create_with_file(
+        dir: &Path,
+        base_offset: i64,
+        log_path: PathBuf,
+        file: File,
+        allocated_end: u64,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<LogSegment, LogError> {
         let mut offset_index = OffsetIndex::open(
             &offset_file_path(dir, base_offset, INDEX_FILE_SUFFIX),
             base_offset,
@@ -297,7 +335,7 @@ impl LogSegment {
             time_index,
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
-            allocated_end: 0,
+            allocated_end,
             created_ms: now_ms,
             load_problem: None,
         })

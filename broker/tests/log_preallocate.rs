@@ -1,6 +1,7 @@
 //! Disk blocks allocated ahead of a fast partition's appends: the file's length stays
-//! the end of its records, sealing and closing free what was not used, and a crash with
-//! blocks allocated ahead loses nothing.
+//! the end of its records, sealing and closing free what was not used, a roll takes the
+//! next segment's file allocated ahead, and a crash with blocks allocated ahead loses
+//! nothing.
 
 mod log_support;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use log_support::{BatchSpec, log_files, offsets_and_values, open, small_segments};
 use silt_broker::log::PartitionLog;
 use silt_broker::log_config::LogConfig;
+use silt_broker::preallocate::STANDBY_FILE_NAME;
 
 const RECORDS_PER_BATCH: usize = 4;
 const VALUE_BYTES: usize = 16 * 1024;
@@ -162,4 +164,73 @@ fn a_crash_with_blocks_allocated_ahead_loses_nothing_and_appends_continue() {
     reopened.close().expect("close");
     let (len, allocated) = sizes(&active(dir.path()));
     assert!(allocated <= len + SLACK, "after the crash and a close: {allocated} allocated for {len} bytes");
+}
+
+/// Waits (up to 10 s) for the standby file to be created and allocated; returns its
+/// inode number.
+fn prepared_standby(dir: &Path, bytes: u64) -> u64 {
+    let path = dir.join(STANDBY_FILE_NAME);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(metadata) = fs::metadata(&path)
+            && metadata.blocks() * 512 >= bytes
+        {
+            return metadata.ino();
+        }
+        assert!(std::time::Instant::now() < deadline, "the standby file was never allocated");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A fast log of 2 MiB segments with 21 batches (1.4 MB) in its first segment, the
+/// last one appended after the first rate interval, so the partition counts as fast.
+fn fast_log_in_first_segment(dir: &Path) -> PartitionLog {
+    let mut log = fast_log(dir, small_segments(STANDBY_SEGMENT_BYTES), 20);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let _info = log.append_as_leader(&spec(20).encode(), 0, 5_000).expect("append");
+    assert_eq!(log.segment_count(), 1);
+    log
+}
+
+const STANDBY_SEGMENT_BYTES: u64 = 2 * 1024 * 1024;
+
+#[test]
+fn a_fast_partition_rolls_into_a_segment_allocated_ahead_and_close_removes_the_next_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment_bytes = STANDBY_SEGMENT_BYTES;
+    let mut log = fast_log_in_first_segment(dir.path());
+    let standby_inode = prepared_standby(dir.path(), segment_bytes);
+    assert_eq!(sizes(&dir.path().join(STANDBY_FILE_NAME)).0, 0, "the standby file holds no data");
+    // Past the segment size: the roll renames the standby file into the new segment.
+    for index in 21..40 {
+        let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
+    }
+    assert_eq!(log.segment_count(), 2);
+    let new_active = active(dir.path());
+    let metadata = fs::metadata(&new_active).expect("stat");
+    assert_eq!(metadata.ino(), standby_inode, "the new segment is the file allocated ahead");
+    assert_eq!(metadata.len(), log.size_bytes() - fs::metadata(dir.path().join(&log_files(dir.path())[0])).expect("stat").len());
+    assert_eq!(batches_end(&new_active), metadata.len(), "the new segment ends with its last batch");
+    assert_eq!(values(&log), expected(40));
+    // The fast partition prepares the one after it, and close removes that again.
+    let _next = prepared_standby(dir.path(), segment_bytes);
+    log.close().expect("close");
+    assert!(!dir.path().join(STANDBY_FILE_NAME).exists(), "close removes the standby file");
+    let reopened = open(dir.path(), small_segments(segment_bytes));
+    assert_eq!(values(&reopened), expected(40));
+}
+
+#[test]
+fn a_standby_file_left_by_a_crash_is_removed_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment_bytes = STANDBY_SEGMENT_BYTES;
+    let log = fast_log_in_first_segment(dir.path());
+    let _inode = prepared_standby(dir.path(), segment_bytes);
+    // Dropped without close: the process died.
+    drop(log);
+    assert!(dir.path().join(STANDBY_FILE_NAME).exists());
+    let reopened = open(dir.path(), small_segments(segment_bytes));
+    assert!(!dir.path().join(STANDBY_FILE_NAME).exists(), "open removes the leftover");
+    assert_eq!(reopened.segment_count(), 1, "the leftover is not taken for a segment");
+    assert_eq!(values(&reopened), expected(21));
 }

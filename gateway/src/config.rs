@@ -57,7 +57,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.retention.check.interval.ms", Some("300000"), "how often retention runs"),
     def("log.flush.interval.messages", Some("9223372036854775807"), "fsync after this many messages (topic config flush.messages)"),
     def("log.flush.interval.ms", None, "fsync after this many ms (topic config flush.ms)"),
-    def("log.segment.preallocate.bytes", Some("67108864"), "most bytes of disk blocks a fast-written partition keeps allocated ahead of its appends, 0 = off"),
+    def("log.segment.preallocate.bytes", Some("1073741824"), "disk blocks a fast-written partition allocates ahead of its appends in one step (at most the rest of the segment; the next segment is allocated ahead too), 0 = off"),
     def("log.writeback.interval.bytes", Some("4194304"), "start writing a segment's appended data to disk every this many bytes (no fsync), so the kernel never writes back in bursts; 0 = leave it to the kernel"),
     def("log.index.interval.bytes", Some("4096"), "bytes between offset index entries (topic config index.interval.bytes)"),
     def("log.message.timestamp.type", Some("CreateTime"), "CreateTime or LogAppendTime (topic config message.timestamp.type)"),
