@@ -941,7 +941,10 @@ impl PartitionLog {
         if ahead == 0 {
             return;
         }
-        if self.standby.is_none() {
+        // Not before the active segment is half full: allocations of both files at once
+        // compete for the same block groups, and the active one holds the inode lock.
+        let active_half_full = self.segments.values().next_back().is_some_and(|active| active.size() >= self.config.segment_bytes / 2);
+        if self.standby.is_none() && active_half_full {
             let bytes = ahead.min(self.config.segment_bytes);
             match Standby::prepare(&self.dir, bytes, format!("silt-standby-{}-{}", self.topic, self.partition)) {
                 Ok(standby) => self.standby = Some(standby),

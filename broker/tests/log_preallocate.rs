@@ -182,8 +182,9 @@ fn prepared_standby(dir: &Path, bytes: u64) -> u64 {
     }
 }
 
-/// A fast log of 2 MiB segments with 21 batches (1.4 MB) in its first segment, the
-/// last one appended after the first rate interval, so the partition counts as fast.
+/// A fast log of 2 MiB segments with 21 batches (1.4 MB, past half the segment) in its
+/// first segment, the last one appended after the first rate interval, so the partition
+/// counts as fast and its next segment is being prepared.
 fn fast_log_in_first_segment(dir: &Path) -> PartitionLog {
     let mut log = fast_log(dir, small_segments(STANDBY_SEGMENT_BYTES), 20);
     std::thread::sleep(std::time::Duration::from_millis(150));
@@ -212,12 +213,16 @@ fn a_fast_partition_rolls_into_a_segment_allocated_ahead_and_close_removes_the_n
     assert_eq!(metadata.len(), log.size_bytes() - fs::metadata(dir.path().join(&log_files(dir.path())[0])).expect("stat").len());
     assert_eq!(batches_end(&new_active), metadata.len(), "the new segment ends with its last batch");
     assert_eq!(values(&log), expected(40));
-    // The fast partition prepares the one after it, and close removes that again.
+    // Once the new segment is half full, the one after it is prepared; close removes it.
+    for index in 40..52 {
+        let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
+    }
+    assert_eq!(log.segment_count(), 2);
     let _next = prepared_standby(dir.path(), segment_bytes);
     log.close().expect("close");
     assert!(!dir.path().join(STANDBY_FILE_NAME).exists(), "close removes the standby file");
     let reopened = open(dir.path(), small_segments(segment_bytes));
-    assert_eq!(values(&reopened), expected(40));
+    assert_eq!(values(&reopened), expected(52));
 }
 
 #[test]
