@@ -1124,7 +1124,7 @@ impl PartitionLog {
                 empty.delete()?;
             }
         } else {
-            active.seal_unflushed()?;
+            active.seal_for_roll()?;
         }
         let sealed_files = match self.segments.get(&active_base) {
             Some(sealed) => sealed.sync_handles()?,

@@ -243,6 +243,10 @@ impl<'a> BatchScanner<'a> {
     }
 }
 
+/// Fewest bytes of blocks past the records worth freeing at a roll
+/// ([`LogSegment::seal_for_roll`]).
+pub const ROLL_RELEASE_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A `.log` file and its two sparse indexes.
 #[derive(Debug)]
 pub struct LogSegment {
@@ -783,7 +787,21 @@ impl LogSegment {
     /// [`Self::seal`] without the fsync; the caller flushes the handles from
     /// [`Self::sync_handles`] later.
     pub fn seal_unflushed(&mut self) -> Result<(), LogError> {
-        self.release_preallocated()?;
+        self.release_preallocated(0)?;
+        self.append_final_time_index_entry()
+    }
+
+    /// [`Self::seal_unflushed`] for a roll, which holds the log lock: blocks allocated
+    /// past the records are freed only when there are at least [`ROLL_RELEASE_MIN_BYTES`]
+    /// of them. A segment rolled for size has less than a batch of them, and freeing
+    /// blocks can wait for the device (a synchronous discard on file systems mounted
+    /// with `discard`); they go when the segment is deleted.
+    pub fn seal_for_roll(&mut self) -> Result<(), LogError> {
+        self.release_preallocated(ROLL_RELEASE_MIN_BYTES)?;
+        self.append_final_time_index_entry()
+    }
+
+    fn append_final_time_index_entry(&mut self) -> Result<(), LogError> {
         if self.state.max_timestamp > NO_TIMESTAMP {
             let _appended = self
                 .time_index
@@ -816,11 +834,11 @@ impl LogSegment {
         Ok(true)
     }
 
-    /// Frees the blocks [`LogSegment::preallocate_ahead`] allocated past the records:
-    /// a `ftruncate` to the current length, which ext4 and XFS take as the cue to drop
-    /// blocks past the end.
-    fn release_preallocated(&mut self) -> Result<(), LogError> {
-        if self.allocated_end > self.state.size {
+    /// Frees the blocks [`LogSegment::preallocate_ahead`] allocated past the records
+    /// when there are at least `min_bytes` of them: a `ftruncate` to the current length,
+    /// which ext4 and XFS take as the cue to drop blocks past the end.
+    fn release_preallocated(&mut self, min_bytes: u64) -> Result<(), LogError> {
+        if self.allocated_end > self.state.size && self.allocated_end - self.state.size >= min_bytes {
             self.file.set_len(self.state.size)?;
             self.allocated_end = self.state.size;
         }

@@ -239,3 +239,19 @@ fn a_standby_file_left_by_a_crash_is_removed_on_open() {
     assert_eq!(reopened.segment_count(), 1, "the leftover is not taken for a segment");
     assert_eq!(values(&reopened), expected(21));
 }
+
+#[test]
+fn a_forced_roll_frees_the_unused_blocks_of_the_segment_it_seals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batches = 200;
+    let mut log = fast_log(dir.path(), LogConfig::default(), batches);
+    let sealed = active(dir.path());
+    let (len, allocated) = sizes(&sealed);
+    assert!(allocated >= len + 4 * 1024 * 1024, "blocks ahead before the roll: {allocated} for {len} bytes");
+    // A roll long before the segment is full (as segment.ms does) leaves megabytes unused.
+    log.roll(6_000).expect("roll");
+    assert_eq!(log.segment_count(), 2);
+    let (len, allocated) = sizes(&sealed);
+    assert!(allocated <= len + SLACK, "the sealed segment keeps {allocated} allocated for {len} bytes");
+    assert_eq!(values(&log), expected(batches));
+}
