@@ -941,15 +941,25 @@ impl PartitionLog {
         if ahead == 0 {
             return;
         }
-        // Not before the active segment is half full: allocations of both files at once
-        // compete for the same block groups, and the active one holds the inode lock.
-        let active_half_full = self.segments.values().next_back().is_some_and(|active| active.size() >= self.config.segment_bytes / 2);
-        if self.standby.is_none() && active_half_full {
+        let Some(active) = self.segments.values().next_back() else {
+            return;
+        };
+        // An active segment with nothing allocated (a new partition's first) is not
+        // allocated in place, which would hold its inode lock through the whole step:
+        // the standby file is prepared at once and the log rolls into it when it is
+        // ready (`maybe_roll`). Otherwise the standby waits until the active segment is
+        // half full, so the two allocations do not compete for the same block groups.
+        let allocation_started = active.allocation_started();
+        let active_half_full = active.size() >= self.config.segment_bytes / 2;
+        if self.standby.is_none() && (!allocation_started || active_half_full) {
             let bytes = ahead.min(self.config.segment_bytes);
             match Standby::prepare(&self.dir, bytes, format!("silt-standby-{}-{}", self.topic, self.partition)) {
                 Ok(standby) => self.standby = Some(standby),
                 Err(error) => warn!(topic = %self.topic, partition = self.partition, %error, "could not start allocating the next segment; the roll allocates it"),
             }
+        }
+        if !allocation_started && self.standby.is_some() {
+            return;
         }
         let Some(active) = self.segments.values_mut().next_back() else {
             return;
@@ -1082,6 +1092,11 @@ impl PartitionLog {
             _ => now_ms.saturating_sub(active.created_ms()),
         };
         let aged = time_waited > self.config.segment_ms;
+        // A fast partition's segment that was never allocated ahead rolls into the
+        // standby file once it is ready (see `preallocate_ahead`).
+        let into_standby = self.preallocation.is_some()
+            && !active.allocation_started()
+            && self.standby.as_ref().is_some_and(Standby::is_finished);
         let overflows = last.last_offset() - active.base_offset() > i64::from(i32::MAX)
             || size_after > u64::from(u32::MAX);
         if active.is_empty() {
@@ -1090,8 +1105,8 @@ impl PartitionLog {
             }
             return Ok(());
         }
-        if full || aged || overflows {
-            debug!(topic = %self.topic, partition = self.partition, full, aged, overflows, "rolling log segment");
+        if full || aged || overflows || into_standby {
+            debug!(topic = %self.topic, partition = self.partition, full, aged, overflows, into_standby, "rolling log segment");
             let new_base = if overflows {
                 first.base_offset
             } else {

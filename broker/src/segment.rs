@@ -853,6 +853,13 @@ impl LogSegment {
         self.file.try_clone()
     }
 
+    /// Whether blocks were ever allocated ahead of this segment's records: by
+    /// [`LogSegment::preallocate_ahead`], from a standby file, or (reopened) found past
+    /// its end. False for a fresh segment written only by appends.
+    pub fn allocation_started(&self) -> bool {
+        self.allocated_end > 0
+    }
+
     /// Second handles on the `.log`, `.index` and `.timeindex` files, so they can be
     /// fsynced on another thread without holding the log.
     pub fn sync_handles(&self) -> Result<Vec<File>, LogError> {

@@ -26,15 +26,52 @@ fn spec(index: i64) -> BatchSpec {
         .tag(&format!("b{index}"))
 }
 
-/// A log with preallocation and `batches` batches (64 KiB each) appended as fast as the
-/// machine goes: far above the rate that earns blocks ahead.
-fn fast_log(dir: &Path, config: LogConfig, batches: i64) -> PartitionLog {
+/// Batches written before the pause that makes the partition count as fast.
+const WARM_UP_BATCHES: i64 = 12;
+
+/// A log with preallocation, written fast: [`WARM_UP_BATCHES`] batches (64 KiB each), a
+/// pause so the first rate interval ends, and one more batch, far above the rate that
+/// earns blocks ahead. Returns once its standby file is allocated (with its inode
+/// number); the next append rolls into it.
+fn fast_log_with_standby(dir: &Path, config: LogConfig) -> (PartitionLog, u64) {
+    let standby_bytes = MAX_AHEAD.min(config.segment_bytes);
     let mut log = open(dir, config);
     log.set_preallocation(MAX_AHEAD);
-    for index in 0..batches {
+    for index in 0..WARM_UP_BATCHES {
+        if index == WARM_UP_BATCHES - 1 {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
+    }
+    assert_eq!(log.segment_count(), 1);
+    let inode = prepared_standby(dir, standby_bytes);
+    (log, inode)
+}
+
+/// [`fast_log_with_standby`] and then batches up to `batches` as fast as the machine
+/// goes: the first of them rolls into the standby file.
+fn fast_log(dir: &Path, config: LogConfig, batches: i64) -> PartitionLog {
+    let (mut log, _inode) = fast_log_with_standby(dir, config);
+    for index in WARM_UP_BATCHES..batches {
         let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
     }
     log
+}
+
+/// Waits (up to 10 s) for the standby file to be created with `bytes` allocated;
+/// returns its inode number.
+fn prepared_standby(dir: &Path, bytes: u64) -> u64 {
+    let path = dir.join(STANDBY_FILE_NAME);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(metadata) = fs::metadata(&path)
+            && metadata.blocks() * 512 >= bytes
+        {
+            return metadata.ino();
+        }
+        assert!(std::time::Instant::now() < deadline, "the standby file was never allocated");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 fn expected(batches: i64) -> Vec<(i64, Vec<u8>)> {
@@ -83,8 +120,7 @@ fn fast_appends_allocate_blocks_ahead_without_growing_the_file() {
     let batches = 400;
     let log = fast_log(dir.path(), LogConfig::default(), batches);
     let (len, allocated) = sizes(&active(dir.path()));
-    assert_eq!(len, log.size_bytes(), "the file ends with its last batch");
-    assert_eq!(batches_end(&active(dir.path())), len);
+    assert_eq!(batches_end(&active(dir.path())), len, "the file ends with its last batch");
     assert!(allocated > len + 1024 * 1024, "blocks ahead of the records: {allocated} allocated for {len} bytes");
     assert!(allocated <= len + MAX_AHEAD + SLACK, "at most the cap ahead: {allocated} allocated for {len} bytes");
     assert_eq!(values(&log), expected(batches));
@@ -166,78 +202,51 @@ fn a_crash_with_blocks_allocated_ahead_loses_nothing_and_appends_continue() {
     assert!(allocated <= len + SLACK, "after the crash and a close: {allocated} allocated for {len} bytes");
 }
 
-/// Waits (up to 10 s) for the standby file to be created and allocated; returns its
-/// inode number.
-fn prepared_standby(dir: &Path, bytes: u64) -> u64 {
-    let path = dir.join(STANDBY_FILE_NAME);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if let Ok(metadata) = fs::metadata(&path)
-            && metadata.blocks() * 512 >= bytes
-        {
-            return metadata.ino();
-        }
-        assert!(std::time::Instant::now() < deadline, "the standby file was never allocated");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-/// A fast log of 2 MiB segments with 21 batches (1.4 MB, past half the segment) in its
-/// first segment, the last one appended after the first rate interval, so the partition
-/// counts as fast and its next segment is being prepared.
-fn fast_log_in_first_segment(dir: &Path) -> PartitionLog {
-    let mut log = fast_log(dir, small_segments(STANDBY_SEGMENT_BYTES), 20);
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    let _info = log.append_as_leader(&spec(20).encode(), 0, 5_000).expect("append");
-    assert_eq!(log.segment_count(), 1);
-    log
-}
-
-const STANDBY_SEGMENT_BYTES: u64 = 2 * 1024 * 1024;
-
 #[test]
 fn a_fast_partition_rolls_into_a_segment_allocated_ahead_and_close_removes_the_next_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let segment_bytes = STANDBY_SEGMENT_BYTES;
-    let mut log = fast_log_in_first_segment(dir.path());
-    let standby_inode = prepared_standby(dir.path(), segment_bytes);
+    let segment_bytes = 2 * 1024 * 1024;
+    let (mut log, standby_inode) = fast_log_with_standby(dir.path(), small_segments(segment_bytes));
+    let first = active(dir.path());
+    let (first_len, first_allocated) = sizes(&first);
+    assert!(first_allocated <= first_len + SLACK, "nothing allocated in place: {first_allocated} for {first_len} bytes");
     assert_eq!(sizes(&dir.path().join(STANDBY_FILE_NAME)).0, 0, "the standby file holds no data");
-    // Past the segment size: the roll renames the standby file into the new segment.
-    for index in 21..40 {
-        let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
-    }
+    // The next append rolls into the standby file, long before the segment is full.
+    let _info = log.append_as_leader(&spec(WARM_UP_BATCHES).encode(), 0, 5_000).expect("append");
     assert_eq!(log.segment_count(), 2);
     let new_active = active(dir.path());
+    assert_ne!(new_active, first);
     let metadata = fs::metadata(&new_active).expect("stat");
     assert_eq!(metadata.ino(), standby_inode, "the new segment is the file allocated ahead");
-    assert_eq!(metadata.len(), log.size_bytes() - fs::metadata(dir.path().join(&log_files(dir.path())[0])).expect("stat").len());
-    assert_eq!(batches_end(&new_active), metadata.len(), "the new segment ends with its last batch");
-    assert_eq!(values(&log), expected(40));
-    // Once the new segment is half full, the one after it is prepared; close removes it.
-    for index in 40..52 {
+    assert!(metadata.blocks() * 512 >= segment_bytes, "the new segment starts allocated");
+    assert_eq!(batches_end(&first), first_len, "the first segment ends with its last batch");
+    // 28 more batches (1.8 MB) stay in the new segment; past half of it the one after
+    // it is prepared, and close removes that again.
+    for index in WARM_UP_BATCHES + 1..40 {
         let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
     }
     assert_eq!(log.segment_count(), 2);
+    assert_eq!(batches_end(&new_active), fs::metadata(&new_active).expect("stat").len());
+    assert_eq!(values(&log), expected(40));
     let _next = prepared_standby(dir.path(), segment_bytes);
     log.close().expect("close");
     assert!(!dir.path().join(STANDBY_FILE_NAME).exists(), "close removes the standby file");
     let reopened = open(dir.path(), small_segments(segment_bytes));
-    assert_eq!(values(&reopened), expected(52));
+    assert_eq!(values(&reopened), expected(40));
 }
 
 #[test]
 fn a_standby_file_left_by_a_crash_is_removed_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let segment_bytes = STANDBY_SEGMENT_BYTES;
-    let log = fast_log_in_first_segment(dir.path());
-    let _inode = prepared_standby(dir.path(), segment_bytes);
+    let segment_bytes = 2 * 1024 * 1024;
+    let (log, _inode) = fast_log_with_standby(dir.path(), small_segments(segment_bytes));
     // Dropped without close: the process died.
     drop(log);
     assert!(dir.path().join(STANDBY_FILE_NAME).exists());
     let reopened = open(dir.path(), small_segments(segment_bytes));
     assert!(!dir.path().join(STANDBY_FILE_NAME).exists(), "open removes the leftover");
     assert_eq!(reopened.segment_count(), 1, "the leftover is not taken for a segment");
-    assert_eq!(values(&reopened), expected(21));
+    assert_eq!(values(&reopened), expected(WARM_UP_BATCHES));
 }
 
 #[test]
@@ -249,8 +258,9 @@ fn a_forced_roll_frees_the_unused_blocks_of_the_segment_it_seals() {
     let (len, allocated) = sizes(&sealed);
     assert!(allocated >= len + 4 * 1024 * 1024, "blocks ahead before the roll: {allocated} for {len} bytes");
     // A roll long before the segment is full (as segment.ms does) leaves megabytes unused.
+    let segments = log.segment_count();
     log.roll(6_000).expect("roll");
-    assert_eq!(log.segment_count(), 2);
+    assert_eq!(log.segment_count(), segments + 1);
     let (len, allocated) = sizes(&sealed);
     assert!(allocated <= len + SLACK, "the sealed segment keeps {allocated} allocated for {len} bytes");
     assert_eq!(values(&log), expected(batches));
