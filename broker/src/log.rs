@@ -1002,8 +1002,10 @@ impl PartitionLog {
         LogSegment::create(&self.dir, base_offset, interval, now_ms)
     }
 
-    /// Waits for a standby allocation still running and removes its file.
-    fn discard_standby(&mut self) {
+    /// Waits for a standby allocation still running and removes its file. Call before
+    /// removing the log's directory other than through [`PartitionLog::delete`], so the
+    /// allocation thread cannot create its file in the middle of the removal.
+    pub fn discard_standby(&mut self) {
         if let Some(standby) = self.standby.take()
             && let Err(error) = standby.discard()
         {

@@ -481,7 +481,8 @@ impl ReplicaManager {
         let log = hosted.log();
         let outcome = tokio::task::spawn_blocking(move || {
             // Holding the lock keeps an in-flight append from recreating files meanwhile.
-            let guard = log.lock();
+            let mut guard = log.lock();
+            guard.discard_standby();
             std::fs::remove_dir_all(guard.dir())
         })
         .await;
