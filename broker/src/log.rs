@@ -955,7 +955,11 @@ impl PartitionLog {
             let bytes = ahead.min(self.config.segment_bytes);
             match Standby::prepare(&self.dir, bytes, format!("silt-standby-{}-{}", self.topic, self.partition)) {
                 Ok(standby) => self.standby = Some(standby),
-                Err(error) => warn!(topic = %self.topic, partition = self.partition, %error, "could not start allocating the next segment; the roll allocates it"),
+                Err(error) => {
+                    warn!(topic = %self.topic, partition = self.partition, %error, "could not start allocating the next segment; preallocation is off for this log");
+                    self.preallocation = None;
+                    return;
+                }
             }
         }
         if !allocation_started && self.standby.is_some() {
@@ -987,7 +991,8 @@ impl PartitionLog {
                         return Ok(segment);
                     }
                     Err(error) => {
-                        warn!(topic = %self.topic, partition = self.partition, %error, "using the preallocated next segment failed; creating it afresh");
+                        warn!(topic = %self.topic, partition = self.partition, %error, "using the preallocated next segment failed; creating it afresh, preallocation is off for this log");
+                        self.preallocation = None;
                         if let Err(error) = remove_if_exists(&path) {
                             warn!(topic = %self.topic, partition = self.partition, %error, "removing the unused preallocated segment failed");
                         }
@@ -1000,6 +1005,12 @@ impl PartitionLog {
             }
         }
         LogSegment::create(&self.dir, base_offset, interval, now_ms)
+    }
+
+    /// Whether the next segment's file is allocated and a roll would take it
+    /// ([`crate::preallocate::Standby`]).
+    pub fn standby_ready(&self) -> bool {
+        self.standby.as_ref().is_some_and(Standby::is_finished)
     }
 
     /// Waits for a standby allocation still running and removes its file. Call before
@@ -1600,6 +1611,9 @@ impl PartitionLog {
     /// Realigns derived state with a log end offset that went down.
     fn after_truncation(&mut self) -> Result<(), LogError> {
         self.truncations += 1;
+        if let Some(writeback) = &mut self.writeback {
+            writeback.reset();
+        }
         if self.epoch_cache.truncate_from_end(self.log_end_offset) {
             self.epoch_cache.write()?;
         }

@@ -38,6 +38,9 @@ pub const DEFAULT_PREALLOCATE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 const FAST_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
 /// Length of the intervals the append rate is measured over.
 const RATE_INTERVAL: Duration = Duration::from_millis(100);
+/// Intervals in a row above [`FAST_BYTES_PER_SEC`] before a partition counts as fast:
+/// half a second, so a short burst does not reserve a whole step of disk.
+const SUSTAINED_INTERVALS: u32 = 5;
 
 /// A partition's append rate, and from it how far ahead of its appends to allocate.
 #[derive(Debug, Default)]
@@ -45,12 +48,16 @@ pub struct AppendRate {
     interval_start: Option<Instant>,
     interval_bytes: u64,
     bytes_per_sec: f64,
+    /// Intervals in a row measured above [`FAST_BYTES_PER_SEC`] (kept while the
+    /// smoothed rate stays above it).
+    fast_intervals: u32,
 }
 
 impl AppendRate {
     /// Accounts for `appended` bytes at `now` and returns how many bytes past its
     /// records the active segment should have allocated: `step_bytes` once the partition
-    /// appends faster than [`FAST_BYTES_PER_SEC`], 0 while it is slower. Whole steps
+    /// has appended faster than [`FAST_BYTES_PER_SEC`] for [`SUSTAINED_INTERVALS`]
+    /// intervals in a row, 0 before that and once it is slower. Whole steps
     /// rather than a little at a time, because each `fallocate` may wait on block-bitmap
     /// reads while holding the inode lock appends need: the fewer there are, the fewer
     /// stalls. The rate follows a rise at once and halves its distance to a lower rate
@@ -66,10 +73,17 @@ impl AppendRate {
             } else {
                 (self.bytes_per_sec + rate) / 2.0
             };
+            self.fast_intervals = if rate >= FAST_BYTES_PER_SEC {
+                self.fast_intervals.saturating_add(1)
+            } else if self.bytes_per_sec >= FAST_BYTES_PER_SEC {
+                self.fast_intervals
+            } else {
+                0
+            };
             self.interval_start = Some(now);
             self.interval_bytes = 0;
         }
-        if self.bytes_per_sec < FAST_BYTES_PER_SEC { 0 } else { step_bytes }
+        if self.bytes_per_sec < FAST_BYTES_PER_SEC || self.fast_intervals < SUSTAINED_INTERVALS { 0 } else { step_bytes }
     }
 }
 
@@ -146,19 +160,27 @@ mod tests {
         for ms in 0..=200u64 {
             assert_eq!(rate.ahead_bytes(1024, start + Duration::from_millis(ms), max), 0);
         }
-        // 40 MB/s: a whole step.
+        // 40 MB/s: nothing until it has lasted half a second, then a whole step.
+        for ms in 201..=450u64 {
+            assert_eq!(rate.ahead_bytes(40_000, start + Duration::from_millis(ms), max), 0, "at {ms} ms");
+        }
         let mut ahead = 0;
-        for ms in 201..=400u64 {
+        for ms in 451..=800u64 {
             ahead = rate.ahead_bytes(40_000, start + Duration::from_millis(ms), max);
         }
         assert_eq!(ahead, max);
         // Going quiet decays the allocation ahead instead of dropping it at once.
-        let after_pause = rate.ahead_bytes(0, start + Duration::from_millis(700), max);
-        assert!(after_pause > 0 && after_pause <= max, "{after_pause}");
+        let after_pause = rate.ahead_bytes(0, start + Duration::from_millis(1_100), max);
+        assert_eq!(after_pause, max);
         let mut later = after_pause;
         for step in 1..=20u64 {
-            later = rate.ahead_bytes(0, start + Duration::from_millis(700 + 100 * step), max);
+            later = rate.ahead_bytes(0, start + Duration::from_millis(1_100 + 100 * step), max);
         }
         assert_eq!(later, 0);
+        // A burst shorter than half a second earns nothing.
+        let mut burst = AppendRate::default();
+        for ms in 0..=300u64 {
+            assert_eq!(burst.ahead_bytes(100_000, start + Duration::from_millis(ms), max), 0);
+        }
     }
 }

@@ -1055,15 +1055,17 @@ impl ReplicaManager {
 }
 
 /// Runs `operation`, a short blocking storage call a request waits for, on this thread
-/// with [`tokio::task::block_in_place`]: the runtime hands this worker's other tasks to
-/// another thread first, so nothing else waits behind it. Unlike `spawn_blocking` this
-/// wakes no pool thread and no worker afterwards; on a loaded machine each of those
-/// wake-ups can wait tens of ms for a CPU, and a produce request needed two. A
-/// current-thread runtime (some tests) cannot hand its tasks off, so there it goes to
-/// the blocking pool.
+/// with [`tokio::task::block_in_place`]: the runtime hands this worker's queue to
+/// another thread first (a pool thread becomes a worker), so other tasks do not wait
+/// behind it, while the request itself runs on at once and goes on on the same thread
+/// afterwards. With `spawn_blocking` the request waited for a pool thread to be woken
+/// and then for its task to be woken again; on a loaded machine each of those waited
+/// up to 30 ms for a CPU. A current-thread runtime (some tests) cannot hand its queue
+/// off, so there it goes to the blocking pool.
 ///
 /// # Errors
-/// Only on the blocking pool: the operation panicked or the runtime shut down.
+/// Only on the blocking pool: the operation panicked or the runtime shut down. On this
+/// thread a panic unwinds through the calling task instead.
 async fn run_blocking_here<T, F>(operation: F) -> Result<T, tokio::task::JoinError>
 where
     T: Send + 'static,

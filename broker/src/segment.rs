@@ -243,6 +243,10 @@ impl<'a> BatchScanner<'a> {
     }
 }
 
+/// Blocks past a reopened segment's records below this many bytes are block rounding
+/// and extent-tree blocks, not an allocation ahead.
+const ALLOCATION_SLACK_BYTES: u64 = 64 * 1024;
+
 /// Fewest bytes of blocks past the records worth freeing at a roll
 /// ([`LogSegment::seal_for_roll`]).
 pub const ROLL_RELEASE_MIN_BYTES: u64 = 4 * 1024 * 1024;
@@ -262,6 +266,9 @@ pub struct LogSegment {
     /// opened with blocks past its end; at or below `state.size` (appends do not move it)
     /// when nothing lies past the records. The file's length is always `state.size`.
     allocated_end: u64,
+    /// Blocks were allocated ahead of the records at some point (see
+    /// [`LogSegment::allocation_started`]).
+    allocated_ahead: bool,
     created_ms: i64,
     load_problem: Option<String>,
 }
@@ -340,6 +347,7 @@ impl LogSegment {
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
             allocated_end,
+            allocated_ahead: allocated_end > 0,
             created_ms: now_ms,
             load_problem: None,
         })
@@ -376,13 +384,18 @@ impl LogSegment {
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
             allocated_end: 0,
+            allocated_ahead: false,
             created_ms: now_ms,
             load_problem: None,
         };
         let metadata = segment.file.metadata()?;
         let file_size = metadata.len();
-        // Blocks preallocated before a crash show here, so sealing still frees them.
-        segment.allocated_end = file_size.max(metadata.blocks() * 512);
+        // Blocks preallocated before a crash show here, so sealing still frees them. A
+        // file without blocks past its records (beyond block rounding and extent-tree
+        // blocks) counts as never allocated ahead.
+        let allocated = metadata.blocks() * 512;
+        segment.allocated_ahead = allocated > file_size + ALLOCATION_SLACK_BYTES;
+        segment.allocated_end = file_size.max(allocated);
         if !indexes_existed && file_size > 0 {
             segment.load_problem = Some("index files missing".to_string());
         } else if let Err(reason) = segment.load_state(file_size) {
@@ -831,6 +844,7 @@ impl LogSegment {
         rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::KEEP_SIZE, from, target - from)
             .map_err(io::Error::from)?;
         self.allocated_end = target;
+        self.allocated_ahead = true;
         Ok(true)
     }
 
@@ -857,7 +871,7 @@ impl LogSegment {
     /// [`LogSegment::preallocate_ahead`], from a standby file, or (reopened) found past
     /// its end. False for a fresh segment written only by appends.
     pub fn allocation_started(&self) -> bool {
-        self.allocated_end > 0
+        self.allocated_ahead
     }
 
     /// Second handles on the `.log`, `.index` and `.timeindex` files, so they can be

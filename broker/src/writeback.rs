@@ -55,6 +55,13 @@ impl WritebackState {
         WritebackState { interval_bytes, segment: None, requested_to: 0 }
     }
 
+    /// Forgets the active segment: after a truncation it may be a new file under the
+    /// same base offset, or shorter than the last request.
+    pub fn reset(&mut self) {
+        self.segment = None;
+        self.requested_to = 0;
+    }
+
     /// After an append: once the active segment `base_offset` holds `size` bytes, at
     /// least `interval_bytes` of them past the last request, queues writeback of those
     /// bytes (up to the last whole page) and returns true. `open_file` gives a handle on
@@ -168,10 +175,14 @@ mod tests {
         assert_eq!(state.requested_to, 0);
         assert!(state.after_append(50, 17_000, open).expect("append"));
         assert_eq!(state.segment.as_ref().map(|(base, _)| *base), Some(50));
+        // After a truncation the same base offset starts over.
+        state.reset();
+        assert!(!state.after_append(50, 10_000, open).expect("append"));
+        assert_eq!(state.requested_to, 0);
     }
 
     #[test]
-    fn writeback_of_a_written_range_succeeds_and_a_closed_descriptor_fails() {
+    fn writeback_of_written_and_unwritten_ranges_succeeds_and_an_offset_past_i64_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("segment.log");
         std::fs::write(&path, vec![1u8; 256 * 1024]).expect("write");

@@ -26,45 +26,48 @@ fn spec(index: i64) -> BatchSpec {
         .tag(&format!("b{index}"))
 }
 
-/// Batches written before the pause that makes the partition count as fast.
-const WARM_UP_BATCHES: i64 = 12;
+/// Most batches of the warm-up that makes a partition count as fast (3.9 MB: they
+/// fit a 4 MiB segment).
+const MAX_WARM_UP_BATCHES: i64 = 60;
 
-/// A log with preallocation, written fast: [`WARM_UP_BATCHES`] batches (64 KiB each), a
-/// pause so the first rate interval ends, and one more batch, far above the rate that
-/// earns blocks ahead. Returns once its standby file is allocated (with its inode
-/// number); the next append rolls into it.
-fn fast_log_with_standby(dir: &Path, config: LogConfig) -> (PartitionLog, u64) {
+/// A fast-written log with preallocation: batches (64 KiB each) 10 ms apart, about
+/// 6 MB/s (3 MB/s if sleeps take twice as long), until the partition has been fast for half a second and its standby file
+/// appears. Returns the log, the standby file's inode number once it is allocated,
+/// and the batches written (offsets `0..4 * batches`); the next append rolls into
+/// the standby file.
+fn fast_log_with_standby(dir: &Path, config: LogConfig) -> (PartitionLog, u64, i64) {
     let standby_bytes = MAX_AHEAD.min(config.segment_bytes);
     let mut log = open(dir, config);
     log.set_preallocation(MAX_AHEAD);
-    for index in 0..WARM_UP_BATCHES {
-        if index == WARM_UP_BATCHES - 1 {
-            std::thread::sleep(std::time::Duration::from_millis(150));
-        }
-        let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
+    let mut batches = 0;
+    while batches < MAX_WARM_UP_BATCHES && !dir.join(STANDBY_FILE_NAME).exists() {
+        let _info = log.append_as_leader(&spec(batches).encode(), 0, 5_000).expect("append");
+        batches += 1;
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(log.segment_count(), 1);
-    let inode = prepared_standby(dir, standby_bytes);
-    (log, inode)
+    let inode = prepared_standby(&log, dir, standby_bytes);
+    (log, inode, batches)
 }
 
 /// [`fast_log_with_standby`] and then batches up to `batches` as fast as the machine
 /// goes: the first of them rolls into the standby file.
 fn fast_log(dir: &Path, config: LogConfig, batches: i64) -> PartitionLog {
-    let (mut log, _inode) = fast_log_with_standby(dir, config);
-    for index in WARM_UP_BATCHES..batches {
+    let (mut log, _inode, warm_up) = fast_log_with_standby(dir, config);
+    for index in warm_up..batches {
         let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
     }
     log
 }
 
-/// Waits (up to 10 s) for the standby file to be created with `bytes` allocated;
+/// Waits (up to 10 s) for `log`'s standby file to be ready with `bytes` allocated;
 /// returns its inode number.
-fn prepared_standby(dir: &Path, bytes: u64) -> u64 {
+fn prepared_standby(log: &PartitionLog, dir: &Path, bytes: u64) -> u64 {
     let path = dir.join(STANDBY_FILE_NAME);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if let Ok(metadata) = fs::metadata(&path)
+        if log.standby_ready()
+            && let Ok(metadata) = fs::metadata(&path)
             && metadata.blocks() * 512 >= bytes
         {
             return metadata.ino();
@@ -205,14 +208,14 @@ fn a_crash_with_blocks_allocated_ahead_loses_nothing_and_appends_continue() {
 #[test]
 fn a_fast_partition_rolls_into_a_segment_allocated_ahead_and_close_removes_the_next_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let segment_bytes = 2 * 1024 * 1024;
-    let (mut log, standby_inode) = fast_log_with_standby(dir.path(), small_segments(segment_bytes));
+    let segment_bytes = 4 * 1024 * 1024;
+    let (mut log, standby_inode, warm_up) = fast_log_with_standby(dir.path(), small_segments(segment_bytes));
     let first = active(dir.path());
     let (first_len, first_allocated) = sizes(&first);
     assert!(first_allocated <= first_len + SLACK, "nothing allocated in place: {first_allocated} for {first_len} bytes");
     assert_eq!(sizes(&dir.path().join(STANDBY_FILE_NAME)).0, 0, "the standby file holds no data");
     // The next append rolls into the standby file, long before the segment is full.
-    let _info = log.append_as_leader(&spec(WARM_UP_BATCHES).encode(), 0, 5_000).expect("append");
+    let _info = log.append_as_leader(&spec(warm_up).encode(), 0, 5_000).expect("append");
     assert_eq!(log.segment_count(), 2);
     let new_active = active(dir.path());
     assert_ne!(new_active, first);
@@ -220,33 +223,34 @@ fn a_fast_partition_rolls_into_a_segment_allocated_ahead_and_close_removes_the_n
     assert_eq!(metadata.ino(), standby_inode, "the new segment is the file allocated ahead");
     assert!(metadata.blocks() * 512 >= segment_bytes, "the new segment starts allocated");
     assert_eq!(batches_end(&first), first_len, "the first segment ends with its last batch");
-    // 28 more batches (1.8 MB) stay in the new segment; past half of it the one after
-    // it is prepared, and close removes that again.
-    for index in WARM_UP_BATCHES + 1..40 {
+    // 39 more batches (40 in all, 2.6 MB) stay in the new segment; past half of it the
+    // one after it is prepared, and close removes that again.
+    let batches = warm_up + 40;
+    for index in warm_up + 1..batches {
         let _info = log.append_as_leader(&spec(index).encode(), 0, 5_000).expect("append");
     }
     assert_eq!(log.segment_count(), 2);
     assert_eq!(batches_end(&new_active), fs::metadata(&new_active).expect("stat").len());
-    assert_eq!(values(&log), expected(40));
-    let _next = prepared_standby(dir.path(), segment_bytes);
+    assert_eq!(values(&log), expected(batches));
+    let _next = prepared_standby(&log, dir.path(), segment_bytes);
     log.close().expect("close");
     assert!(!dir.path().join(STANDBY_FILE_NAME).exists(), "close removes the standby file");
     let reopened = open(dir.path(), small_segments(segment_bytes));
-    assert_eq!(values(&reopened), expected(40));
+    assert_eq!(values(&reopened), expected(batches));
 }
 
 #[test]
 fn a_standby_file_left_by_a_crash_is_removed_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let segment_bytes = 2 * 1024 * 1024;
-    let (log, _inode) = fast_log_with_standby(dir.path(), small_segments(segment_bytes));
+    let segment_bytes = 4 * 1024 * 1024;
+    let (log, _inode, warm_up) = fast_log_with_standby(dir.path(), small_segments(segment_bytes));
     // Dropped without close: the process died.
     drop(log);
     assert!(dir.path().join(STANDBY_FILE_NAME).exists());
     let reopened = open(dir.path(), small_segments(segment_bytes));
     assert!(!dir.path().join(STANDBY_FILE_NAME).exists(), "open removes the leftover");
     assert_eq!(reopened.segment_count(), 1, "the leftover is not taken for a segment");
-    assert_eq!(values(&reopened), expected(WARM_UP_BATCHES));
+    assert_eq!(values(&reopened), expected(warm_up));
 }
 
 #[test]
