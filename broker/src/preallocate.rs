@@ -38,9 +38,11 @@ pub const DEFAULT_PREALLOCATE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 const FAST_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
 /// Length of the intervals the append rate is measured over.
 const RATE_INTERVAL: Duration = Duration::from_millis(100);
-/// Intervals in a row above [`FAST_BYTES_PER_SEC`] before a partition counts as fast:
-/// half a second, so a short burst does not reserve a whole step of disk.
-const SUSTAINED_INTERVALS: u32 = 5;
+/// Intervals in a row above [`FAST_BYTES_PER_SEC`] before a partition counts as fast,
+/// so a burst within one interval does not reserve a whole step of disk. Two, not more:
+/// a partition that waits longer appends its first hundreds of MB unallocated, and at
+/// half a second that cost 80 ms stalls in the first run on a fresh topic.
+const SUSTAINED_INTERVALS: u32 = 2;
 
 /// A partition's append rate, and from it how far ahead of its appends to allocate.
 #[derive(Debug, Default)]
@@ -160,12 +162,12 @@ mod tests {
         for ms in 0..=200u64 {
             assert_eq!(rate.ahead_bytes(1024, start + Duration::from_millis(ms), max), 0);
         }
-        // 40 MB/s: nothing until it has lasted half a second, then a whole step.
-        for ms in 201..=450u64 {
+        // 40 MB/s: nothing until it has lasted two intervals, then a whole step.
+        for ms in 201..=350u64 {
             assert_eq!(rate.ahead_bytes(40_000, start + Duration::from_millis(ms), max), 0, "at {ms} ms");
         }
         let mut ahead = 0;
-        for ms in 451..=800u64 {
+        for ms in 351..=800u64 {
             ahead = rate.ahead_bytes(40_000, start + Duration::from_millis(ms), max);
         }
         assert_eq!(ahead, max);
@@ -177,9 +179,9 @@ mod tests {
             later = rate.ahead_bytes(0, start + Duration::from_millis(1_100 + 100 * step), max);
         }
         assert_eq!(later, 0);
-        // A burst shorter than half a second earns nothing.
+        // A burst within one interval earns nothing.
         let mut burst = AppendRate::default();
-        for ms in 0..=300u64 {
+        for ms in 0..=150u64 {
             assert_eq!(burst.ahead_bytes(100_000, start + Duration::from_millis(ms), max), 0);
         }
     }

@@ -31,10 +31,10 @@ fn spec(index: i64) -> BatchSpec {
 const MAX_WARM_UP_BATCHES: i64 = 60;
 
 /// A fast-written log with preallocation: batches (64 KiB each) 10 ms apart, about
-/// 6 MB/s (3 MB/s if sleeps take twice as long), until the partition has been fast for half a second and its standby file
-/// appears. Returns the log, the standby file's inode number once it is allocated,
-/// and the batches written (offsets `0..4 * batches`); the next append rolls into
-/// the standby file.
+/// 6 MB/s (3 MB/s if sleeps take twice as long), until the partition counts as fast and
+/// its standby file appears. Returns the log, the standby file's inode number once it is
+/// allocated, and the batches written (offsets `0..4 * batches`); the next append rolls
+/// into the standby file.
 fn fast_log_with_standby(dir: &Path, config: LogConfig) -> (PartitionLog, u64, i64) {
     let standby_bytes = MAX_AHEAD.min(config.segment_bytes);
     let mut log = open(dir, config);
