@@ -85,7 +85,11 @@ impl AppendRate {
             self.interval_start = Some(now);
             self.interval_bytes = 0;
         }
-        if self.bytes_per_sec < FAST_BYTES_PER_SEC || self.fast_intervals < SUSTAINED_INTERVALS { 0 } else { step_bytes }
+        if self.bytes_per_sec < FAST_BYTES_PER_SEC || self.fast_intervals < SUSTAINED_INTERVALS {
+            0
+        } else {
+            step_bytes
+        }
     }
 }
 
@@ -107,11 +111,18 @@ impl Standby {
     pub fn prepare(dir: &Path, bytes: u64, thread_name: String) -> io::Result<Standby> {
         let path = dir.join(STANDBY_FILE_NAME);
         let file_path = path.clone();
-        let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
-            let file = File::create(&file_path)?;
-            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes).map_err(io::Error::from)
-        })?;
-        Ok(Standby { path, bytes, thread })
+        let thread = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let file = File::create(&file_path)?;
+                rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes)
+                    .map_err(io::Error::from)
+            })?;
+        Ok(Standby {
+            path,
+            bytes,
+            thread,
+        })
     }
 
     /// Whether the allocation is done (or failed).
@@ -125,7 +136,10 @@ impl Standby {
     /// The file could not be created or allocated (`EOPNOTSUPP` without `fallocate`);
     /// the file is removed then.
     pub fn finish(self) -> io::Result<(PathBuf, u64)> {
-        let outcome = self.thread.join().unwrap_or_else(|_| Err(io::Error::other("standby allocation thread panicked")));
+        let outcome = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("standby allocation thread panicked")));
         match outcome {
             Ok(()) => Ok((self.path, self.bytes)),
             Err(error) => {
@@ -160,11 +174,18 @@ mod tests {
         let max = 64 * 1024 * 1024;
         // 1 KiB every ms: about 1 MB/s, too slow to allocate ahead.
         for ms in 0..=200u64 {
-            assert_eq!(rate.ahead_bytes(1024, start + Duration::from_millis(ms), max), 0);
+            assert_eq!(
+                rate.ahead_bytes(1024, start + Duration::from_millis(ms), max),
+                0
+            );
         }
         // 40 MB/s: nothing until it has lasted two intervals, then a whole step.
         for ms in 201..=350u64 {
-            assert_eq!(rate.ahead_bytes(40_000, start + Duration::from_millis(ms), max), 0, "at {ms} ms");
+            assert_eq!(
+                rate.ahead_bytes(40_000, start + Duration::from_millis(ms), max),
+                0,
+                "at {ms} ms"
+            );
         }
         let mut ahead = 0;
         for ms in 351..=800u64 {
@@ -182,7 +203,10 @@ mod tests {
         // A burst within one interval earns nothing.
         let mut burst = AppendRate::default();
         for ms in 0..=150u64 {
-            assert_eq!(burst.ahead_bytes(100_000, start + Duration::from_millis(ms), max), 0);
+            assert_eq!(
+                burst.ahead_bytes(100_000, start + Duration::from_millis(ms), max),
+                0
+            );
         }
     }
 }

@@ -52,7 +52,11 @@ pub struct WritebackState {
 impl WritebackState {
     /// Writeback every `interval_bytes` (> 0) appended to a segment.
     pub fn new(interval_bytes: u64) -> WritebackState {
-        WritebackState { interval_bytes, segment: None, requested_to: 0 }
+        WritebackState {
+            interval_bytes,
+            segment: None,
+            requested_to: 0,
+        }
     }
 
     /// Forgets the active segment: after a truncation it may be a new file under the
@@ -75,7 +79,11 @@ impl WritebackState {
         size: u64,
         open_file: impl FnOnce() -> std::io::Result<File>,
     ) -> std::io::Result<bool> {
-        if self.segment.as_ref().is_none_or(|(base, _)| *base != base_offset) {
+        if self
+            .segment
+            .as_ref()
+            .is_none_or(|(base, _)| *base != base_offset)
+        {
             self.segment = None;
             self.requested_to = 0;
         }
@@ -91,7 +99,11 @@ impl WritebackState {
                 file
             }
         };
-        let request = Request { file, start: self.requested_to, end };
+        let request = Request {
+            file,
+            start: self.requested_to,
+            end,
+        };
         self.requested_to = end;
         match writeback_queue().try_send(request) {
             Ok(()) => Ok(true),
@@ -142,8 +154,14 @@ fn start_writeback(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     };
     // SAFETY: the descriptor stays open for the call (we hold `file`), and the call
     // takes no pointers.
-    let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-    if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    let result = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Elsewhere the kernel's own writeback is all there is.
@@ -186,19 +204,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("segment.log");
         std::fs::write(&path, vec![1u8; 256 * 1024]).expect("write");
-        let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
         start_writeback(&file, 0, 128 * 1024).expect("writeback of written pages");
         start_writeback(&file, 128 * 1024, 1 << 30).expect("a range past the end is fine");
         if cfg!(target_os = "linux") {
             let bad = start_writeback(&file, u64::MAX, 1);
-            assert_eq!(bad.map_err(|error| error.kind()), Err(std::io::ErrorKind::InvalidInput));
+            assert_eq!(
+                bad.map_err(|error| error.kind()),
+                Err(std::io::ErrorKind::InvalidInput)
+            );
         }
     }
 
     #[test]
     fn a_file_that_cannot_open_queues_nothing() {
         let mut state = WritebackState::new(4096);
-        let failed = state.after_append(0, 1 << 20, || Err(std::io::Error::from(std::io::ErrorKind::NotFound)));
+        let failed = state.after_append(0, 1 << 20, || {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        });
         assert!(failed.is_err());
         assert!(state.segment.is_none());
     }
