@@ -1107,9 +1107,7 @@ impl PartitionLog {
         let aged = time_waited > self.config.segment_ms;
         // A fast partition's segment that was never allocated ahead rolls into the
         // standby file once it is ready (see `preallocate_ahead`).
-        let into_standby = self.preallocation.is_some()
-            && !active.allocation_started()
-            && self.standby.as_ref().is_some_and(Standby::is_finished);
+        let into_standby = self.preallocation.is_some() && !active.allocation_started() && self.standby_ready();
         let overflows = last.last_offset() - active.base_offset() > i64::from(i32::MAX)
             || size_after > u64::from(u32::MAX);
         if active.is_empty() {

@@ -156,10 +156,7 @@ impl Standby {
     pub fn discard(self) -> io::Result<()> {
         let path = self.path.clone();
         let _outcome = self.finish();
-        match std::fs::remove_file(&path) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
-        }
+        crate::offset_index::remove_if_exists(&path)
     }
 }
 

@@ -84,8 +84,7 @@ impl WritebackState {
             .as_ref()
             .is_none_or(|(base, _)| *base != base_offset)
         {
-            self.segment = None;
-            self.requested_to = 0;
+            self.reset();
         }
         let end = size - size % PAGE_BYTES;
         if end < self.requested_to + self.interval_bytes {
