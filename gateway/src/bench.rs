@@ -2,9 +2,10 @@
 //!
 //! `produce` measures producer throughput and delivery latency (enqueue to
 //! acknowledgement), `consume` reads a topic from the beginning, `e2e`
-//! measures the time from producing a record to consuming it, and `disk`
-//! measures the machine's sequential write bandwidth so broker figures can be
-//! put next to what the disk can do. Everything goes through the `rdkafka`
+//! measures the time from producing a record to consuming it, `latency` finds
+//! the maximum produce rate and then measures delivery latency at a fraction of
+//! it, and `disk` measures the machine's sequential write bandwidth so broker
+//! figures can be put next to what the disk can do. Everything goes through the `rdkafka`
 //! crate (librdkafka), so the same numbers can be taken against Silt, Apache
 //! Kafka, Redpanda or Tansu.
 
@@ -45,6 +46,8 @@ pub enum BenchCommand {
     Consume(ConsumeArgs),
     /// Produce and consume at the same time and report end-to-end latency.
     E2e(ProduceArgs),
+    /// Find the maximum produce rate, then measure delivery latency at a fraction of it.
+    Latency(LatencyArgs),
     /// Measure sequential write bandwidth (write, then one fsync) of a directory.
     Disk(DiskArgs),
 }
@@ -120,6 +123,42 @@ pub struct ConsumeArgs {
     pub idle_timeout_secs: u64,
 }
 
+/// Options of `bench latency`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LatencyArgs {
+    /// Settings of the paced runs. `--count` is records per run; `--rate` must be
+    /// left at 0, the rate is found by the full-speed runs.
+    #[command(flatten)]
+    pub produce: ProduceArgs,
+    /// Full-speed runs that find the maximum rate. They write to the topic
+    /// `<topic>-max`, which is deleted before the paced runs.
+    #[arg(long, default_value_t = 3)]
+    pub max_runs: u32,
+    /// Records per full-speed run (default: `--count`).
+    #[arg(long)]
+    pub max_count: Option<u64>,
+    /// Producer linger.ms of the full-speed runs (the paced runs use `--linger-ms`).
+    #[arg(long, default_value_t = 5)]
+    pub max_linger_ms: u64,
+    /// Fraction of the highest full-speed rate offered in the paced runs.
+    #[arg(long, default_value_t = 0.5)]
+    pub fraction: f64,
+    /// Paced runs, one after another on the same topic.
+    #[arg(long, default_value_t = 6)]
+    pub runs: u32,
+    /// p99 delivery latency target in ms; the summary counts the runs under it.
+    #[arg(long, default_value_t = 5.0)]
+    pub p99_target_ms: f64,
+    /// Seconds to wait after deleting the full-speed topic, so that its file
+    /// deletions do not land in the first paced run.
+    #[arg(long, default_value_t = 10)]
+    pub settle_secs: u64,
+    /// Measure the sequential write bandwidth of this directory first (1 GiB, as
+    /// `bench disk`), so that the rates can be put next to it.
+    #[arg(long)]
+    pub disk_dir: Option<PathBuf>,
+}
+
 /// Options of `bench disk`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DiskArgs {
@@ -163,6 +202,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             report.print();
             Ok(())
         }
+        BenchCommand::Latency(latency) => {
+            let report = run_latency(latency).await?;
+            report.print();
+            Ok(())
+        }
         BenchCommand::Disk(disk) => {
             let report = tokio::task::spawn_blocking(move || run_disk(&disk))
                 .await
@@ -181,11 +225,15 @@ fn base_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
+fn admin_client(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
+    base_config(bootstrap)
+        .create()
+        .context("creating admin client")
+}
+
 /// Creates the topic unless it exists, then waits until every partition has a leader.
 async fn ensure_topic(target: &TargetArgs) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(&target.bootstrap)
-        .create()
-        .context("creating admin client")?;
+    let admin = admin_client(&target.bootstrap)?;
     let topic = NewTopic::new(
         &target.topic,
         target.partitions,
@@ -786,6 +834,190 @@ fn run_consume(args: &ConsumeArgs) -> Result<ConsumeReport> {
         mib_per_sec: bytes as f64 / seconds / (1024.0 * 1024.0),
         json: args.target.json,
     })
+}
+
+/// Results of `bench latency`.
+#[derive(Debug, serde::Serialize)]
+pub struct LatencyReport {
+    /// Sequential write bandwidth of `--disk-dir`, MiB/s, when measured.
+    pub disk_mib_per_sec: Option<f64>,
+    /// Acknowledged records/s of each full-speed run.
+    pub max_rates: Vec<f64>,
+    /// The highest of `max_rates`, records/s.
+    pub max_rate: f64,
+    /// Records/s offered in the paced runs (`fraction` of `max_rate`).
+    pub offered_rate: u64,
+    /// Fraction of the maximum rate offered.
+    pub fraction: f64,
+    /// The paced runs, in order.
+    pub runs: Vec<ProduceReport>,
+    /// p99 target in ms.
+    pub p99_target_ms: f64,
+    /// Paced runs whose p99 is under the target and that lost no record.
+    pub runs_under_target: usize,
+    #[serde(skip)]
+    json: bool,
+}
+
+impl LatencyReport {
+    fn print(&self) {
+        if self.json {
+            println!("{}", serde_json::to_string(self).unwrap_or_default());
+            return;
+        }
+        let rates: Vec<String> = self.max_rates.iter().map(|rate| format!("{rate:.0}")).collect();
+        println!(
+            "maximum rate: {} records/s in {} full-speed runs; highest {:.0} records/s",
+            rates.join(", "),
+            self.max_rates.len(),
+            self.max_rate
+        );
+        if let Some(disk) = self.disk_mib_per_sec {
+            println!("sequential write bandwidth: {disk:.2} MiB/s");
+        }
+        println!(
+            "paced runs at {} records/s ({:.2} of the maximum):",
+            self.offered_rate, self.fraction
+        );
+        println!(
+            "  {:>3} {:>10} {:>8} {:>8} {:>9} {:>9}  slowest 100 ms window",
+            "run", "records/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        for (index, run) in self.runs.iter().enumerate() {
+            let latency = &run.produce_latency_ms;
+            let window = run
+                .worst_windows
+                .first()
+                .map(|window| format!("{:.2} ms at {} ms", window.max_latency_ms, window.start_ms))
+                .unwrap_or_default();
+            let failed = if run.failed > 0 {
+                format!("  FAILED deliveries: {}", run.failed)
+            } else {
+                String::new()
+            };
+            println!(
+                "  {:>3} {:>10.0} {:>8.2} {:>8.2} {:>9.2} {:>9.2}  {window}{failed}",
+                index + 1,
+                run.records_per_sec,
+                latency.p50,
+                latency.p99,
+                latency.p999,
+                latency.max
+            );
+        }
+        let mut p99s: Vec<f64> = self.runs.iter().map(|run| run.produce_latency_ms.p99).collect();
+        p99s.sort_by(f64::total_cmp);
+        let median = p99s.get(p99s.len() / 2).copied().unwrap_or(0.0);
+        println!(
+            "p99 under {:.2} ms in {} of {} runs (median p99 {median:.2} ms)",
+            self.p99_target_ms,
+            self.runs_under_target,
+            self.runs.len()
+        );
+    }
+}
+
+/// Finds the maximum produce rate with full-speed runs on `<topic>-max`, deletes
+/// that topic, then offers `fraction` of the highest rate in paced runs on
+/// `topic`. Fails when `--rate` is set, when `fraction` is not in (0, 1], or when
+/// a full-speed run acknowledges nothing.
+async fn run_latency(args: LatencyArgs) -> Result<LatencyReport> {
+    if args.produce.rate != 0 {
+        bail!("bench latency finds the rate itself: leave out --rate (use --fraction)");
+    }
+    if !(args.fraction > 0.0 && args.fraction <= 1.0) {
+        bail!("--fraction must be in (0, 1], got {}", args.fraction);
+    }
+    let disk_mib_per_sec = match &args.disk_dir {
+        Some(dir) => {
+            let disk = DiskArgs {
+                dir: dir.clone(),
+                size_mb: 1024,
+                block_kb: 1024,
+                json: false,
+            };
+            let report = tokio::task::spawn_blocking(move || run_disk(&disk))
+                .await
+                .context("disk thread panicked")??;
+            Some(report.mib_per_sec)
+        }
+        None => None,
+    };
+
+    let mut full_speed = args.produce.clone();
+    full_speed.target.topic = format!("{}-max", args.produce.target.topic);
+    full_speed.linger_ms = args.max_linger_ms;
+    full_speed.count = args.max_count.unwrap_or(args.produce.count);
+    ensure_topic(&full_speed.target).await?;
+    let mut max_rates = Vec::new();
+    for run in 1..=args.max_runs.max(1) {
+        let settings = full_speed.clone();
+        let report = tokio::task::spawn_blocking(move || run_produce(&settings, None))
+            .await
+            .context("producer thread panicked")??;
+        if report.failed > 0 {
+            bail!(
+                "full-speed run {run} lost {} records (first error: {})",
+                report.failed,
+                report.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        if !args.produce.target.json {
+            println!("full-speed run {run}: {:.0} records/s", report.records_per_sec);
+        }
+        max_rates.push(report.records_per_sec);
+    }
+    delete_topic(&full_speed.target).await?;
+    let max_rate = max_rates.iter().copied().fold(0.0, f64::max);
+    let offered_rate = (max_rate * args.fraction).round() as u64;
+    if offered_rate == 0 {
+        bail!("the full-speed runs acknowledged no records");
+    }
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+
+    let mut paced = args.produce.clone();
+    paced.rate = offered_rate;
+    ensure_topic(&paced.target).await?;
+    let mut runs = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let settings = paced.clone();
+        let report = tokio::task::spawn_blocking(move || run_produce(&settings, None))
+            .await
+            .context("producer thread panicked")??;
+        runs.push(report);
+    }
+    let runs_under_target = runs
+        .iter()
+        .filter(|run| run.failed == 0 && run.produce_latency_ms.p99 < args.p99_target_ms)
+        .count();
+    Ok(LatencyReport {
+        disk_mib_per_sec,
+        max_rates,
+        max_rate,
+        offered_rate,
+        fraction: args.fraction,
+        runs,
+        p99_target_ms: args.p99_target_ms,
+        runs_under_target,
+        json: args.produce.target.json,
+    })
+}
+
+/// Deletes the topic (a missing topic is not an error).
+async fn delete_topic(target: &TargetArgs) -> Result<()> {
+    let admin = admin_client(&target.bootstrap)?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .delete_topics(&[target.topic.as_str()], &options)
+        .await
+        .context("delete_topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => bail!("deleting topic {name} failed: {code}"),
+        }
+    }
+    Ok(())
 }
 
 /// Results of a disk run.
