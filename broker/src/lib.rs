@@ -8,6 +8,7 @@ pub mod record_batch;
 pub mod offset_index;
 pub mod time_index;
 pub mod segment;
+pub mod background;
 pub mod preallocate;
 pub mod writeback;
 pub mod log_config;

@@ -24,7 +24,7 @@ pub use crate::error::LogError;
 use crate::log_config::LogConfig;
 use crate::offset_index::remove_if_exists;
 use crate::preallocate::{AppendRate, STANDBY_FILE_NAME, Standby};
-use crate::writeback::WritebackState;
+use crate::writeback::{WritebackConfig, WritebackState};
 use crate::producer_state::{
     BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
     write_file_atomically, write_file_replacing,
@@ -908,10 +908,12 @@ impl PartitionLog {
         self.preallocation = (max_ahead_bytes > 0).then(|| (max_ahead_bytes, AppendRate::default()));
     }
 
-    /// Starts writeback of the active segment's data every `interval_bytes` appended to
-    /// it (see [`crate::writeback`]); 0 leaves writeback to the kernel.
-    pub fn set_writeback(&mut self, interval_bytes: u64) {
-        self.writeback = (interval_bytes > 0).then(|| WritebackState::new(interval_bytes));
+    /// Starts writeback of the active segment's data every `config.interval_bytes`
+    /// appended to it, and drops written-back pages `config.drop_behind_bytes` behind its
+    /// end from the page cache (see [`crate::writeback`]); an interval of 0 leaves both
+    /// to the kernel.
+    pub fn set_writeback(&mut self, config: WritebackConfig) {
+        self.writeback = (config.interval_bytes > 0).then(|| WritebackState::new(config));
     }
 
     /// After an append: queues writeback of the active segment's data when due. A
@@ -1163,9 +1165,10 @@ impl PartitionLog {
             .write_snapshot_unsynced(&self.dir, new_base_offset)?;
         self.reap_background_flushes(false);
         let dir = self.dir.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("silt-flush-{}-{}", self.topic, self.partition))
-            .spawn(move || sync_rolled_segment(sealed_files, snapshot, dir))?;
+        let thread = crate::background::spawn(
+            format!("silt-flush-{}-{}", self.topic, self.partition),
+            move || sync_rolled_segment(sealed_files, snapshot, dir),
+        )?;
         self.background_flushes.push_back(BackgroundFlush {
             up_to: new_base_offset,
             truncations: self.truncations,

@@ -111,13 +111,11 @@ impl Standby {
     pub fn prepare(dir: &Path, bytes: u64, thread_name: String) -> io::Result<Standby> {
         let path = dir.join(STANDBY_FILE_NAME);
         let file_path = path.clone();
-        let thread = std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || {
-                let file = File::create(&file_path)?;
-                rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes)
-                    .map_err(io::Error::from)
-            })?;
+        let thread = crate::background::spawn(thread_name, move || {
+            let file = File::create(&file_path)?;
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes)
+                .map_err(io::Error::from)
+        })?;
         Ok(Standby {
             path,
             bytes,

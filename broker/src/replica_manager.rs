@@ -49,9 +49,10 @@ pub struct ReplicaManagerConfig {
     /// `log.segment.preallocate.bytes`: bytes of disk blocks a fast-written partition
     /// allocates ahead of its appends in one step ([`crate::preallocate`]); 0 = off.
     pub preallocate_max_bytes: u64,
-    /// `log.writeback.interval.bytes`: bytes appended to a segment between requests to
-    /// start their writeback ([`crate::writeback`]); 0 leaves writeback to the kernel.
-    pub writeback_interval_bytes: u64,
+    /// `log.writeback.interval.bytes` and `log.writeback.drop.behind.bytes`: when
+    /// appended data's writeback is started and when its pages leave the page cache
+    /// ([`crate::writeback`]).
+    pub writeback: crate::writeback::WritebackConfig,
 }
 
 pub use crate::replication::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
@@ -423,12 +424,12 @@ impl ReplicaManager {
         let least_loaded = self.least_loaded_log_dir();
         let min_insync_replicas = config.min_insync_replicas;
         let preallocate_max_bytes = self.config.preallocate_max_bytes;
-        let writeback_interval_bytes = self.config.writeback_interval_bytes;
+        let writeback = self.config.writeback;
         let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
             let dir = existing_partition_dir(&log_dirs, &dir_name).unwrap_or_else(|| least_loaded.join(&dir_name));
             let mut log = PartitionLog::open(&dir, config, now_ms())?;
             log.set_preallocation(preallocate_max_bytes);
-            log.set_writeback(writeback_interval_bytes);
+            log.set_writeback(writeback);
             let checkpoint = read_high_watermark_checkpoint(&dir);
             Ok::<_, LogError>((dir, log, checkpoint))
         })

@@ -45,7 +45,7 @@ fn replica_manager(dir: &std::path::Path, broker_id: BrokerId, lag_time_max_ms: 
         log_defaults: BTreeMap::new(),
         replica_lag_time_max_ms: lag_time_max_ms,
         preallocate_max_bytes: silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES,
-        writeback_interval_bytes: silt_broker::writeback::DEFAULT_WRITEBACK_INTERVAL_BYTES,
+        writeback: silt_broker::writeback::WritebackConfig::default(),
     })
 }
 

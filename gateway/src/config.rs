@@ -59,6 +59,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.flush.interval.ms", None, "fsync after this many ms (topic config flush.ms)"),
     def("log.segment.preallocate.bytes", Some("1073741824"), "disk blocks a fast-written partition allocates ahead of its appends in one step (at most the rest of the segment; the next segment is allocated ahead too), 0 = off"),
     def("log.writeback.interval.bytes", Some("4194304"), "start writing a segment's appended data to disk every this many bytes (no fsync), so the kernel never writes back in bursts; 0 = leave it to the kernel"),
+    def("log.writeback.drop.behind.bytes", Some("268435456"), "appended bytes per partition kept in the page cache behind the end of its active segment; older pages are dropped once written back, so the cache stays a fixed size (needs log.writeback.interval.bytes > 0); 0 = keep every page"),
     def("log.index.interval.bytes", Some("4096"), "bytes between offset index entries (topic config index.interval.bytes)"),
     def("log.message.timestamp.type", Some("CreateTime"), "CreateTime or LogAppendTime (topic config message.timestamp.type)"),
     def("log.cleanup.policy", Some("delete"), "delete or compact (topic config cleanup.policy)"),
@@ -280,8 +281,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// `log.segment.preallocate.bytes` (bytes; 0 = off).
     pub segment_preallocate_bytes: u64,
-    /// `log.writeback.interval.bytes` (bytes; 0 = off).
-    pub writeback_interval_bytes: u64,
+    /// `log.writeback.interval.bytes` and `log.writeback.drop.behind.bytes` (bytes; 0 = off).
+    pub writeback: silt_broker::writeback::WritebackConfig,
     /// `log.flush.interval.ms`, when set.
     pub flush_interval_ms: Option<u64>,
     /// `offsets.topic.num.partitions`.
@@ -448,6 +449,14 @@ impl BrokerConfig {
             }
         }
         let leader_imbalance_check_interval_s: u64 = parse_number(&raw, "leader.imbalance.check.interval.seconds")?;
+        let writeback = silt_broker::writeback::WritebackConfig {
+            interval_bytes: parse_number(&raw, "log.writeback.interval.bytes")?,
+            drop_behind_bytes: parse_number(&raw, "log.writeback.drop.behind.bytes")?,
+        };
+        // Pages closer to the end than two intervals may still be dirty or under writeback.
+        if writeback.drop_behind_bytes != 0 && writeback.drop_behind_bytes < writeback.interval_bytes.saturating_mul(2) {
+            return Err(invalid("log.writeback.drop.behind.bytes", get("log.writeback.drop.behind.bytes"), "0, or at least twice log.writeback.interval.bytes"));
+        }
         Ok(BrokerConfig {
             controller_listener: if is_controller { controller_listener } else { None },
             quorum_voters,
@@ -476,7 +485,7 @@ impl BrokerConfig {
             log_defaults,
             retention_check_interval_ms: parse_number(&raw, "log.retention.check.interval.ms")?,
             segment_preallocate_bytes: parse_number(&raw, "log.segment.preallocate.bytes")?,
-            writeback_interval_bytes: parse_number(&raw, "log.writeback.interval.bytes")?,
+            writeback,
             flush_interval_ms,
             offsets_topic_num_partitions: group.offsets_topic_num_partitions,
             offsets_topic_replication_factor: parse_number(&raw, "offsets.topic.replication.factor")?,
@@ -632,7 +641,7 @@ mod tests {
         assert_eq!(config.log_defaults.get("retention.ms").map(String::as_str), Some("604800000"));
         assert!(config.auto_create_topics_enable);
         assert_eq!(config.segment_preallocate_bytes, silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES);
-        assert_eq!(config.writeback_interval_bytes, silt_broker::writeback::DEFAULT_WRITEBACK_INTERVAL_BYTES);
+        assert_eq!(config.writeback, silt_broker::writeback::WritebackConfig::default());
     }
 
     #[test]
@@ -658,6 +667,11 @@ mod tests {
         assert!(error.to_string().contains("num.partitions"), "{error}");
         let unknown = ServeArgs { overrides: vec!["no.such.thing=1".to_string()], ..ServeArgs::default() };
         assert!(matches!(BrokerConfig::load(&unknown), Err(ConfigError::UnknownSetting(_))));
+        let too_close = ServeArgs { overrides: vec!["log.writeback.drop.behind.bytes=4194304".to_string()], ..ServeArgs::default() };
+        let error = BrokerConfig::load(&too_close).expect_err("a window inside writeback's reach");
+        assert!(error.to_string().contains("log.writeback.drop.behind.bytes"), "{error}");
+        let off = ServeArgs { overrides: vec!["log.writeback.drop.behind.bytes=0".to_string()], ..ServeArgs::default() };
+        assert_eq!(BrokerConfig::load(&off).expect("0 turns dropping off").writeback.drop_behind_bytes, 0);
     }
 
     #[test]

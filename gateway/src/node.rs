@@ -98,7 +98,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         log_defaults: config.log_defaults.clone(),
         replica_lag_time_max_ms: i64::try_from(config.replica_lag_time_max_ms).unwrap_or(i64::MAX),
         preallocate_max_bytes: config.segment_preallocate_bytes,
-        writeback_interval_bytes: config.writeback_interval_bytes,
+        writeback: config.writeback,
     });
     replica_manager.set_isr_updater(Arc::new(ControllerIsrUpdater::new(controller.clone(), config.node_id)));
     replica_manager.apply_metadata(&controller.metadata()).await?;

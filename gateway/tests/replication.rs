@@ -85,7 +85,7 @@ fn replica_manager(dir: &std::path::Path, broker_id: BrokerId) -> Arc<ReplicaMan
         log_defaults: BTreeMap::new(),
         replica_lag_time_max_ms: 30_000,
         preallocate_max_bytes: silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES,
-        writeback_interval_bytes: silt_broker::writeback::DEFAULT_WRITEBACK_INTERVAL_BYTES,
+        writeback: silt_broker::writeback::WritebackConfig::default(),
     })
 }
 

@@ -122,7 +122,7 @@ impl Cluster {
             log_defaults: BTreeMap::new(),
             replica_lag_time_max_ms: silt_broker::replica_manager::DEFAULT_REPLICA_LAG_TIME_MAX_MS,
             preallocate_max_bytes: silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES,
-            writeback_interval_bytes: silt_broker::writeback::DEFAULT_WRITEBACK_INTERVAL_BYTES,
+            writeback: silt_broker::writeback::WritebackConfig::default(),
         });
         replica_manager.apply_metadata(&controller.metadata()).await.expect("apply metadata");
         let (store, prefix) = open_object_store(store_config).await.expect("object store");

@@ -1,0 +1,74 @@
+//! Threads that do the log's housekeeping: starting writeback, allocating standby
+//! segment files, fsyncing rolled segments.
+//!
+//! They run at a lower CPU priority (nice [`BACKGROUND_NICE`]) than the threads
+//! serving requests. On a machine with few cores, six partitions rolling at once put
+//! six fsyncs and their index writes on the CPUs next to the produce path; at the
+//! default priority the request threads then wait, runnable, for as long as that work
+//! runs. Their I/O is not affected: it is issued by the same syscalls, only scheduled
+//! later when the CPUs are busy.
+
+use std::io;
+use std::thread::JoinHandle;
+
+use tracing::debug;
+
+/// Nice value of background threads (request threads keep the process's, usually 0).
+/// Linux gives a nice-10 thread about a tenth of a nice-0 thread's CPU share while
+/// both are runnable.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Starts a thread named `name` that lowers its own CPU priority to
+/// [`BACKGROUND_NICE`] and then runs `work`.
+///
+/// # Errors
+/// The thread could not be created. Failing to lower the priority is not an
+/// error: the work then runs at the default priority.
+pub fn spawn<T, F>(name: String, work: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new().name(name).spawn(move || {
+        lower_priority();
+        work()
+    })
+}
+
+/// Raises the calling thread's nice value to [`BACKGROUND_NICE`] unless it is
+/// higher already (a broker started under `nice -n 15` keeps 15). On Linux the nice
+/// value belongs to the thread, not the process (setpriority(2), NOTES).
+fn lower_priority() {
+    let thread = Some(rustix::thread::gettid());
+    let lowered = rustix::process::getpriority_process(thread).and_then(|nice| {
+        if nice < BACKGROUND_NICE {
+            rustix::process::setpriority_process(thread, BACKGROUND_NICE)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(error) = lowered {
+        debug!(%error, "could not lower a background thread's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_threads_run_at_the_lower_priority() {
+        let own_before = rustix::process::getpriority_process(None).expect("getpriority");
+        let nice = spawn("silt-test-background".to_string(), || {
+            rustix::process::getpriority_process(None)
+        })
+        .expect("spawn")
+        .join()
+        .expect("join")
+        .expect("getpriority");
+        assert_eq!(nice, own_before.max(BACKGROUND_NICE));
+        // The thread that spawned it keeps its own priority.
+        let own_after = rustix::process::getpriority_process(None).expect("getpriority");
+        assert_eq!(own_after, own_before);
+    }
+}

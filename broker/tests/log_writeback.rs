@@ -1,0 +1,121 @@
+//! Writeback of appended data and dropping it from the page cache behind the end of
+//! the active segment: pages far enough behind leave the cache once written back, the
+//! log's cache stays the window's size, and every record still reads back (from disk).
+//! Residency is measured with `fincore` (util-linux).
+
+mod log_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use log_support::{BatchSpec, offsets_and_values, open, small_segments};
+use silt_broker::log::PartitionLog;
+use silt_broker::writeback::WritebackConfig;
+
+const RECORDS_PER_BATCH: usize = 4;
+const VALUE_BYTES: usize = 16 * 1024;
+const BATCHES: i64 = 160;
+const INTERVAL: u64 = 256 * 1024;
+const DROP_BEHIND: u64 = 1024 * 1024;
+
+fn spec(index: i64) -> BatchSpec {
+    BatchSpec::new(RECORDS_PER_BATCH, 1_000 + index)
+        .value_size(VALUE_BYTES)
+        .tag(&format!("w{index}"))
+}
+
+/// Appends `BATCHES` batches of 64 KiB (10 MiB) to one segment, fsyncing every 8 so
+/// that what is dropped is clean by then; returns the log and its segment file.
+fn written_log(dir: &Path, writeback: WritebackConfig) -> (PartitionLog, std::path::PathBuf) {
+    let mut log = open(dir, small_segments(64 * 1024 * 1024));
+    log.set_writeback(writeback);
+    for index in 0..BATCHES {
+        let _info = log
+            .append_as_leader(&spec(index).encode(), 0, 5_000)
+            .expect("append");
+        if index % 8 == 7 {
+            log.flush().expect("flush");
+        }
+    }
+    log.flush().expect("flush");
+    (log, dir.join(format!("{:020}.log", 0)))
+}
+
+/// Bytes of `path` in the page cache.
+fn resident_bytes(path: &Path) -> u64 {
+    let output = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(output.status.success(), "fincore failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("fincore printed {output:?}"))
+}
+
+fn expected() -> Vec<(i64, Vec<u8>)> {
+    (0..BATCHES)
+        .flat_map(|index| {
+            let spec = spec(index);
+            (0..RECORDS_PER_BATCH).map(move |record| {
+                (
+                    index * RECORDS_PER_BATCH as i64 + record as i64,
+                    spec.value(record),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn pages_behind_the_window_leave_the_cache_and_every_record_still_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, segment) = written_log(
+        dir.path(),
+        WritebackConfig {
+            interval_bytes: INTERVAL,
+            drop_behind_bytes: DROP_BEHIND,
+        },
+    );
+    let size = std::fs::metadata(&segment).expect("segment").len();
+    assert!(size > 10 * 1024 * 1024, "segment holds {size} bytes");
+    // The window, the interval the last request may have left, and one batch of
+    // rounding; far below the 10 MiB written.
+    let bound = DROP_BEHIND + 2 * INTERVAL + 64 * 1024;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut resident = resident_bytes(&segment);
+    while resident > bound && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        resident = resident_bytes(&segment);
+    }
+    assert!(
+        resident <= bound,
+        "{resident} of {size} bytes still cached; at most {bound} expected"
+    );
+    // Dropping cached copies loses nothing: every record reads back, in order.
+    assert_eq!(offsets_and_values(&log, 1024 * 1024), expected());
+}
+
+#[test]
+fn with_dropping_off_appended_pages_stay_cached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, segment) = written_log(
+        dir.path(),
+        WritebackConfig {
+            interval_bytes: INTERVAL,
+            drop_behind_bytes: 0,
+        },
+    );
+    // Give the writeback thread time to act on every request.
+    std::thread::sleep(Duration::from_millis(300));
+    let size = std::fs::metadata(&segment).expect("segment").len();
+    let resident = resident_bytes(&segment);
+    assert!(
+        resident * 10 >= size * 9,
+        "only {resident} of {size} bytes cached with dropping off"
+    );
+    assert_eq!(offsets_and_values(&log, 1024 * 1024), expected());
+}
