@@ -61,3 +61,44 @@ fn disk_reports_a_bandwidth() -> Result<()> {
     ensure!(std::fs::read_dir(dir.path())?.next().is_none(), "scratch file left behind");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_paces_at_half_the_measured_maximum_and_deletes_its_full_speed_topic() -> Result<()> {
+    let silt = SiltProcess::start()?;
+    let report = bench_json(
+        &silt,
+        &[
+            "latency", "--topic", "lat-smoke", "--partitions", "2", "--count", "2000", "--max-count", "3000", "--max-runs", "2",
+            "--runs", "2", "--record-size", "100", "--warmup-records", "100", "--settle-secs", "0", "--linger-ms", "1",
+        ],
+    )?;
+    let max_rates: Vec<f64> = report.get("max_rates").and_then(Value::as_array).context("max_rates missing")?.iter().filter_map(Value::as_f64).collect();
+    ensure!(max_rates.len() == 2 && max_rates.iter().all(|rate| *rate > 0.0), "full-speed runs {report}");
+    let max_rate = number(&report, "max_rate")?;
+    ensure!(max_rates.iter().all(|rate| *rate <= max_rate) && max_rates.contains(&max_rate), "max_rate is not the highest: {report}");
+    let offered = number(&report, "offered_rate")?;
+    ensure!(offered == (max_rate * 0.5).round(), "offered {offered} for a maximum of {max_rate}");
+    let runs = report.get("runs").and_then(Value::as_array).context("runs missing")?;
+    ensure!(runs.len() == 2, "paced runs {report}");
+    let mut under = 0;
+    for run in runs {
+        ensure!(number(run, "records")? == 2000.0 && number(run, "failed")? == 0.0, "paced run {run}");
+        ensure!(number(run, "target_rate")? == offered, "paced run not at the offered rate: {run}");
+        let p99 = number(run.get("produce_latency_ms").context("latency missing")?, "p99")?;
+        if p99 < number(&report, "p99_target_ms")? {
+            under += 1;
+        }
+    }
+    ensure!(number(&report, "runs_under_target")? == f64::from(under), "runs_under_target does not match the runs: {report}");
+
+    // The full-speed topic is gone; the paced one holds every record.
+    let topics = silt.cli_ok(&["topics", "list"])?;
+    ensure!(topics.lines().any(|line| line.split_whitespace().next() == Some("lat-smoke")) && !topics.contains("lat-smoke-max"), "topics after the run:\n{topics}");
+    let consume = bench_json(&silt, &["consume", "--topic", "lat-smoke"])?;
+    ensure!(number(&consume, "records")? == 2.0 * 2100.0, "paced topic holds {consume}");
+
+    // The rate is found, not given.
+    let given = silt.cli(&["bench", "latency", "--rate", "5"])?;
+    ensure!(!given.status.success() && String::from_utf8_lossy(&given.stderr).contains("--fraction"), "a given --rate was accepted: {given:?}");
+    Ok(())
+}
