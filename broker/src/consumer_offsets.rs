@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use bytes::Buf;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use bytes::Buf;
 use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchDecoder,
-    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record,
+    RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use crate::group_coordinator::{GroupError, OffsetsLog};
@@ -59,17 +59,26 @@ impl ConsumerOffsetsLog {
             })
             .collect();
         let mut buffer = BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-        RecordBatchEncoder::encode(&mut buffer, records.iter(), &options)
-            .map_err(|error| GroupError::Storage(format!("encoding a __consumer_offsets batch: {error}")))?;
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buffer, records.iter(), &options).map_err(|error| {
+            GroupError::Storage(format!("encoding a __consumer_offsets batch: {error}"))
+        })?;
         Ok(buffer.freeze())
     }
 
     async fn replay(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, GroupError> {
         let storage_error = |error: crate::replica_manager::PartitionError| {
-            GroupError::Storage(format!("reading {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}"))
+            GroupError::Storage(format!(
+                "reading {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}"
+            ))
         };
-        let Some(hosted) = self.replica_manager.partition(CONSUMER_OFFSETS_TOPIC, partition) else {
+        let Some(hosted) = self
+            .replica_manager
+            .partition(CONSUMER_OFFSETS_TOPIC, partition)
+        else {
             return Ok(Vec::new());
         };
         let mut records = Vec::new();
@@ -77,7 +86,14 @@ impl ConsumerOffsetsLog {
         loop {
             let read = self
                 .replica_manager
-                .read_records(CONSUMER_OFFSETS_TOPIC, partition, next_offset, -1, REPLAY_READ_BYTES, true)
+                .read_records(
+                    CONSUMER_OFFSETS_TOPIC,
+                    partition,
+                    next_offset,
+                    -1,
+                    REPLAY_READ_BYTES,
+                    true,
+                )
                 .await
                 .map_err(storage_error)?;
             if read.records.is_empty() {
@@ -104,24 +120,41 @@ impl ConsumerOffsetsLog {
 }
 
 impl OffsetsLog for ConsumerOffsetsLog {
-    fn append(&self, partition: i32, records: Vec<(Bytes, Option<Bytes>)>) -> BoxFuture<'_, Result<(), GroupError>> {
+    fn append(
+        &self,
+        partition: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> BoxFuture<'_, Result<(), GroupError>> {
         Box::pin(async move {
             let batch = Self::encode_batch(records)?;
             let storage_error = |error: crate::replica_manager::PartitionError| {
-                GroupError::Storage(format!("appending to {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}"))
+                GroupError::Storage(format!(
+                    "appending to {CONSUMER_OFFSETS_TOPIC}-{partition}: {error}"
+                ))
             };
-            let appended =
-                self.replica_manager.append_records(CONSUMER_OFFSETS_TOPIC, partition, batch, -1).await.map_err(storage_error)?;
+            let appended = self
+                .replica_manager
+                .append_records(CONSUMER_OFFSETS_TOPIC, partition, batch, -1)
+                .await
+                .map_err(storage_error)?;
             // Like acks=all: a commit is answered once the ISR has it.
             self.replica_manager
-                .wait_for_high_watermark(CONSUMER_OFFSETS_TOPIC, partition, appended.last_offset + 1, OFFSETS_COMMIT_TIMEOUT)
+                .wait_for_high_watermark(
+                    CONSUMER_OFFSETS_TOPIC,
+                    partition,
+                    appended.last_offset + 1,
+                    OFFSETS_COMMIT_TIMEOUT,
+                )
                 .await
                 .map_err(storage_error)?;
             Ok(())
         })
     }
 
-    fn read_all(&self, partition: i32) -> BoxFuture<'_, Result<Vec<(Bytes, Option<Bytes>)>, GroupError>> {
+    fn read_all(
+        &self,
+        partition: i32,
+    ) -> BoxFuture<'_, Result<Vec<(Bytes, Option<Bytes>)>, GroupError>> {
         Box::pin(self.replay(partition))
     }
 }

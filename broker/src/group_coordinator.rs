@@ -195,18 +195,32 @@ impl GroupCoordinator {
     /// next call retries it.
     pub async fn sync_leadership(&self, led: &BTreeSet<i32>) -> Result<(), GroupError> {
         let _loading = self.loading.lock().await;
-        let resigned: Vec<i32> = self.owned.read().keys().filter(|partition| !led.contains(partition)).copied().collect();
+        let resigned: Vec<i32> = self
+            .owned
+            .read()
+            .keys()
+            .filter(|partition| !led.contains(partition))
+            .copied()
+            .collect();
         for partition in resigned {
             let _ = self.owned.write().remove(&partition);
             let dropped: Vec<GroupHandle> = {
                 let mut groups = self.groups.write();
-                let ids: Vec<String> = groups.keys().filter(|id| self.partition_for(id) == partition).cloned().collect();
+                let ids: Vec<String> = groups
+                    .keys()
+                    .filter(|id| self.partition_for(id) == partition)
+                    .cloned()
+                    .collect();
                 ids.iter().filter_map(|id| groups.remove(id)).collect()
             };
             for handle in &dropped {
                 membership::fail_waiting_members(&mut handle.lock(), ResponseError::NotCoordinator);
             }
-            info!(partition, groups = dropped.len(), "resigned as coordinator of a __consumer_offsets partition");
+            info!(
+                partition,
+                groups = dropped.len(),
+                "resigned as coordinator of a __consumer_offsets partition"
+            );
         }
         let mut first_error = None;
         for partition in led.iter().copied() {
@@ -218,7 +232,10 @@ impl GroupCoordinator {
                 Ok(groups) => {
                     let _ = self.owned.write().insert(partition, PartitionLoad::Loaded);
                     if groups > 0 {
-                        info!(partition, groups, "loaded groups of a __consumer_offsets partition");
+                        info!(
+                            partition,
+                            groups, "loaded groups of a __consumer_offsets partition"
+                        );
                     }
                 }
                 Err(error) => {
@@ -585,13 +602,29 @@ mod tests {
     }
 
     impl OffsetsLog for MemoryLog {
-        fn append(&self, partition: i32, records: Vec<OffsetsRecord>) -> BoxFuture<'_, Result<(), GroupError>> {
-            self.partitions.lock().entry(partition).or_default().extend(records);
+        fn append(
+            &self,
+            partition: i32,
+            records: Vec<OffsetsRecord>,
+        ) -> BoxFuture<'_, Result<(), GroupError>> {
+            self.partitions
+                .lock()
+                .entry(partition)
+                .or_default()
+                .extend(records);
             Box::pin(async { Ok(()) })
         }
 
-        fn read_all(&self, partition: i32) -> BoxFuture<'_, Result<Vec<OffsetsRecord>, GroupError>> {
-            let records = self.partitions.lock().get(&partition).cloned().unwrap_or_default();
+        fn read_all(
+            &self,
+            partition: i32,
+        ) -> BoxFuture<'_, Result<Vec<OffsetsRecord>, GroupError>> {
+            let records = self
+                .partitions
+                .lock()
+                .get(&partition)
+                .cloned()
+                .unwrap_or_default();
             Box::pin(async move { Ok(records) })
         }
     }
@@ -600,35 +633,53 @@ mod tests {
         OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
             .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str("orders")))
-                .with_partitions(vec![OffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(offset)])])
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset),
+                    ]),
+            ])
     }
 
     fn fetch(group: &str) -> OffsetFetchRequest {
         OffsetFetchRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str("orders")))
-                .with_partition_indexes(vec![0])]))
+            .with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partition_indexes(vec![0]),
+            ]))
     }
 
     #[tokio::test]
     async fn leadership_moves_groups_between_coordinators() {
         let log = Arc::new(MemoryLog::default());
-        let config = GroupConfig { offsets_topic_num_partitions: 4, ..GroupConfig::default() };
+        let config = GroupConfig {
+            offsets_topic_num_partitions: 4,
+            ..GroupConfig::default()
+        };
         let first = GroupCoordinator::new(log.clone(), config.clone());
         let group = "payments";
         let partition = first.partition_for(group);
         let other = (partition + 1) % 4;
 
-        first.sync_leadership(&BTreeSet::from([other])).await.expect("sync");
+        first
+            .sync_leadership(&BTreeSet::from([other]))
+            .await
+            .expect("sync");
         let refused = first.offset_commit(commit(group, 42), 8).await;
-        assert_eq!(refused.topics[0].partitions[0].error_code, ResponseError::NotCoordinator.code());
+        assert_eq!(
+            refused.topics[0].partitions[0].error_code,
+            ResponseError::NotCoordinator.code()
+        );
 
-        first.sync_leadership(&BTreeSet::from([partition])).await.expect("sync");
+        first
+            .sync_leadership(&BTreeSet::from([partition]))
+            .await
+            .expect("sync");
         let committed = first.offset_commit(commit(group, 42), 8).await;
         assert_eq!(committed.topics[0].partitions[0].error_code, 0);
         assert!(first.is_coordinator_for(group));
@@ -636,9 +687,15 @@ mod tests {
         // Resigning drops the group; the broker that takes over replays it from the log.
         first.sync_leadership(&BTreeSet::new()).await.expect("sync");
         assert!(!first.is_coordinator_for(group));
-        assert_eq!(first.offset_fetch(fetch(group), 5).await.error_code, ResponseError::NotCoordinator.code());
+        assert_eq!(
+            first.offset_fetch(fetch(group), 5).await.error_code,
+            ResponseError::NotCoordinator.code()
+        );
         let second = GroupCoordinator::new(log, config);
-        second.sync_leadership(&BTreeSet::from([partition])).await.expect("sync");
+        second
+            .sync_leadership(&BTreeSet::from([partition]))
+            .await
+            .expect("sync");
         let fetched = second.offset_fetch(fetch(group), 5).await;
         assert_eq!(fetched.error_code, 0);
         assert_eq!(fetched.topics[0].partitions[0].committed_offset, 42);

@@ -24,7 +24,6 @@ pub use crate::error::LogError;
 use crate::log_config::LogConfig;
 use crate::offset_index::remove_if_exists;
 use crate::preallocate::{AppendRate, STANDBY_FILE_NAME, Standby};
-use crate::writeback::{WritebackConfig, WritebackState};
 use crate::producer_state::{
     BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
     write_file_atomically, write_file_replacing,
@@ -37,6 +36,7 @@ use crate::segment::{
     INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, TIME_INDEX_FILE_SUFFIX, offset_file_path,
     parse_offset_file_name,
 };
+use crate::writeback::{WritebackConfig, WritebackState};
 
 /// Marker written by [`PartitionLog::close`], removed by [`PartitionLog::open`].
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -658,7 +658,11 @@ impl PartitionLog {
     ///
     /// # Errors
     /// Writing the checkpoint failed.
-    pub fn assign_epoch_start_offset(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
+    pub fn assign_epoch_start_offset(
+        &mut self,
+        epoch: i32,
+        start_offset: i64,
+    ) -> Result<(), LogError> {
         if self.epoch_cache.assign(epoch, start_offset) {
             info!(topic = %self.topic, partition = self.partition, epoch, start_offset, "new leader epoch in log");
             self.epoch_cache.write()?;
@@ -905,7 +909,8 @@ impl PartitionLog {
     /// and the next segment's file ahead of the roll (see [`crate::preallocate`]); 0
     /// turns it off.
     pub fn set_preallocation(&mut self, max_ahead_bytes: u64) {
-        self.preallocation = (max_ahead_bytes > 0).then(|| (max_ahead_bytes, AppendRate::default()));
+        self.preallocation =
+            (max_ahead_bytes > 0).then(|| (max_ahead_bytes, AppendRate::default()));
     }
 
     /// Starts writeback of the active segment's data every `config.interval_bytes`
@@ -926,7 +931,9 @@ impl PartitionLog {
         let Some(active) = self.segments.values().next_back() else {
             return;
         };
-        if let Err(error) = writeback.after_append(active.base_offset(), active.size(), || active.try_clone_log_file()) {
+        if let Err(error) = writeback.after_append(active.base_offset(), active.size(), || {
+            active.try_clone_log_file()
+        }) {
             warn!(topic = %self.topic, partition = self.partition, %error, "opening the segment for writeback failed; the kernel writes it back on its own");
             self.writeback = None;
         }
@@ -955,7 +962,11 @@ impl PartitionLog {
         let active_half_full = active.size() >= self.config.segment_bytes / 2;
         if self.standby.is_none() && (!allocation_started || active_half_full) {
             let bytes = ahead.min(self.config.segment_bytes);
-            match Standby::prepare(&self.dir, bytes, format!("silt-standby-{}-{}", self.topic, self.partition)) {
+            match Standby::prepare(
+                &self.dir,
+                bytes,
+                format!("silt-standby-{}-{}", self.topic, self.partition),
+            ) {
                 Ok(standby) => self.standby = Some(standby),
                 Err(error) => {
                     warn!(topic = %self.topic, partition = self.partition, %error, "could not start allocating the next segment; preallocation is off for this log");
@@ -987,7 +998,14 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         if let Some(standby) = self.standby.take_if(|standby| standby.is_finished()) {
             match standby.finish() {
-                Ok((path, bytes)) => match LogSegment::create_from_standby(&self.dir, base_offset, interval, now_ms, &path, bytes) {
+                Ok((path, bytes)) => match LogSegment::create_from_standby(
+                    &self.dir,
+                    base_offset,
+                    interval,
+                    now_ms,
+                    &path,
+                    bytes,
+                ) {
                     Ok(segment) => {
                         metrics::counter!("silt_log_standby_segments_total").increment(1);
                         return Ok(segment);
@@ -1109,7 +1127,8 @@ impl PartitionLog {
         let aged = time_waited > self.config.segment_ms;
         // A fast partition's segment that was never allocated ahead rolls into the
         // standby file once it is ready (see `preallocate_ahead`).
-        let into_standby = self.preallocation.is_some() && !active.allocation_started() && self.standby_ready();
+        let into_standby =
+            self.preallocation.is_some() && !active.allocation_started() && self.standby_ready();
         let overflows = last.last_offset() - active.base_offset() > i64::from(i32::MAX)
             || size_after > u64::from(u32::MAX);
         if active.is_empty() {
@@ -1218,7 +1237,9 @@ impl PartitionLog {
             if !wait && !flush.thread.is_finished() {
                 break;
             }
-            let Some(flush) = self.background_flushes.pop_front() else { break };
+            let Some(flush) = self.background_flushes.pop_front() else {
+                break;
+            };
             match flush.thread.join() {
                 Ok(Ok(())) if flush.truncations == self.truncations => {
                     let durable = flush.up_to.min(self.log_end_offset);
@@ -1232,11 +1253,16 @@ impl PartitionLog {
                     metrics::counter!("silt_log_flush_errors_total").increment(1);
                     warn!(topic = %self.topic, partition = self.partition, up_to = flush.up_to, %error, "fsync of a rolled segment failed; it will be recovered after a crash");
                 }
-                Err(_) => warn!(topic = %self.topic, partition = self.partition, "segment flush thread panicked"),
+                Err(_) => {
+                    warn!(topic = %self.topic, partition = self.partition, "segment flush thread panicked")
+                }
             }
         }
         if advanced
-            && let Err(error) = write_offset_checkpoint_unsynced(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)
+            && let Err(error) = write_offset_checkpoint_unsynced(
+                &self.dir.join(RECOVERY_POINT_FILE),
+                self.recovery_point,
+            )
         {
             warn!(topic = %self.topic, partition = self.partition, %error, "writing the recovery point checkpoint failed");
         }
@@ -1450,7 +1476,9 @@ impl PartitionLog {
     /// Largest record timestamp of the segment starting at `base_offset`
     /// (ms, -1 when no batch carries one), if the segment exists.
     pub fn segment_max_timestamp(&self, base_offset: i64) -> Option<i64> {
-        self.segments.get(&base_offset).map(LogSegment::max_timestamp)
+        self.segments
+            .get(&base_offset)
+            .map(LogSegment::max_timestamp)
     }
 
     /// Total size in bytes of the segments holding offsets at or after

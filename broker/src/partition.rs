@@ -125,7 +125,10 @@ impl Partition {
             log_start_offset: AtomicI64::new(log_start_offset),
             checkpointed_high_watermark: AtomicI64::new(-1),
             min_insync_replicas: AtomicI32::new(1),
-            replicas: Mutex::new(ReplicaSet { leader_high_watermark: -1, ..ReplicaSet::default() }),
+            replicas: Mutex::new(ReplicaSet {
+                leader_high_watermark: -1,
+                ..ReplicaSet::default()
+            }),
             state_changed: Notify::new(),
         }
     }
@@ -140,18 +143,30 @@ impl Partition {
     /// change resets the follower states: their offsets are unknown until they fetch.
     /// An assignment older than the applied one (lower leader epoch, or same leader
     /// epoch and lower partition epoch) is ignored.
-    pub fn apply_assignment(&self, assignment: &PartitionAssignment, now_ms: i64) -> AssignmentChange {
+    pub fn apply_assignment(
+        &self,
+        assignment: &PartitionAssignment,
+        now_ms: i64,
+    ) -> AssignmentChange {
         let mut replica_set = self.replicas.lock();
         let previous_epoch = self.leader_epoch();
         let previous_partition_epoch = self.partition_epoch();
         let stale = assignment.leader_epoch < previous_epoch
-            || (assignment.leader_epoch == previous_epoch && assignment.partition_epoch < previous_partition_epoch);
+            || (assignment.leader_epoch == previous_epoch
+                && assignment.partition_epoch < previous_partition_epoch);
         if stale {
-            return AssignmentChange { leadership_changed: false, became_leader: false, stale: true };
+            return AssignmentChange {
+                leadership_changed: false,
+                became_leader: false,
+                stale: true,
+            };
         }
-        let leadership_changed = assignment.leader_epoch != previous_epoch || assignment.leader != self.leader();
-        self.leader_epoch.store(assignment.leader_epoch, Ordering::Release);
-        self.partition_epoch.store(assignment.partition_epoch, Ordering::Release);
+        let leadership_changed =
+            assignment.leader_epoch != previous_epoch || assignment.leader != self.leader();
+        self.leader_epoch
+            .store(assignment.leader_epoch, Ordering::Release);
+        self.partition_epoch
+            .store(assignment.partition_epoch, Ordering::Release);
         self.leader.store(assignment.leader, Ordering::Release);
         replica_set.replicas = assignment.replicas.clone();
         replica_set.isr = assignment.isr.clone();
@@ -168,8 +183,14 @@ impl Partition {
         if is_leader {
             let local = self.local_broker_id;
             let isr = assignment.isr.clone();
-            replica_set.followers.retain(|replica, _| assignment.replicas.contains(replica));
-            for replica in assignment.replicas.iter().filter(|replica| **replica != local) {
+            replica_set
+                .followers
+                .retain(|replica, _| assignment.replicas.contains(replica));
+            for replica in assignment
+                .replicas
+                .iter()
+                .filter(|replica| **replica != local)
+            {
                 let _ = replica_set
                     .followers
                     .entry(*replica)
@@ -179,7 +200,11 @@ impl Partition {
         self.update_high_watermark(&replica_set);
         drop(replica_set);
         self.state_changed.notify_waiters();
-        AssignmentChange { leadership_changed, became_leader: leadership_changed && is_leader, stale: false }
+        AssignmentChange {
+            leadership_changed,
+            became_leader: leadership_changed && is_leader,
+            stale: false,
+        }
     }
 
     /// Marks the partition as no longer hosted here (deleted or reassigned): it has no
@@ -191,7 +216,8 @@ impl Partition {
 
     /// Mirrors the topic's `min.insync.replicas`.
     pub fn set_min_insync_replicas(&self, min_insync_replicas: i32) {
-        self.min_insync_replicas.store(min_insync_replicas, Ordering::Release);
+        self.min_insync_replicas
+            .store(min_insync_replicas, Ordering::Release);
     }
 
     /// The topic's `min.insync.replicas` as last applied.
@@ -276,7 +302,8 @@ impl Partition {
     /// Refreshes the cached offsets after the log changed and recomputes the high
     /// watermark; [`Partition::update_log`] calls it under the log lock.
     fn refresh_offsets(&self, log_start_offset: i64, log_end_offset: i64) {
-        self.log_start_offset.store(log_start_offset, Ordering::Release);
+        self.log_start_offset
+            .store(log_start_offset, Ordering::Release);
         self.log_end_offset.store(log_end_offset, Ordering::Release);
         let replica_set = self.replicas.lock();
         self.update_high_watermark(&replica_set);
@@ -302,17 +329,29 @@ impl Partition {
         let new_high_watermark = if leader == self.local_broker_id {
             let mut effective_isr = replica_set.isr.clone();
             if let Some(pending) = &replica_set.pending_isr {
-                effective_isr.extend(pending.iter().filter(|replica| !replica_set.isr.contains(replica)));
+                effective_isr.extend(
+                    pending
+                        .iter()
+                        .filter(|replica| !replica_set.isr.contains(replica)),
+                );
             }
-            replication::leader_high_watermark(current, leader, log_end_offset, &effective_isr, &replica_set.followers)
+            replication::leader_high_watermark(
+                current,
+                leader,
+                log_end_offset,
+                &effective_isr,
+                &replica_set.followers,
+            )
         } else if leader >= 0 && replica_set.leader_high_watermark >= 0 {
             replica_set.leader_high_watermark.min(log_end_offset)
         } else {
             current.min(log_end_offset)
         };
-        let new_high_watermark = new_high_watermark.max(self.log_start_offset().min(log_end_offset));
+        let new_high_watermark =
+            new_high_watermark.max(self.log_start_offset().min(log_end_offset));
         if new_high_watermark != current {
-            self.high_watermark.store(new_high_watermark, Ordering::Release);
+            self.high_watermark
+                .store(new_high_watermark, Ordering::Release);
             self.state_changed.notify_waiters();
         }
         debug_assert!(self.high_watermark() <= self.log_end_offset());
@@ -348,7 +387,12 @@ impl Partition {
         (true, expansion)
     }
 
-    fn expansion_for(&self, replica_set: &mut ReplicaSet, replica_id: BrokerId, now_ms: i64) -> Option<IsrChangeRequest> {
+    fn expansion_for(
+        &self,
+        replica_set: &mut ReplicaSet,
+        replica_id: BrokerId,
+        now_ms: i64,
+    ) -> Option<IsrChangeRequest> {
         if replica_set.isr.contains(&replica_id)
             || replica_set.pending_isr.is_some()
             || now_ms < replica_set.isr_change_not_before_ms
@@ -356,7 +400,11 @@ impl Partition {
             return None;
         }
         let follower_log_end_offset = replica_set.followers.get(&replica_id)?.log_end_offset;
-        if !replication::is_follower_in_sync(follower_log_end_offset, self.high_watermark(), replica_set.leader_epoch_start_offset) {
+        if !replication::is_follower_in_sync(
+            follower_log_end_offset,
+            self.high_watermark(),
+            replica_set.leader_epoch_start_offset,
+        ) {
             return None;
         }
         let mut new_isr = replica_set.isr.clone();
@@ -364,7 +412,12 @@ impl Partition {
         Some(self.begin_isr_change(replica_set, new_isr, true))
     }
 
-    fn begin_isr_change(&self, replica_set: &mut ReplicaSet, new_isr: Vec<BrokerId>, expand: bool) -> IsrChangeRequest {
+    fn begin_isr_change(
+        &self,
+        replica_set: &mut ReplicaSet,
+        new_isr: Vec<BrokerId>,
+        expand: bool,
+    ) -> IsrChangeRequest {
         replica_set.pending_isr = Some(new_isr.clone());
         IsrChangeRequest {
             topic_id: self.topic_id,
@@ -398,12 +451,23 @@ impl Partition {
             lag_time_max_ms,
         );
         if !lagging.is_empty() {
-            let new_isr: Vec<BrokerId> = replica_set.isr.iter().copied().filter(|replica| !lagging.contains(replica)).collect();
+            let new_isr: Vec<BrokerId> = replica_set
+                .isr
+                .iter()
+                .copied()
+                .filter(|replica| !lagging.contains(replica))
+                .collect();
             return Some(self.begin_isr_change(&mut replica_set, new_isr, false));
         }
-        let candidates: Vec<BrokerId> =
-            replica_set.followers.keys().copied().filter(|replica| !replica_set.isr.contains(replica)).collect();
-        candidates.into_iter().find_map(|replica| self.expansion_for(&mut replica_set, replica, now_ms))
+        let candidates: Vec<BrokerId> = replica_set
+            .followers
+            .keys()
+            .copied()
+            .filter(|replica| !replica_set.isr.contains(replica))
+            .collect();
+        candidates
+            .into_iter()
+            .find_map(|replica| self.expansion_for(&mut replica_set, replica, now_ms))
     }
 
     /// Finishes the in-flight ISR change at `now_ms`: applies the controller's answer,
@@ -431,11 +495,13 @@ impl Partition {
     /// The high watermark if it changed since the last [`Self::mark_high_watermark_checkpointed`].
     pub fn high_watermark_to_checkpoint(&self) -> Option<i64> {
         let high_watermark = self.high_watermark();
-        (self.checkpointed_high_watermark.load(Ordering::Acquire) != high_watermark).then_some(high_watermark)
+        (self.checkpointed_high_watermark.load(Ordering::Acquire) != high_watermark)
+            .then_some(high_watermark)
     }
 
     /// Records that `high_watermark` is on disk.
     pub fn mark_high_watermark_checkpointed(&self, high_watermark: i64) {
-        self.checkpointed_high_watermark.store(high_watermark, Ordering::Release);
+        self.checkpointed_high_watermark
+            .store(high_watermark, Ordering::Release);
     }
 }

@@ -71,7 +71,12 @@ pub trait RemoteLog: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// `OffsetOutOfRange` when no committed remote segment holds `offset`; `Storage`
     /// when the object store fails.
-    fn read<'a>(&'a self, partition: &'a RemotePartition, offset: i64, max_bytes: usize) -> BoxFuture<'a, Result<RemoteRead, RemoteLogError>>;
+    fn read<'a>(
+        &'a self,
+        partition: &'a RemotePartition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<RemoteRead, RemoteLogError>>;
 
     /// The first offset whose timestamp is >= `timestamp_ms` in remote segments, with that
     /// timestamp; `None` when every remote record is older.

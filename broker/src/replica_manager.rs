@@ -157,10 +157,14 @@ impl PartitionError {
     /// The Kafka error code for this error.
     pub fn kafka_error_code(&self) -> i16 {
         match self {
-            PartitionError::UnknownTopicOrPartition { .. } => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            PartitionError::UnknownTopicOrPartition { .. } => {
+                error_code::UNKNOWN_TOPIC_OR_PARTITION
+            }
             PartitionError::NotLeader { .. } => error_code::NOT_LEADER_OR_FOLLOWER,
             PartitionError::NotEnoughReplicas { .. } => error_code::NOT_ENOUGH_REPLICAS,
-            PartitionError::NotEnoughReplicasAfterAppend { .. } => error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+                error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            }
             PartitionError::RequestTimedOut { .. } => error_code::REQUEST_TIMED_OUT,
             PartitionError::NotAssignedReplica { .. } | PartitionError::NotFollower { .. } => {
                 error_code::NOT_LEADER_OR_FOLLOWER
@@ -228,7 +232,10 @@ where
 
 /// [`with_log`] for operations that change the log's offsets: they are published before
 /// the log lock is released ([`Partition::update_log`]).
-async fn with_log_refreshed<T, F>(partition: &Arc<Partition>, operation: F) -> Result<T, PartitionError>
+async fn with_log_refreshed<T, F>(
+    partition: &Arc<Partition>,
+    operation: F,
+) -> Result<T, PartitionError>
 where
     T: Send + 'static,
     F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
@@ -269,7 +276,11 @@ impl ReplicaManager {
     /// How often [`Self::run_isr_maintenance_loop`] should run: half of
     /// `replica.lag.time.max.ms`, as Kafka schedules its ISR expiration, at least 100 ms.
     pub fn isr_check_interval(&self) -> Duration {
-        Duration::from_millis(u64::try_from(self.config.replica_lag_time_max_ms / 2).unwrap_or(0).max(100))
+        Duration::from_millis(
+            u64::try_from(self.config.replica_lag_time_max_ms / 2)
+                .unwrap_or(0)
+                .max(100),
+        )
     }
 
     /// Attaches tiered storage: reads below a partition's local log start offset go to
@@ -279,14 +290,21 @@ impl ReplicaManager {
     }
 
     fn remote_partition(hosted: &Partition) -> RemotePartition {
-        RemotePartition { topic_id: hosted.topic_id, topic: hosted.topic.to_string(), partition: hosted.partition }
+        RemotePartition {
+            topic_id: hosted.topic_id,
+            topic: hosted.topic.to_string(),
+            partition: hosted.partition,
+        }
     }
 
     /// The partition's log start offset as clients see it: the first remote offset when
     /// older data lives in tiered storage, else the local log start offset.
     pub fn log_start_offset(&self, hosted: &Partition) -> i64 {
         let local = hosted.log_start_offset();
-        let remote = self.remote_log.get().and_then(|remote_log| remote_log.log_start_offset(&Self::remote_partition(hosted)));
+        let remote = self
+            .remote_log
+            .get()
+            .and_then(|remote_log| remote_log.log_start_offset(&Self::remote_partition(hosted)));
         match remote {
             Some(remote_start) => remote_start.min(local),
             None => local,
@@ -319,29 +337,52 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    fn require_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, PartitionError> {
+    fn require_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Partition>, PartitionError> {
         self.partition(topic, partition)
-            .ok_or_else(|| PartitionError::UnknownTopicOrPartition { topic: topic.to_string(), partition })
+            .ok_or_else(|| PartitionError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            })
     }
 
-    fn require_leader(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, PartitionError> {
+    fn require_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Partition>, PartitionError> {
         let hosted = self.require_partition(topic, partition)?;
         if hosted.leader() != self.config.broker_id {
-            return Err(PartitionError::NotLeader { topic: topic.to_string(), partition });
+            return Err(PartitionError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+            });
         }
         Ok(hosted)
     }
 
     /// Checks a client-supplied leader epoch (-1 = not given) against the partition's.
-    pub fn check_leader_epoch(partition: &Partition, requested_epoch: i32) -> Result<(), PartitionError> {
+    pub fn check_leader_epoch(
+        partition: &Partition,
+        requested_epoch: i32,
+    ) -> Result<(), PartitionError> {
         let current = partition.leader_epoch();
         if requested_epoch < 0 || requested_epoch == current {
             return Ok(());
         }
         if requested_epoch < current {
-            return Err(PartitionError::FencedLeaderEpoch { requested: requested_epoch, current });
+            return Err(PartitionError::FencedLeaderEpoch {
+                requested: requested_epoch,
+                current,
+            });
         }
-        Err(PartitionError::UnknownLeaderEpoch { requested: requested_epoch, current })
+        Err(PartitionError::UnknownLeaderEpoch {
+            requested: requested_epoch,
+            current,
+        })
     }
 
     /// The log dir a new partition goes to: the one with the fewest hosted partitions,
@@ -352,7 +393,12 @@ impl ReplicaManager {
         self.config
             .log_dirs
             .iter()
-            .min_by_key(|log_dir| partitions.values().filter(|hosted| hosted.dir.starts_with(log_dir.as_path())).count())
+            .min_by_key(|log_dir| {
+                partitions
+                    .values()
+                    .filter(|hosted| hosted.dir.starts_with(log_dir.as_path()))
+                    .count()
+            })
             .cloned()
             .unwrap_or_else(|| PathBuf::from("silt-data"))
     }
@@ -388,10 +434,12 @@ impl ReplicaManager {
                     }
                     Some(stale) => {
                         self.remove_partition(&key, &stale).await;
-                        self.open_partition(key, topic.topic_id, config.clone(), assignment).await?;
+                        self.open_partition(key, topic.topic_id, config.clone(), assignment)
+                            .await?;
                     }
                     None => {
-                        self.open_partition(key, topic.topic_id, config.clone(), assignment).await?;
+                        self.open_partition(key, topic.topic_id, config.clone(), assignment)
+                            .await?;
                     }
                 }
             }
@@ -406,7 +454,10 @@ impl ReplicaManager {
         for (key, hosted) in gone {
             self.remove_partition(&key, &hosted).await;
         }
-        if !self.orphans_removed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if !self
+            .orphans_removed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             self.remove_orphan_dirs(&wanted).await;
         }
         Ok(())
@@ -426,7 +477,8 @@ impl ReplicaManager {
         let preallocate_max_bytes = self.config.preallocate_max_bytes;
         let writeback = self.config.writeback;
         let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
-            let dir = existing_partition_dir(&log_dirs, &dir_name).unwrap_or_else(|| least_loaded.join(&dir_name));
+            let dir = existing_partition_dir(&log_dirs, &dir_name)
+                .unwrap_or_else(|| least_loaded.join(&dir_name));
             let mut log = PartitionLog::open(&dir, config, now_ms())?;
             log.set_preallocation(preallocate_max_bytes);
             log.set_writeback(writeback);
@@ -443,8 +495,14 @@ impl ReplicaManager {
             checkpointed_high_watermark.unwrap_or(log.log_start_offset())
         };
         info!(topic = %key.0, partition = key.1, dir = %dir.display(), log_end_offset = log.log_end_offset(), high_watermark = initial_high_watermark, "opened partition log");
-        let hosted =
-            Arc::new(Partition::new(Arc::clone(&key.0), key.1, topic_id, self.config.broker_id, log, initial_high_watermark));
+        let hosted = Arc::new(Partition::new(
+            Arc::clone(&key.0),
+            key.1,
+            topic_id,
+            self.config.broker_id,
+            log,
+            initial_high_watermark,
+        ));
         hosted.set_min_insync_replicas(min_insync_replicas);
         if let Some(checkpointed) = checkpointed_high_watermark {
             hosted.mark_high_watermark_checkpointed(checkpointed);
@@ -489,26 +547,38 @@ impl ReplicaManager {
         .await;
         match outcome {
             Ok(Ok(())) => info!(topic = %key.0, partition = key.1, "deleted partition log"),
-            Ok(Err(io_error)) => warn!(topic = %key.0, partition = key.1, error = %io_error, "could not delete partition log"),
-            Err(join_error) => warn!(topic = %key.0, partition = key.1, error = %join_error, "partition delete task failed"),
+            Ok(Err(io_error)) => {
+                warn!(topic = %key.0, partition = key.1, error = %io_error, "could not delete partition log")
+            }
+            Err(join_error) => {
+                warn!(topic = %key.0, partition = key.1, error = %join_error, "partition delete task failed")
+            }
         }
     }
 
     /// Deletes `<topic>-<partition>` directories left behind by topics deleted while
     /// this broker was down.
     async fn remove_orphan_dirs(&self, wanted: &HashSet<PartitionKey>) {
-        let wanted_names: HashSet<String> = wanted.iter().map(|(topic, partition)| format!("{topic}-{partition}")).collect();
+        let wanted_names: HashSet<String> = wanted
+            .iter()
+            .map(|(topic, partition)| format!("{topic}-{partition}"))
+            .collect();
         let log_dirs = self.config.log_dirs.clone();
         let outcome = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<PathBuf>> {
             let mut removed = Vec::new();
             for log_dir in log_dirs {
-                let Ok(entries) = std::fs::read_dir(&log_dir) else { continue };
+                let Ok(entries) = std::fs::read_dir(&log_dir) else {
+                    continue;
+                };
                 for entry in entries {
                     let path = entry?.path();
                     if !path.is_dir() || !looks_like_partition_dir(&path) {
                         continue;
                     }
-                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     if !wanted_names.contains(&name) {
                         std::fs::remove_dir_all(&path)?;
                         removed.push(path);
@@ -524,7 +594,9 @@ impl ReplicaManager {
                     info!(dir = %path.display(), "removed log of a deleted topic");
                 }
             }
-            Ok(Err(io_error)) => warn!(error = %io_error, "could not scan log dirs for deleted topics"),
+            Ok(Err(io_error)) => {
+                warn!(error = %io_error, "could not scan log dirs for deleted topics")
+            }
             Err(join_error) => warn!(error = %join_error, "log dir scan task failed"),
         }
     }
@@ -542,8 +614,14 @@ impl ReplicaManager {
         records: Bytes,
         required_acks: i16,
     ) -> Result<AppendInfo, PartitionError> {
-        let mut results = self.append_to_partitions(vec![(topic.to_string(), partition, records)], required_acks).await;
-        results.pop().unwrap_or_else(|| Err(PartitionError::StorageTask("append produced no result".to_string())))
+        let mut results = self
+            .append_to_partitions(vec![(topic.to_string(), partition, records)], required_acks)
+            .await;
+        results.pop().unwrap_or_else(|| {
+            Err(PartitionError::StorageTask(
+                "append produced no result".to_string(),
+            ))
+        })
     }
 
     /// Appends to several partitions (one Produce request) with one trip to the blocking
@@ -554,7 +632,8 @@ impl ReplicaManager {
         appends: Vec<(String, i32, Bytes)>,
         required_acks: i16,
     ) -> Vec<Result<AppendInfo, PartitionError>> {
-        let mut results: Vec<Option<Result<AppendInfo, PartitionError>>> = Vec::with_capacity(appends.len());
+        let mut results: Vec<Option<Result<AppendInfo, PartitionError>>> =
+            Vec::with_capacity(appends.len());
         let mut accepted: Vec<(usize, Arc<Partition>, Bytes)> = Vec::with_capacity(appends.len());
         for (index, (topic, partition, records)) in appends.into_iter().enumerate() {
             match self.require_leader(&topic, partition) {
@@ -569,7 +648,9 @@ impl ReplicaManager {
         let appended = run_blocking_here(move || {
             accepted
                 .into_iter()
-                .map(|(index, hosted, records)| (index, append_locked(&hosted, &records, min_insync_check)))
+                .map(|(index, hosted, records)| {
+                    (index, append_locked(&hosted, &records, min_insync_check))
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -596,7 +677,13 @@ impl ReplicaManager {
         }
         results
             .into_iter()
-            .map(|slot| slot.unwrap_or_else(|| Err(PartitionError::StorageTask("append produced no result".to_string()))))
+            .map(|slot| {
+                slot.unwrap_or_else(|| {
+                    Err(PartitionError::StorageTask(
+                        "append produced no result".to_string(),
+                    ))
+                })
+            })
             .collect()
     }
 
@@ -620,24 +707,46 @@ impl ReplicaManager {
         let local_log_start_offset = hosted.log_start_offset();
         let log_start_offset = self.log_start_offset(&hosted);
         if fetch_offset == high_watermark && fetch_offset >= local_log_start_offset {
-            return Ok(PartitionRead { records: Bytes::new(), high_watermark, log_start_offset });
+            return Ok(PartitionRead {
+                records: Bytes::new(),
+                high_watermark,
+                log_start_offset,
+            });
         }
         if fetch_offset < local_log_start_offset
             && fetch_offset >= log_start_offset
             && let Some(remote_log) = self.remote_log.get()
         {
             let remote_partition = Self::remote_partition(&hosted);
-            let read = remote_log.read(&remote_partition, fetch_offset, max_bytes.max(1)).await?;
+            let read = remote_log
+                .read(&remote_partition, fetch_offset, max_bytes.max(1))
+                .await?;
             // The remote reader always returns its first batch; only the first partition
             // of a response may exceed the byte budget (KIP-74).
             if !min_one_batch && read.records.len() > max_bytes {
-                return Ok(PartitionRead { records: Bytes::new(), high_watermark, log_start_offset });
+                return Ok(PartitionRead {
+                    records: Bytes::new(),
+                    high_watermark,
+                    log_start_offset,
+                });
             }
-            metrics::counter!("silt_remote_fetched_bytes_total").increment(read.records.len() as u64);
-            return Ok(PartitionRead { records: read.records, high_watermark, log_start_offset });
+            metrics::counter!("silt_remote_fetched_bytes_total")
+                .increment(read.records.len() as u64);
+            return Ok(PartitionRead {
+                records: read.records,
+                high_watermark,
+                log_start_offset,
+            });
         }
-        let read: ReadInfo = with_log(&hosted, move |log| log.read(fetch_offset, max_bytes, high_watermark, min_one_batch)).await?;
-        Ok(PartitionRead { records: read.records, high_watermark, log_start_offset: read.log_start_offset.min(log_start_offset) })
+        let read: ReadInfo = with_log(&hosted, move |log| {
+            log.read(fetch_offset, max_bytes, high_watermark, min_one_batch)
+        })
+        .await?;
+        Ok(PartitionRead {
+            records: read.records,
+            high_watermark,
+            log_start_offset: read.log_start_offset.min(log_start_offset),
+        })
     }
 
     /// ListOffsets by timestamp: the first offset with a timestamp >= `timestamp_ms`
@@ -652,7 +761,9 @@ impl ReplicaManager {
         let high_watermark = hosted.high_watermark();
         if let Some(remote_log) = self.remote_log.get() {
             let remote_partition = Self::remote_partition(&hosted);
-            let remote_found = remote_log.offset_for_timestamp(&remote_partition, timestamp_ms).await?;
+            let remote_found = remote_log
+                .offset_for_timestamp(&remote_partition, timestamp_ms)
+                .await?;
             if remote_found.is_some() {
                 return Ok(remote_found);
             }
@@ -663,7 +774,11 @@ impl ReplicaManager {
 
     /// ListOffsets MAX_TIMESTAMP: the offset and timestamp of the record with the
     /// largest timestamp.
-    pub async fn max_timestamp_offset(&self, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, PartitionError> {
+    pub async fn max_timestamp_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(i64, i64)>, PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
         with_log(&hosted, |log| Ok(log.max_timestamp_offset())).await
     }
@@ -673,7 +788,12 @@ impl ReplicaManager {
     ///
     /// # Errors
     /// `OffsetOutOfRange` when `offset` is past the high watermark.
-    pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, PartitionError> {
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
         let high_watermark = hosted.high_watermark();
         let target = if offset == -1 { high_watermark } else { offset };
@@ -704,7 +824,10 @@ impl ReplicaManager {
     ) -> Result<(i32, i64), PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
         Self::check_leader_epoch(&hosted, current_leader_epoch)?;
-        let found = with_log(&hosted, move |log| Ok(log.end_offset_for_epoch(leader_epoch))).await?;
+        let found = with_log(&hosted, move |log| {
+            Ok(log.end_offset_for_epoch(leader_epoch))
+        })
+        .await?;
         Ok(found.unwrap_or((-1, -1)))
     }
 
@@ -736,20 +859,40 @@ impl ReplicaManager {
         let log_start_offset = hosted.log_start_offset();
         let log_end_offset = hosted.log_end_offset();
         if fetch_offset < log_start_offset || fetch_offset > log_end_offset {
-            return Err(PartitionError::Log(LogError::OffsetOutOfRange { offset: fetch_offset, log_start_offset, log_end_offset }));
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start_offset,
+                log_end_offset,
+            }));
         }
-        let (assigned, expansion) = hosted.update_follower_fetch_state(replica_id, fetch_offset, now_ms());
+        let (assigned, expansion) =
+            hosted.update_follower_fetch_state(replica_id, fetch_offset, now_ms());
         if !assigned {
-            return Err(PartitionError::NotAssignedReplica { topic: topic.to_string(), partition, replica_id });
+            return Err(PartitionError::NotAssignedReplica {
+                topic: topic.to_string(),
+                partition,
+                replica_id,
+            });
         }
         if let Some(request) = expansion {
             self.submit_isr_change(&hosted, request);
         }
         if fetch_offset == log_end_offset {
-            return Ok(PartitionRead { records: Bytes::new(), high_watermark: hosted.high_watermark(), log_start_offset });
+            return Ok(PartitionRead {
+                records: Bytes::new(),
+                high_watermark: hosted.high_watermark(),
+                log_start_offset,
+            });
         }
-        let read: ReadInfo = with_log(&hosted, move |log| log.read(fetch_offset, max_bytes, i64::MAX, min_one_batch)).await?;
-        Ok(PartitionRead { records: read.records, high_watermark: hosted.high_watermark(), log_start_offset: read.log_start_offset })
+        let read: ReadInfo = with_log(&hosted, move |log| {
+            log.read(fetch_offset, max_bytes, i64::MAX, min_one_batch)
+        })
+        .await?;
+        Ok(PartitionRead {
+            records: read.records,
+            high_watermark: hosted.high_watermark(),
+            log_start_offset: read.log_start_offset,
+        })
     }
 
     /// acks=all: waits until the high watermark of a partition this broker leads is
@@ -774,7 +917,10 @@ impl ReplicaManager {
             tokio::pin!(changed);
             let _ = changed.as_mut().enable();
             if !hosted.is_leader() {
-                return Err(PartitionError::NotLeader { topic: topic.to_string(), partition });
+                return Err(PartitionError::NotLeader {
+                    topic: topic.to_string(),
+                    partition,
+                });
             }
             if hosted.high_watermark() >= required_offset {
                 let isr = hosted.isr().len();
@@ -805,7 +951,13 @@ impl ReplicaManager {
         let hosted = Arc::clone(hosted);
         let _task = tokio::spawn(async move {
             let outcome = updater
-                .alter_isr(request.topic_id, request.partition, request.leader_epoch, request.partition_epoch, request.new_isr.clone())
+                .alter_isr(
+                    request.topic_id,
+                    request.partition,
+                    request.leader_epoch,
+                    request.partition_epoch,
+                    request.new_isr.clone(),
+                )
                 .await;
             match outcome {
                 Ok(assignment) => {
@@ -843,7 +995,9 @@ impl ReplicaManager {
             }
             let leader_log_end_offset = hosted.log_end_offset();
             for (replica_id, follower) in hosted.follower_states() {
-                let lag = follower.lag(leader_log_end_offset).unwrap_or(leader_log_end_offset - hosted.log_start_offset());
+                let lag = follower
+                    .lag(leader_log_end_offset)
+                    .unwrap_or(leader_log_end_offset - hosted.log_start_offset());
                 metrics::gauge!(
                     "silt_replica_lag_messages",
                     "topic" => hosted.topic.to_string(),
@@ -852,7 +1006,8 @@ impl ReplicaManager {
                 )
                 .set(lag as f64);
             }
-            if let Some(request) = hosted.next_isr_change(now, self.config.replica_lag_time_max_ms) {
+            if let Some(request) = hosted.next_isr_change(now, self.config.replica_lag_time_max_ms)
+            {
                 if !request.expand {
                     info!(topic = %hosted.topic, partition = hosted.partition, isr = ?hosted.isr(), new_isr = ?request.new_isr, "shrinking isr of lagging followers");
                 }
@@ -886,7 +1041,11 @@ impl ReplicaManager {
         let due: Vec<(Arc<Partition>, i64)> = self
             .all_partitions()
             .into_iter()
-            .filter_map(|hosted| hosted.high_watermark_to_checkpoint().map(|high_watermark| (hosted, high_watermark)))
+            .filter_map(|hosted| {
+                hosted
+                    .high_watermark_to_checkpoint()
+                    .map(|high_watermark| (hosted, high_watermark))
+            })
             .collect();
         if due.is_empty() {
             return;
@@ -907,14 +1066,23 @@ impl ReplicaManager {
 
     fn require_follower(hosted: &Partition, leader_epoch: i32) -> Result<(), PartitionError> {
         if hosted.is_leader() || hosted.leader_epoch() != leader_epoch {
-            return Err(PartitionError::NotFollower { topic: hosted.topic.to_string(), partition: hosted.partition, leader_epoch });
+            return Err(PartitionError::NotFollower {
+                topic: hosted.topic.to_string(),
+                partition: hosted.partition,
+                leader_epoch,
+            });
         }
         Ok(())
     }
 
     /// Runs a follower operation on the log if this broker still follows the partition
     /// at `leader_epoch` (checked under the log lock), then refreshes its offsets.
-    async fn with_follower_log<T, F>(&self, hosted: &Arc<Partition>, leader_epoch: i32, operation: F) -> Result<T, PartitionError>
+    async fn with_follower_log<T, F>(
+        &self,
+        hosted: &Arc<Partition>,
+        leader_epoch: i32,
+        operation: F,
+    ) -> Result<T, PartitionError>
     where
         T: Send + 'static,
         F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
@@ -936,8 +1104,16 @@ impl ReplicaManager {
     /// # Errors
     /// `NotFollower` when the partition is no longer followed at `leader_epoch`; the
     /// log's errors (a first offset below the log end offset, bad framing or CRC).
-    pub async fn append_as_follower(&self, hosted: &Arc<Partition>, leader_epoch: i32, records: Bytes) -> Result<AppendInfo, PartitionError> {
-        self.with_follower_log(hosted, leader_epoch, move |log| log.append_as_follower(&records)).await
+    pub async fn append_as_follower(
+        &self,
+        hosted: &Arc<Partition>,
+        leader_epoch: i32,
+        records: Bytes,
+    ) -> Result<AppendInfo, PartitionError> {
+        self.with_follower_log(hosted, leader_epoch, move |log| {
+            log.append_as_follower(&records)
+        })
+        .await
     }
 
     /// Follower: removes every batch at or after `offset` (exclusive new end); returns
@@ -945,7 +1121,12 @@ impl ReplicaManager {
     ///
     /// # Errors
     /// `NotFollower`, or the log's truncation errors.
-    pub async fn truncate_as_follower(&self, hosted: &Arc<Partition>, leader_epoch: i32, offset: i64) -> Result<i64, PartitionError> {
+    pub async fn truncate_as_follower(
+        &self,
+        hosted: &Arc<Partition>,
+        leader_epoch: i32,
+        offset: i64,
+    ) -> Result<i64, PartitionError> {
         self.with_follower_log(hosted, leader_epoch, move |log| {
             log.truncate_to(offset)?;
             Ok(log.log_end_offset())
@@ -958,8 +1139,16 @@ impl ReplicaManager {
     ///
     /// # Errors
     /// `NotFollower`, or the log's errors.
-    pub async fn truncate_fully_as_follower(&self, hosted: &Arc<Partition>, leader_epoch: i32, offset: i64) -> Result<(), PartitionError> {
-        self.with_follower_log(hosted, leader_epoch, move |log| log.truncate_fully_and_start_at(offset, now_ms())).await
+    pub async fn truncate_fully_as_follower(
+        &self,
+        hosted: &Arc<Partition>,
+        leader_epoch: i32,
+        offset: i64,
+    ) -> Result<(), PartitionError> {
+        self.with_follower_log(hosted, leader_epoch, move |log| {
+            log.truncate_fully_and_start_at(offset, now_ms())
+        })
+        .await
     }
 
     /// Follower: moves the local log start offset up to the leader's
@@ -968,7 +1157,12 @@ impl ReplicaManager {
     ///
     /// # Errors
     /// `NotFollower`, or the log's errors.
-    pub async fn follow_log_start_offset(&self, hosted: &Arc<Partition>, leader_epoch: i32, leader_log_start_offset: i64) -> Result<i64, PartitionError> {
+    pub async fn follow_log_start_offset(
+        &self,
+        hosted: &Arc<Partition>,
+        leader_epoch: i32,
+        leader_log_start_offset: i64,
+    ) -> Result<i64, PartitionError> {
         if leader_log_start_offset <= hosted.log_start_offset() {
             return Ok(hosted.log_start_offset());
         }
@@ -985,8 +1179,18 @@ impl ReplicaManager {
     ///
     /// # Errors
     /// A failed storage task.
-    pub async fn local_epoch_view(&self, hosted: &Arc<Partition>, epoch: Option<i32>) -> Result<(Option<i32>, Option<(i32, i64)>), PartitionError> {
-        with_log(hosted, move |log| Ok((log.latest_epoch(), epoch.and_then(|epoch| log.end_offset_for_epoch(epoch))))).await
+    pub async fn local_epoch_view(
+        &self,
+        hosted: &Arc<Partition>,
+        epoch: Option<i32>,
+    ) -> Result<(Option<i32>, Option<(i32, i64)>), PartitionError> {
+        with_log(hosted, move |log| {
+            Ok((
+                log.latest_epoch(),
+                epoch.and_then(|epoch| log.end_offset_for_epoch(epoch)),
+            ))
+        })
+        .await
     }
 
     /// One pass of time/size retention over every hosted partition; returns the number
@@ -994,7 +1198,10 @@ impl ReplicaManager {
     pub async fn run_retention_pass(&self) -> usize {
         let mut deleted_segments = 0;
         for hosted in self.all_partitions() {
-            let outcome = with_log_refreshed(&hosted, |log| Ok((log.apply_retention(now_ms())?, log.log_start_offset()))).await;
+            let outcome = with_log_refreshed(&hosted, |log| {
+                Ok((log.apply_retention(now_ms())?, log.log_start_offset()))
+            })
+            .await;
             match outcome {
                 Ok((deleted, log_start_offset)) => {
                     if deleted > 0 {
@@ -1002,7 +1209,9 @@ impl ReplicaManager {
                     }
                     deleted_segments += deleted;
                 }
-                Err(error) => warn!(topic = %hosted.topic, partition = hosted.partition, %error, "retention pass failed"),
+                Err(error) => {
+                    warn!(topic = %hosted.topic, partition = hosted.partition, %error, "retention pass failed")
+                }
             }
         }
         deleted_segments
@@ -1031,7 +1240,12 @@ impl ReplicaManager {
 
     /// Closes every log cleanly (flush, write indexes and snapshots, mark clean shutdown).
     pub async fn shutdown(&self) {
-        let hosted: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, hosted)| hosted).collect();
+        let hosted: Vec<Arc<Partition>> = self
+            .partitions
+            .write()
+            .drain()
+            .map(|(_, hosted)| hosted)
+            .collect();
         for partition in hosted {
             let log = partition.log();
             let dir = partition.dir.clone();
@@ -1072,7 +1286,9 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
         Ok(tokio::task::block_in_place(operation))
     } else {
         tokio::task::spawn_blocking(operation).await
@@ -1081,16 +1297,26 @@ where
 
 /// One leader append under the partition's log lock; blocking: call through [`run_blocking_here`] or the blocking pool.
 /// Returns the append result and the log end offset after it.
-fn append_locked(hosted: &Partition, records: &[u8], min_insync_check: bool) -> Result<AppendInfo, PartitionError> {
+fn append_locked(
+    hosted: &Partition,
+    records: &[u8],
+    min_insync_check: bool,
+) -> Result<AppendInfo, PartitionError> {
     let leader_epoch = hosted.leader_epoch();
     let isr_size = hosted.isr().len();
     hosted.update_log(|log| {
         let min_isr = log.config().min_insync_replicas;
         if min_insync_check && (isr_size as i64) < i64::from(min_isr) {
-            return Err(PartitionError::NotEnoughReplicas { isr: isr_size, min_isr });
+            return Err(PartitionError::NotEnoughReplicas {
+                isr: isr_size,
+                min_isr,
+            });
         }
         let appended = log.append_as_leader(records, leader_epoch, now_ms())?;
-        Ok(AppendInfo { log_start_offset: log.log_start_offset(), ..appended })
+        Ok(AppendInfo {
+            log_start_offset: log.log_start_offset(),
+            ..appended
+        })
     })
 }
 
@@ -1106,20 +1332,32 @@ fn read_high_watermark_checkpoint(dir: &Path) -> Option<i64> {
 
 /// Writes the high-watermark checkpoint atomically; call on the blocking pool only.
 fn write_high_watermark_checkpoint(dir: &Path, high_watermark: i64) -> std::io::Result<()> {
-    crate::producer_state::write_file_atomically(&dir.join(HIGH_WATERMARK_CHECKPOINT_FILE), format!("0\n{high_watermark}\n").as_bytes())
+    crate::producer_state::write_file_atomically(
+        &dir.join(HIGH_WATERMARK_CHECKPOINT_FILE),
+        format!("0\n{high_watermark}\n").as_bytes(),
+    )
 }
 
 /// The directory of a partition that already has a log in one of `log_dirs` (after a
 /// restart). Blocking: call on the blocking pool.
 fn existing_partition_dir(log_dirs: &[PathBuf], dir_name: &str) -> Option<PathBuf> {
-    log_dirs.iter().map(|log_dir| log_dir.join(dir_name)).find(|dir| dir.is_dir())
+    log_dirs
+        .iter()
+        .map(|log_dir| log_dir.join(dir_name))
+        .find(|dir| dir.is_dir())
 }
 
 /// `<topic>-<partition>` where partition is a non-negative integer.
 fn looks_like_partition_dir(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     match name.rsplit_once('-') {
-        Some((topic, partition)) => !topic.is_empty() && !partition.is_empty() && partition.bytes().all(|b| b.is_ascii_digit()),
+        Some((topic, partition)) => {
+            !topic.is_empty()
+                && !partition.is_empty()
+                && partition.bytes().all(|b| b.is_ascii_digit())
+        }
         None => false,
     }
 }

@@ -47,7 +47,12 @@ impl FollowerState {
     /// log end offset was `leader_log_end_offset`. A fetch at the leader's end makes
     /// the follower caught up now; a fetch reaching the leader's end as of the
     /// previous fetch makes it caught up as of that previous fetch.
-    pub fn update_fetch_state(&mut self, fetch_offset: i64, fetch_time_ms: i64, leader_log_end_offset: i64) {
+    pub fn update_fetch_state(
+        &mut self,
+        fetch_offset: i64,
+        fetch_time_ms: i64,
+        leader_log_end_offset: i64,
+    ) {
         if fetch_offset >= leader_log_end_offset {
             self.last_caught_up_time_ms = self.last_caught_up_time_ms.max(fetch_time_ms);
         } else if self.last_fetch_leader_log_end_offset != UNKNOWN_OFFSET
@@ -62,13 +67,20 @@ impl FollowerState {
 
     /// Whether the follower may stay in the ISR: it holds the leader's whole log or was
     /// caught up within the last `lag_time_max_ms`.
-    pub fn is_caught_up(&self, leader_log_end_offset: i64, now_ms: i64, lag_time_max_ms: i64) -> bool {
-        self.log_end_offset == leader_log_end_offset || now_ms.saturating_sub(self.last_caught_up_time_ms) <= lag_time_max_ms
+    pub fn is_caught_up(
+        &self,
+        leader_log_end_offset: i64,
+        now_ms: i64,
+        lag_time_max_ms: i64,
+    ) -> bool {
+        self.log_end_offset == leader_log_end_offset
+            || now_ms.saturating_sub(self.last_caught_up_time_ms) <= lag_time_max_ms
     }
 
     /// Messages the follower is behind the leader, `None` while its offset is unknown.
     pub fn lag(&self, leader_log_end_offset: i64) -> Option<i64> {
-        (self.log_end_offset != UNKNOWN_OFFSET).then(|| (leader_log_end_offset - self.log_end_offset).max(0))
+        (self.log_end_offset != UNKNOWN_OFFSET)
+            .then(|| (leader_log_end_offset - self.log_end_offset).max(0))
     }
 }
 
@@ -85,7 +97,10 @@ pub fn leader_high_watermark(
 ) -> i64 {
     let mut minimum = leader_log_end_offset;
     for replica in isr.iter().filter(|replica| **replica != leader_id) {
-        match followers.get(replica).map(|follower| follower.log_end_offset) {
+        match followers
+            .get(replica)
+            .map(|follower| follower.log_end_offset)
+        {
             Some(offset) if offset != UNKNOWN_OFFSET => minimum = minimum.min(offset),
             _ => return current.min(leader_log_end_offset),
         }
@@ -107,7 +122,9 @@ pub fn shrink_candidates(
         .copied()
         .filter(|replica| *replica != leader_id)
         .filter(|replica| match followers.get(replica) {
-            Some(follower) => !follower.is_caught_up(leader_log_end_offset, now_ms, lag_time_max_ms),
+            Some(follower) => {
+                !follower.is_caught_up(leader_log_end_offset, now_ms, lag_time_max_ms)
+            }
             // Not a replica the leader tracks: nothing will ever fetch for it.
             None => true,
         })
@@ -116,7 +133,11 @@ pub fn shrink_candidates(
 
 /// Whether a follower outside the ISR may join it (Kafka's `isFollowerInSync`): it has
 /// reached the high watermark and everything the current leader epoch wrote before it.
-pub fn is_follower_in_sync(follower_log_end_offset: i64, high_watermark: i64, leader_epoch_start_offset: i64) -> bool {
+pub fn is_follower_in_sync(
+    follower_log_end_offset: i64,
+    high_watermark: i64,
+    leader_epoch_start_offset: i64,
+) -> bool {
     follower_log_end_offset != UNKNOWN_OFFSET
         && follower_log_end_offset >= high_watermark
         && follower_log_end_offset >= leader_epoch_start_offset
@@ -149,20 +170,32 @@ pub fn truncation_point(
     local_high_watermark: i64,
 ) -> TruncationPoint {
     if leader_end_offset < 0 {
-        return TruncationPoint { offset: local_high_watermark.min(local_log_end_offset), completed: true };
+        return TruncationPoint {
+            offset: local_high_watermark.min(local_log_end_offset),
+            completed: true,
+        };
     }
     if leader_epoch < 0 {
-        return TruncationPoint { offset: leader_end_offset.min(local_log_end_offset), completed: true };
+        return TruncationPoint {
+            offset: leader_end_offset.min(local_log_end_offset),
+            completed: true,
+        };
     }
     match local_end_offset_for {
         Some((local_epoch, local_end_offset)) if local_epoch == leader_epoch => TruncationPoint {
-            offset: leader_end_offset.min(local_end_offset).min(local_log_end_offset),
+            offset: leader_end_offset
+                .min(local_end_offset)
+                .min(local_log_end_offset),
             completed: true,
         },
-        Some((_, local_end_offset)) => {
-            TruncationPoint { offset: local_end_offset.min(local_log_end_offset), completed: false }
-        }
-        None => TruncationPoint { offset: leader_end_offset.min(local_log_end_offset), completed: true },
+        Some((_, local_end_offset)) => TruncationPoint {
+            offset: local_end_offset.min(local_log_end_offset),
+            completed: false,
+        },
+        None => TruncationPoint {
+            offset: leader_end_offset.min(local_log_end_offset),
+            completed: true,
+        },
     }
 }
 
@@ -171,7 +204,12 @@ mod tests {
     use super::*;
 
     fn follower_at(log_end_offset: i64) -> FollowerState {
-        FollowerState { log_end_offset, last_fetch_leader_log_end_offset: log_end_offset, last_fetch_time_ms: 0, last_caught_up_time_ms: 0 }
+        FollowerState {
+            log_end_offset,
+            last_fetch_leader_log_end_offset: log_end_offset,
+            last_fetch_time_ms: 0,
+            last_caught_up_time_ms: 0,
+        }
     }
 
     #[test]
@@ -226,7 +264,10 @@ mod tests {
         follower.update_fetch_state(5, 1_000, 10);
         let followers = BTreeMap::from([(2, follower)]);
         assert!(shrink_candidates(1, 10, &[1, 2], &followers, 20_000, 30_000).is_empty());
-        assert_eq!(shrink_candidates(1, 10, &[1, 2], &followers, 30_001, 30_000), vec![2]);
+        assert_eq!(
+            shrink_candidates(1, 10, &[1, 2], &followers, 30_001, 30_000),
+            vec![2]
+        );
         // A follower at the leader's end is never a candidate.
         assert!(shrink_candidates(1, 5, &[1, 2], &followers, 90_000, 30_000).is_empty());
     }
@@ -235,7 +276,10 @@ mod tests {
     fn isr_follower_that_never_fetches_after_a_leader_change_is_removed_after_the_lag_time() {
         let followers = BTreeMap::from([(2, FollowerState::reset(1_000, true))]);
         assert!(shrink_candidates(1, 10, &[1, 2], &followers, 31_000, 30_000).is_empty());
-        assert_eq!(shrink_candidates(1, 10, &[1, 2], &followers, 31_001, 30_000), vec![2]);
+        assert_eq!(
+            shrink_candidates(1, 10, &[1, 2], &followers, 31_001, 30_000),
+            vec![2]
+        );
     }
 
     #[test]
@@ -248,25 +292,61 @@ mod tests {
 
     #[test]
     fn truncation_with_the_same_epoch_goes_to_the_smaller_end() {
-        assert_eq!(truncation_point(3, 50, Some((3, 60)), 60, 40), TruncationPoint { offset: 50, completed: true });
-        assert_eq!(truncation_point(3, 80, Some((3, 60)), 60, 40), TruncationPoint { offset: 60, completed: true });
+        assert_eq!(
+            truncation_point(3, 50, Some((3, 60)), 60, 40),
+            TruncationPoint {
+                offset: 50,
+                completed: true
+            }
+        );
+        assert_eq!(
+            truncation_point(3, 80, Some((3, 60)), 60, 40),
+            TruncationPoint {
+                offset: 60,
+                completed: true
+            }
+        );
     }
 
     #[test]
     fn truncation_to_a_lower_leader_epoch_uses_the_local_end_of_that_epoch() {
         // Follower wrote epochs 2 (0..30) and 4 (30..60); the leader's latest <= 4 is 2, ending at 25.
-        assert_eq!(truncation_point(2, 25, Some((2, 30)), 60, 10), TruncationPoint { offset: 25, completed: true });
+        assert_eq!(
+            truncation_point(2, 25, Some((2, 30)), 60, 10),
+            TruncationPoint {
+                offset: 25,
+                completed: true
+            }
+        );
     }
 
     #[test]
     fn truncation_when_the_follower_lacks_the_leaders_epoch_asks_again() {
         // Leader answered epoch 3, the follower has 2 (0..30) then 4: cut at 30, ask again.
-        assert_eq!(truncation_point(3, 40, Some((2, 30)), 60, 10), TruncationPoint { offset: 30, completed: false });
+        assert_eq!(
+            truncation_point(3, 40, Some((2, 30)), 60, 10),
+            TruncationPoint {
+                offset: 30,
+                completed: false
+            }
+        );
     }
 
     #[test]
     fn truncation_without_a_leader_answer_goes_to_the_high_watermark() {
-        assert_eq!(truncation_point(-1, -1, Some((3, 60)), 60, 40), TruncationPoint { offset: 40, completed: true });
-        assert_eq!(truncation_point(2, 25, None, 60, 10), TruncationPoint { offset: 25, completed: true });
+        assert_eq!(
+            truncation_point(-1, -1, Some((3, 60)), 60, 40),
+            TruncationPoint {
+                offset: 40,
+                completed: true
+            }
+        );
+        assert_eq!(
+            truncation_point(2, 25, None, 60, 10),
+            TruncationPoint {
+                offset: 25,
+                completed: true
+            }
+        );
     }
 }

@@ -46,7 +46,10 @@ pub fn read_exact_at_uninit(file: &File, position: u64, len: usize) -> io::Resul
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("file ends before byte {} (wanted {len} bytes at {position})", at),
+                    format!(
+                        "file ends before byte {} (wanted {len} bytes at {position})",
+                        at
+                    ),
                 ));
             }
             Ok(_) => {}
@@ -289,7 +292,15 @@ impl LogSegment {
             .create(true)
             .truncate(true)
             .open(&log_path)?;
-        Self::create_with_file(dir, base_offset, log_path, file, 0, index_interval_bytes, now_ms)
+        Self::create_with_file(
+            dir,
+            base_offset,
+            log_path,
+            file,
+            0,
+            index_interval_bytes,
+            now_ms,
+        )
     }
 
     /// [`LogSegment::create`] from a standby file ([`crate::preallocate::Standby`]):
@@ -314,7 +325,15 @@ impl LogSegment {
         if file.metadata()?.len() != 0 {
             file.set_len(0)?;
         }
-        Self::create_with_file(dir, base_offset, log_path, file, allocated_bytes, index_interval_bytes, now_ms)
+        Self::create_with_file(
+            dir,
+            base_offset,
+            log_path,
+            file,
+            allocated_bytes,
+            index_interval_bytes,
+            now_ms,
+        )
     }
 
     /// A new segment over an empty, open `.log` file: fresh indexes, empty state.
@@ -837,12 +856,19 @@ impl LogSegment {
     /// The `fallocate` failed (`EOPNOTSUPP` on file systems without it); nothing changed.
     pub fn preallocate_ahead(&mut self, ahead: u64, limit: u64) -> Result<bool, LogError> {
         let from = self.allocated_end.max(self.state.size);
-        let target = (self.state.size + ahead).min(limit).min(u64::from(u32::MAX));
+        let target = (self.state.size + ahead)
+            .min(limit)
+            .min(u64::from(u32::MAX));
         if from - self.state.size >= ahead / 2 || target <= from {
             return Ok(false);
         }
-        rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::KEEP_SIZE, from, target - from)
-            .map_err(io::Error::from)?;
+        rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            from,
+            target - from,
+        )
+        .map_err(io::Error::from)?;
         self.allocated_end = target;
         self.allocated_ahead = true;
         Ok(true)
@@ -852,7 +878,8 @@ impl LogSegment {
     /// when there are at least `min_bytes` of them: a `ftruncate` to the current length,
     /// which ext4 and XFS take as the cue to drop blocks past the end.
     fn release_preallocated(&mut self, min_bytes: u64) -> Result<(), LogError> {
-        if self.allocated_end > self.state.size && self.allocated_end - self.state.size >= min_bytes {
+        if self.allocated_end > self.state.size && self.allocated_end - self.state.size >= min_bytes
+        {
             self.file.set_len(self.state.size)?;
             self.allocated_end = self.state.size;
         }

@@ -185,7 +185,11 @@ fn a_rolled_segment_is_recovered_until_its_background_flush_is_done() {
     // Exactly one roll, and no append after it that could take the flush's result.
     let log = crashed_log(&dir, &config, batches_per_segment + 1);
     assert_eq!(log.segment_count(), 2);
-    assert_eq!(log.recovery_point(), 0, "the roll does not wait for its fsync");
+    assert_eq!(
+        log.recovery_point(),
+        0,
+        "the roll does not wait for its fsync"
+    );
     drop(log);
     corrupt_payload(&segment_file(&dir, 0), 0);
 

@@ -39,7 +39,11 @@ fn whole_log_retention_leaves_tiered_logs_alone() {
     assert_eq!(log.log_start_offset(), 0);
     // DeleteRecords still moves the start and drops the segments below it.
     let second_base = log.sealed_segment_base_offsets()[1];
-    assert_eq!(log.delete_records_before(second_base).expect("delete records"), second_base);
+    assert_eq!(
+        log.delete_records_before(second_base)
+            .expect("delete records"),
+        second_base
+    );
     assert_eq!(log.segment_count(), segments - 1);
 }
 
@@ -49,10 +53,16 @@ fn local_retention_deletes_only_copied_segments() {
     let mut log = hourly_log(&root.path().join("tiered-0"), tiered(HOUR_MS, -1));
     let sealed = log.sealed_segment_base_offsets();
     assert!(sealed.len() >= 4, "{sealed:?}");
-    assert_eq!(log.apply_local_retention(100 * HOUR_MS, i64::MIN).expect("nothing copied"), 0);
+    assert_eq!(
+        log.apply_local_retention(100 * HOUR_MS, i64::MIN)
+            .expect("nothing copied"),
+        0
+    );
     // The first three segments are copied: only they may go, all of them by time.
     let copied_end = sealed[3];
-    let deleted = log.apply_local_retention(100 * HOUR_MS, copied_end).expect("local retention");
+    let deleted = log
+        .apply_local_retention(100 * HOUR_MS, copied_end)
+        .expect("local retention");
     assert_eq!(deleted, 3);
     assert_eq!(log.log_start_offset(), copied_end);
     assert_eq!(log.sealed_segment_base_offsets()[0], copied_end);
@@ -68,9 +78,17 @@ fn local_retention_bytes_overrides_retention_bytes() {
     let mut log = hourly_log(&root.path().join("tiered-0"), config);
     let sealed = log.sealed_segment_base_offsets();
     let copied_end = sealed[2];
-    assert_eq!(log.apply_local_retention(0, copied_end).expect("local retention"), 2);
+    assert_eq!(
+        log.apply_local_retention(0, copied_end)
+            .expect("local retention"),
+        2
+    );
     assert_eq!(log.log_start_offset(), copied_end);
     // Without local.retention.* and with unlimited retention.*, nothing goes.
     let mut kept = hourly_log(&root.path().join("kept-0"), tiered(-1, -1));
-    assert_eq!(kept.apply_local_retention(100 * HOUR_MS, i64::MAX).expect("local retention"), 0);
+    assert_eq!(
+        kept.apply_local_retention(100 * HOUR_MS, i64::MAX)
+            .expect("local retention"),
+        0
+    );
 }

@@ -23,8 +23,20 @@ fn topic_id() -> TopicId {
     TopicId(uuid::Uuid::from_u128(0x5117))
 }
 
-fn assignment(leader: BrokerId, leader_epoch: i32, partition_epoch: i32, isr: Vec<BrokerId>) -> PartitionAssignment {
-    PartitionAssignment { partition: 0, replicas: vec![LEADER, FOLLOWER], isr, leader, leader_epoch, partition_epoch }
+fn assignment(
+    leader: BrokerId,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    isr: Vec<BrokerId>,
+) -> PartitionAssignment {
+    PartitionAssignment {
+        partition: 0,
+        replicas: vec![LEADER, FOLLOWER],
+        isr,
+        leader,
+        leader_epoch,
+        partition_epoch,
+    }
 }
 
 fn metadata(assignment: PartitionAssignment, configs: &[(&str, &str)]) -> ClusterMetadata {
@@ -32,13 +44,23 @@ fn metadata(assignment: PartitionAssignment, configs: &[(&str, &str)]) -> Cluste
         name: TOPIC.to_string(),
         topic_id: topic_id(),
         partitions: vec![assignment],
-        configs: configs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+        configs: configs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
         internal: false,
     };
-    ClusterMetadata { topics: BTreeMap::from([(TOPIC.to_string(), topic)]), ..ClusterMetadata::default() }
+    ClusterMetadata {
+        topics: BTreeMap::from([(TOPIC.to_string(), topic)]),
+        ..ClusterMetadata::default()
+    }
 }
 
-fn replica_manager(dir: &std::path::Path, broker_id: BrokerId, lag_time_max_ms: i64) -> Arc<ReplicaManager> {
+fn replica_manager(
+    dir: &std::path::Path,
+    broker_id: BrokerId,
+    lag_time_max_ms: i64,
+) -> Arc<ReplicaManager> {
     ReplicaManager::new(ReplicaManagerConfig {
         broker_id,
         log_dirs: vec![dir.join(format!("broker-{broker_id}"))],
@@ -70,7 +92,12 @@ impl IsrUpdater for RecordingIsrUpdater {
         if self.refuse {
             return Err(IsrUpdateError::Unavailable("test".to_string()));
         }
-        Ok(assignment(LEADER, leader_epoch, partition_epoch + 1, new_isr))
+        Ok(assignment(
+            LEADER,
+            leader_epoch,
+            partition_epoch + 1,
+            new_isr,
+        ))
     }
 }
 
@@ -78,23 +105,43 @@ impl IsrUpdater for RecordingIsrUpdater {
 async fn replicate_once(leader: &ReplicaManager, follower: &ReplicaManager) -> usize {
     let following = follower.partition(TOPIC, 0).expect("follower partition");
     let read = leader
-        .read_records_for_replica(TOPIC, 0, FOLLOWER, following.log_end_offset(), following.leader_epoch(), 1 << 20, true)
+        .read_records_for_replica(
+            TOPIC,
+            0,
+            FOLLOWER,
+            following.log_end_offset(),
+            following.leader_epoch(),
+            1 << 20,
+            true,
+        )
         .await
         .expect("replica fetch");
     let bytes = read.records.len();
     if bytes > 0 {
-        let _ = follower.append_as_follower(&following, following.leader_epoch(), read.records).await.expect("follower append");
+        let _ = follower
+            .append_as_follower(&following, following.leader_epoch(), read.records)
+            .await
+            .expect("follower append");
     }
     following.set_leader_high_watermark(read.high_watermark);
     bytes
 }
 
-async fn pair(dir: &std::path::Path, isr: Vec<BrokerId>) -> (Arc<ReplicaManager>, Arc<ReplicaManager>) {
+async fn pair(
+    dir: &std::path::Path,
+    isr: Vec<BrokerId>,
+) -> (Arc<ReplicaManager>, Arc<ReplicaManager>) {
     let leader = replica_manager(dir, LEADER, 30_000);
     let follower = replica_manager(dir, FOLLOWER, 30_000);
     let cluster = metadata(assignment(LEADER, 1, 1, isr), &[]);
-    leader.apply_metadata(&cluster).await.expect("leader metadata");
-    follower.apply_metadata(&cluster).await.expect("follower metadata");
+    leader
+        .apply_metadata(&cluster)
+        .await
+        .expect("leader metadata");
+    follower
+        .apply_metadata(&cluster)
+        .await
+        .expect("follower metadata");
     (leader, follower)
 }
 
@@ -106,20 +153,33 @@ fn leader_partition(leader: &ReplicaManager) -> Arc<Partition> {
 async fn high_watermark_waits_for_the_isr_follower_then_follows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
-    let appended = leader.append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1).await.expect("append");
+    let appended = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1)
+        .await
+        .expect("append");
     assert_eq!(appended.last_offset, 2);
     let hosted = leader_partition(&leader);
     assert_eq!((hosted.log_end_offset(), hosted.high_watermark()), (3, 0));
     // Consumers see nothing uncommitted.
-    let consumer_read = leader.read_records(TOPIC, 0, 0, -1, 1 << 20, true).await.expect("consumer read");
+    let consumer_read = leader
+        .read_records(TOPIC, 0, 0, -1, 1 << 20, true)
+        .await
+        .expect("consumer read");
     assert!(consumer_read.records.is_empty());
 
     assert!(replicate_once(&leader, &follower).await > 0);
-    assert_eq!(hosted.high_watermark(), 0, "the fetch at 0 does not cover the records");
+    assert_eq!(
+        hosted.high_watermark(),
+        0,
+        "the fetch at 0 does not cover the records"
+    );
     assert_eq!(replicate_once(&leader, &follower).await, 0);
     assert_eq!(hosted.high_watermark(), 3);
     let following = follower.partition(TOPIC, 0).expect("follower partition");
-    assert_eq!((following.log_end_offset(), following.high_watermark()), (3, 3));
+    assert_eq!(
+        (following.log_end_offset(), following.high_watermark()),
+        (3, 3)
+    );
     assert_eq!(hosted.follower_states()[&FOLLOWER].log_end_offset, 3);
 }
 
@@ -127,7 +187,10 @@ async fn high_watermark_waits_for_the_isr_follower_then_follows_it() {
 async fn leader_alone_in_the_isr_commits_at_its_log_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, _follower) = pair(dir.path(), vec![LEADER]).await;
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(4, 1_000)), 1).await.expect("append");
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(4, 1_000)), 1)
+        .await
+        .expect("append");
     assert_eq!(leader_partition(&leader).high_watermark(), 4);
 }
 
@@ -135,15 +198,30 @@ async fn leader_alone_in_the_isr_commits_at_its_log_end() {
 async fn replica_fetches_are_refused_by_followers_and_below_the_log_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
-    let refused = follower.read_records_for_replica(TOPIC, 0, LEADER, 0, 1, 1024, true).await.expect_err("follower refuses");
+    let refused = follower
+        .read_records_for_replica(TOPIC, 0, LEADER, 0, 1, 1024, true)
+        .await
+        .expect_err("follower refuses");
     assert_eq!(refused.kafka_error_code(), 6);
-    let produce = follower.append_records(TOPIC, 0, Bytes::from(batch(1, 1_000)), 1).await.expect_err("not leader");
+    let produce = follower
+        .append_records(TOPIC, 0, Bytes::from(batch(1, 1_000)), 1)
+        .await
+        .expect_err("not leader");
     assert_eq!(produce.kafka_error_code(), 6);
-    let fenced = leader.read_records_for_replica(TOPIC, 0, FOLLOWER, 0, 0, 1024, true).await.expect_err("fenced");
+    let fenced = leader
+        .read_records_for_replica(TOPIC, 0, FOLLOWER, 0, 0, 1024, true)
+        .await
+        .expect_err("fenced");
     assert_eq!(fenced.kafka_error_code(), 74);
-    let out_of_range = leader.read_records_for_replica(TOPIC, 0, FOLLOWER, 5, 1, 1024, true).await.expect_err("past the end");
+    let out_of_range = leader
+        .read_records_for_replica(TOPIC, 0, FOLLOWER, 5, 1, 1024, true)
+        .await
+        .expect_err("past the end");
     assert_eq!(out_of_range.kafka_error_code(), 1);
-    let stranger = leader.read_records_for_replica(TOPIC, 0, 9, 0, 1, 1024, true).await.expect_err("not a replica");
+    let stranger = leader
+        .read_records_for_replica(TOPIC, 0, 9, 0, 1, 1024, true)
+        .await
+        .expect_err("not a replica");
     assert_eq!(stranger.kafka_error_code(), 6);
 }
 
@@ -151,16 +229,24 @@ async fn replica_fetches_are_refused_by_followers_and_below_the_log_start() {
 async fn acks_all_waiter_wakes_when_the_follower_catches_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
-    let appended = leader.append_records(TOPIC, 0, Bytes::from(batch(2, 1_000)), -1).await.expect("append");
+    let appended = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(2, 1_000)), -1)
+        .await
+        .expect("append");
     let waiting_leader = Arc::clone(&leader);
     let waiter = tokio::spawn(async move {
-        waiting_leader.wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10)).await
+        waiting_leader
+            .wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10))
+            .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!waiter.is_finished());
     let _ = replicate_once(&leader, &follower).await;
     let _ = replicate_once(&leader, &follower).await;
-    let outcome = tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("waiter woke").expect("join");
+    let outcome = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("waiter woke")
+        .expect("join");
     assert!(outcome.is_ok(), "{outcome:?}");
 }
 
@@ -168,9 +254,22 @@ async fn acks_all_waiter_wakes_when_the_follower_catches_up() {
 async fn acks_all_waiter_times_out_without_the_follower() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, _follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
-    let appended = leader.append_records(TOPIC, 0, Bytes::from(batch(2, 1_000)), -1).await.expect("append");
-    let outcome = leader.wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_millis(50)).await;
-    assert!(matches!(outcome, Err(PartitionError::RequestTimedOut { .. })), "{outcome:?}");
+    let appended = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(2, 1_000)), -1)
+        .await
+        .expect("append");
+    let outcome = leader
+        .wait_for_high_watermark(
+            TOPIC,
+            0,
+            appended.last_offset + 1,
+            Duration::from_millis(50),
+        )
+        .await;
+    assert!(
+        matches!(outcome, Err(PartitionError::RequestTimedOut { .. })),
+        "{outcome:?}"
+    );
     assert_eq!(outcome.expect_err("timed out").kafka_error_code(), 7);
 }
 
@@ -178,14 +277,25 @@ async fn acks_all_waiter_times_out_without_the_follower() {
 async fn acks_all_waiter_fails_when_leadership_moves() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, _follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
-    let appended = leader.append_records(TOPIC, 0, Bytes::from(batch(2, 1_000)), -1).await.expect("append");
+    let appended = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(2, 1_000)), -1)
+        .await
+        .expect("append");
     let waiting_leader = Arc::clone(&leader);
     let waiter = tokio::spawn(async move {
-        waiting_leader.wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10)).await
+        waiting_leader
+            .wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10))
+            .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    leader.apply_metadata(&metadata(assignment(FOLLOWER, 2, 2, vec![FOLLOWER]), &[])).await.expect("new leader");
-    let outcome = tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("waiter woke").expect("join");
+    leader
+        .apply_metadata(&metadata(assignment(FOLLOWER, 2, 2, vec![FOLLOWER]), &[]))
+        .await
+        .expect("new leader");
+    let outcome = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("waiter woke")
+        .expect("join");
     assert_eq!(outcome.expect_err("not leader").kafka_error_code(), 6);
 }
 
@@ -194,18 +304,38 @@ async fn acks_all_answers_not_enough_replicas_after_append_when_the_isr_shrinks(
     let dir = tempfile::tempdir().expect("tempdir");
     let leader = replica_manager(dir.path(), LEADER, 30_000);
     let configs = [("min.insync.replicas", "2")];
-    leader.apply_metadata(&metadata(assignment(LEADER, 1, 1, vec![LEADER, FOLLOWER]), &configs)).await.expect("metadata");
-    let appended = leader.append_records(TOPIC, 0, Bytes::from(batch(1, 1_000)), -1).await.expect("append");
+    leader
+        .apply_metadata(&metadata(
+            assignment(LEADER, 1, 1, vec![LEADER, FOLLOWER]),
+            &configs,
+        ))
+        .await
+        .expect("metadata");
+    let appended = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(1, 1_000)), -1)
+        .await
+        .expect("append");
     let waiting_leader = Arc::clone(&leader);
     let waiter = tokio::spawn(async move {
-        waiting_leader.wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10)).await
+        waiting_leader
+            .wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10))
+            .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    leader.apply_metadata(&metadata(assignment(LEADER, 1, 2, vec![LEADER]), &configs)).await.expect("shrunk isr");
-    let outcome = tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("waiter woke").expect("join");
+    leader
+        .apply_metadata(&metadata(assignment(LEADER, 1, 2, vec![LEADER]), &configs))
+        .await
+        .expect("shrunk isr");
+    let outcome = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("waiter woke")
+        .expect("join");
     assert_eq!(outcome.expect_err("isr too small").kafka_error_code(), 20);
     // New acks=all appends are refused up front.
-    let refused = leader.append_records(TOPIC, 0, Bytes::from(batch(1, 1_000)), -1).await.expect_err("not enough replicas");
+    let refused = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(1, 1_000)), -1)
+        .await
+        .expect_err("not enough replicas");
     assert_eq!(refused.kafka_error_code(), 19);
 }
 
@@ -213,18 +343,64 @@ async fn acks_all_answers_not_enough_replicas_after_append_when_the_isr_shrinks(
 async fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, _follower) = pair(dir.path(), vec![LEADER]).await;
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1).await.expect("append");
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1)
+        .await
+        .expect("append");
     // Re-elected at epoch 3: the new epoch starts at the log end offset.
-    leader.apply_metadata(&metadata(assignment(LEADER, 3, 2, vec![LEADER]), &[])).await.expect("epoch 3");
-    assert_eq!(leader.end_offset_for_epoch(TOPIC, 0, 3, 3).await.expect("current epoch"), (3, 3));
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(2, 2_000)), 1).await.expect("append");
-    assert_eq!(leader.end_offset_for_epoch(TOPIC, 0, -1, 1).await.expect("epoch 1"), (1, 3));
-    assert_eq!(leader.end_offset_for_epoch(TOPIC, 0, -1, 2).await.expect("epoch 2"), (1, 3));
-    assert_eq!(leader.end_offset_for_epoch(TOPIC, 0, 3, 3).await.expect("epoch 3"), (3, 5));
-    assert_eq!(leader.end_offset_for_epoch(TOPIC, 0, -1, 7).await.expect("newer epoch"), (-1, -1), "UNDEFINED past the latest");
-    let fenced = leader.end_offset_for_epoch(TOPIC, 0, 2, 1).await.expect_err("fenced");
+    leader
+        .apply_metadata(&metadata(assignment(LEADER, 3, 2, vec![LEADER]), &[]))
+        .await
+        .expect("epoch 3");
+    assert_eq!(
+        leader
+            .end_offset_for_epoch(TOPIC, 0, 3, 3)
+            .await
+            .expect("current epoch"),
+        (3, 3)
+    );
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(2, 2_000)), 1)
+        .await
+        .expect("append");
+    assert_eq!(
+        leader
+            .end_offset_for_epoch(TOPIC, 0, -1, 1)
+            .await
+            .expect("epoch 1"),
+        (1, 3)
+    );
+    assert_eq!(
+        leader
+            .end_offset_for_epoch(TOPIC, 0, -1, 2)
+            .await
+            .expect("epoch 2"),
+        (1, 3)
+    );
+    assert_eq!(
+        leader
+            .end_offset_for_epoch(TOPIC, 0, 3, 3)
+            .await
+            .expect("epoch 3"),
+        (3, 5)
+    );
+    assert_eq!(
+        leader
+            .end_offset_for_epoch(TOPIC, 0, -1, 7)
+            .await
+            .expect("newer epoch"),
+        (-1, -1),
+        "UNDEFINED past the latest"
+    );
+    let fenced = leader
+        .end_offset_for_epoch(TOPIC, 0, 2, 1)
+        .await
+        .expect_err("fenced");
     assert_eq!(fenced.kafka_error_code(), 74);
-    let unknown = leader.end_offset_for_epoch(TOPIC, 0, 4, 1).await.expect_err("unknown");
+    let unknown = leader
+        .end_offset_for_epoch(TOPIC, 0, 4, 1)
+        .await
+        .expect_err("unknown");
     assert_eq!(unknown.kafka_error_code(), 75);
 }
 
@@ -234,10 +410,26 @@ async fn lagging_follower_is_removed_from_the_isr_after_the_lag_time() {
     let leader = replica_manager(dir.path(), LEADER, 100);
     let updater = Arc::new(RecordingIsrUpdater::default());
     leader.set_isr_updater(Arc::clone(&updater) as Arc<dyn IsrUpdater>);
-    leader.apply_metadata(&metadata(assignment(LEADER, 1, 1, vec![LEADER, FOLLOWER]), &[])).await.expect("metadata");
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1).await.expect("append");
-    let _ = leader.read_records_for_replica(TOPIC, 0, FOLLOWER, 0, 1, 1 << 20, true).await.expect("fetch");
-    assert_eq!(leader.run_isr_maintenance_pass().await, 0, "within the lag time");
+    leader
+        .apply_metadata(&metadata(
+            assignment(LEADER, 1, 1, vec![LEADER, FOLLOWER]),
+            &[],
+        ))
+        .await
+        .expect("metadata");
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1)
+        .await
+        .expect("append");
+    let _ = leader
+        .read_records_for_replica(TOPIC, 0, FOLLOWER, 0, 1, 1 << 20, true)
+        .await
+        .expect("fetch");
+    assert_eq!(
+        leader.run_isr_maintenance_pass().await,
+        0,
+        "within the lag time"
+    );
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(leader.run_isr_maintenance_pass().await, 1);
     let hosted = leader_partition(&leader);
@@ -250,7 +442,11 @@ async fn lagging_follower_is_removed_from_the_isr_after_the_lag_time() {
     assert_eq!(updater.requests.lock().clone(), vec![vec![LEADER]]);
     assert_eq!(hosted.isr(), vec![LEADER]);
     assert_eq!(hosted.partition_epoch(), 2);
-    assert_eq!(hosted.high_watermark(), 3, "without the follower the leader commits alone");
+    assert_eq!(
+        hosted.high_watermark(),
+        3,
+        "without the follower the leader commits alone"
+    );
 }
 
 #[tokio::test]
@@ -259,9 +455,15 @@ async fn caught_up_follower_is_added_back_to_the_isr() {
     let (leader, follower) = pair(dir.path(), vec![LEADER]).await;
     let updater = Arc::new(RecordingIsrUpdater::default());
     leader.set_isr_updater(Arc::clone(&updater) as Arc<dyn IsrUpdater>);
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1).await.expect("append");
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1)
+        .await
+        .expect("append");
     let _ = replicate_once(&leader, &follower).await;
-    assert!(updater.requests.lock().is_empty(), "behind the high watermark");
+    assert!(
+        updater.requests.lock().is_empty(),
+        "behind the high watermark"
+    );
     let _ = replicate_once(&leader, &follower).await;
     let hosted = leader_partition(&leader);
     for _ in 0..100 {
@@ -270,7 +472,10 @@ async fn caught_up_follower_is_added_back_to_the_isr() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(updater.requests.lock().clone(), vec![vec![LEADER, FOLLOWER]]);
+    assert_eq!(
+        updater.requests.lock().clone(),
+        vec![vec![LEADER, FOLLOWER]]
+    );
     assert_eq!(hosted.isr(), vec![LEADER, FOLLOWER]);
     assert!(!hosted.is_under_replicated());
 }
@@ -279,12 +484,19 @@ async fn caught_up_follower_is_added_back_to_the_isr() {
 async fn failed_isr_change_is_retried_after_a_backoff() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, follower) = pair(dir.path(), vec![LEADER]).await;
-    let updater = Arc::new(RecordingIsrUpdater { refuse: true, ..RecordingIsrUpdater::default() });
+    let updater = Arc::new(RecordingIsrUpdater {
+        refuse: true,
+        ..RecordingIsrUpdater::default()
+    });
     leader.set_isr_updater(Arc::clone(&updater) as Arc<dyn IsrUpdater>);
     let _ = replicate_once(&leader, &follower).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = replicate_once(&leader, &follower).await;
-    assert_eq!(updater.requests.lock().len(), 1, "no new request within the backoff");
+    assert_eq!(
+        updater.requests.lock().len(),
+        1,
+        "no new request within the backoff"
+    );
     assert_eq!(leader_partition(&leader).isr(), vec![LEADER]);
     assert!(leader_partition(&leader).is_under_replicated());
 }
@@ -293,15 +505,27 @@ async fn failed_isr_change_is_retried_after_a_backoff() {
 async fn reopened_replicated_partition_keeps_its_checkpointed_high_watermark() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1).await.expect("append");
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1)
+        .await
+        .expect("append");
     let _ = replicate_once(&leader, &follower).await;
     let _ = replicate_once(&leader, &follower).await;
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(2, 2_000)), 1).await.expect("append");
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(2, 2_000)), 1)
+        .await
+        .expect("append");
     assert_eq!(leader_partition(&leader).high_watermark(), 3);
     leader.shutdown().await;
 
     let reopened = replica_manager(dir.path(), LEADER, 30_000);
-    reopened.apply_metadata(&metadata(assignment(LEADER, 2, 2, vec![LEADER, FOLLOWER]), &[])).await.expect("reopen");
+    reopened
+        .apply_metadata(&metadata(
+            assignment(LEADER, 2, 2, vec![LEADER, FOLLOWER]),
+            &[],
+        ))
+        .await
+        .expect("reopen");
     let hosted = leader_partition(&reopened);
     assert_eq!((hosted.log_end_offset(), hosted.high_watermark()), (5, 3));
 }
@@ -310,13 +534,38 @@ async fn reopened_replicated_partition_keeps_its_checkpointed_high_watermark() {
 async fn follower_truncates_and_restarts_at_the_leader_log_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
-    let _ = leader.append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1).await.expect("append");
+    let _ = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1)
+        .await
+        .expect("append");
     let _ = replicate_once(&leader, &follower).await;
     let following = follower.partition(TOPIC, 0).expect("follower partition");
-    assert_eq!(follower.local_epoch_view(&following, Some(1)).await.expect("epochs"), (Some(1), Some((1, 3))));
-    assert_eq!(follower.truncate_as_follower(&following, 1, 1).await.expect("truncate"), 0, "the batch straddles 1");
-    follower.truncate_fully_as_follower(&following, 1, 7).await.expect("restart");
-    assert_eq!((following.log_start_offset(), following.log_end_offset()), (7, 7));
-    let wrong_epoch = follower.truncate_as_follower(&following, 5, 0).await.expect_err("not following epoch 5");
+    assert_eq!(
+        follower
+            .local_epoch_view(&following, Some(1))
+            .await
+            .expect("epochs"),
+        (Some(1), Some((1, 3)))
+    );
+    assert_eq!(
+        follower
+            .truncate_as_follower(&following, 1, 1)
+            .await
+            .expect("truncate"),
+        0,
+        "the batch straddles 1"
+    );
+    follower
+        .truncate_fully_as_follower(&following, 1, 7)
+        .await
+        .expect("restart");
+    assert_eq!(
+        (following.log_start_offset(), following.log_end_offset()),
+        (7, 7)
+    );
+    let wrong_epoch = follower
+        .truncate_as_follower(&following, 5, 0)
+        .await
+        .expect_err("not following epoch 5");
     assert_eq!(wrong_epoch.kafka_error_code(), 6);
 }

@@ -457,7 +457,11 @@ mod tests {
                 unclean_leader_election_default: unclean,
             };
             apply(&mut metadata, unfence).unwrap();
-            assert_eq!(part(&metadata, 0).leader, expected_leader, "unclean={unclean}");
+            assert_eq!(
+                part(&metadata, 0).leader,
+                expected_leader,
+                "unclean={unclean}"
+            );
             let isr = if unclean { vec![2] } else { vec![1] };
             assert_eq!(part(&metadata, 0).isr, isr, "unclean={unclean}");
         }

@@ -114,7 +114,12 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
             broker_id,
             incarnation_id,
             unclean_leader_election_default,
-        } => election::unfence_broker(metadata, broker_id, incarnation_id, unclean_leader_election_default),
+        } => election::unfence_broker(
+            metadata,
+            broker_id,
+            incarnation_id,
+            unclean_leader_election_default,
+        ),
         Command::AlterPartition(request) => election::alter_partition(metadata, request),
         Command::ElectPreferredLeaders => election::elect_preferred_leaders(metadata),
     }
@@ -469,7 +474,9 @@ fn finish_remote_segment_copy(
         .get(&(key.topic_id, key.partition))
         .into_iter()
         .flat_map(BTreeMap::values)
-        .filter(|other| other.state == RemoteSegmentState::CopyFinished && other.segment_id != key.segment_id)
+        .filter(|other| {
+            other.state == RemoteSegmentState::CopyFinished && other.segment_id != key.segment_id
+        })
         .map(RemoteSegmentMetadata::next_offset)
         .max();
     if let Some(remote_end) = remote_end

@@ -38,18 +38,34 @@ impl AdminClient {
     pub async fn connect(addr: &str) -> Result<AdminClient, AdminError> {
         let connection = KafkaConnection::connect(addr, "silt-admin", MAX_RESPONSE_BYTES)
             .await
-            .map_err(|source| AdminError::Io { addr: addr.to_string(), source })?;
-        Ok(AdminClient { addr: addr.to_string(), connection })
+            .map_err(|source| AdminError::Io {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(AdminClient {
+            addr: addr.to_string(),
+            connection,
+        })
     }
 
     /// Sends `request` at `version` and waits for its response.
     ///
     /// # Errors
     /// I/O failure, or bytes that do not decode as the expected response.
-    pub async fn call<R: Request>(&mut self, request: R, version: i16) -> Result<R::Response, AdminError> {
-        self.connection.call(&request, version).await.map_err(|error| match error {
-            ConnectionError::Io(source) => AdminError::Io { addr: self.addr.clone(), source },
-            ConnectionError::Protocol(message) => AdminError::Protocol(message),
-        })
+    pub async fn call<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> Result<R::Response, AdminError> {
+        self.connection
+            .call(&request, version)
+            .await
+            .map_err(|error| match error {
+                ConnectionError::Io(source) => AdminError::Io {
+                    addr: self.addr.clone(),
+                    source,
+                },
+                ConnectionError::Protocol(message) => AdminError::Protocol(message),
+            })
     }
 }

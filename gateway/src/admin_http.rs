@@ -33,12 +33,22 @@ pub fn install_metrics() {
 }
 
 /// Serves the admin endpoints until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, context: Arc<BrokerContext>, mut shutdown: watch::Receiver<bool>) {
-    let router = Router::new().route("/healthz", get(healthz)).route("/metrics", get(render_metrics)).with_state(context);
+pub async fn serve(
+    listener: TcpListener,
+    context: Arc<BrokerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .with_state(context);
     let stopped = async move {
         let _ = shutdown.changed().await;
     };
-    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stopped).await {
+    if let Err(error) = axum::serve(listener, router)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
         tracing::warn!(%error, "admin http server failed");
     }
 }
@@ -50,10 +60,16 @@ async fn healthz() -> &'static str {
 async fn render_metrics(State(context): State<Arc<BrokerContext>>) -> Result<String, StatusCode> {
     let handle = prometheus().ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
     for partition in context.replica_manager.all_partitions() {
-        let labels = [("topic", partition.topic.to_string()), ("partition", partition.partition.to_string())];
-        metrics::gauge!("silt_partition_log_end_offset", &labels).set(partition.log_end_offset() as f64);
-        metrics::gauge!("silt_partition_high_watermark", &labels).set(partition.high_watermark() as f64);
-        metrics::gauge!("silt_partition_log_start_offset", &labels).set(partition.log_start_offset() as f64);
+        let labels = [
+            ("topic", partition.topic.to_string()),
+            ("partition", partition.partition.to_string()),
+        ];
+        metrics::gauge!("silt_partition_log_end_offset", &labels)
+            .set(partition.log_end_offset() as f64);
+        metrics::gauge!("silt_partition_high_watermark", &labels)
+            .set(partition.high_watermark() as f64);
+        metrics::gauge!("silt_partition_log_start_offset", &labels)
+            .set(partition.log_start_offset() as f64);
     }
     metrics::gauge!("silt_fetch_sessions").set(context.fetch_sessions.len() as f64);
     metrics::gauge!("silt_topics").set(context.controller.metadata().topics.len() as f64);

@@ -41,26 +41,35 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 pub fn is_supported(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED_APIS
         .iter()
-        .any(|(supported, min_version, max_version)| *supported == api_key && (*min_version..=*max_version).contains(&version))
+        .any(|(supported, min_version, max_version)| {
+            *supported == api_key && (*min_version..=*max_version).contains(&version)
+        })
 }
 
 fn api_version_list() -> Vec<ApiVersion> {
     SUPPORTED_APIS
         .iter()
         .map(|(api_key, min_version, max_version)| {
-            ApiVersion::default().with_api_key(*api_key as i16).with_min_version(*min_version).with_max_version(*max_version)
+            ApiVersion::default()
+                .with_api_key(*api_key as i16)
+                .with_min_version(*min_version)
+                .with_max_version(*max_version)
         })
         .collect()
 }
 
 /// The ApiVersions answer.
 pub fn api_versions_response() -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_error_code(0).with_api_keys(api_version_list())
+    ApiVersionsResponse::default()
+        .with_error_code(0)
+        .with_api_keys(api_version_list())
 }
 
 /// The answer to an ApiVersions request of a version newer than handled (KIP-511).
 pub fn unsupported_version_response() -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_error_code(UNSUPPORTED_VERSION).with_api_keys(api_version_list())
+    ApiVersionsResponse::default()
+        .with_error_code(UNSUPPORTED_VERSION)
+        .with_api_keys(api_version_list())
 }
 
 #[cfg(test)]
@@ -72,7 +81,10 @@ mod tests {
     fn every_advertised_range_is_decodable_by_the_protocol_crate() {
         for (api_key, min_version, max_version) in SUPPORTED_APIS {
             let range = api_key.valid_versions();
-            assert!(range.min <= *min_version && *max_version <= range.max, "{api_key:?} {min_version}..={max_version} outside {range}");
+            assert!(
+                range.min <= *min_version && *max_version <= range.max,
+                "{api_key:?} {min_version}..={max_version} outside {range}"
+            );
         }
         assert_eq!(ApiVersionsResponse::VERSIONS.max, 4);
     }
@@ -95,7 +107,11 @@ mod docs_tests {
                 Some((key, min.parse().ok()?, max.parse().ok()?))
             })
             .collect();
-        assert_eq!(rows.len(), SUPPORTED_APIS.len(), "one docs row per supported API");
+        assert_eq!(
+            rows.len(),
+            SUPPORTED_APIS.len(),
+            "one docs row per supported API"
+        );
         for (api_key, min_version, max_version) in SUPPORTED_APIS {
             assert!(
                 rows.contains(&(*api_key as i16, *min_version, *max_version)),

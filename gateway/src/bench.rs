@@ -593,9 +593,8 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
             payload[..8].copy_from_slice(&unix_micros().to_be_bytes());
         }
         let enqueued_us = stats.started.elapsed().as_micros() as usize;
-        let record =
-            BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
-                .payload(payload.as_slice());
+        let record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
+            .payload(payload.as_slice());
         send_record(&producer, record, index)?;
     }
     producer
@@ -865,7 +864,11 @@ impl LatencyReport {
             println!("{}", serde_json::to_string(self).unwrap_or_default());
             return;
         }
-        let rates: Vec<String> = self.max_rates.iter().map(|rate| format!("{rate:.0}")).collect();
+        let rates: Vec<String> = self
+            .max_rates
+            .iter()
+            .map(|rate| format!("{rate:.0}"))
+            .collect();
         println!(
             "maximum rate: {} records/s in {} full-speed runs; highest {:.0} records/s",
             rates.join(", "),
@@ -905,7 +908,11 @@ impl LatencyReport {
                 latency.max
             );
         }
-        let mut p99s: Vec<f64> = self.runs.iter().map(|run| run.produce_latency_ms.p99).collect();
+        let mut p99s: Vec<f64> = self
+            .runs
+            .iter()
+            .map(|run| run.produce_latency_ms.p99)
+            .collect();
         p99s.sort_by(f64::total_cmp);
         let median = p99s.get(p99s.len() / 2).copied().unwrap_or(0.0);
         println!(
@@ -963,7 +970,10 @@ async fn run_latency(args: LatencyArgs) -> Result<LatencyReport> {
             );
         }
         if !args.produce.target.json {
-            println!("full-speed run {run}: {:.0} records/s", report.records_per_sec);
+            println!(
+                "full-speed run {run}: {:.0} records/s",
+                report.records_per_sec
+            );
         }
         max_rates.push(report.records_per_sec);
     }

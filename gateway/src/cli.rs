@@ -7,14 +7,16 @@ use bytes::Buf;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetFetchRequest,
-    TopicName,
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -101,9 +103,18 @@ fn kafka_check(what: &str, code: i16, message: Option<&StrBytes>) -> Result<(), 
     if code == 0 {
         return Ok(());
     }
-    let name = kafka_protocol::ResponseError::try_from_code(code).map(|error| format!("{error:?}")).unwrap_or_else(|| "UNKNOWN".to_string());
-    let message = message.map(|m| format!(": {}", m.as_str())).unwrap_or_default();
-    Err(CliError::Kafka { what: what.to_string(), name, code, message })
+    let name = kafka_protocol::ResponseError::try_from_code(code)
+        .map(|error| format!("{error:?}"))
+        .unwrap_or_else(|| "UNKNOWN".to_string());
+    let message = message
+        .map(|m| format!(": {}", m.as_str()))
+        .unwrap_or_default();
+    Err(CliError::Kafka {
+        what: what.to_string(),
+        name,
+        code,
+        message,
+    })
 }
 
 fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError> {
@@ -145,21 +156,47 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        cells.iter().enumerate().map(|(index, cell)| format!("{cell:<width$}", width = widths[index])).collect::<Vec<_>>().join("  ")
+        cells
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
+            .collect::<Vec<_>>()
+            .join("  ")
     };
     out!("{}", line(headers.to_vec()).trim_end());
     for row in rows {
-        out!("{}", line(row.iter().map(String::as_str).collect()).trim_end());
+        out!(
+            "{}",
+            line(row.iter().map(String::as_str).collect()).trim_end()
+        );
     }
 }
 
 fn join_ids(ids: &[BrokerId]) -> String {
-    ids.iter().map(|id| id.0.to_string()).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(|id| id.0.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-async fn metadata(client: &mut AdminClient, topic: Option<&str>) -> Result<MetadataResponse, CliError> {
-    let topics = topic.map(|name| vec![MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))]);
-    Ok(client.call(MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(false), 12).await?)
+async fn metadata(
+    client: &mut AdminClient,
+    topic: Option<&str>,
+) -> Result<MetadataResponse, CliError> {
+    let topics = topic.map(|name| {
+        vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.to_string())))),
+        ]
+    });
+    Ok(client
+        .call(
+            MetadataRequest::default()
+                .with_topics(topics)
+                .with_allow_auto_topic_creation(false),
+            12,
+        )
+        .await?)
 }
 
 /// Runs a `silt topics` command against `bootstrap` (HOST:PORT).
@@ -169,20 +206,44 @@ async fn metadata(client: &mut AdminClient, topic: Option<&str>) -> Result<Metad
 pub async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), CliError> {
     let mut client = AdminClient::connect(bootstrap).await?;
     match command {
-        TopicsCommand::Create { name, partitions, replication_factor, configs } => {
+        TopicsCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
             let configs = parse_pairs(&configs)?
                 .into_iter()
-                .map(|(key, value)| CreatableTopicConfig::default().with_name(StrBytes::from_string(key)).with_value(Some(StrBytes::from_string(value))))
+                .map(|(key, value)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(key))
+                        .with_value(Some(StrBytes::from_string(value)))
+                })
                 .collect();
             let topic = CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(name.clone())))
                 .with_num_partitions(partitions)
                 .with_replication_factor(replication_factor)
                 .with_configs(configs);
-            let response = client.call(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000), 7).await?;
+            let response = client
+                .call(
+                    CreateTopicsRequest::default()
+                        .with_topics(vec![topic])
+                        .with_timeout_ms(30_000),
+                    7,
+                )
+                .await?;
             for result in &response.topics {
-                kafka_check(&format!("creating topic '{name}'"), result.error_code, result.error_message.as_ref())?;
-                out!("created topic {name} with {} partitions, replication factor {}", result.num_partitions, result.replication_factor);
+                kafka_check(
+                    &format!("creating topic '{name}'"),
+                    result.error_code,
+                    result.error_message.as_ref(),
+                )?;
+                out!(
+                    "created topic {name} with {} partitions, replication factor {}",
+                    result.num_partitions,
+                    result.replication_factor
+                );
             }
         }
         TopicsCommand::List => {
@@ -191,46 +252,91 @@ pub async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), C
                 .topics
                 .iter()
                 .map(|topic| {
-                    let replication = topic.partitions.first().map(|p| p.replica_nodes.len()).unwrap_or(0);
+                    let replication = topic
+                        .partitions
+                        .first()
+                        .map(|p| p.replica_nodes.len())
+                        .unwrap_or(0);
                     vec![
-                        topic.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(),
+                        topic
+                            .name
+                            .as_ref()
+                            .map(|n| n.0.to_string())
+                            .unwrap_or_default(),
                         topic.partitions.len().to_string(),
                         replication.to_string(),
-                        if topic.is_internal { "yes".to_string() } else { "no".to_string() },
+                        if topic.is_internal {
+                            "yes".to_string()
+                        } else {
+                            "no".to_string()
+                        },
                         topic.topic_id.to_string(),
                     ]
                 })
                 .collect();
             rows.sort();
-            print_table(&["TOPIC", "PARTITIONS", "REPLICATION", "INTERNAL", "TOPIC ID"], &rows);
+            print_table(
+                &["TOPIC", "PARTITIONS", "REPLICATION", "INTERNAL", "TOPIC ID"],
+                &rows,
+            );
         }
         TopicsCommand::Describe { name } => describe_topics(&mut client, name.as_deref()).await?,
         TopicsCommand::Delete { name } => {
-            let state = DeleteTopicState::default().with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
-            let response = client.call(DeleteTopicsRequest::default().with_topics(vec![state]).with_timeout_ms(30_000), 6).await?;
+            let state = DeleteTopicState::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+            let response = client
+                .call(
+                    DeleteTopicsRequest::default()
+                        .with_topics(vec![state])
+                        .with_timeout_ms(30_000),
+                    6,
+                )
+                .await?;
             for result in &response.responses {
-                kafka_check(&format!("deleting topic '{name}'"), result.error_code, result.error_message.as_ref())?;
+                kafka_check(
+                    &format!("deleting topic '{name}'"),
+                    result.error_code,
+                    result.error_message.as_ref(),
+                )?;
             }
             out!("deleted topic {name}");
         }
         TopicsCommand::AlterConfig { name, set, delete } => {
             if set.is_empty() && delete.is_empty() {
-                return Err(CliError::Usage("give at least one --set NAME=VALUE or --delete NAME".to_string()));
+                return Err(CliError::Usage(
+                    "give at least one --set NAME=VALUE or --delete NAME".to_string(),
+                ));
             }
             let mut configs: Vec<AlterableConfig> = parse_pairs(&set)?
                 .into_iter()
                 .map(|(key, value)| {
-                    AlterableConfig::default().with_name(StrBytes::from_string(key)).with_config_operation(0).with_value(Some(StrBytes::from_string(value)))
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(key))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_string(value)))
                 })
                 .collect();
-            configs.extend(delete.into_iter().map(|key| AlterableConfig::default().with_name(StrBytes::from_string(key)).with_config_operation(1)));
+            configs.extend(delete.into_iter().map(|key| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key))
+                    .with_config_operation(1)
+            }));
             let resource = AlterConfigsResource::default()
                 .with_resource_type(2)
                 .with_resource_name(StrBytes::from_string(name.clone()))
                 .with_configs(configs);
-            let response = client.call(IncrementalAlterConfigsRequest::default().with_resources(vec![resource]), 1).await?;
+            let response = client
+                .call(
+                    IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+                    1,
+                )
+                .await?;
             for result in &response.responses {
-                kafka_check(&format!("altering configs of '{name}'"), result.error_code, result.error_message.as_ref())?;
+                kafka_check(
+                    &format!("altering configs of '{name}'"),
+                    result.error_code,
+                    result.error_message.as_ref(),
+                )?;
             }
             out!("altered configs of topic {name}");
         }
@@ -238,38 +344,89 @@ pub async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), C
     Ok(())
 }
 
-async fn list_offsets(client: &mut AdminClient, topic: &str, partitions: &[i32], timestamp: i64) -> Result<BTreeMap<i32, i64>, CliError> {
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-        ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(
-            partitions.iter().map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(timestamp)).collect(),
-        ),
-    ]);
+async fn list_offsets(
+    client: &mut AdminClient,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<BTreeMap<i32, i64>, CliError> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(*p)
+                                .with_timestamp(timestamp)
+                        })
+                        .collect(),
+                ),
+        ]);
     let response = client.call(request, 7).await?;
-    Ok(response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.offset))).collect())
+    Ok(response
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.offset)))
+        .collect())
 }
 
 async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result<(), CliError> {
     let response = metadata(client, name).await?;
     for topic in &response.topics {
-        let topic_name = topic.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
-        kafka_check(&format!("describing topic '{topic_name}'"), topic.error_code, None)?;
+        let topic_name = topic
+            .name
+            .as_ref()
+            .map(|n| n.0.to_string())
+            .unwrap_or_default();
+        kafka_check(
+            &format!("describing topic '{topic_name}'"),
+            topic.error_code,
+            None,
+        )?;
         let partition_ids: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
         let earliest = list_offsets(client, &topic_name, &partition_ids, -2).await?;
         let latest = list_offsets(client, &topic_name, &partition_ids, -1).await?;
-        out!("Topic: {topic_name}  TopicId: {}  Partitions: {}  Internal: {}", topic.topic_id, topic.partitions.len(), topic.is_internal);
+        out!(
+            "Topic: {topic_name}  TopicId: {}  Partitions: {}  Internal: {}",
+            topic.topic_id,
+            topic.partitions.len(),
+            topic.is_internal
+        );
         let resource = DescribeConfigsResource::default()
             .with_resource_type(2)
             .with_resource_name(StrBytes::from_string(topic_name.clone()))
             .with_configuration_keys(None);
-        let configs = client.call(DescribeConfigsRequest::default().with_resources(vec![resource]), 4).await?;
+        let configs = client
+            .call(
+                DescribeConfigsRequest::default().with_resources(vec![resource]),
+                4,
+            )
+            .await?;
         let overrides: Vec<String> = configs
             .results
             .iter()
             .flat_map(|result| result.configs.iter())
             .filter(|entry| entry.config_source == 1)
-            .map(|entry| format!("{}={}", entry.name.as_str(), entry.value.as_ref().map(|v| v.as_str()).unwrap_or("")))
+            .map(|entry| {
+                format!(
+                    "{}={}",
+                    entry.name.as_str(),
+                    entry.value.as_ref().map(|v| v.as_str()).unwrap_or("")
+                )
+            })
             .collect();
-        out!("Configs: {}", if overrides.is_empty() { "(broker defaults)".to_string() } else { overrides.join(", ") });
+        out!(
+            "Configs: {}",
+            if overrides.is_empty() {
+                "(broker defaults)".to_string()
+            } else {
+                overrides.join(", ")
+            }
+        );
         let rows: Vec<Vec<String>> = topic
             .partitions
             .iter()
@@ -280,12 +437,31 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
                     partition.leader_epoch.to_string(),
                     join_ids(&partition.replica_nodes),
                     join_ids(&partition.isr_nodes),
-                    earliest.get(&partition.partition_index).copied().unwrap_or(-1).to_string(),
-                    latest.get(&partition.partition_index).copied().unwrap_or(-1).to_string(),
+                    earliest
+                        .get(&partition.partition_index)
+                        .copied()
+                        .unwrap_or(-1)
+                        .to_string(),
+                    latest
+                        .get(&partition.partition_index)
+                        .copied()
+                        .unwrap_or(-1)
+                        .to_string(),
                 ]
             })
             .collect();
-        print_table(&["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LOG START", "HIGH WATERMARK"], &rows);
+        print_table(
+            &[
+                "PARTITION",
+                "LEADER",
+                "EPOCH",
+                "REPLICAS",
+                "ISR",
+                "LOG START",
+                "HIGH WATERMARK",
+            ],
+            &rows,
+        );
         out!();
     }
     Ok(())
@@ -304,7 +480,13 @@ pub async fn run_groups(bootstrap: &str, command: GroupsCommand) -> Result<(), C
             let mut rows: Vec<Vec<String>> = response
                 .groups
                 .iter()
-                .map(|group| vec![group.group_id.0.to_string(), group.group_state.to_string(), group.protocol_type.to_string()])
+                .map(|group| {
+                    vec![
+                        group.group_id.0.to_string(),
+                        group.group_state.to_string(),
+                        group.protocol_type.to_string(),
+                    ]
+                })
                 .collect();
             rows.sort();
             print_table(&["GROUP", "STATE", "PROTOCOL TYPE"], &rows);
@@ -316,12 +498,28 @@ pub async fn run_groups(bootstrap: &str, command: GroupsCommand) -> Result<(), C
 
 async fn describe_group(client: &mut AdminClient, group: &str) -> Result<(), CliError> {
     let group_id = GroupId(StrBytes::from_string(group.to_string()));
-    let described = client.call(DescribeGroupsRequest::default().with_groups(vec![group_id.clone()]), 5).await?;
+    let described = client
+        .call(
+            DescribeGroupsRequest::default().with_groups(vec![group_id.clone()]),
+            5,
+        )
+        .await?;
     let Some(description) = described.groups.first() else {
-        return Err(CliError::Usage(format!("no description returned for group '{group}'")));
+        return Err(CliError::Usage(format!(
+            "no description returned for group '{group}'"
+        )));
     };
-    kafka_check(&format!("describing group '{group}'"), description.error_code, None)?;
-    out!("Group: {group}  State: {}  Protocol: {}  Members: {}", description.group_state.as_str(), description.protocol_data.as_str(), description.members.len());
+    kafka_check(
+        &format!("describing group '{group}'"),
+        description.error_code,
+        None,
+    )?;
+    out!(
+        "Group: {group}  State: {}  Protocol: {}  Members: {}",
+        description.group_state.as_str(),
+        description.protocol_data.as_str(),
+        description.members.len()
+    );
     let member_rows: Vec<Vec<String>> = description
         .members
         .iter()
@@ -338,18 +536,34 @@ async fn describe_group(client: &mut AdminClient, group: &str) -> Result<(), Cli
         print_table(&["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"], &member_rows);
         out!();
     }
-    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group_id).with_topics(None)]);
+    let fetch = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default()
+            .with_group_id(group_id)
+            .with_topics(None),
+    ]);
     let offsets = client.call(fetch, 8).await?;
     let mut rows = Vec::new();
     for response_group in &offsets.groups {
-        kafka_check(&format!("fetching offsets of '{group}'"), response_group.error_code, None)?;
+        kafka_check(
+            &format!("fetching offsets of '{group}'"),
+            response_group.error_code,
+            None,
+        )?;
         for topic in &response_group.topics {
             let topic_name = topic.name.0.to_string();
-            let partition_ids: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
+            let partition_ids: Vec<i32> =
+                topic.partitions.iter().map(|p| p.partition_index).collect();
             let latest = list_offsets(client, &topic_name, &partition_ids, -1).await?;
             for partition in &topic.partitions {
-                let end = latest.get(&partition.partition_index).copied().unwrap_or(-1);
-                let lag = if partition.committed_offset >= 0 && end >= 0 { (end - partition.committed_offset).to_string() } else { "-".to_string() };
+                let end = latest
+                    .get(&partition.partition_index)
+                    .copied()
+                    .unwrap_or(-1);
+                let lag = if partition.committed_offset >= 0 && end >= 0 {
+                    (end - partition.committed_offset).to_string()
+                } else {
+                    "-".to_string()
+                };
                 rows.push(vec![
                     topic_name.clone(),
                     partition.partition_index.to_string(),
@@ -361,7 +575,16 @@ async fn describe_group(client: &mut AdminClient, group: &str) -> Result<(), Cli
         }
     }
     rows.sort();
-    print_table(&["TOPIC", "PARTITION", "COMMITTED OFFSET", "LOG END OFFSET", "LAG"], &rows);
+    print_table(
+        &[
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED OFFSET",
+            "LOG END OFFSET",
+            "LAG",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
@@ -387,7 +610,9 @@ fn describe_assignment(bytes: &bytes::Bytes) -> String {
     let _version = buffer.get_i16();
     let topic_count = buffer.get_i32();
     for _ in 0..topic_count.max(0) {
-        let Some(topic) = read_string(&mut buffer) else { break };
+        let Some(topic) = read_string(&mut buffer) else {
+            break;
+        };
         if buffer.remaining() < 4 {
             break;
         }
@@ -395,8 +620,14 @@ fn describe_assignment(bytes: &bytes::Bytes) -> String {
         if buffer.remaining() < partition_count * 4 {
             break;
         }
-        let partitions: Vec<String> = (0..partition_count).map(|_| buffer.get_i32().to_string()).collect();
+        let partitions: Vec<String> = (0..partition_count)
+            .map(|_| buffer.get_i32().to_string())
+            .collect();
         parts.push(format!("{topic}:{}", partitions.join(",")));
     }
-    if parts.is_empty() { "-".to_string() } else { parts.join(" ") }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(" ")
+    }
 }

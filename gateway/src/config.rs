@@ -30,62 +30,278 @@ const fn def(name: &'static str, default: Option<&'static str>, doc: &'static st
 
 /// Every broker setting Silt understands.
 pub const BROKER_CONFIGS: &[ConfigDef] = &[
-    def("node.id", Some("1"), "this node's id, unique in the cluster"),
-    def("process.roles", Some("broker,controller"), "roles of this process: broker, controller or both"),
-    def("listeners", Some("PLAINTEXT://127.0.0.1:9092"), "listeners as NAME://HOST:PORT, comma separated; a controller also needs CONTROLLER://HOST:PORT"),
-    def("controller.quorum.voters", None, "controller voters as ID@HOST:PORT, comma separated; unset = this node alone"),
-    def("controller.listener.names", Some("CONTROLLER"), "name of the listener that serves the controller quorum"),
-    def("broker.rack", None, "rack of this broker, for rack-aware replica placement"),
-    def("broker.session.timeout.ms", Some("9000"), "a broker without a heartbeat for this long is fenced"),
-    def("broker.heartbeat.interval.ms", Some("2000"), "how often a broker heartbeats to the active controller"),
-    def("replica.lag.time.max.ms", Some("30000"), "a follower not caught up for this long leaves the ISR"),
-    def("unclean.leader.election.enable", Some("false"), "elect an out-of-sync replica when no ISR member is alive (topic config unclean.leader.election.enable)"),
-    def("auto.leader.rebalance.enable", Some("true"), "move leadership back to preferred replicas"),
-    def("leader.imbalance.check.interval.seconds", Some("300"), "how often preferred leaders are restored"),
-    def("advertised.listeners", None, "listeners given to clients in Metadata; defaults to listeners"),
-    def("log.dirs", Some("./silt-data"), "directories holding partition logs and controller state, comma separated"),
-    def("admin.listener", Some("127.0.0.1:9644"), "HOST:PORT of the admin HTTP server (/healthz, /metrics)"),
-    def("cluster.id", None, "cluster id; generated on first start when unset"),
-    def("num.partitions", Some("1"), "partitions of auto-created topics and of CreateTopics with -1"),
-    def("default.replication.factor", Some("1"), "replication factor of auto-created topics and of CreateTopics with -1"),
-    def("auto.create.topics.enable", Some("true"), "create unknown topics on Metadata requests that allow it"),
+    def(
+        "node.id",
+        Some("1"),
+        "this node's id, unique in the cluster",
+    ),
+    def(
+        "process.roles",
+        Some("broker,controller"),
+        "roles of this process: broker, controller or both",
+    ),
+    def(
+        "listeners",
+        Some("PLAINTEXT://127.0.0.1:9092"),
+        "listeners as NAME://HOST:PORT, comma separated; a controller also needs CONTROLLER://HOST:PORT",
+    ),
+    def(
+        "controller.quorum.voters",
+        None,
+        "controller voters as ID@HOST:PORT, comma separated; unset = this node alone",
+    ),
+    def(
+        "controller.listener.names",
+        Some("CONTROLLER"),
+        "name of the listener that serves the controller quorum",
+    ),
+    def(
+        "broker.rack",
+        None,
+        "rack of this broker, for rack-aware replica placement",
+    ),
+    def(
+        "broker.session.timeout.ms",
+        Some("9000"),
+        "a broker without a heartbeat for this long is fenced",
+    ),
+    def(
+        "broker.heartbeat.interval.ms",
+        Some("2000"),
+        "how often a broker heartbeats to the active controller",
+    ),
+    def(
+        "replica.lag.time.max.ms",
+        Some("30000"),
+        "a follower not caught up for this long leaves the ISR",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        Some("false"),
+        "elect an out-of-sync replica when no ISR member is alive (topic config unclean.leader.election.enable)",
+    ),
+    def(
+        "auto.leader.rebalance.enable",
+        Some("true"),
+        "move leadership back to preferred replicas",
+    ),
+    def(
+        "leader.imbalance.check.interval.seconds",
+        Some("300"),
+        "how often preferred leaders are restored",
+    ),
+    def(
+        "advertised.listeners",
+        None,
+        "listeners given to clients in Metadata; defaults to listeners",
+    ),
+    def(
+        "log.dirs",
+        Some("./silt-data"),
+        "directories holding partition logs and controller state, comma separated",
+    ),
+    def(
+        "admin.listener",
+        Some("127.0.0.1:9644"),
+        "HOST:PORT of the admin HTTP server (/healthz, /metrics)",
+    ),
+    def(
+        "cluster.id",
+        None,
+        "cluster id; generated on first start when unset",
+    ),
+    def(
+        "num.partitions",
+        Some("1"),
+        "partitions of auto-created topics and of CreateTopics with -1",
+    ),
+    def(
+        "default.replication.factor",
+        Some("1"),
+        "replication factor of auto-created topics and of CreateTopics with -1",
+    ),
+    def(
+        "auto.create.topics.enable",
+        Some("true"),
+        "create unknown topics on Metadata requests that allow it",
+    ),
     def("delete.topic.enable", Some("true"), "allow DeleteTopics"),
-    def("log.segment.bytes", Some("1073741824"), "roll a segment at this size in bytes (topic config segment.bytes)"),
-    def("log.roll.ms", Some("604800000"), "roll a segment after this many ms (topic config segment.ms)"),
-    def("log.retention.ms", Some("604800000"), "delete segments older than this, -1 = forever (topic config retention.ms)"),
-    def("log.retention.bytes", Some("-1"), "delete old segments beyond this partition size, -1 = no limit (topic config retention.bytes)"),
-    def("log.retention.check.interval.ms", Some("300000"), "how often retention runs"),
-    def("log.flush.interval.messages", Some("9223372036854775807"), "fsync after this many messages (topic config flush.messages)"),
-    def("log.flush.interval.ms", None, "fsync after this many ms (topic config flush.ms)"),
-    def("log.segment.preallocate.bytes", Some("1073741824"), "disk blocks a fast-written partition allocates ahead of its appends in one step (at most the rest of the segment; the next segment is allocated ahead too), 0 = off"),
-    def("log.writeback.interval.bytes", Some("4194304"), "start writing a segment's appended data to disk every this many bytes (no fsync), so the kernel never writes back in bursts; 0 = leave it to the kernel"),
-    def("log.writeback.drop.behind.bytes", Some("268435456"), "appended bytes per partition kept in the page cache behind the end of its active segment; older pages are dropped once written back, so the cache stays a fixed size (needs log.writeback.interval.bytes > 0); 0 = keep every page"),
-    def("log.index.interval.bytes", Some("4096"), "bytes between offset index entries (topic config index.interval.bytes)"),
-    def("log.message.timestamp.type", Some("CreateTime"), "CreateTime or LogAppendTime (topic config message.timestamp.type)"),
-    def("log.cleanup.policy", Some("delete"), "delete or compact (topic config cleanup.policy)"),
-    def("message.max.bytes", Some("1048588"), "largest record batch accepted, bytes (topic config max.message.bytes)"),
-    def("min.insync.replicas", Some("1"), "in-sync replicas needed for acks=all (topic config min.insync.replicas)"),
-    def("offsets.topic.num.partitions", Some("50"), "partitions of __consumer_offsets"),
-    def("offsets.topic.replication.factor", Some("1"), "replication factor of __consumer_offsets"),
-    def("offsets.retention.minutes", Some("10080"), "committed offsets of empty groups expire after this"),
-    def("group.initial.rebalance.delay.ms", Some("3000"), "delay of a new group's first rebalance"),
-    def("group.min.session.timeout.ms", Some("6000"), "smallest session timeout a consumer may ask for"),
-    def("group.max.session.timeout.ms", Some("1800000"), "largest session timeout a consumer may ask for"),
-    def("socket.request.max.bytes", Some("104857600"), "requests larger than this close the connection before being read"),
-    def("remote.log.storage.system.enable", Some("true"), "run tiered storage: upload sealed segments of topics with remote.storage.enable"),
-    def("object.store", None, "object store for tiered segments: a directory, file:///dir or s3://bucket/prefix; default <first log dir>/objects"),
-    def("s3.endpoint", None, "S3 endpoint URL for MinIO and other S3-compatible stores, e.g. http://127.0.0.1:9000"),
-    def("s3.region", None, "S3 region; default from the AWS environment, else us-east-1"),
-    def("s3.access.key.id", None, "static S3 access key id; default: the AWS credential chain (env, profile, web identity, IMDS)"),
+    def(
+        "log.segment.bytes",
+        Some("1073741824"),
+        "roll a segment at this size in bytes (topic config segment.bytes)",
+    ),
+    def(
+        "log.roll.ms",
+        Some("604800000"),
+        "roll a segment after this many ms (topic config segment.ms)",
+    ),
+    def(
+        "log.retention.ms",
+        Some("604800000"),
+        "delete segments older than this, -1 = forever (topic config retention.ms)",
+    ),
+    def(
+        "log.retention.bytes",
+        Some("-1"),
+        "delete old segments beyond this partition size, -1 = no limit (topic config retention.bytes)",
+    ),
+    def(
+        "log.retention.check.interval.ms",
+        Some("300000"),
+        "how often retention runs",
+    ),
+    def(
+        "log.flush.interval.messages",
+        Some("9223372036854775807"),
+        "fsync after this many messages (topic config flush.messages)",
+    ),
+    def(
+        "log.flush.interval.ms",
+        None,
+        "fsync after this many ms (topic config flush.ms)",
+    ),
+    def(
+        "log.segment.preallocate.bytes",
+        Some("1073741824"),
+        "disk blocks a fast-written partition allocates ahead of its appends in one step (at most the rest of the segment; the next segment is allocated ahead too), 0 = off",
+    ),
+    def(
+        "log.writeback.interval.bytes",
+        Some("4194304"),
+        "start writing a segment's appended data to disk every this many bytes (no fsync), so the kernel never writes back in bursts; 0 = leave it to the kernel",
+    ),
+    def(
+        "log.writeback.drop.behind.bytes",
+        Some("268435456"),
+        "appended bytes per partition kept in the page cache behind the end of its active segment; older pages are dropped once written back, so the cache stays a fixed size (needs log.writeback.interval.bytes > 0); 0 = keep every page",
+    ),
+    def(
+        "log.index.interval.bytes",
+        Some("4096"),
+        "bytes between offset index entries (topic config index.interval.bytes)",
+    ),
+    def(
+        "log.message.timestamp.type",
+        Some("CreateTime"),
+        "CreateTime or LogAppendTime (topic config message.timestamp.type)",
+    ),
+    def(
+        "log.cleanup.policy",
+        Some("delete"),
+        "delete or compact (topic config cleanup.policy)",
+    ),
+    def(
+        "message.max.bytes",
+        Some("1048588"),
+        "largest record batch accepted, bytes (topic config max.message.bytes)",
+    ),
+    def(
+        "min.insync.replicas",
+        Some("1"),
+        "in-sync replicas needed for acks=all (topic config min.insync.replicas)",
+    ),
+    def(
+        "offsets.topic.num.partitions",
+        Some("50"),
+        "partitions of __consumer_offsets",
+    ),
+    def(
+        "offsets.topic.replication.factor",
+        Some("1"),
+        "replication factor of __consumer_offsets",
+    ),
+    def(
+        "offsets.retention.minutes",
+        Some("10080"),
+        "committed offsets of empty groups expire after this",
+    ),
+    def(
+        "group.initial.rebalance.delay.ms",
+        Some("3000"),
+        "delay of a new group's first rebalance",
+    ),
+    def(
+        "group.min.session.timeout.ms",
+        Some("6000"),
+        "smallest session timeout a consumer may ask for",
+    ),
+    def(
+        "group.max.session.timeout.ms",
+        Some("1800000"),
+        "largest session timeout a consumer may ask for",
+    ),
+    def(
+        "socket.request.max.bytes",
+        Some("104857600"),
+        "requests larger than this close the connection before being read",
+    ),
+    def(
+        "remote.log.storage.system.enable",
+        Some("true"),
+        "run tiered storage: upload sealed segments of topics with remote.storage.enable",
+    ),
+    def(
+        "object.store",
+        None,
+        "object store for tiered segments: a directory, file:///dir or s3://bucket/prefix; default <first log dir>/objects",
+    ),
+    def(
+        "s3.endpoint",
+        None,
+        "S3 endpoint URL for MinIO and other S3-compatible stores, e.g. http://127.0.0.1:9000",
+    ),
+    def(
+        "s3.region",
+        None,
+        "S3 region; default from the AWS environment, else us-east-1",
+    ),
+    def(
+        "s3.access.key.id",
+        None,
+        "static S3 access key id; default: the AWS credential chain (env, profile, web identity, IMDS)",
+    ),
     def("s3.secret.access.key", None, "static S3 secret access key"),
-    def("log.remote.storage.enable", Some("false"), "tier new topics by default (topic config remote.storage.enable)"),
-    def("log.local.retention.ms", Some("-2"), "keep tiered data locally this long, -2 = retention.ms (topic config local.retention.ms)"),
-    def("log.local.retention.bytes", Some("-2"), "keep this many bytes of tiered data locally, -2 = retention.bytes (topic config local.retention.bytes)"),
-    def("remote.log.manager.task.interval.ms", Some("30000"), "how often sealed segments are uploaded and remote retention runs"),
-    def("remote.log.cache.chunk.bytes", Some("4194304"), "size of the byte ranges cached from remote segments"),
-    def("remote.log.cache.memory.bytes", Some("268435456"), "memory for cached remote byte ranges"),
-    def("remote.log.cache.disk.bytes", Some("2147483648"), "local disk for cached remote byte ranges, 0 = memory only"),
-    def("remote.log.cache.dir", None, "directory of the remote read cache; default <first log dir>/remote-cache"),
+    def(
+        "log.remote.storage.enable",
+        Some("false"),
+        "tier new topics by default (topic config remote.storage.enable)",
+    ),
+    def(
+        "log.local.retention.ms",
+        Some("-2"),
+        "keep tiered data locally this long, -2 = retention.ms (topic config local.retention.ms)",
+    ),
+    def(
+        "log.local.retention.bytes",
+        Some("-2"),
+        "keep this many bytes of tiered data locally, -2 = retention.bytes (topic config local.retention.bytes)",
+    ),
+    def(
+        "remote.log.manager.task.interval.ms",
+        Some("30000"),
+        "how often sealed segments are uploaded and remote retention runs",
+    ),
+    def(
+        "remote.log.cache.chunk.bytes",
+        Some("4194304"),
+        "size of the byte ranges cached from remote segments",
+    ),
+    def(
+        "remote.log.cache.memory.bytes",
+        Some("268435456"),
+        "memory for cached remote byte ranges",
+    ),
+    def(
+        "remote.log.cache.disk.bytes",
+        Some("2147483648"),
+        "local disk for cached remote byte ranges, 0 = memory only",
+    ),
+    def(
+        "remote.log.cache.dir",
+        None,
+        "directory of the remote read cache; default <first log dir>/remote-cache",
+    ),
 ];
 
 /// Broker config name → topic config name for the settings that are topic defaults.
@@ -101,7 +317,10 @@ pub const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
     ("log.cleanup.policy", "cleanup.policy"),
     ("message.max.bytes", "max.message.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
-    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
     ("log.remote.storage.enable", "remote.storage.enable"),
     ("log.local.retention.ms", "local.retention.ms"),
     ("log.local.retention.bytes", "local.retention.bytes"),
@@ -311,7 +530,11 @@ impl BrokerConfig {
     pub fn load(args: &ServeArgs) -> Result<BrokerConfig, ConfigError> {
         let mut raw: BTreeMap<String, String> = BROKER_CONFIGS
             .iter()
-            .filter_map(|config| config.default.map(|default| (config.name.to_string(), default.to_string())))
+            .filter_map(|config| {
+                config
+                    .default
+                    .map(|default| (config.name.to_string(), default.to_string()))
+            })
             .collect();
         if let Some(path) = &args.config_file {
             for (name, value) in read_toml_settings(path)? {
@@ -347,7 +570,9 @@ impl BrokerConfig {
         let listener_text = get("listeners").to_string();
         let listener = parse_plaintext_listener("listeners", &listener_text)?;
         let advertised = match raw.get("advertised.listeners") {
-            Some(text) if !text.trim().is_empty() => parse_plaintext_host_port("advertised.listeners", text)?,
+            Some(text) if !text.trim().is_empty() => {
+                parse_plaintext_host_port("advertised.listeners", text)?
+            }
             _ => (listener.ip().to_string(), listener.port()),
         };
         let log_dirs: Vec<PathBuf> = get("log.dirs")
@@ -357,48 +582,84 @@ impl BrokerConfig {
             .map(PathBuf::from)
             .collect();
         if log_dirs.is_empty() {
-            return Err(invalid("log.dirs", get("log.dirs"), "one or more directories, comma separated"));
+            return Err(invalid(
+                "log.dirs",
+                get("log.dirs"),
+                "one or more directories, comma separated",
+            ));
         }
-        let admin_listener = get("admin.listener")
-            .parse::<SocketAddr>()
-            .map_err(|_| invalid("admin.listener", get("admin.listener"), "HOST:PORT, e.g. 127.0.0.1:9644"))?;
+        let admin_listener = get("admin.listener").parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "admin.listener",
+                get("admin.listener"),
+                "HOST:PORT, e.g. 127.0.0.1:9644",
+            )
+        })?;
         let mut log_defaults = BTreeMap::new();
         for (broker_name, topic_name) in TOPIC_DEFAULT_NAMES {
             if let Some(value) = raw.get(*broker_name) {
                 let _ = log_defaults.insert((*topic_name).to_string(), value.clone());
             }
         }
-        silt_broker::log_config::LogConfig::from_configs(&log_defaults, &BTreeMap::new())
-            .map_err(|error| ConfigError::InvalidValue { name: "log.*".to_string(), value: error.to_string(), expected: "valid topic defaults" })?;
+        silt_broker::log_config::LogConfig::from_configs(&log_defaults, &BTreeMap::new()).map_err(
+            |error| ConfigError::InvalidValue {
+                name: "log.*".to_string(),
+                value: error.to_string(),
+                expected: "valid topic defaults",
+            },
+        )?;
         let offsets_retention_minutes: i64 = parse_number(&raw, "offsets.retention.minutes")?;
         let group = GroupConfig {
             offsets_topic_num_partitions: parse_number(&raw, "offsets.topic.num.partitions")?,
-            group_initial_rebalance_delay_ms: parse_number(&raw, "group.initial.rebalance.delay.ms")?,
+            group_initial_rebalance_delay_ms: parse_number(
+                &raw,
+                "group.initial.rebalance.delay.ms",
+            )?,
             group_min_session_timeout_ms: parse_number(&raw, "group.min.session.timeout.ms")?,
             group_max_session_timeout_ms: parse_number(&raw, "group.max.session.timeout.ms")?,
             offsets_retention_ms: offsets_retention_minutes.saturating_mul(60_000),
         };
         let flush_interval_ms = match raw.get("log.flush.interval.ms") {
-            Some(text) if !text.trim().is_empty() => Some(parse_number(&raw, "log.flush.interval.ms")?),
+            Some(text) if !text.trim().is_empty() => {
+                Some(parse_number(&raw, "log.flush.interval.ms")?)
+            }
             _ => None,
         };
         let num_partitions: i32 = parse_number(&raw, "num.partitions")?;
         if num_partitions < 1 {
-            return Err(invalid("num.partitions", get("num.partitions"), "a positive integer"));
+            return Err(invalid(
+                "num.partitions",
+                get("num.partitions"),
+                "a positive integer",
+            ));
         }
         let first_log_dir = absolute(&log_dirs[0]);
         let object_store_url = match raw.get("object.store") {
             Some(url) if !url.trim().is_empty() => url.trim().to_string(),
             _ => first_log_dir.join("objects").display().to_string(),
         };
-        let s3_endpoint = raw.get("s3.endpoint").filter(|e| !e.trim().is_empty()).cloned();
+        let s3_endpoint = raw
+            .get("s3.endpoint")
+            .filter(|e| !e.trim().is_empty())
+            .cloned();
         let object_store = ObjectStoreConfig {
             url: object_store_url,
-            s3_allow_http: s3_endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("http://")),
+            s3_allow_http: s3_endpoint
+                .as_deref()
+                .is_some_and(|endpoint| endpoint.starts_with("http://")),
             s3_endpoint,
-            s3_region: raw.get("s3.region").filter(|v| !v.trim().is_empty()).cloned(),
-            s3_access_key_id: raw.get("s3.access.key.id").filter(|v| !v.trim().is_empty()).cloned(),
-            s3_secret_access_key: raw.get("s3.secret.access.key").filter(|v| !v.trim().is_empty()).cloned(),
+            s3_region: raw
+                .get("s3.region")
+                .filter(|v| !v.trim().is_empty())
+                .cloned(),
+            s3_access_key_id: raw
+                .get("s3.access.key.id")
+                .filter(|v| !v.trim().is_empty())
+                .cloned(),
+            s3_secret_access_key: raw
+                .get("s3.secret.access.key")
+                .filter(|v| !v.trim().is_empty())
+                .cloned(),
         };
         let tiering = TieringConfig {
             task_interval_ms: parse_number(&raw, "remote.log.manager.task.interval.ms")?,
@@ -417,12 +678,27 @@ impl BrokerConfig {
             ..ChunkCacheConfig::default()
         };
         if remote_cache.chunk_bytes == 0 || remote_cache.memory_bytes == 0 {
-            return Err(invalid("remote.log.cache.memory.bytes", get("remote.log.cache.memory.bytes"), "positive sizes for the remote cache"));
+            return Err(invalid(
+                "remote.log.cache.memory.bytes",
+                get("remote.log.cache.memory.bytes"),
+                "positive sizes for the remote cache",
+            ));
         }
-        let process_roles: Vec<String> =
-            get("process.roles").split(',').map(|role| role.trim().to_ascii_lowercase()).filter(|r| !r.is_empty()).collect();
-        if process_roles.is_empty() || process_roles.iter().any(|role| role != "broker" && role != "controller") {
-            return Err(invalid("process.roles", get("process.roles"), "broker, controller or broker,controller"));
+        let process_roles: Vec<String> = get("process.roles")
+            .split(',')
+            .map(|role| role.trim().to_ascii_lowercase())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if process_roles.is_empty()
+            || process_roles
+                .iter()
+                .any(|role| role != "broker" && role != "controller")
+        {
+            return Err(invalid(
+                "process.roles",
+                get("process.roles"),
+                "broker, controller or broker,controller",
+            ));
         }
         let node_id: i32 = parse_number(&raw, "node.id")?;
         if node_id < 0 {
@@ -435,37 +711,68 @@ impl BrokerConfig {
             false => parse_named_listener(&listener_text, get("controller.listener.names").trim())?,
         };
         if !is_controller && quorum_voters.is_empty() {
-            return Err(invalid("controller.quorum.voters", "", "the controller voters (ID@HOST:PORT,...) when process.roles has no controller"));
+            return Err(invalid(
+                "controller.quorum.voters",
+                "",
+                "the controller voters (ID@HOST:PORT,...) when process.roles has no controller",
+            ));
         }
         if !process_roles.iter().any(|role| role == "broker") {
-            return Err(invalid("process.roles", get("process.roles"), "a role list that includes broker (controller-only nodes are not supported yet)"));
+            return Err(invalid(
+                "process.roles",
+                get("process.roles"),
+                "a role list that includes broker (controller-only nodes are not supported yet)",
+            ));
         }
         if is_controller && !quorum_voters.is_empty() {
             if !quorum_voters.contains_key(&node_id) {
-                return Err(invalid("controller.quorum.voters", get("controller.quorum.voters"), "a voter list that includes this node.id when process.roles has controller"));
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    get("controller.quorum.voters"),
+                    "a voter list that includes this node.id when process.roles has controller",
+                ));
             }
             if controller_listener.is_none() {
-                return Err(invalid("listeners", &listener_text, "a CONTROLLER://HOST:PORT listener when this node is a controller voter"));
+                return Err(invalid(
+                    "listeners",
+                    &listener_text,
+                    "a CONTROLLER://HOST:PORT listener when this node is a controller voter",
+                ));
             }
         }
-        let leader_imbalance_check_interval_s: u64 = parse_number(&raw, "leader.imbalance.check.interval.seconds")?;
+        let leader_imbalance_check_interval_s: u64 =
+            parse_number(&raw, "leader.imbalance.check.interval.seconds")?;
         let writeback = silt_broker::writeback::WritebackConfig {
             interval_bytes: parse_number(&raw, "log.writeback.interval.bytes")?,
             drop_behind_bytes: parse_number(&raw, "log.writeback.drop.behind.bytes")?,
         };
         // Pages closer to the end than two intervals may still be dirty or under writeback.
-        if writeback.drop_behind_bytes != 0 && writeback.drop_behind_bytes < writeback.interval_bytes.saturating_mul(2) {
-            return Err(invalid("log.writeback.drop.behind.bytes", get("log.writeback.drop.behind.bytes"), "0, or at least twice log.writeback.interval.bytes"));
+        if writeback.drop_behind_bytes != 0
+            && writeback.drop_behind_bytes < writeback.interval_bytes.saturating_mul(2)
+        {
+            return Err(invalid(
+                "log.writeback.drop.behind.bytes",
+                get("log.writeback.drop.behind.bytes"),
+                "0, or at least twice log.writeback.interval.bytes",
+            ));
         }
         Ok(BrokerConfig {
-            controller_listener: if is_controller { controller_listener } else { None },
+            controller_listener: if is_controller {
+                controller_listener
+            } else {
+                None
+            },
             quorum_voters,
-            broker_rack: raw.get("broker.rack").map(|rack| rack.trim().to_string()).filter(|rack| !rack.is_empty()),
+            broker_rack: raw
+                .get("broker.rack")
+                .map(|rack| rack.trim().to_string())
+                .filter(|rack| !rack.is_empty()),
             broker_session_timeout_ms: parse_number(&raw, "broker.session.timeout.ms")?,
             broker_heartbeat_interval_ms: parse_number(&raw, "broker.heartbeat.interval.ms")?,
             replica_lag_time_max_ms: parse_number(&raw, "replica.lag.time.max.ms")?,
             auto_leader_rebalance_enable: parse_bool(&raw, "auto.leader.rebalance.enable")?,
-            leader_imbalance_check_interval_ms: leader_imbalance_check_interval_s.saturating_mul(1000),
+            leader_imbalance_check_interval_ms: leader_imbalance_check_interval_s
+                .saturating_mul(1000),
             remote_storage_system_enable: parse_bool(&raw, "remote.log.storage.system.enable")?,
             object_store,
             tiering,
@@ -477,7 +784,10 @@ impl BrokerConfig {
             advertised_port: advertised.1,
             log_dirs,
             admin_listener,
-            cluster_id: raw.get("cluster.id").filter(|id| !id.trim().is_empty()).cloned(),
+            cluster_id: raw
+                .get("cluster.id")
+                .filter(|id| !id.trim().is_empty())
+                .cloned(),
             num_partitions,
             default_replication_factor: parse_number(&raw, "default.replication.factor")?,
             auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?,
@@ -488,7 +798,10 @@ impl BrokerConfig {
             writeback,
             flush_interval_ms,
             offsets_topic_num_partitions: group.offsets_topic_num_partitions,
-            offsets_topic_replication_factor: parse_number(&raw, "offsets.topic.replication.factor")?,
+            offsets_topic_replication_factor: parse_number(
+                &raw,
+                "offsets.topic.replication.factor",
+            )?,
             group,
             socket_request_max_bytes: parse_number(&raw, "socket.request.max.bytes")?,
             raw,
@@ -503,12 +816,22 @@ fn absolute(path: &std::path::Path) -> PathBuf {
 }
 
 fn invalid(name: &str, value: &str, expected: &'static str) -> ConfigError {
-    ConfigError::InvalidValue { name: name.to_string(), value: value.to_string(), expected }
+    ConfigError::InvalidValue {
+        name: name.to_string(),
+        value: value.to_string(),
+        expected,
+    }
 }
 
-fn parse_number<T: std::str::FromStr>(raw: &BTreeMap<String, String>, name: &str) -> Result<T, ConfigError> {
+fn parse_number<T: std::str::FromStr>(
+    raw: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<T, ConfigError> {
     let value = raw.get(name).map(String::as_str).unwrap_or("");
-    value.trim().parse::<T>().map_err(|_| invalid(name, value, "a number in range"))
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|_| invalid(name, value, "a number in range"))
 }
 
 fn parse_bool(raw: &BTreeMap<String, String>, name: &str) -> Result<bool, ConfigError> {
@@ -528,14 +851,25 @@ fn parse_plaintext_host_port(name: &str, text: &str) -> Result<(String, u16), Co
         .split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
-        .map(|entry| entry.split_once("://").ok_or_else(|| invalid(name, text, expected)))
+        .map(|entry| {
+            entry
+                .split_once("://")
+                .ok_or_else(|| invalid(name, text, expected))
+        })
         .collect::<Result<_, _>>()?;
     let chosen = entries
         .iter()
         .find(|(listener_name, _)| listener_name.eq_ignore_ascii_case("PLAINTEXT"))
-        .or_else(|| entries.iter().find(|(listener_name, _)| !listener_name.eq_ignore_ascii_case("CONTROLLER")))
+        .or_else(|| {
+            entries
+                .iter()
+                .find(|(listener_name, _)| !listener_name.eq_ignore_ascii_case("CONTROLLER"))
+        })
         .ok_or_else(|| invalid(name, text, expected))?;
-    let (host, port) = chosen.1.rsplit_once(':').ok_or_else(|| invalid(name, text, expected))?;
+    let (host, port) = chosen
+        .1
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(name, text, expected))?;
     let port: u16 = port.parse().map_err(|_| invalid(name, text, expected))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "0.0.0.0" } else { host };
@@ -546,15 +880,31 @@ fn parse_plaintext_host_port(name: &str, text: &str) -> Result<(String, u16), Co
 fn parse_quorum_voters(text: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
     let expected = "ID@HOST:PORT[,ID@HOST:PORT], e.g. 1@127.0.0.1:19093,2@127.0.0.1:19193";
     let mut voters = BTreeMap::new();
-    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
-        let (id, address) = entry.split_once('@').ok_or_else(|| invalid("controller.quorum.voters", text, expected))?;
-        let id: i32 = id.trim().parse().map_err(|_| invalid("controller.quorum.voters", text, expected))?;
-        let (host, port) = address.trim().rsplit_once(':').ok_or_else(|| invalid("controller.quorum.voters", text, expected))?;
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (id, address) = entry
+            .split_once('@')
+            .ok_or_else(|| invalid("controller.quorum.voters", text, expected))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .map_err(|_| invalid("controller.quorum.voters", text, expected))?;
+        let (host, port) = address
+            .trim()
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("controller.quorum.voters", text, expected))?;
         if id < 0 || host.is_empty() || port.parse::<u16>().is_err() {
             return Err(invalid("controller.quorum.voters", text, expected));
         }
         if voters.insert(id, address.trim().to_string()).is_some() {
-            return Err(invalid("controller.quorum.voters", text, "each voter id once"));
+            return Err(invalid(
+                "controller.quorum.voters",
+                text,
+                "each voter id once",
+            ));
         }
     }
     Ok(voters)
@@ -564,13 +914,25 @@ fn parse_quorum_voters(text: &str) -> Result<BTreeMap<i32, String>, ConfigError>
 /// list, if the list has one.
 fn parse_named_listener(text: &str, name: &str) -> Result<Option<SocketAddr>, ConfigError> {
     let expected = "NAME://HOST:PORT[,NAME://HOST:PORT], e.g. CONTROLLER://127.0.0.1:9093";
-    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
-        let (listener_name, address) = entry.split_once("://").ok_or_else(|| invalid("listeners", text, expected))?;
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (listener_name, address) = entry
+            .split_once("://")
+            .ok_or_else(|| invalid("listeners", text, expected))?;
         if !listener_name.eq_ignore_ascii_case(name) {
             continue;
         }
         let address = address.replace("localhost", "127.0.0.1");
-        let parsed = address.parse::<SocketAddr>().map_err(|_| invalid("listeners", text, "an IP address and port, e.g. CONTROLLER://127.0.0.1:9093"))?;
+        let parsed = address.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "listeners",
+                text,
+                "an IP address and port, e.g. CONTROLLER://127.0.0.1:9093",
+            )
+        })?;
         return Ok(Some(parsed));
     }
     Ok(None)
@@ -578,17 +940,34 @@ fn parse_named_listener(text: &str, name: &str) -> Result<Option<SocketAddr>, Co
 
 fn parse_plaintext_listener(name: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     let (host, port) = parse_plaintext_host_port(name, text)?;
-    let resolved = if host == "localhost" { "127.0.0.1".to_string() } else { host };
+    let resolved = if host == "localhost" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
     format!("{resolved}:{port}")
         .parse::<SocketAddr>()
         .or_else(|_| format!("[{resolved}]:{port}").parse::<SocketAddr>())
-        .map_err(|_| invalid(name, text, "an IP address and port, e.g. PLAINTEXT://127.0.0.1:9092"))
+        .map_err(|_| {
+            invalid(
+                name,
+                text,
+                "an IP address and port, e.g. PLAINTEXT://127.0.0.1:9092",
+            )
+        })
 }
 
 fn read_toml_settings(path: &PathBuf) -> Result<BTreeMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.clone(),
+        source,
+    })?;
     let table: toml::Table =
-        text.parse().map_err(|error: toml::de::Error| ConfigError::ParseFile { path: path.clone(), message: error.to_string() })?;
+        text.parse()
+            .map_err(|error: toml::de::Error| ConfigError::ParseFile {
+                path: path.clone(),
+                message: error.to_string(),
+            })?;
     let mut settings = BTreeMap::new();
     flatten_toml("", &table, &mut settings, path)?;
     for name in settings.keys() {
@@ -600,9 +979,18 @@ fn read_toml_settings(path: &PathBuf) -> Result<BTreeMap<String, String>, Config
 }
 
 /// Accepts both `"log.dirs" = ".."` and nested tables (`[log] dirs = ..`).
-fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>, path: &PathBuf) -> Result<(), ConfigError> {
+fn flatten_toml(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut BTreeMap<String, String>,
+    path: &PathBuf,
+) -> Result<(), ConfigError> {
     for (key, value) in table {
-        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         let text = match value {
             toml::Value::String(text) => text.clone(),
             toml::Value::Integer(number) => number.to_string(),
@@ -621,7 +1009,10 @@ fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, St
                 continue;
             }
             toml::Value::Datetime(_) => {
-                return Err(ConfigError::ParseFile { path: path.clone(), message: format!("{name}: dates are not settings") });
+                return Err(ConfigError::ParseFile {
+                    path: path.clone(),
+                    message: format!("{name}: dates are not settings"),
+                });
             }
         };
         let _ = out.insert(name, text);
@@ -638,17 +1029,30 @@ mod tests {
         let config = BrokerConfig::load(&ServeArgs::default()).expect("defaults are valid");
         assert_eq!(config.listener, "127.0.0.1:9092".parse().expect("addr"));
         assert_eq!(config.log_dirs, vec![PathBuf::from("./silt-data")]);
-        assert_eq!(config.log_defaults.get("retention.ms").map(String::as_str), Some("604800000"));
+        assert_eq!(
+            config.log_defaults.get("retention.ms").map(String::as_str),
+            Some("604800000")
+        );
         assert!(config.auto_create_topics_enable);
-        assert_eq!(config.segment_preallocate_bytes, silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES);
-        assert_eq!(config.writeback, silt_broker::writeback::WritebackConfig::default());
+        assert_eq!(
+            config.segment_preallocate_bytes,
+            silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES
+        );
+        assert_eq!(
+            config.writeback,
+            silt_broker::writeback::WritebackConfig::default()
+        );
     }
 
     #[test]
     fn flags_and_overrides_beat_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("silt.toml");
-        std::fs::write(&file, "\"num.partitions\" = 3\n[log.retention]\nms = 1000\n").expect("write");
+        std::fs::write(
+            &file,
+            "\"num.partitions\" = 3\n[log.retention]\nms = 1000\n",
+        )
+        .expect("write");
         let args = ServeArgs {
             config_file: Some(file),
             settings: BTreeMap::from([("num.partitions".to_string(), "4".to_string())]),
@@ -656,22 +1060,57 @@ mod tests {
         };
         let config = BrokerConfig::load(&args).expect("valid");
         assert_eq!(config.num_partitions, 4);
-        assert_eq!(config.log_defaults.get("retention.ms").map(String::as_str), Some("1000"));
-        assert_eq!(config.log_defaults.get("retention.bytes").map(String::as_str), Some("77"));
+        assert_eq!(
+            config.log_defaults.get("retention.ms").map(String::as_str),
+            Some("1000")
+        );
+        assert_eq!(
+            config
+                .log_defaults
+                .get("retention.bytes")
+                .map(String::as_str),
+            Some("77")
+        );
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let args = ServeArgs { overrides: vec!["num.partitions=many".to_string()], ..ServeArgs::default() };
+        let args = ServeArgs {
+            overrides: vec!["num.partitions=many".to_string()],
+            ..ServeArgs::default()
+        };
         let error = BrokerConfig::load(&args).expect_err("invalid");
         assert!(error.to_string().contains("num.partitions"), "{error}");
-        let unknown = ServeArgs { overrides: vec!["no.such.thing=1".to_string()], ..ServeArgs::default() };
-        assert!(matches!(BrokerConfig::load(&unknown), Err(ConfigError::UnknownSetting(_))));
-        let too_close = ServeArgs { overrides: vec!["log.writeback.drop.behind.bytes=4194304".to_string()], ..ServeArgs::default() };
+        let unknown = ServeArgs {
+            overrides: vec!["no.such.thing=1".to_string()],
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            BrokerConfig::load(&unknown),
+            Err(ConfigError::UnknownSetting(_))
+        ));
+        let too_close = ServeArgs {
+            overrides: vec!["log.writeback.drop.behind.bytes=4194304".to_string()],
+            ..ServeArgs::default()
+        };
         let error = BrokerConfig::load(&too_close).expect_err("a window inside writeback's reach");
-        assert!(error.to_string().contains("log.writeback.drop.behind.bytes"), "{error}");
-        let off = ServeArgs { overrides: vec!["log.writeback.drop.behind.bytes=0".to_string()], ..ServeArgs::default() };
-        assert_eq!(BrokerConfig::load(&off).expect("0 turns dropping off").writeback.drop_behind_bytes, 0);
+        assert!(
+            error
+                .to_string()
+                .contains("log.writeback.drop.behind.bytes"),
+            "{error}"
+        );
+        let off = ServeArgs {
+            overrides: vec!["log.writeback.drop.behind.bytes=0".to_string()],
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            BrokerConfig::load(&off)
+                .expect("0 turns dropping off")
+                .writeback
+                .drop_behind_bytes,
+            0
+        );
     }
 
     #[test]
@@ -680,35 +1119,72 @@ mod tests {
         let args = ServeArgs {
             settings: BTreeMap::from([
                 ("node.id".to_string(), "2".to_string()),
-                ("listeners".to_string(), "PLAINTEXT://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193".to_string()),
+                (
+                    "listeners".to_string(),
+                    "PLAINTEXT://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193".to_string(),
+                ),
                 ("controller.quorum.voters".to_string(), voters.to_string()),
             ]),
             ..ServeArgs::default()
         };
         let config = BrokerConfig::load(&args).expect("valid");
         assert_eq!(config.quorum_voters.len(), 3);
-        assert_eq!(config.quorum_voters.get(&3).map(String::as_str), Some("127.0.0.1:19293"));
-        assert_eq!(config.controller_listener, Some("127.0.0.1:19193".parse().expect("addr")));
+        assert_eq!(
+            config.quorum_voters.get(&3).map(String::as_str),
+            Some("127.0.0.1:19293")
+        );
+        assert_eq!(
+            config.controller_listener,
+            Some("127.0.0.1:19193".parse().expect("addr"))
+        );
         assert_eq!(config.listener, "127.0.0.1:19192".parse().expect("addr"));
 
         let mut missing_listener = args.clone();
-        let _ = missing_listener.settings.insert("listeners".to_string(), "PLAINTEXT://127.0.0.1:19192".to_string());
-        assert!(BrokerConfig::load(&missing_listener).expect_err("no controller listener").to_string().contains("CONTROLLER"));
+        let _ = missing_listener.settings.insert(
+            "listeners".to_string(),
+            "PLAINTEXT://127.0.0.1:19192".to_string(),
+        );
+        assert!(
+            BrokerConfig::load(&missing_listener)
+                .expect_err("no controller listener")
+                .to_string()
+                .contains("CONTROLLER")
+        );
         let mut not_a_voter = args.clone();
-        let _ = not_a_voter.settings.insert("node.id".to_string(), "4".to_string());
+        let _ = not_a_voter
+            .settings
+            .insert("node.id".to_string(), "4".to_string());
         assert!(BrokerConfig::load(&not_a_voter).is_err());
         let mut broker_only = not_a_voter.clone();
-        let _ = broker_only.settings.insert("process.roles".to_string(), "broker".to_string());
-        assert_eq!(BrokerConfig::load(&broker_only).expect("broker-only node").controller_listener, None);
+        let _ = broker_only
+            .settings
+            .insert("process.roles".to_string(), "broker".to_string());
+        assert_eq!(
+            BrokerConfig::load(&broker_only)
+                .expect("broker-only node")
+                .controller_listener,
+            None
+        );
         let mut bad_voters = args;
-        let _ = bad_voters.settings.insert("controller.quorum.voters".to_string(), "1@nowhere".to_string());
-        assert!(BrokerConfig::load(&bad_voters).expect_err("bad voters").to_string().contains("controller.quorum.voters"));
+        let _ = bad_voters.settings.insert(
+            "controller.quorum.voters".to_string(),
+            "1@nowhere".to_string(),
+        );
+        assert!(
+            BrokerConfig::load(&bad_voters)
+                .expect_err("bad voters")
+                .to_string()
+                .contains("controller.quorum.voters")
+        );
     }
 
     #[test]
     fn listener_lists_pick_plaintext() {
-        let (host, port) = parse_plaintext_host_port("listeners", "CONTROLLER://127.0.0.1:9093,PLAINTEXT://127.0.0.2:9092")
-            .expect("valid");
+        let (host, port) = parse_plaintext_host_port(
+            "listeners",
+            "CONTROLLER://127.0.0.1:9093,PLAINTEXT://127.0.0.2:9092",
+        )
+        .expect("valid");
         assert_eq!((host.as_str(), port), ("127.0.0.2", 9092));
     }
 }

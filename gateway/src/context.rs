@@ -76,8 +76,14 @@ impl BrokerContext {
     pub async fn next_producer_id(&self) -> Result<i64, ControllerError> {
         let mut block = self.producer_ids.lock().await;
         if block.next >= block.end {
-            let first = self.controller.allocate_producer_ids(PRODUCER_ID_BLOCK_SIZE).await?;
-            *block = ProducerIdBlock { next: first, end: first + PRODUCER_ID_BLOCK_SIZE };
+            let first = self
+                .controller
+                .allocate_producer_ids(PRODUCER_ID_BLOCK_SIZE)
+                .await?;
+            *block = ProducerIdBlock {
+                next: first,
+                end: first + PRODUCER_ID_BLOCK_SIZE,
+            };
         }
         let producer_id = block.next;
         block.next += 1;
@@ -97,7 +103,10 @@ impl BrokerContext {
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMetadata, ControllerError> {
         let internal = name.starts_with("__");
-        let created = self.controller.create_topic(name, num_partitions, replication_factor, configs, internal).await?;
+        let created = self
+            .controller
+            .create_topic(name, num_partitions, replication_factor, configs, internal)
+            .await?;
         self.sync_replicas().await;
         Ok(created)
     }

@@ -37,7 +37,10 @@ impl ResponseFrame {
     /// A frame of one contiguous buffer.
     pub fn single(bytes: Bytes) -> ResponseFrame {
         let len = bytes.len();
-        ResponseFrame { parts: vec![bytes], len }
+        ResponseFrame {
+            parts: vec![bytes],
+            len,
+        }
     }
 
     /// Total size in bytes.
@@ -78,7 +81,10 @@ pub fn encode_fetch_response(
 ) -> anyhow::Result<Option<ResponseFrame>> {
     if !(MIN_VERSION..=MAX_VERSION).contains(&version)
         || !response.unknown_tagged_fields.is_empty()
-        || response.responses.iter().any(|topic| !topic.unknown_tagged_fields.is_empty())
+        || response
+            .responses
+            .iter()
+            .any(|topic| !topic.unknown_tagged_fields.is_empty())
     {
         return Ok(None);
     }
@@ -144,7 +150,12 @@ fn put_unsigned_varint(head: &mut BytesMut, mut value: u32) {
 
 /// Appends one partition: its fields through kafka-protocol, with a large record set
 /// spliced in as its own part.
-fn put_partition(frame: &mut ResponseFrame, head: &mut BytesMut, partition: &PartitionData, version: i16) -> anyhow::Result<()> {
+fn put_partition(
+    frame: &mut ResponseFrame,
+    head: &mut BytesMut,
+    partition: &PartitionData,
+    version: i16,
+) -> anyhow::Result<()> {
     let records = match &partition.records {
         Some(records) if records.len() >= SPLICE_MIN_BYTES => records.clone(),
         _ => {
@@ -166,7 +177,11 @@ fn put_partition(frame: &mut ResponseFrame, head: &mut BytesMut, partition: &Par
     };
     let flexible = version >= FIRST_FLEXIBLE_VERSION;
     // An empty record set is `varint(1)` in flexible versions, `int32(0)` before.
-    let (field_start, empty_prefix_len) = if flexible { (first_difference, 1) } else { (first_difference.saturating_sub(3), 4) };
+    let (field_start, empty_prefix_len) = if flexible {
+        (first_difference, 1)
+    } else {
+        (first_difference.saturating_sub(3), 4)
+    };
     let Some(tail) = empty.get(field_start + empty_prefix_len..) else {
         anyhow::bail!("Fetch v{version} partition encoding is shorter than its records field");
     };
@@ -185,12 +200,18 @@ fn put_partition(frame: &mut ResponseFrame, head: &mut BytesMut, partition: &Par
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::fetch_response::{AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch};
+    use kafka_protocol::messages::fetch_response::{
+        AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch,
+    };
     use kafka_protocol::messages::{BrokerId, ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
     fn records(len: usize, seed: u8) -> Bytes {
-        Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>())
+        Bytes::from(
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect::<Vec<u8>>(),
+        )
     }
 
     fn partition(index: i32, records: Option<Bytes>) -> PartitionData {
@@ -204,35 +225,62 @@ mod tests {
 
     fn sample(version: i16) -> FetchResponse {
         let mut with_extras = partition(3, Some(records(70_000, 3)));
-        with_extras.aborted_transactions = Some(vec![AbortedTransaction::default().with_producer_id(ProducerId(5)).with_first_offset(11)]);
+        with_extras.aborted_transactions = Some(vec![
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(5))
+                .with_first_offset(11),
+        ]);
         if version >= 11 {
             with_extras.preferred_read_replica = BrokerId(2);
         }
         if version >= 12 {
-            with_extras.diverging_epoch = EpochEndOffset::default().with_epoch(4).with_end_offset(99);
-            with_extras.current_leader = LeaderIdAndEpoch::default().with_leader_id(BrokerId(1)).with_leader_epoch(6);
+            with_extras.diverging_epoch =
+                EpochEndOffset::default().with_epoch(4).with_end_offset(99);
+            with_extras.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(1))
+                .with_leader_epoch(6);
         }
         let topics = vec![
-            FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_static_str("orders"))).with_partitions(vec![
-                partition(0, Some(records(1_048_576, 0))),
-                partition(1, Some(records(100, 1))),
-                partition(2, None),
-                with_extras,
-                partition(4, Some(Bytes::new())).with_error_code(1),
-            ]),
             FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_static_str("a-topic-with-a-longer-name")))
+                .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![
+                    partition(0, Some(records(1_048_576, 0))),
+                    partition(1, Some(records(100, 1))),
+                    partition(2, None),
+                    with_extras,
+                    partition(4, Some(Bytes::new())).with_error_code(1),
+                ]),
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str(
+                    "a-topic-with-a-longer-name",
+                )))
                 .with_partitions(vec![partition(0, Some(records(SPLICE_MIN_BYTES, 9)))]),
-            FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_static_str("empty"))),
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("empty"))),
         ];
-        let response = FetchResponse::default().with_throttle_time_ms(12).with_responses(topics);
-        if version >= 7 { response.with_error_code(0).with_session_id(42) } else { response }
+        let response = FetchResponse::default()
+            .with_throttle_time_ms(12)
+            .with_responses(topics);
+        if version >= 7 {
+            response.with_error_code(0).with_session_id(42)
+        } else {
+            response
+        }
     }
 
-    fn reference(header: &ResponseHeader, header_version: i16, response: &FetchResponse, version: i16) -> Vec<u8> {
+    fn reference(
+        header: &ResponseHeader,
+        header_version: i16,
+        response: &FetchResponse,
+        version: i16,
+    ) -> Vec<u8> {
         let mut buffer = BytesMut::new();
-        header.encode(&mut buffer, header_version).expect("header encodes");
-        response.encode(&mut buffer, version).expect("response encodes");
+        header
+            .encode(&mut buffer, header_version)
+            .expect("header encodes");
+        response
+            .encode(&mut buffer, version)
+            .expect("response encodes");
         buffer.to_vec()
     }
 
@@ -245,31 +293,66 @@ mod tests {
             let frame = encode_fetch_response(&header, header_version, &response, version)
                 .expect("encodes")
                 .expect("handled without fallback");
-            let joined: Vec<u8> = frame.parts().iter().flat_map(|part| part.iter().copied()).collect();
+            let joined: Vec<u8> = frame
+                .parts()
+                .iter()
+                .flat_map(|part| part.iter().copied())
+                .collect();
             assert_eq!(joined.len(), frame.len(), "v{version}");
-            assert_eq!(joined, reference(&header, header_version, &response, version), "v{version}");
+            assert_eq!(
+                joined,
+                reference(&header, header_version, &response, version),
+                "v{version}"
+            );
         }
     }
 
     #[test]
     fn large_record_sets_are_shared_not_copied() {
         let response = sample(12);
-        let frame = encode_fetch_response(&ResponseHeader::default(), 1, &response, 12).expect("encodes").expect("handled");
-        let big = response.responses[0].partitions[0].records.as_ref().expect("records");
+        let frame = encode_fetch_response(&ResponseHeader::default(), 1, &response, 12)
+            .expect("encodes")
+            .expect("handled");
+        let big = response.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .expect("records");
         assert!(
-            frame.parts().iter().any(|part| part.as_ptr() == big.as_ptr() && part.len() == big.len()),
+            frame
+                .parts()
+                .iter()
+                .any(|part| part.as_ptr() == big.as_ptr() && part.len() == big.len()),
             "the 1 MiB record set should be a part of its own"
         );
-        let small = response.responses[0].partitions[1].records.as_ref().expect("records");
-        assert!(!frame.parts().iter().any(|part| part.as_ptr() == small.as_ptr()), "a 100-byte record set is copied");
+        let small = response.responses[0].partitions[1]
+            .records
+            .as_ref()
+            .expect("records");
+        assert!(
+            !frame
+                .parts()
+                .iter()
+                .any(|part| part.as_ptr() == small.as_ptr()),
+            "a 100-byte record set is copied"
+        );
     }
 
     #[test]
     fn unknown_tagged_fields_fall_back_to_the_whole_encoding() {
         let mut response = sample(12);
-        let _ = response.unknown_tagged_fields.insert(9, Bytes::from_static(b"z"));
-        assert!(encode_fetch_response(&ResponseHeader::default(), 1, &response, 12).expect("no error").is_none());
-        assert!(encode_fetch_response(&ResponseHeader::default(), 0, &sample(4), 13).expect("no error").is_none());
+        let _ = response
+            .unknown_tagged_fields
+            .insert(9, Bytes::from_static(b"z"));
+        assert!(
+            encode_fetch_response(&ResponseHeader::default(), 1, &response, 12)
+                .expect("no error")
+                .is_none()
+        );
+        assert!(
+            encode_fetch_response(&ResponseHeader::default(), 0, &sample(4), 13)
+                .expect("no error")
+                .is_none()
+        );
     }
 
     #[test]

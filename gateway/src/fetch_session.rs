@@ -79,7 +79,11 @@ pub struct FetchSessionCache {
 impl FetchSessionCache {
     /// At most `max_sessions` sessions are kept; beyond that new full fetches run sessionless.
     pub fn new(max_sessions: usize) -> Self {
-        FetchSessionCache { sessions: Mutex::new(HashMap::new()), next_session_id: AtomicI32::new(1), max_sessions }
+        FetchSessionCache {
+            sessions: Mutex::new(HashMap::new()),
+            next_session_id: AtomicI32::new(1),
+            max_sessions,
+        }
     }
 
     /// Resolves a request's `session_id`/`session_epoch` (KIP-227 rules), applying its
@@ -108,8 +112,16 @@ impl FetchSessionCache {
                 return SessionResolution::Sessionless;
             }
             let new_id = self.allocate_id(&sessions);
-            let partitions: IndexMap<SessionKey, SessionPartition> = requested.into_iter().collect();
-            let _ = sessions.insert(new_id, FetchSession { next_epoch: 1, partitions, last_used: now });
+            let partitions: IndexMap<SessionKey, SessionPartition> =
+                requested.into_iter().collect();
+            let _ = sessions.insert(
+                new_id,
+                FetchSession {
+                    next_epoch: 1,
+                    partitions,
+                    last_used: now,
+                },
+            );
             return SessionResolution::Opened { session_id: new_id };
         }
         let Some(session) = sessions.get_mut(&session_id) else {
@@ -135,13 +147,26 @@ impl FetchSessionCache {
                 }
             }
         }
-        let partitions = session.partitions.iter().map(|(key, partition)| (key.clone(), partition.clone())).collect();
-        SessionResolution::Incremental { session_id, partitions }
+        let partitions = session
+            .partitions
+            .iter()
+            .map(|(key, partition)| (key.clone(), partition.clone()))
+            .collect();
+        SessionResolution::Incremental {
+            session_id,
+            partitions,
+        }
     }
 
     /// Records what was sent for a partition of a session, so the next incremental
     /// response can skip it when nothing changed.
-    pub fn record_sent(&self, session_id: i32, key: &SessionKey, high_watermark: i64, log_start_offset: i64) {
+    pub fn record_sent(
+        &self,
+        session_id: i32,
+        key: &SessionKey,
+        high_watermark: i64,
+        log_start_offset: i64,
+    ) {
         if let Some(session) = self.sessions.lock().get_mut(&session_id)
             && let Some(partition) = session.partitions.get_mut(key)
         {
@@ -195,22 +220,37 @@ mod tests {
     #[test]
     fn session_opens_then_accepts_only_the_next_epoch() {
         let cache = FetchSessionCache::new(10);
-        let SessionResolution::Opened { session_id } =
-            cache.resolve(0, INITIAL_EPOCH, vec![(("t".into(), 0), partition(0)), (("t".into(), 1), partition(0))], vec![])
-        else {
+        let SessionResolution::Opened { session_id } = cache.resolve(
+            0,
+            INITIAL_EPOCH,
+            vec![
+                (("t".into(), 0), partition(0)),
+                (("t".into(), 1), partition(0)),
+            ],
+            vec![],
+        ) else {
             panic!("expected a new session");
         };
-        let SessionResolution::Incremental { partitions, .. } = cache.resolve(session_id, 1, vec![(("t".into(), 0), partition(5))], vec![])
+        let SessionResolution::Incremental { partitions, .. } =
+            cache.resolve(session_id, 1, vec![(("t".into(), 0), partition(5))], vec![])
         else {
             panic!("expected incremental");
         };
         assert_eq!(partitions.len(), 2);
         assert_eq!(partitions[0].1.fetch_offset, 5);
-        assert!(matches!(cache.resolve(session_id, 1, vec![], vec![]), SessionResolution::Error(INVALID_FETCH_SESSION_EPOCH)));
-        let SessionResolution::Incremental { partitions, .. } = cache.resolve(session_id, 2, vec![], vec![("t".into(), 1)]) else {
+        assert!(matches!(
+            cache.resolve(session_id, 1, vec![], vec![]),
+            SessionResolution::Error(INVALID_FETCH_SESSION_EPOCH)
+        ));
+        let SessionResolution::Incremental { partitions, .. } =
+            cache.resolve(session_id, 2, vec![], vec![("t".into(), 1)])
+        else {
             panic!("expected incremental");
         };
         assert_eq!(partitions.len(), 1);
-        assert!(matches!(cache.resolve(999, 1, vec![], vec![]), SessionResolution::Error(FETCH_SESSION_ID_NOT_FOUND)));
+        assert!(matches!(
+            cache.resolve(999, 1, vec![], vec![]),
+            SessionResolution::Error(FETCH_SESSION_ID_NOT_FOUND)
+        ));
     }
 }

@@ -34,10 +34,19 @@ impl KafkaConnection {
     ///
     /// # Errors
     /// The connection cannot be established.
-    pub async fn connect(addr: impl ToSocketAddrs, client_id: &'static str, max_response_bytes: usize) -> std::io::Result<Self> {
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        client_id: &'static str,
+        max_response_bytes: usize,
+    ) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(KafkaConnection { stream, client_id, max_response_bytes, next_correlation_id: 1 })
+        Ok(KafkaConnection {
+            stream,
+            client_id,
+            max_response_bytes,
+            next_correlation_id: 1,
+        })
     }
 
     /// Sends `request` at `version` and waits for its response.
@@ -45,9 +54,14 @@ impl KafkaConnection {
     /// # Errors
     /// I/O failure, an unknown API key, a response of implausible size, a correlation id
     /// that does not match, or bytes that do not decode as the expected response.
-    pub async fn call<Req: Request>(&mut self, request: &Req, version: i16) -> Result<Req::Response, ConnectionError> {
+    pub async fn call<Req: Request>(
+        &mut self,
+        request: &Req,
+        version: i16,
+    ) -> Result<Req::Response, ConnectionError> {
         let protocol_error = |error: anyhow::Error| ConnectionError::Protocol(error.to_string());
-        let api_key = ApiKey::try_from(Req::KEY).map_err(|_| ConnectionError::Protocol(format!("unknown api key {}", Req::KEY)))?;
+        let api_key = ApiKey::try_from(Req::KEY)
+            .map_err(|_| ConnectionError::Protocol(format!("unknown api key {}", Req::KEY)))?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
@@ -57,9 +71,14 @@ impl KafkaConnection {
             .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
         let mut frame = BytesMut::new();
         frame.extend_from_slice(&[0, 0, 0, 0]);
-        header.encode(&mut frame, api_key.request_header_version(version)).map_err(protocol_error)?;
-        request.encode(&mut frame, version).map_err(protocol_error)?;
-        let size = i32::try_from(frame.len() - 4).map_err(|_| ConnectionError::Protocol("request too large".to_string()))?;
+        header
+            .encode(&mut frame, api_key.request_header_version(version))
+            .map_err(protocol_error)?;
+        request
+            .encode(&mut frame, version)
+            .map_err(protocol_error)?;
+        let size = i32::try_from(frame.len() - 4)
+            .map_err(|_| ConnectionError::Protocol("request too large".to_string()))?;
         frame[..4].copy_from_slice(&size.to_be_bytes());
         self.stream.write_all(&frame).await?;
 
@@ -67,9 +86,13 @@ impl KafkaConnection {
         let size = usize::try_from(size)
             .ok()
             .filter(|size| *size <= self.max_response_bytes)
-            .ok_or_else(|| ConnectionError::Protocol(format!("response size {size} out of range")))?;
+            .ok_or_else(|| {
+                ConnectionError::Protocol(format!("response size {size} out of range"))
+            })?;
         let mut body = read_frame(&mut self.stream, size).await?;
-        let response_header = ResponseHeader::decode(&mut body, api_key.response_header_version(version)).map_err(protocol_error)?;
+        let response_header =
+            ResponseHeader::decode(&mut body, api_key.response_header_version(version))
+                .map_err(protocol_error)?;
         if response_header.correlation_id != correlation_id {
             return Err(ConnectionError::Protocol(format!(
                 "correlation id {} does not match request {correlation_id}",
@@ -78,7 +101,10 @@ impl KafkaConnection {
         }
         let response = Req::Response::decode(&mut body, version).map_err(protocol_error)?;
         if body.has_remaining() {
-            return Err(ConnectionError::Protocol(format!("{} trailing bytes after the response", body.remaining())));
+            return Err(ConnectionError::Protocol(format!(
+                "{} trailing bytes after the response",
+                body.remaining()
+            )));
         }
         Ok(response)
     }
@@ -89,14 +115,20 @@ impl KafkaConnection {
 ///
 /// # Errors
 /// I/O failure, or the stream ends before `size` bytes.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> std::io::Result<Bytes> {
     let mut frame = BytesMut::with_capacity(size);
     let mut limited = reader.take(size as u64);
     while frame.len() < size {
         if limited.read_buf(&mut frame).await? == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("connection closed after {} of {size} frame bytes", frame.len()),
+                format!(
+                    "connection closed after {} of {size} frame bytes",
+                    frame.len()
+                ),
             ));
         }
     }

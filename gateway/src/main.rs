@@ -7,7 +7,11 @@ use silt_gateway::config::{BrokerConfig, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "silt", version, about = "Silt: a Kafka-compatible event broker with tiered storage")]
+#[command(
+    name = "silt",
+    version,
+    about = "Silt: a Kafka-compatible event broker with tiered storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,12 @@ enum Command {
     /// Create, list, describe, delete and configure topics.
     Topics {
         /// Broker to talk to, HOST:PORT.
-        #[arg(long, global = true, env = "SILT_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
+        #[arg(
+            long,
+            global = true,
+            env = "SILT_BOOTSTRAP_SERVER",
+            default_value = "127.0.0.1:9092"
+        )]
         bootstrap_server: String,
         #[command(subcommand)]
         command: TopicsCommand,
@@ -28,7 +37,12 @@ enum Command {
     /// List and describe consumer groups.
     Groups {
         /// Broker to talk to, HOST:PORT.
-        #[arg(long, global = true, env = "SILT_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
+        #[arg(
+            long,
+            global = true,
+            env = "SILT_BOOTSTRAP_SERVER",
+            default_value = "127.0.0.1:9092"
+        )]
         bootstrap_server: String,
         #[command(subcommand)]
         command: GroupsCommand,
@@ -40,13 +54,19 @@ enum Command {
 }
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_env("SILT_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter = EnvFilter::try_from_env("SILT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => { result.context("waiting for Ctrl-C")?; Ok("SIGINT") }
         _ = terminate.recv() => Ok("SIGTERM"),
@@ -56,7 +76,9 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     silt_gateway::admin_http::install_metrics();
     let config = BrokerConfig::load(&args)?;
-    let node = silt_gateway::node::start(config).await.context("starting silt")?;
+    let node = silt_gateway::node::start(config)
+        .await
+        .context("starting silt")?;
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutting down");
     node.shutdown().await;
@@ -69,8 +91,14 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Topics { bootstrap_server, command } => Ok(silt_gateway::cli::run_topics(&bootstrap_server, command).await?),
-        Command::Groups { bootstrap_server, command } => Ok(silt_gateway::cli::run_groups(&bootstrap_server, command).await?),
+        Command::Topics {
+            bootstrap_server,
+            command,
+        } => Ok(silt_gateway::cli::run_topics(&bootstrap_server, command).await?),
+        Command::Groups {
+            bootstrap_server,
+            command,
+        } => Ok(silt_gateway::cli::run_groups(&bootstrap_server, command).await?),
         Command::Bench(args) => silt_gateway::bench::run(args).await,
         Command::Flights(args) => silt_gateway::flights::run(args).await,
     }

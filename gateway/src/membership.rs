@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use silt_broker::isr::{IsrUpdateError, IsrUpdater};
-use silt_controller::{AlterPartitionRequest, BrokerId, BrokerRegistration, Controller, ControllerError, PartitionAssignment, TopicId};
+use silt_controller::{
+    AlterPartitionRequest, BrokerId, BrokerRegistration, Controller, ControllerError,
+    PartitionAssignment, TopicId,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -39,11 +42,23 @@ impl BrokerMembership {
         rack: Option<String>,
         heartbeat_interval: Duration,
     ) -> Result<Arc<BrokerMembership>, ControllerError> {
-        let registration = BrokerRegistration { broker_id, incarnation_id: uuid::Uuid::new_v4(), host, port, rack, fenced: false };
+        let registration = BrokerRegistration {
+            broker_id,
+            incarnation_id: uuid::Uuid::new_v4(),
+            host,
+            port,
+            rack,
+            fenced: false,
+        };
         controller.register_broker(registration.clone()).await?;
         info!(broker_id, incarnation_id = %registration.incarnation_id, "registered with the controller");
         let (fenced, _) = watch::channel(true);
-        Ok(Arc::new(BrokerMembership { controller, registration, heartbeat_interval, fenced }))
+        Ok(Arc::new(BrokerMembership {
+            controller,
+            registration,
+            heartbeat_interval,
+            fenced,
+        }))
     }
 
     /// The incarnation id this process registered with.
@@ -62,11 +77,19 @@ impl BrokerMembership {
     async fn heartbeat(&self) -> Result<bool, ControllerError> {
         let applied = self.controller.metadata().metadata_offset;
         let broker_id = self.registration.broker_id;
-        let answer = match self.controller.broker_heartbeat(broker_id, self.registration.incarnation_id, applied).await {
+        let answer = match self
+            .controller
+            .broker_heartbeat(broker_id, self.registration.incarnation_id, applied)
+            .await
+        {
             Err(ControllerError::StaleBrokerEpoch(reason)) => {
                 warn!(broker_id, %reason, "the controller does not know this incarnation, registering again");
-                self.controller.register_broker(self.registration.clone()).await?;
-                self.controller.broker_heartbeat(broker_id, self.registration.incarnation_id, applied).await?
+                self.controller
+                    .register_broker(self.registration.clone())
+                    .await?;
+                self.controller
+                    .broker_heartbeat(broker_id, self.registration.incarnation_id, applied)
+                    .await?
             }
             other => other?,
         };
@@ -80,7 +103,8 @@ impl BrokerMembership {
     /// Heartbeats until the controller unfences this broker or `timeout` passes.
     pub async fn wait_until_unfenced(&self, timeout: Duration) -> Result<(), ControllerError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut interval = tokio::time::interval(self.heartbeat_interval.min(Duration::from_millis(200)));
+        let mut interval =
+            tokio::time::interval(self.heartbeat_interval.min(Duration::from_millis(200)));
         loop {
             let _ = interval.tick().await;
             match self.heartbeat().await {
@@ -113,7 +137,9 @@ impl BrokerMembership {
     /// leaderships move before it stops. Failures are logged; the session expires anyway.
     pub async fn controlled_shutdown(&self) {
         let broker_id = self.registration.broker_id;
-        let request = self.controller.controlled_shutdown(broker_id, self.registration.incarnation_id);
+        let request = self
+            .controller
+            .controlled_shutdown(broker_id, self.registration.incarnation_id);
         match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, request).await {
             Ok(Ok(())) => info!(broker_id, "controlled shutdown: leaderships moved"),
             Ok(Err(error)) => warn!(broker_id, %error, "controlled shutdown failed"),
@@ -132,7 +158,10 @@ pub struct ControllerIsrUpdater {
 impl ControllerIsrUpdater {
     /// An updater acting as broker `broker_id`.
     pub fn new(controller: Controller, broker_id: BrokerId) -> Self {
-        ControllerIsrUpdater { controller, broker_id }
+        ControllerIsrUpdater {
+            controller,
+            broker_id,
+        }
     }
 }
 
@@ -146,14 +175,30 @@ impl IsrUpdater for ControllerIsrUpdater {
         partition_epoch: i32,
         new_isr: Vec<BrokerId>,
     ) -> Result<PartitionAssignment, IsrUpdateError> {
-        let request = AlterPartitionRequest { broker_id: self.broker_id, topic_id, partition, leader_epoch, partition_epoch, new_isr };
-        self.controller.alter_partition(request).await.map_err(|error| match error {
-            ControllerError::FencedLeaderEpoch(_) | ControllerError::InvalidUpdateVersion(_) | ControllerError::NotLeaderOrFollower(_) => {
-                IsrUpdateError::StaleEpoch { leader_epoch, partition_epoch }
-            }
-            ControllerError::UnknownTopicOrPartition(_) | ControllerError::UnknownTopic(_) => IsrUpdateError::UnknownPartition,
-            ControllerError::InvalidRequest(reason) | ControllerError::IneligibleReplica(reason) => IsrUpdateError::InvalidIsr(reason),
-            other => IsrUpdateError::Unavailable(other.to_string()),
-        })
+        let request = AlterPartitionRequest {
+            broker_id: self.broker_id,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        };
+        self.controller
+            .alter_partition(request)
+            .await
+            .map_err(|error| match error {
+                ControllerError::FencedLeaderEpoch(_)
+                | ControllerError::InvalidUpdateVersion(_)
+                | ControllerError::NotLeaderOrFollower(_) => IsrUpdateError::StaleEpoch {
+                    leader_epoch,
+                    partition_epoch,
+                },
+                ControllerError::UnknownTopicOrPartition(_) | ControllerError::UnknownTopic(_) => {
+                    IsrUpdateError::UnknownPartition
+                }
+                ControllerError::InvalidRequest(reason)
+                | ControllerError::IneligibleReplica(reason) => IsrUpdateError::InvalidIsr(reason),
+                other => IsrUpdateError::Unavailable(other.to_string()),
+            })
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use silt_broker::consumer_offsets::{CONSUMER_OFFSETS_TOPIC, ConsumerOffsetsLog};
 use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
-use silt_controller::{BrokerId, ClusterMetadata, Controller, ControllerConfig, ControllerError, ControllerTuning};
+use silt_controller::{
+    BrokerId, ClusterMetadata, Controller, ControllerConfig, ControllerError, ControllerTuning,
+};
 use silt_tiering::RemoteLogManager;
 use silt_tiering::chunk_cache::ChunkCache;
 use silt_tiering::remote_reader::RemoteLogReader;
@@ -74,14 +76,31 @@ pub struct RunningNode {
 pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     let io_error = |what: String| move |source: std::io::Error| NodeError::Io { what, source };
     for log_dir in &config.log_dirs {
-        tokio::fs::create_dir_all(log_dir).await.map_err(io_error(format!("creating log dir {}", log_dir.display())))?;
+        tokio::fs::create_dir_all(log_dir)
+            .await
+            .map_err(io_error(format!("creating log dir {}", log_dir.display())))?;
     }
     export_replication_metrics();
     let controller = start_controller(&config).await?;
-    let listener = TcpListener::bind(config.listener).await.map_err(io_error(format!("binding the Kafka listener {}", config.listener)))?;
-    let kafka_addr = listener.local_addr().map_err(io_error("reading the Kafka listener address".to_string()))?;
-    let advertised_port = if config.advertised_port == 0 { kafka_addr.port() } else { config.advertised_port };
-    let advertised_host = if config.advertised_host == "0.0.0.0" { "127.0.0.1".to_string() } else { config.advertised_host.clone() };
+    let listener = TcpListener::bind(config.listener)
+        .await
+        .map_err(io_error(format!(
+            "binding the Kafka listener {}",
+            config.listener
+        )))?;
+    let kafka_addr = listener
+        .local_addr()
+        .map_err(io_error("reading the Kafka listener address".to_string()))?;
+    let advertised_port = if config.advertised_port == 0 {
+        kafka_addr.port()
+    } else {
+        config.advertised_port
+    };
+    let advertised_host = if config.advertised_host == "0.0.0.0" {
+        "127.0.0.1".to_string()
+    } else {
+        config.advertised_host.clone()
+    };
     let membership = BrokerMembership::register(
         controller.clone(),
         config.node_id,
@@ -100,11 +119,18 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         preallocate_max_bytes: config.segment_preallocate_bytes,
         writeback: config.writeback,
     });
-    replica_manager.set_isr_updater(Arc::new(ControllerIsrUpdater::new(controller.clone(), config.node_id)));
-    replica_manager.apply_metadata(&controller.metadata()).await?;
+    replica_manager.set_isr_updater(Arc::new(ControllerIsrUpdater::new(
+        controller.clone(),
+        config.node_id,
+    )));
+    replica_manager
+        .apply_metadata(&controller.metadata())
+        .await?;
     // A restarted broker is fenced until it has caught up with the metadata (KRaft).
     membership.wait_until_unfenced(UNFENCE_TIMEOUT).await?;
-    replica_manager.apply_metadata(&controller.metadata()).await?;
+    replica_manager
+        .apply_metadata(&controller.metadata())
+        .await?;
 
     let remote_log_manager = if config.remote_storage_system_enable {
         Some(start_tiering(&config, &controller, &replica_manager).await?)
@@ -112,22 +138,37 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         None
     };
 
-    let group_coordinator = GroupCoordinator::new(Arc::new(ConsumerOffsetsLog::new(Arc::clone(&replica_manager))), config.group.clone());
-    group_coordinator.sync_leadership(&led_offsets_partitions(&controller.metadata(), config.node_id)).await?;
+    let group_coordinator = GroupCoordinator::new(
+        Arc::new(ConsumerOffsetsLog::new(Arc::clone(&replica_manager))),
+        config.group.clone(),
+    );
+    group_coordinator
+        .sync_leadership(&led_offsets_partitions(
+            &controller.metadata(),
+            config.node_id,
+        ))
+        .await?;
 
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(Arc::clone(&membership).run_heartbeats()));
-    tasks.push(tokio::spawn(ensure_consumer_offsets_topic(controller.clone(), config.clone())));
+    tasks.push(tokio::spawn(ensure_consumer_offsets_topic(
+        controller.clone(),
+        config.clone(),
+    )));
     tasks.push(tokio::spawn(follow_metadata(
         controller.clone(),
         Arc::clone(&replica_manager),
         Arc::clone(&group_coordinator),
         shutdown_receiver.clone(),
     )));
-    tasks.push(tokio::spawn(Arc::clone(&replica_manager).run_isr_maintenance_loop(replica_manager.isr_check_interval())));
+    tasks.push(tokio::spawn(
+        Arc::clone(&replica_manager).run_isr_maintenance_loop(replica_manager.isr_check_interval()),
+    ));
     let retention_interval = Duration::from_millis(config.retention_check_interval_ms.max(100));
-    tasks.push(tokio::spawn(Arc::clone(&replica_manager).run_retention_loop(retention_interval)));
+    tasks.push(tokio::spawn(
+        Arc::clone(&replica_manager).run_retention_loop(retention_interval),
+    ));
     if let Some(flush_ms) = config.flush_interval_ms {
         let flushing = Arc::clone(&replica_manager);
         tasks.push(tokio::spawn(async move {
@@ -139,9 +180,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         }));
     }
 
-    let admin_listener =
-        TcpListener::bind(config.admin_listener).await.map_err(io_error(format!("binding the admin listener {}", config.admin_listener)))?;
-    let admin_addr = admin_listener.local_addr().map_err(io_error("reading the admin listener address".to_string()))?;
+    let admin_listener = TcpListener::bind(config.admin_listener)
+        .await
+        .map_err(io_error(format!(
+            "binding the admin listener {}",
+            config.admin_listener
+        )))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(io_error("reading the admin listener address".to_string()))?;
     let context = Arc::new(BrokerContext::new(
         config,
         controller,
@@ -150,19 +197,42 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         advertised_host,
         advertised_port,
     ));
-    tasks.push(tokio::spawn(admin_http::serve(admin_listener, Arc::clone(&context), shutdown_receiver.clone())));
-    tasks.push(tokio::spawn(server::serve(listener, Arc::clone(&context), shutdown_receiver)));
+    tasks.push(tokio::spawn(admin_http::serve(
+        admin_listener,
+        Arc::clone(&context),
+        shutdown_receiver.clone(),
+    )));
+    tasks.push(tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&context),
+        shutdown_receiver,
+    )));
     info!(kafka = %kafka_addr, admin = %admin_addr, node_id = context.node_id(), "silt is ready");
-    Ok(RunningNode { context, kafka_addr, admin_addr, shutdown, tasks, remote_log_manager, membership })
+    Ok(RunningNode {
+        context,
+        kafka_addr,
+        admin_addr,
+        shutdown,
+        tasks,
+        remote_log_manager,
+        membership,
+    })
 }
 
 /// Exports the replication counters from the start, so dashboards see zeros rather than
 /// missing series until the first ISR change or election.
 fn export_replication_metrics() {
-    for counter in ["silt_isr_shrinks_total", "silt_isr_expands_total", "silt_controller_leader_elections_total"] {
+    for counter in [
+        "silt_isr_shrinks_total",
+        "silt_isr_expands_total",
+        "silt_controller_leader_elections_total",
+    ] {
         metrics::counter!(counter).increment(0);
     }
-    for gauge in ["silt_under_replicated_partitions", "silt_offline_partitions"] {
+    for gauge in [
+        "silt_under_replicated_partitions",
+        "silt_offline_partitions",
+    ] {
         metrics::gauge!(gauge).set(0.0);
     }
 }
@@ -170,17 +240,27 @@ fn export_replication_metrics() {
 /// Starts this node's controller: a voter of `controller.quorum.voters`, a quorum of one
 /// when no voters are configured, or a broker-only client of the voters.
 async fn start_controller(config: &BrokerConfig) -> Result<Controller, ControllerError> {
-    let unclean_default = config.log_defaults.get("unclean.leader.election.enable").is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    let unclean_default = config
+        .log_defaults
+        .get("unclean.leader.election.enable")
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"));
     let tuning = ControllerTuning {
         broker_session_timeout: Duration::from_millis(config.broker_session_timeout_ms.max(1)),
         unclean_leader_election_enable: unclean_default,
         auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
-        leader_imbalance_check_interval: Duration::from_millis(config.leader_imbalance_check_interval_ms.max(100)),
+        leader_imbalance_check_interval: Duration::from_millis(
+            config.leader_imbalance_check_interval_ms.max(100),
+        ),
         ..ControllerTuning::default()
     };
     let is_voter = config.process_roles.iter().any(|role| role == "controller");
     if !is_voter {
-        return Controller::connect_with_tuning(config.node_id, config.quorum_voters.clone(), tuning).await;
+        return Controller::connect_with_tuning(
+            config.node_id,
+            config.quorum_voters.clone(),
+            tuning,
+        )
+        .await;
     }
     let controller_config = ControllerConfig {
         node_id: config.node_id,
@@ -196,7 +276,14 @@ async fn start_controller(config: &BrokerConfig) -> Result<Controller, Controlle
 fn led_offsets_partitions(metadata: &ClusterMetadata, broker_id: BrokerId) -> BTreeSet<i32> {
     metadata
         .topic(CONSUMER_OFFSETS_TOPIC)
-        .map(|topic| topic.partitions.iter().filter(|assignment| assignment.leader == broker_id).map(|assignment| assignment.partition).collect())
+        .map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .filter(|assignment| assignment.leader == broker_id)
+                .map(|assignment| assignment.partition)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -207,13 +294,27 @@ async fn start_tiering(
     controller: &Controller,
     replica_manager: &Arc<ReplicaManager>,
 ) -> Result<Arc<RemoteLogManager>, NodeError> {
-    let (store, prefix) =
-        silt_tiering::open_object_store(&config.object_store).await.map_err(|error| NodeError::Tiering(error.to_string()))?;
-    let cache = ChunkCache::new(config.remote_cache.clone()).await.map_err(|error| NodeError::Tiering(error.to_string()))?;
-    let reader = RemoteLogReader::new(Arc::clone(&store), prefix.clone(), controller.clone(), Arc::new(cache));
+    let (store, prefix) = silt_tiering::open_object_store(&config.object_store)
+        .await
+        .map_err(|error| NodeError::Tiering(error.to_string()))?;
+    let cache = ChunkCache::new(config.remote_cache.clone())
+        .await
+        .map_err(|error| NodeError::Tiering(error.to_string()))?;
+    let reader = RemoteLogReader::new(
+        Arc::clone(&store),
+        prefix.clone(),
+        controller.clone(),
+        Arc::new(cache),
+    );
     replica_manager.set_remote_log(Arc::new(reader));
     info!(object_store = %config.object_store.url, "tiered storage ready");
-    Ok(RemoteLogManager::start(config.tiering.clone(), store, prefix, controller.clone(), Arc::clone(replica_manager)))
+    Ok(RemoteLogManager::start(
+        config.tiering.clone(),
+        store,
+        prefix,
+        controller.clone(),
+        Arc::clone(replica_manager),
+    ))
 }
 
 /// Creates `__consumer_offsets` if it does not exist, retrying until enough brokers are
@@ -226,9 +327,19 @@ async fn ensure_consumer_offsets_topic(controller: Controller, config: BrokerCon
         ("segment.bytes".to_string(), "104857600".to_string()),
     ]);
     let mut attempts = 0u32;
-    while controller.metadata().topic(CONSUMER_OFFSETS_TOPIC).is_none() {
+    while controller
+        .metadata()
+        .topic(CONSUMER_OFFSETS_TOPIC)
+        .is_none()
+    {
         let created = controller
-            .create_topic(CONSUMER_OFFSETS_TOPIC, config.offsets_topic_num_partitions, config.offsets_topic_replication_factor, configs.clone(), true)
+            .create_topic(
+                CONSUMER_OFFSETS_TOPIC,
+                config.offsets_topic_num_partitions,
+                config.offsets_topic_replication_factor,
+                configs.clone(),
+                true,
+            )
             .await;
         match created {
             Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => return,
@@ -252,7 +363,10 @@ async fn follow_metadata(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut updates = controller.subscribe();
-    let replica_fetchers = ReplicaFetcherManager::new(Arc::clone(&replica_manager), ReplicaFetcherConfig::default());
+    let replica_fetchers = ReplicaFetcherManager::new(
+        Arc::clone(&replica_manager),
+        ReplicaFetcherConfig::default(),
+    );
     // The current version counts as seen by a new subscriber: apply it first.
     let mut metadata = controller.metadata();
     loop {
@@ -260,10 +374,21 @@ async fn follow_metadata(
             warn!(%error, metadata_offset = metadata.metadata_offset, "applying metadata failed");
         }
         replica_fetchers.apply_metadata(&metadata);
-        if let Err(error) = group_coordinator.sync_leadership(&led_offsets_partitions(&metadata, replica_manager.broker_id())).await {
+        if let Err(error) = group_coordinator
+            .sync_leadership(&led_offsets_partitions(
+                &metadata,
+                replica_manager.broker_id(),
+            ))
+            .await
+        {
             warn!(%error, "following __consumer_offsets leadership failed");
         }
-        let offline = metadata.topics.values().flat_map(|topic| &topic.partitions).filter(|assignment| assignment.leader < 0).count();
+        let offline = metadata
+            .topics
+            .values()
+            .flat_map(|topic| &topic.partitions)
+            .filter(|assignment| assignment.leader < 0)
+            .count();
         metrics::gauge!("silt_offline_partitions").set(offline as f64);
         tokio::select! {
             changed = updates.changed() => {

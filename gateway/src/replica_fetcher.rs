@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
-    BrokerId as WireBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
+    BrokerId as WireBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use silt_broker::partition::Partition;
@@ -106,7 +109,12 @@ impl ReplicaFetcherManager {
     /// A manager with no fetchers; they start with [`Self::apply_metadata`].
     pub fn new(replica_manager: Arc<ReplicaManager>, config: ReplicaFetcherConfig) -> Arc<Self> {
         let (shutdown, _) = watch::channel(false);
-        Arc::new(ReplicaFetcherManager { replica_manager, config, fetchers: parking_lot::Mutex::new(HashMap::new()), shutdown })
+        Arc::new(ReplicaFetcherManager {
+            replica_manager,
+            config,
+            fetchers: parking_lot::Mutex::new(HashMap::new()),
+            shutdown,
+        })
     }
 
     /// Brings the fetchers in line with `metadata`: every partition with this broker
@@ -122,20 +130,32 @@ impl ReplicaFetcherManager {
         let mut wanted: HashMap<BrokerId, ((String, u16), Assignments)> = HashMap::new();
         for topic in metadata.topics.values() {
             for assignment in &topic.partitions {
-                if !assignment.replicas.contains(&local) || assignment.leader == local || assignment.leader < 0 {
+                if !assignment.replicas.contains(&local)
+                    || assignment.leader == local
+                    || assignment.leader < 0
+                {
                     continue;
                 }
-                let Some(leader) = metadata.brokers.get(&assignment.leader) else { continue };
-                let entry = wanted.entry(assignment.leader).or_insert_with(|| ((leader.host.clone(), leader.port), Assignments::new()));
+                let Some(leader) = metadata.brokers.get(&assignment.leader) else {
+                    continue;
+                };
+                let entry = wanted
+                    .entry(assignment.leader)
+                    .or_insert_with(|| ((leader.host.clone(), leader.port), Assignments::new()));
                 let _ = entry.1.insert(
                     (topic.name.clone(), assignment.partition),
-                    FollowedPartition { topic_id: topic.topic_id, leader_epoch: assignment.leader_epoch },
+                    FollowedPartition {
+                        topic_id: topic.topic_id,
+                        leader_epoch: assignment.leader_epoch,
+                    },
                 );
             }
         }
         let mut fetchers = self.fetchers.lock();
         fetchers.retain(|leader_id, handle| {
-            let keep = wanted.get(leader_id).is_some_and(|(address, _)| *address == handle.address);
+            let keep = wanted
+                .get(leader_id)
+                .is_some_and(|(address, _)| *address == handle.address);
             if !keep {
                 info!(leader = leader_id, "stopping replica fetcher");
                 handle.task.abort();
@@ -164,7 +184,14 @@ impl ReplicaFetcherManager {
                 connection: None,
             };
             let task = tokio::spawn(fetcher.run());
-            let _ = fetchers.insert(leader_id, FetcherHandle { address, assignments: assignments_sender, task });
+            let _ = fetchers.insert(
+                leader_id,
+                FetcherHandle {
+                    address,
+                    assignments: assignments_sender,
+                    task,
+                },
+            );
         }
     }
 
@@ -178,7 +205,12 @@ impl ReplicaFetcherManager {
     /// Stops every fetcher task and waits for them; later metadata starts none.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        let handles: Vec<FetcherHandle> = self.fetchers.lock().drain().map(|(_, handle)| handle).collect();
+        let handles: Vec<FetcherHandle> = self
+            .fetchers
+            .lock()
+            .drain()
+            .map(|(_, handle)| handle)
+            .collect();
         for handle in handles {
             handle.task.abort();
             let _ = handle.task.await;
@@ -214,12 +246,23 @@ struct LeaderConnection {
 
 impl LeaderConnection {
     async fn connect(address: &(String, u16), timeout: Duration) -> Result<Self, FetcherError> {
-        let connecting = KafkaConnection::connect((address.0.as_str(), address.1), CLIENT_ID, MAX_RESPONSE_BYTES);
-        let connection = tokio::time::timeout(timeout, connecting).await.map_err(|_| FetcherError::TimedOut)??;
+        let connecting = KafkaConnection::connect(
+            (address.0.as_str(), address.1),
+            CLIENT_ID,
+            MAX_RESPONSE_BYTES,
+        );
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| FetcherError::TimedOut)??;
         Ok(LeaderConnection { connection })
     }
 
-    async fn call<Req: Request>(&mut self, version: i16, request: &Req, timeout: Duration) -> Result<Req::Response, FetcherError> {
+    async fn call<Req: Request>(
+        &mut self,
+        version: i16,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Req::Response, FetcherError> {
         match tokio::time::timeout(timeout, self.connection.call(request, version)).await {
             Err(_) => Err(FetcherError::TimedOut),
             Ok(Ok(response)) => Ok(response),
@@ -278,7 +321,9 @@ impl Fetcher {
     }
 
     fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.request_timeout_ms + u64::try_from(self.config.max_wait_ms).unwrap_or(0))
+        Duration::from_millis(
+            self.config.request_timeout_ms + u64::try_from(self.config.max_wait_ms).unwrap_or(0),
+        )
     }
 
     async fn run(mut self) {
@@ -340,15 +385,25 @@ impl Fetcher {
     /// truncate first; removed partitions are dropped.
     fn sync_assignments(&mut self) {
         let assignments = self.assignments.borrow_and_update().clone();
-        self.states.retain(|key, state| assignments.get(key).is_some_and(|target| *target == state.target));
+        self.states.retain(|key, state| {
+            assignments
+                .get(key)
+                .is_some_and(|target| *target == state.target)
+        });
         for (key, target) in assignments {
-            let _ = self.states.entry(key).or_insert(PartitionState { target, phase: Phase::Truncating, retry_at: None });
+            let _ = self.states.entry(key).or_insert(PartitionState {
+                target,
+                phase: Phase::Truncating,
+                retry_at: None,
+            });
         }
     }
 
     /// The hosted partition for a followed one, if it is the same topic incarnation.
     fn hosted(&self, key: &PartitionKey, target: &FollowedPartition) -> Option<Arc<Partition>> {
-        self.replica_manager.partition(&key.0, key.1).filter(|hosted| hosted.topic_id == target.topic_id)
+        self.replica_manager
+            .partition(&key.0, key.1)
+            .filter(|hosted| hosted.topic_id == target.topic_id)
     }
 
     fn back_off(&mut self, key: &PartitionKey) {
@@ -384,12 +439,20 @@ impl Fetcher {
             self.fetch(fetching).await?;
             return Ok(Round::Worked);
         }
-        Ok(Round::Idle(self.states.values().filter_map(|state| state.retry_at).min()))
+        Ok(Round::Idle(
+            self.states
+                .values()
+                .filter_map(|state| state.retry_at)
+                .min(),
+        ))
     }
 
     /// Asks the leader for the end offset of our latest epoch of each partition and
     /// truncates our log by Kafka's rule.
-    async fn truncate(&mut self, partitions: Vec<(PartitionKey, FollowedPartition)>) -> Result<(), FetcherError> {
+    async fn truncate(
+        &mut self,
+        partitions: Vec<(PartitionKey, FollowedPartition)>,
+    ) -> Result<(), FetcherError> {
         let mut asked: Vec<(PartitionKey, FollowedPartition, Arc<Partition>, i32)> = Vec::new();
         for (key, target) in partitions {
             let Some(hosted) = self.hosted(&key, &target) else {
@@ -401,7 +464,8 @@ impl Fetcher {
                 Ok((None, _)) => {
                     // No epochs: nothing known to be ours beyond the high watermark.
                     let high_watermark = hosted.high_watermark();
-                    self.apply_truncation(&key, &target, &hosted, high_watermark, true).await;
+                    self.apply_truncation(&key, &target, &hosted, high_watermark, true)
+                        .await;
                 }
                 Err(error) => {
                     warn!(topic = %key.0, partition = key.1, %error, "reading the leader epoch cache failed");
@@ -418,7 +482,10 @@ impl Fetcher {
                 .with_partition(key.1)
                 .with_current_leader_epoch(target.leader_epoch)
                 .with_leader_epoch(*latest_epoch);
-            match topics.iter_mut().find(|topic| topic.topic.0.as_str() == key.0) {
+            match topics
+                .iter_mut()
+                .find(|topic| topic.topic.0.as_str() == key.0)
+            {
                 Some(topic) => topic.partitions.push(partition),
                 None => topics.push(
                     OffsetForLeaderTopic::default()
@@ -431,19 +498,32 @@ impl Fetcher {
             .with_replica_id(WireBrokerId(self.replica_manager.broker_id()))
             .with_topics(topics);
         let timeout = self.request_timeout();
-        let connection = self.connection.as_mut().ok_or(FetcherError::Protocol("not connected".to_string()))?;
-        let response: OffsetForLeaderEpochResponse = connection.call(OFFSET_FOR_LEADER_EPOCH_VERSION, &request, timeout).await?;
+        let connection = self
+            .connection
+            .as_mut()
+            .ok_or(FetcherError::Protocol("not connected".to_string()))?;
+        let response: OffsetForLeaderEpochResponse = connection
+            .call(OFFSET_FOR_LEADER_EPOCH_VERSION, &request, timeout)
+            .await?;
         let mut answers: HashMap<PartitionKey, (i16, i32, i64)> = HashMap::new();
         for topic in response.topics {
             for partition in topic.partitions {
                 let _ = answers.insert(
                     (topic.topic.0.as_str().to_string(), partition.partition),
-                    (partition.error_code, partition.leader_epoch, partition.end_offset),
+                    (
+                        partition.error_code,
+                        partition.leader_epoch,
+                        partition.end_offset,
+                    ),
                 );
             }
         }
         for (key, target, hosted, _) in asked {
-            if self.states.get(&key).is_none_or(|state| state.target != target) {
+            if self
+                .states
+                .get(&key)
+                .is_none_or(|state| state.target != target)
+            {
                 continue;
             }
             let Some((code, leader_epoch, leader_end_offset)) = answers.get(&key).copied() else {
@@ -455,7 +535,10 @@ impl Fetcher {
                 self.back_off(&key);
                 continue;
             }
-            let local_view = self.replica_manager.local_epoch_view(&hosted, (leader_epoch >= 0).then_some(leader_epoch)).await;
+            let local_view = self
+                .replica_manager
+                .local_epoch_view(&hosted, (leader_epoch >= 0).then_some(leader_epoch))
+                .await;
             let Ok((_, local_end_offset_for)) = local_view else {
                 self.back_off(&key);
                 continue;
@@ -467,14 +550,26 @@ impl Fetcher {
                 hosted.log_end_offset(),
                 hosted.high_watermark(),
             );
-            self.apply_truncation(&key, &target, &hosted, point.offset, point.completed).await;
+            self.apply_truncation(&key, &target, &hosted, point.offset, point.completed)
+                .await;
         }
         Ok(())
     }
 
-    async fn apply_truncation(&mut self, key: &PartitionKey, target: &FollowedPartition, hosted: &Arc<Partition>, offset: i64, completed: bool) {
+    async fn apply_truncation(
+        &mut self,
+        key: &PartitionKey,
+        target: &FollowedPartition,
+        hosted: &Arc<Partition>,
+        offset: i64,
+        completed: bool,
+    ) {
         let previous_log_end_offset = hosted.log_end_offset();
-        match self.replica_manager.truncate_as_follower(hosted, target.leader_epoch, offset.max(0)).await {
+        match self
+            .replica_manager
+            .truncate_as_follower(hosted, target.leader_epoch, offset.max(0))
+            .await
+        {
             Ok(log_end_offset) => {
                 info!(topic = %key.0, partition = key.1, leader = self.leader_id, leader_epoch = target.leader_epoch, offset, previous_log_end_offset, log_end_offset, completed, "follower truncated by leader epoch");
                 if completed {
@@ -489,7 +584,10 @@ impl Fetcher {
     }
 
     /// One Fetch round trip for the partitions ready to fetch.
-    async fn fetch(&mut self, partitions: Vec<(PartitionKey, FollowedPartition)>) -> Result<(), FetcherError> {
+    async fn fetch(
+        &mut self,
+        partitions: Vec<(PartitionKey, FollowedPartition)>,
+    ) -> Result<(), FetcherError> {
         let mut requested: Vec<(PartitionKey, FollowedPartition, Arc<Partition>, i64)> = Vec::new();
         let mut topics: Vec<FetchTopic> = Vec::new();
         for (key, target) in partitions {
@@ -505,10 +603,15 @@ impl Fetcher {
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(hosted.log_start_offset())
                 .with_partition_max_bytes(self.config.partition_max_bytes);
-            match topics.iter_mut().find(|topic| topic.topic.0.as_str() == key.0) {
+            match topics
+                .iter_mut()
+                .find(|topic| topic.topic.0.as_str() == key.0)
+            {
                 Some(topic) => topic.partitions.push(partition),
                 None => topics.push(
-                    FetchTopic::default().with_topic(TopicName(StrBytes::from_string(key.0.clone()))).with_partitions(vec![partition]),
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(key.0.clone())))
+                        .with_partitions(vec![partition]),
                 ),
             }
             requested.push((key, target, hosted, fetch_offset));
@@ -526,16 +629,26 @@ impl Fetcher {
             .with_session_epoch(-1)
             .with_topics(topics);
         let timeout = self.request_timeout();
-        let connection = self.connection.as_mut().ok_or(FetcherError::Protocol("not connected".to_string()))?;
+        let connection = self
+            .connection
+            .as_mut()
+            .ok_or(FetcherError::Protocol("not connected".to_string()))?;
         let response: FetchResponse = connection.call(FETCH_VERSION, &request, timeout).await?;
         if response.error_code != error_code::NONE {
-            warn!(leader = self.leader_id, error_code = response.error_code, "leader refused the fetch");
+            warn!(
+                leader = self.leader_id,
+                error_code = response.error_code,
+                "leader refused the fetch"
+            );
             for (key, ..) in &requested {
                 self.back_off(key);
             }
             return Ok(());
         }
-        let mut answers: HashMap<PartitionKey, kafka_protocol::messages::fetch_response::PartitionData> = HashMap::new();
+        let mut answers: HashMap<
+            PartitionKey,
+            kafka_protocol::messages::fetch_response::PartitionData,
+        > = HashMap::new();
         for topic in response.responses {
             let topic_name = topic.topic.0.as_str().to_string();
             for partition in topic.partitions {
@@ -544,11 +657,18 @@ impl Fetcher {
         }
         for (key, target, hosted, fetch_offset) in requested {
             // A partition moved meanwhile is refused by the epoch check of the append.
-            if self.states.get(&key).is_none_or(|state| state.target != target) {
+            if self
+                .states
+                .get(&key)
+                .is_none_or(|state| state.target != target)
+            {
                 continue;
             }
-            let Some(data) = answers.remove(&key) else { continue };
-            self.handle_partition_data(&key, &target, &hosted, fetch_offset, data).await;
+            let Some(data) = answers.remove(&key) else {
+                continue;
+            };
+            self.handle_partition_data(&key, &target, &hosted, fetch_offset, data)
+                .await;
         }
         Ok(())
     }
@@ -565,8 +685,14 @@ impl Fetcher {
             error_code::NONE => {}
             error_code::OFFSET_OUT_OF_RANGE if data.log_start_offset > fetch_offset => {
                 // Behind the leader's log start: restart our log there.
-                match self.replica_manager.truncate_fully_as_follower(hosted, target.leader_epoch, data.log_start_offset).await {
-                    Ok(()) => info!(topic = %key.0, partition = key.1, offset = data.log_start_offset, "follower restarted at the leader's log start offset"),
+                match self
+                    .replica_manager
+                    .truncate_fully_as_follower(hosted, target.leader_epoch, data.log_start_offset)
+                    .await
+                {
+                    Ok(()) => {
+                        info!(topic = %key.0, partition = key.1, offset = data.log_start_offset, "follower restarted at the leader's log start offset")
+                    }
                     Err(error) => {
                         warn!(topic = %key.0, partition = key.1, %error, "restarting the follower log failed");
                         self.back_off(key);
@@ -589,7 +715,11 @@ impl Fetcher {
             }
         }
         if let Some(records) = data.records.filter(|records| !records.is_empty()) {
-            match self.replica_manager.append_as_follower(hosted, target.leader_epoch, records).await {
+            match self
+                .replica_manager
+                .append_as_follower(hosted, target.leader_epoch, records)
+                .await
+            {
                 Ok(_) => {}
                 Err(PartitionError::NotFollower { .. }) => {
                     self.back_off(key);
@@ -605,7 +735,10 @@ impl Fetcher {
         }
         hosted.set_leader_high_watermark(data.high_watermark);
         if data.log_start_offset > hosted.log_start_offset()
-            && let Err(error) = self.replica_manager.follow_log_start_offset(hosted, target.leader_epoch, data.log_start_offset).await
+            && let Err(error) = self
+                .replica_manager
+                .follow_log_start_offset(hosted, target.leader_epoch, data.log_start_offset)
+                .await
         {
             warn!(topic = %key.0, partition = key.1, %error, "following the leader's log start offset failed");
         }

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use futures::future::BoxFuture;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -77,12 +77,20 @@ impl Request {
 
     /// The client id, or "" when absent.
     pub fn client_id(&self) -> &str {
-        self.header.client_id.as_ref().map(|id| id.as_str()).unwrap_or("")
+        self.header
+            .client_id
+            .as_ref()
+            .map(|id| id.as_str())
+            .unwrap_or("")
     }
 }
 
 /// Accepts connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, context: Arc<BrokerContext>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    context: Arc<BrokerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -149,13 +157,18 @@ async fn handle_connection(
     }
     .await;
     drop(responses);
-    let write_outcome = writing.await.map_err(|error| FrameError::Malformed(format!("response writer failed: {error}")))?;
+    let write_outcome = writing
+        .await
+        .map_err(|error| FrameError::Malformed(format!("response writer failed: {error}")))?;
     read_outcome.and(write_outcome)
 }
 
 /// Writes responses in request order as they become ready; flushes when no further
 /// response is queued, so pipelined responses share a write.
-async fn write_responses(writer: OwnedWriteHalf, mut pending: mpsc::Receiver<PendingResponse>) -> Result<(), FrameError> {
+async fn write_responses(
+    writer: OwnedWriteHalf,
+    mut pending: mpsc::Receiver<PendingResponse>,
+) -> Result<(), FrameError> {
     let mut writer = BufWriter::new(writer);
     while let Some(response) = pending.recv().await {
         let frame = match response {
@@ -163,7 +176,9 @@ async fn write_responses(writer: OwnedWriteHalf, mut pending: mpsc::Receiver<Pen
             PendingResponse::Waiting(future) => future.await?,
         };
         metrics::counter!("silt_network_bytes_out_total").increment(frame.len() as u64 + 4);
-        let size = i32::try_from(frame.len()).map_err(|_| FrameError::Malformed(format!("response of {} bytes is too large", frame.len())))?;
+        let size = i32::try_from(frame.len()).map_err(|_| {
+            FrameError::Malformed(format!("response of {} bytes is too large", frame.len()))
+        })?;
         write_frame(&mut writer, &size.to_be_bytes(), frame.parts()).await?;
         if pending.is_empty() {
             writer.flush().await?;
@@ -178,8 +193,14 @@ const MAX_WRITE_SLICES: usize = 64;
 
 /// Writes `prefix` then every part, with vectored writes: record parts go from their
 /// buffers to the socket without being gathered first.
-async fn write_frame(writer: &mut BufWriter<OwnedWriteHalf>, prefix: &[u8], parts: &[Bytes]) -> std::io::Result<()> {
-    let pieces: Vec<&[u8]> = std::iter::once(prefix).chain(parts.iter().map(|part| part.as_ref())).collect();
+async fn write_frame(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    prefix: &[u8],
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    let pieces: Vec<&[u8]> = std::iter::once(prefix)
+        .chain(parts.iter().map(|part| part.as_ref()))
+        .collect();
     let mut piece = 0usize;
     let mut offset = 0usize;
     while piece < pieces.len() {
@@ -218,9 +239,16 @@ pub enum PendingResponse {
 /// A frame too short for a header, an undecodable header or body, or a response that
 /// cannot be encoded: the connection is closed. Unknown API keys and versions get an
 /// UNSUPPORTED_VERSION response instead.
-pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer: SocketAddr) -> Result<Option<PendingResponse>, FrameError> {
+pub async fn process_frame(
+    context: &Arc<BrokerContext>,
+    mut frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Option<PendingResponse>, FrameError> {
     if frame.len() < 8 {
-        return Err(FrameError::Malformed(format!("frame of {} bytes has no request header", frame.len())));
+        return Err(FrameError::Malformed(format!(
+            "frame of {} bytes has no request header",
+            frame.len()
+        )));
     }
     let raw_api_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -228,21 +256,31 @@ pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer:
     let Ok(api_key) = ApiKey::try_from(raw_api_key) else {
         warn!(%peer, api_key = raw_api_key, "unknown api key");
         metrics::counter!("silt_requests_unsupported_total").increment(1);
-        return Ok(Some(PendingResponse::Ready(ResponseFrame::single(bare_error_response(correlation_id, UNSUPPORTED_VERSION)))));
+        return Ok(Some(PendingResponse::Ready(ResponseFrame::single(
+            bare_error_response(correlation_id, UNSUPPORTED_VERSION),
+        ))));
     };
     if !is_supported(api_key, version) {
         metrics::counter!("silt_requests_unsupported_total").increment(1);
         if api_key == ApiKey::ApiVersions {
             let response = api_versions::unsupported_version_response();
-            let encoded = encode_response(ApiKey::ApiVersions, 0, correlation_id, ResponseKind::ApiVersions(response))?;
+            let encoded = encode_response(
+                ApiKey::ApiVersions,
+                0,
+                correlation_id,
+                ResponseKind::ApiVersions(response),
+            )?;
             return Ok(Some(PendingResponse::Ready(encoded)));
         }
         warn!(%peer, api = ?api_key, version, "unsupported api version");
-        return Ok(Some(PendingResponse::Ready(ResponseFrame::single(bare_error_response(correlation_id, UNSUPPORTED_VERSION)))));
+        return Ok(Some(PendingResponse::Ready(ResponseFrame::single(
+            bare_error_response(correlation_id, UNSUPPORTED_VERSION),
+        ))));
     }
     let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version)
-        .map_err(|error| FrameError::Malformed(format!("{api_key:?} v{version} header: {error}")))?;
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|error| {
+        FrameError::Malformed(format!("{api_key:?} v{version} header: {error}"))
+    })?;
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|error| FrameError::Malformed(format!("{api_key:?} v{version} body: {error}")))?;
     if frame.has_remaining() {
@@ -253,7 +291,8 @@ pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer:
     let handled = handlers::handle(context, request).await;
     let record = move || {
         let api_label = format!("{api_key:?}");
-        metrics::histogram!("silt_request_duration_seconds", "api" => api_label.clone()).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("silt_request_duration_seconds", "api" => api_label.clone())
+            .record(started.elapsed().as_secs_f64());
         metrics::counter!("silt_requests_total", "api" => api_label).increment(1);
     };
     match handled {
@@ -263,7 +302,8 @@ pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer:
         }
         Handled::Now(Some(body)) => {
             record();
-            encode_response(api_key, version, correlation_id, body).map(|bytes| Some(PendingResponse::Ready(bytes)))
+            encode_response(api_key, version, correlation_id, body)
+                .map(|bytes| Some(PendingResponse::Ready(bytes)))
         }
         Handled::Later(waiting) => Ok(Some(PendingResponse::Waiting(Box::pin(async move {
             let body = waiting.await;
@@ -275,17 +315,29 @@ pub async fn process_frame(context: &Arc<BrokerContext>, mut frame: Bytes, peer:
 
 /// Encodes a response frame; Fetch responses keep their record bytes as parts of their own
 /// ([`encode_fetch_response`]).
-fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Result<ResponseFrame, FrameError> {
-    let encode_error = |error: anyhow::Error| FrameError::Encode { api: api_key, version, message: error.to_string() };
+fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: ResponseKind,
+) -> Result<ResponseFrame, FrameError> {
+    let encode_error = |error: anyhow::Error| FrameError::Encode {
+        api: api_key,
+        version,
+        message: error.to_string(),
+    };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api_key.response_header_version(version);
     if let ResponseKind::Fetch(fetch) = &body
-        && let Some(frame) = encode_fetch_response(&header, header_version, fetch, version).map_err(encode_error)?
+        && let Some(frame) =
+            encode_fetch_response(&header, header_version, fetch, version).map_err(encode_error)?
     {
         return Ok(frame);
     }
     let mut buffer = BytesMut::new();
-    header.encode(&mut buffer, header_version).map_err(encode_error)?;
+    header
+        .encode(&mut buffer, header_version)
+        .map_err(encode_error)?;
     body.encode(&mut buffer, version).map_err(encode_error)?;
     Ok(ResponseFrame::single(buffer.freeze()))
 }

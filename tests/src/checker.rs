@@ -86,7 +86,11 @@ impl Checker {
 
     /// Produces until [`Checker::stop`] is called, with up to `in_flight` records
     /// outstanding. A producer that hits a fatal error is replaced.
-    pub async fn produce_until_stopped(self: Arc<Self>, bootstrap: String, in_flight: usize) -> Result<()> {
+    pub async fn produce_until_stopped(
+        self: Arc<Self>,
+        bootstrap: String,
+        in_flight: usize,
+    ) -> Result<()> {
         let mut producer = Checker::producer(&bootstrap)?;
         let mut pending = FuturesUnordered::new();
         while !self.stop.load(Ordering::Acquire) || !pending.is_empty() {
@@ -95,10 +99,14 @@ impl Checker {
                 let partition = i32::try_from(number % u64::try_from(self.partitions)?)?;
                 let value = self.value_of(number);
                 let send = producer.send_result(
-                    FutureRecord::<(), String>::to(&self.topic).partition(partition).payload(&value),
+                    FutureRecord::<(), String>::to(&self.topic)
+                        .partition(partition)
+                        .payload(&value),
                 );
                 match send {
-                    Ok(delivery) => pending.push(async move { (number, partition, delivery.await) }),
+                    Ok(delivery) => {
+                        pending.push(async move { (number, partition, delivery.await) })
+                    }
                     Err((error, _)) => {
                         self.failed_sends.fetch_add(1, Ordering::AcqRel);
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -113,7 +121,12 @@ impl Checker {
             match outcome {
                 Ok(Ok(delivery)) => {
                     debug_assert_eq!(delivery.partition, partition);
-                    self.acks.lock().push(Ack { number, partition, offset: delivery.offset, at: self.started.elapsed() });
+                    self.acks.lock().push(Ack {
+                        number,
+                        partition,
+                        offset: delivery.offset,
+                        at: self.started.elapsed(),
+                    });
                 }
                 Ok(Err(_)) | Err(_) => {
                     self.failed_sends.fetch_add(1, Ordering::AcqRel);
@@ -136,16 +149,25 @@ impl Checker {
     pub async fn send_one(&self, producer: &FutureProducer, partition: i32) -> Result<Ack> {
         let number = self.next_number.fetch_add(1, Ordering::AcqRel);
         let value = self.value_of(number);
-        let record = FutureRecord::<(), String>::to(&self.topic).partition(partition).payload(&value);
+        let record = FutureRecord::<(), String>::to(&self.topic)
+            .partition(partition)
+            .payload(&value);
         match producer.send(record, Duration::from_secs(0)).await {
             Ok(delivery) => {
-                let ack = Ack { number, partition, offset: delivery.offset, at: self.started.elapsed() };
+                let ack = Ack {
+                    number,
+                    partition,
+                    offset: delivery.offset,
+                    at: self.started.elapsed(),
+                };
                 self.acks.lock().push(ack);
                 Ok(ack)
             }
             Err((error, _)) => {
                 self.failed_sends.fetch_add(1, Ordering::AcqRel);
-                Err(anyhow::anyhow!("record {number} to partition {partition} failed: {error}"))
+                Err(anyhow::anyhow!(
+                    "record {number} to partition {partition} failed: {error}"
+                ))
             }
         }
     }
@@ -200,7 +222,9 @@ impl Checker {
         }
         // One offset, two records across the reads (only offsets both reads saw).
         for (partition, records) in &first.records {
-            let Some(other) = second.records.get(partition) else { continue };
+            let Some(other) = second.records.get(partition) else {
+                continue;
+            };
             for (offset, value) in records {
                 if let Some(other_value) = other.get(offset)
                     && other_value != value
@@ -214,7 +238,10 @@ impl Checker {
             report.records_read += records.len();
             for (offset, value) in records {
                 match value {
-                    Some(number) => locations.entry(*number).or_default().push((*partition, *offset)),
+                    Some(number) => locations
+                        .entry(*number)
+                        .or_default()
+                        .push((*partition, *offset)),
                     None => report.unknown_records += 1,
                 }
             }
@@ -227,7 +254,9 @@ impl Checker {
         for ack in &acks {
             match locations.get(&ack.number) {
                 None => report.lost.push(ack.number),
-                Some(places) if !places.contains(&(ack.partition, ack.offset)) => report.moved.push(ack.number),
+                Some(places) if !places.contains(&(ack.partition, ack.offset)) => {
+                    report.moved.push(ack.number)
+                }
                 Some(_) => {}
             }
         }
@@ -249,7 +278,10 @@ impl Checker {
         for (partition, offset) in needed {
             loop {
                 // A metadata hiccup right after faults is retried like a low watermark.
-                let high = consumer.fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT).map(|(_, high)| high).unwrap_or(-1);
+                let high = consumer
+                    .fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT)
+                    .map(|(_, high)| high)
+                    .unwrap_or(-1);
                 if high >= offset || Instant::now() > deadline {
                     break;
                 }
@@ -261,13 +293,18 @@ impl Checker {
 
     /// Low and high watermark of a partition, retried for up to 30 s: right after a
     /// fault the client may still be reconnecting.
-    fn watermarks(&self, consumer: &rdkafka::consumer::BaseConsumer, partition: i32) -> Result<(i64, i64)> {
+    fn watermarks(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer,
+        partition: i32,
+    ) -> Result<(i64, i64)> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match consumer.fetch_watermarks(&self.topic, partition, kafka::CLIENT_TIMEOUT) {
                 Ok(watermarks) => return Ok(watermarks),
                 Err(error) if Instant::now() > deadline => {
-                    return Err(error).with_context(|| format!("watermarks of {}-{partition}", self.topic));
+                    return Err(error)
+                        .with_context(|| format!("watermarks of {}-{partition}", self.topic));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
@@ -290,9 +327,15 @@ impl Checker {
             let mut last_offset = low - 1;
             while last_offset + 1 < high {
                 if Instant::now() > deadline {
-                    bail!("reading {}-{partition} stalled at offset {} of {high}", self.topic, last_offset + 1);
+                    bail!(
+                        "reading {}-{partition} stalled at offset {} of {high}",
+                        self.topic,
+                        last_offset + 1
+                    );
                 }
-                let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+                let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                    continue;
+                };
                 // Transport errors right after faults are retried until the deadline.
                 let Ok(message) = message else { continue };
                 if message.partition() != partition {
@@ -358,7 +401,14 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sample = |items: &[u64]| items.iter().take(10).map(u64::to_string).collect::<Vec<_>>().join(",");
+        let sample = |items: &[u64]| {
+            items
+                .iter()
+                .take(10)
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         write!(
             f,
             "acknowledged {}, failed sends {}, read {}; lost {} [{}], moved {} [{}], duplicates {} [{}], inconsistent offsets {} {:?}, non-monotonic polls {}, unknown records {}",
@@ -372,7 +422,10 @@ impl fmt::Display for Report {
             self.duplicates.len(),
             sample(&self.duplicates),
             self.inconsistent_offsets.len(),
-            self.inconsistent_offsets.iter().take(10).collect::<BTreeSet<_>>(),
+            self.inconsistent_offsets
+                .iter()
+                .take(10)
+                .collect::<BTreeSet<_>>(),
             self.non_monotonic_polls,
             self.unknown_records
         )

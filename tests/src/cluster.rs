@@ -32,7 +32,12 @@ impl ClusterOptions {
             .flag("--leader-imbalance-check-interval-seconds", 5)
             .flag("--default-replication-factor", nodes.min(3))
             .flag("--offsets-topic-replication-factor", nodes.min(3));
-        ClusterOptions { nodes, broker_only: 0, base, netns: false }
+        ClusterOptions {
+            nodes,
+            broker_only: 0,
+            base,
+            netns: false,
+        }
     }
 
     /// Adds `count` broker-only nodes (`process.roles=broker`), with ids after the voters.
@@ -70,7 +75,9 @@ pub struct SiltCluster {
 impl SiltCluster {
     fn start(options: ClusterOptions) -> Result<SiltCluster> {
         let network = match options.netns {
-            true => Some(NetworkNamespaces::create(options.nodes + options.broker_only)?),
+            true => Some(NetworkNamespaces::create(
+                options.nodes + options.broker_only,
+            )?),
             false => None,
         };
         let mut identities = Vec::new();
@@ -78,8 +85,16 @@ impl SiltCluster {
             let node_id = i32::try_from(index + 1)?;
             let (host, netns, ports) = match &network {
                 // Each namespace has its own port space.
-                Some(network) => (network.address(index), Some(network.namespace(index)), (9092, 9093, 9644)),
-                None => ("127.0.0.1".to_string(), None, (free_port()?, free_port()?, free_port()?)),
+                Some(network) => (
+                    network.address(index),
+                    Some(network.namespace(index)),
+                    (9092, 9093, 9644),
+                ),
+                None => (
+                    "127.0.0.1".to_string(),
+                    None,
+                    (free_port()?, free_port()?, free_port()?),
+                ),
             };
             identities.push(NodeIdentity {
                 node_id,
@@ -93,16 +108,26 @@ impl SiltCluster {
         }
         let voters = identities
             .iter()
-            .filter_map(|identity| Some(format!("{}@{}:{}", identity.node_id, identity.host, identity.controller_port?)))
+            .filter_map(|identity| {
+                Some(format!(
+                    "{}@{}:{}",
+                    identity.node_id, identity.host, identity.controller_port?
+                ))
+            })
             .collect::<Vec<_>>()
             .join(",");
         // Tiering needs one object store for the whole cluster: the test's S3 server under
         // one prefix, or a shared directory. (A namespace cannot reach the host's loopback,
         // where the S3 server listens.)
-        let shared_objects = tempfile::Builder::new().prefix("silt-cluster-objects-").tempdir()?;
+        let shared_objects = tempfile::Builder::new()
+            .prefix("silt-cluster-objects-")
+            .tempdir()?;
         let store_flags = match (&network, s3::S3Env::from_env()) {
             (None, Some(env)) => s3::silt_options_for(&env, &s3::short_prefix()),
-            _ => vec![("--object-store".to_string(), shared_objects.path().display().to_string())],
+            _ => vec![(
+                "--object-store".to_string(),
+                shared_objects.path().display().to_string(),
+            )],
         };
         let mut nodes = BTreeMap::new();
         for mut identity in identities {
@@ -125,7 +150,11 @@ impl SiltCluster {
 
     /// Every node's Kafka listener, comma separated, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        self.nodes.values().map(SiltProcess::bootstrap).collect::<Vec<_>>().join(",")
+        self.nodes
+            .values()
+            .map(SiltProcess::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Node ids in order.
@@ -135,25 +164,39 @@ impl SiltCluster {
 
     /// The node with `node_id`.
     pub fn node(&self, node_id: i32) -> Result<&SiltProcess> {
-        self.nodes.get(&node_id).with_context(|| format!("no node {node_id}"))
+        self.nodes
+            .get(&node_id)
+            .with_context(|| format!("no node {node_id}"))
     }
 
     /// The node with `node_id`, mutably (to kill or restart it).
     pub fn node_mut(&mut self, node_id: i32) -> Result<&mut SiltProcess> {
-        self.nodes.get_mut(&node_id).with_context(|| format!("no node {node_id}"))
+        self.nodes
+            .get_mut(&node_id)
+            .with_context(|| format!("no node {node_id}"))
     }
 
     /// Bootstrap list of the nodes that are running.
     pub fn running_bootstrap(&mut self) -> String {
-        self.nodes.values_mut().filter_map(|node| node.is_running().then(|| node.bootstrap())).collect::<Vec<_>>().join(",")
+        self.nodes
+            .values_mut()
+            .filter_map(|node| node.is_running().then(|| node.bootstrap()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Leader, replicas and ISR of every partition of `topic` as the Metadata API reports
     /// them (asked of any running node).
     pub fn partition_states(&mut self, topic: &str) -> Result<Vec<PartitionState>> {
         let consumer = kafka::base_consumer(&self.running_bootstrap())?;
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).context("metadata")?;
-        let topic_metadata = metadata.topics().iter().find(|t| t.name() == topic).context("topic missing from metadata")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .context("metadata")?;
+        let topic_metadata = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .context("topic missing from metadata")?;
         if let Some(error) = topic_metadata.error() {
             bail!("metadata of {topic}: {error:?}");
         }
@@ -170,23 +213,46 @@ impl SiltCluster {
     }
 
     /// Waits until every partition of `topic` has a leader and an ISR of `isr_size`.
-    pub fn wait_for_isr(&mut self, topic: &str, isr_size: usize, timeout: Duration) -> Result<Vec<PartitionState>> {
-        wait_until(&format!("every partition of {topic} with ISR size {isr_size}"), timeout, || {
-            let states = match self.partition_states(topic) {
-                Ok(states) => states,
-                Err(_) => return Ok(None),
-            };
-            let ready = !states.is_empty() && states.iter().all(|state| state.leader >= 0 && state.isr.len() == isr_size);
-            Ok(ready.then_some(states))
-        })
+    pub fn wait_for_isr(
+        &mut self,
+        topic: &str,
+        isr_size: usize,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionState>> {
+        wait_until(
+            &format!("every partition of {topic} with ISR size {isr_size}"),
+            timeout,
+            || {
+                let states = match self.partition_states(topic) {
+                    Ok(states) => states,
+                    Err(_) => return Ok(None),
+                };
+                let ready = !states.is_empty()
+                    && states
+                        .iter()
+                        .all(|state| state.leader >= 0 && state.isr.len() == isr_size);
+                Ok(ready.then_some(states))
+            },
+        )
     }
 
     /// The leader of `topic`-`partition` by Metadata, waiting until it has one that is not
     /// `excluded`.
-    pub fn wait_for_leader(&mut self, topic: &str, partition: i32, excluded: Option<i32>, timeout: Duration) -> Result<i32> {
+    pub fn wait_for_leader(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        excluded: Option<i32>,
+        timeout: Duration,
+    ) -> Result<i32> {
         wait_until(&format!("a leader of {topic}-{partition}"), timeout, || {
-            let Ok(states) = self.partition_states(topic) else { return Ok(None) };
-            let leader = states.iter().find(|state| state.partition == partition).map(|state| state.leader);
+            let Ok(states) = self.partition_states(topic) else {
+                return Ok(None);
+            };
+            let leader = states
+                .iter()
+                .find(|state| state.partition == partition)
+                .map(|state| state.leader);
             Ok(leader.filter(|leader| *leader >= 0 && Some(*leader) != excluded))
         })
     }
@@ -200,7 +266,10 @@ impl SiltCluster {
                     continue;
                 }
                 if let Ok((200, body)) = node.admin_get("/metrics")
-                    && body.lines().any(|line| line.starts_with("silt_controller_active") && line.trim_end().ends_with(" 1"))
+                    && body.lines().any(|line| {
+                        line.starts_with("silt_controller_active")
+                            && line.trim_end().ends_with(" 1")
+                    })
                 {
                     return Ok(Some(*node_id));
                 }
@@ -211,13 +280,19 @@ impl SiltCluster {
 
     /// Cuts `node_id` off from every other node and from the test (its link goes down).
     pub fn isolate(&self, node_id: i32) -> Result<()> {
-        let network = self.network.as_ref().context("the cluster was not started in network namespaces")?;
+        let network = self
+            .network
+            .as_ref()
+            .context("the cluster was not started in network namespaces")?;
         network.set_link(usize::try_from(node_id - 1)?, false)
     }
 
     /// Reconnects a node cut off by [`SiltCluster::isolate`].
     pub fn reconnect(&self, node_id: i32) -> Result<()> {
-        let network = self.network.as_ref().context("the cluster was not started in network namespaces")?;
+        let network = self
+            .network
+            .as_ref()
+            .context("the cluster was not started in network namespaces")?;
         network.set_link(usize::try_from(node_id - 1)?, true)
     }
 }
@@ -259,7 +334,10 @@ impl NetworkNamespaces {
         let pid = std::process::id();
         let tag = format!("{}{}", pid % 100_000, sequence);
         // 10.(100..200).(0..250).0/24: distinct per test process and per cluster.
-        let subnet = (100 + (pid % 100) as u8, ((pid / 100 + sequence) % 250) as u8);
+        let subnet = (
+            100 + (pid % 100) as u8,
+            ((pid / 100 + sequence) % 250) as u8,
+        );
         let network = NetworkNamespaces { tag, subnet, count };
         network.setup().with_context(|| {
             "creating network namespaces for a network partition test needs root (CAP_NET_ADMIN) and the `ip` tool"
@@ -286,26 +364,51 @@ impl NetworkNamespaces {
     fn setup(&self) -> Result<()> {
         let bridge = self.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("10.{}.{}.254/24", self.subnet.0, self.subnet.1), "dev", &bridge])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.{}.{}.254/24", self.subnet.0, self.subnet.1),
+            "dev",
+            &bridge,
+        ])?;
         ip(&["link", "set", &bridge, "up"])?;
         for index in 0..self.count {
             let namespace = self.namespace(index);
             let host_link = self.host_link(index);
             let node_link = format!("sn{}x{}", self.tag, index + 1);
             ip(&["netns", "add", &namespace])?;
-            ip(&["link", "add", &host_link, "type", "veth", "peer", "name", &node_link])?;
+            ip(&[
+                "link", "add", &host_link, "type", "veth", "peer", "name", &node_link,
+            ])?;
             ip(&["link", "set", &node_link, "netns", &namespace])?;
             ip(&["link", "set", &host_link, "master", &bridge])?;
             ip(&["link", "set", &host_link, "up"])?;
-            ip(&["netns", "exec", &namespace, "ip", "addr", "add", &format!("{}/24", self.address(index)), "dev", &node_link])?;
-            ip(&["netns", "exec", &namespace, "ip", "link", "set", &node_link, "up"])?;
+            ip(&[
+                "netns",
+                "exec",
+                &namespace,
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", self.address(index)),
+                "dev",
+                &node_link,
+            ])?;
+            ip(&[
+                "netns", "exec", &namespace, "ip", "link", "set", &node_link, "up",
+            ])?;
             ip(&["netns", "exec", &namespace, "ip", "link", "set", "lo", "up"])?;
         }
         Ok(())
     }
 
     fn set_link(&self, index: usize, up: bool) -> Result<()> {
-        ip(&["link", "set", &self.host_link(index), if up { "up" } else { "down" }])
+        ip(&[
+            "link",
+            "set",
+            &self.host_link(index),
+            if up { "up" } else { "down" },
+        ])
     }
 }
 
@@ -321,7 +424,10 @@ impl Drop for NetworkNamespaces {
 
 fn ip(args: &[&str]) -> Result<()> {
     let started = Instant::now();
-    let output = Command::new("ip").args(args).output().context("running ip")?;
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
     if !output.status.success() {
         bail!(
             "ip {} failed after {:?}: {}",

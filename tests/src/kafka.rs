@@ -96,7 +96,11 @@ pub async fn create_replicated_topic(
     configs: &[(&str, &str)],
 ) -> Result<()> {
     let admin = admin(bootstrap)?;
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication_factor));
+    let mut new_topic = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
     for (key, value) in configs {
         new_topic = new_topic.set(key, value);
     }

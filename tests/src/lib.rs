@@ -278,12 +278,18 @@ impl SiltProcess {
 
     /// The IP the broker listens on (127.0.0.1 unless it is a cluster node with its own).
     pub fn host(&self) -> &str {
-        self.options.node.as_ref().map_or("127.0.0.1", |identity| identity.host.as_str())
+        self.options
+            .node
+            .as_ref()
+            .map_or("127.0.0.1", |identity| identity.host.as_str())
     }
 
     /// The broker's `node.id`.
     pub fn node_id(&self) -> i32 {
-        self.options.node.as_ref().map_or(1, |identity| identity.node_id)
+        self.options
+            .node
+            .as_ref()
+            .map_or(1, |identity| identity.node_id)
     }
 
     /// `host:port` of the Kafka listener.
@@ -293,12 +299,18 @@ impl SiltProcess {
 
     /// Socket address of the Kafka listener.
     pub fn kafka_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host().parse().unwrap_or([127, 0, 0, 1].into()), self.kafka_port)
+        SocketAddr::new(
+            self.host().parse().unwrap_or([127, 0, 0, 1].into()),
+            self.kafka_port,
+        )
     }
 
     /// Socket address of the admin HTTP listener.
     pub fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host().parse().unwrap_or([127, 0, 0, 1].into()), self.admin_port)
+        SocketAddr::new(
+            self.host().parse().unwrap_or([127, 0, 0, 1].into()),
+            self.admin_port,
+        )
     }
 
     /// The broker's `--log-dirs` directory.
@@ -480,10 +492,17 @@ impl SiltProcess {
             .context("opening broker log")?;
         writeln!(log, "===== silt start #{} =====", self.starts)?;
         let stdout_log = log.try_clone()?;
-        let mut command = match self.options.node.as_ref().and_then(|identity| identity.netns.as_ref()) {
+        let mut command = match self
+            .options
+            .node
+            .as_ref()
+            .and_then(|identity| identity.netns.as_ref())
+        {
             Some(netns) => {
                 let mut command = Command::new("ip");
-                let _ = command.args(["netns", "exec", netns.as_str()]).arg(silt_bin()?);
+                let _ = command
+                    .args(["netns", "exec", netns.as_str()])
+                    .arg(silt_bin()?);
                 command
             }
             None => Command::new(silt_bin()?),

@@ -253,10 +253,23 @@ fn cli_output_into_a_closed_pipe_exits_cleanly() -> Result<()> {
         silt_tests::silt_bin()?.display(),
         silt.bootstrap()
     );
-    let output = std::process::Command::new("bash").arg("-c").arg(&script).output()?;
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(!stderr.contains("panicked"), "silt panicked on a closed pipe: {stderr}");
-    ensure!(output.status.success(), "silt exited with {} on a closed pipe: {stderr}", output.status);
-    ensure!(String::from_utf8_lossy(&output.stdout).lines().count() == 1, "head printed one line");
+    ensure!(
+        !stderr.contains("panicked"),
+        "silt panicked on a closed pipe: {stderr}"
+    );
+    ensure!(
+        output.status.success(),
+        "silt exited with {} on a closed pipe: {stderr}",
+        output.status
+    );
+    ensure!(
+        String::from_utf8_lossy(&output.stdout).lines().count() == 1,
+        "head printed one line"
+    );
     Ok(())
 }

@@ -20,12 +20,27 @@ const PARTITIONS: i32 = 3;
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")
 }
 
 /// Creates `topic` with RF=3 and min.insync.replicas=2 and waits for full ISRs.
-fn create_topic(runtime: &tokio::runtime::Runtime, cluster: &mut SiltCluster, topic: &str, partitions: i32) -> Result<()> {
-    runtime.block_on(kafka::create_replicated_topic(&cluster.bootstrap(), topic, partitions, 3, &[("min.insync.replicas", "2")]))?;
+fn create_topic(
+    runtime: &tokio::runtime::Runtime,
+    cluster: &mut SiltCluster,
+    topic: &str,
+    partitions: i32,
+) -> Result<()> {
+    runtime.block_on(kafka::create_replicated_topic(
+        &cluster.bootstrap(),
+        topic,
+        partitions,
+        3,
+        &[("min.insync.replicas", "2")],
+    ))?;
     let _states = cluster.wait_for_isr(topic, 3, SETTLE)?;
     Ok(())
 }
@@ -37,9 +52,15 @@ struct Load {
 }
 
 impl Load {
-    fn start(runtime: &tokio::runtime::Runtime, cluster: &SiltCluster, topic: &str, partitions: i32) -> Load {
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        cluster: &SiltCluster,
+        topic: &str,
+        partitions: i32,
+    ) -> Load {
         let checker = Checker::new(topic, partitions);
-        let task = runtime.spawn(Arc::clone(&checker).produce_until_stopped(cluster.bootstrap(), 64));
+        let task =
+            runtime.spawn(Arc::clone(&checker).produce_until_stopped(cluster.bootstrap(), 64));
         Load { checker, task }
     }
 
@@ -51,7 +72,11 @@ impl Load {
         })
     }
 
-    fn finish(self, runtime: &tokio::runtime::Runtime, cluster: &mut SiltCluster) -> Result<Report> {
+    fn finish(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        cluster: &mut SiltCluster,
+    ) -> Result<Report> {
         self.checker.stop();
         runtime.block_on(self.task).context("load task")??;
         let report = self.checker.verify(&cluster.bootstrap())?;
@@ -87,11 +112,16 @@ fn repeated_leader_kills_lose_nothing() -> Result<()> {
         let leader = cluster.wait_for_leader(topic, partition, None, SETTLE)?;
         cluster.node_mut(leader)?.kill9()?;
         let killed_at = Instant::now();
-        let ack = runtime.block_on(load.checker.send_one(&probe, partition)).with_context(|| format!("round {round}: first write after killing {leader}"))?;
+        let ack = runtime
+            .block_on(load.checker.send_one(&probe, partition))
+            .with_context(|| format!("round {round}: first write after killing {leader}"))?;
         let failover = killed_at.elapsed();
         failovers.push(failover);
         let new_leader = cluster.wait_for_leader(topic, partition, Some(leader), SETTLE)?;
-        println!("round {round}: killed leader {leader} of partition {partition}; node {new_leader} took over, first write at offset {} after {failover:?}", ack.offset);
+        println!(
+            "round {round}: killed leader {leader} of partition {partition}; node {new_leader} took over, first write at offset {} after {failover:?}",
+            ack.offset
+        );
         cluster.node_mut(leader)?.start_again()?;
         let _states = cluster.wait_for_isr(topic, 3, SETTLE)?;
         load.wait_for_acks(50, SETTLE)?;
@@ -109,7 +139,10 @@ fn repeated_leader_kills_lose_nothing() -> Result<()> {
     // Preferred-leader election hands every partition back to its first replica.
     silt_tests::wait_until("preferred leaders restored", SETTLE, || {
         let states = cluster.partition_states(topic)?;
-        Ok(states.iter().all(|state| state.replicas.first() == Some(&state.leader)).then_some(()))
+        Ok(states
+            .iter()
+            .all(|state| state.replicas.first() == Some(&state.leader))
+            .then_some(()))
     })?;
     Ok(())
 }
@@ -131,10 +164,18 @@ fn active_controller_kill_loses_nothing() -> Result<()> {
             let active = cluster.active_controller()?;
             Ok((active != controller).then_some(active))
         })?;
-        println!("round {round}: killed active controller {controller}, node {successor} took over");
+        println!(
+            "round {round}: killed active controller {controller}, node {successor} took over"
+        );
         // Metadata writes work through the new controller.
         let extra = format!("{topic}-extra-{round}");
-        runtime.block_on(kafka::create_replicated_topic(&cluster.running_bootstrap(), &extra, 1, 2, &[]))?;
+        runtime.block_on(kafka::create_replicated_topic(
+            &cluster.running_bootstrap(),
+            &extra,
+            1,
+            2,
+            &[],
+        ))?;
         load.wait_for_acks(100, SETTLE)?;
         cluster.node_mut(controller)?.start_again()?;
         let _states = cluster.wait_for_isr(topic, 3, SETTLE)?;
@@ -161,13 +202,18 @@ fn paused_leader_does_not_acknowledge_uncommitted_writes() -> Result<()> {
         cluster.node(leader)?.signal("STOP")?;
         let resumed = {
             let new_leader = cluster.wait_for_leader(topic, 0, Some(leader), SETTLE)?;
-            println!("round {round}: paused leader {leader}; node {new_leader} took over partition 0");
+            println!(
+                "round {round}: paused leader {leader}; node {new_leader} took over partition 0"
+            );
             std::thread::sleep(Duration::from_secs(3));
             cluster.node(leader)?.signal("CONT")?;
             Instant::now()
         };
         let outcome = runtime.block_on(load.checker.send_one(&direct, 0));
-        println!("round {round}: write through the resumed node {leader} after {:?}: {outcome:?}", resumed.elapsed());
+        println!(
+            "round {round}: write through the resumed node {leader} after {:?}: {outcome:?}",
+            resumed.elapsed()
+        );
         let _states = cluster.wait_for_isr(topic, 3, SETTLE)?;
         load.wait_for_acks(100, SETTLE)?;
     }
@@ -214,25 +260,54 @@ fn two_replicas_down_refuse_acks_all_cleanly() -> Result<()> {
         let _ack = runtime.block_on(checker.send_one(&producer, 0))?;
     }
     let state = cluster.partition_states(topic)?.remove(0);
-    let victims: Vec<i32> = vec![state.leader, *state.replicas.iter().find(|replica| **replica != state.leader).context("a follower")?];
-    let survivor = *state.replicas.iter().find(|replica| !victims.contains(replica)).context("a third replica")?;
+    let victims: Vec<i32> = vec![
+        state.leader,
+        *state
+            .replicas
+            .iter()
+            .find(|replica| **replica != state.leader)
+            .context("a follower")?,
+    ];
+    let survivor = *state
+        .replicas
+        .iter()
+        .find(|replica| !victims.contains(replica))
+        .context("a third replica")?;
     for victim in &victims {
         cluster.node_mut(*victim)?.kill9()?;
     }
     // The second victim may lead for a moment if the controller fences the first one
     // before noticing the second is gone too; the survivor must end up leading.
     let leader = silt_tests::wait_until("the only live ISR member to lead", SETTLE, || {
-        let Ok(states) = cluster.partition_states(topic) else { return Ok(None) };
-        Ok(states.first().map(|state| state.leader).filter(|leader| *leader == survivor))
+        let Ok(states) = cluster.partition_states(topic) else {
+            return Ok(None);
+        };
+        Ok(states
+            .first()
+            .map(|state| state.leader)
+            .filter(|leader| *leader == survivor))
     })?;
     assert_eq!(leader, survivor, "the only live ISR member must lead");
     // No retries: the client reports the broker's error code itself.
-    let strict = kafka::producer(&cluster.running_bootstrap(), &[("acks", "all"), ("retries", "0"), ("message.timeout.ms", "10000")])?;
+    let strict = kafka::producer(
+        &cluster.running_bootstrap(),
+        &[
+            ("acks", "all"),
+            ("retries", "0"),
+            ("message.timeout.ms", "10000"),
+        ],
+    )?;
     let refused = silt_tests::wait_until("NOT_ENOUGH_REPLICAS", SETTLE, || {
-        let record = FutureRecord::<(), str>::to(topic).partition(0).payload("must-not-be-acknowledged");
+        let record = FutureRecord::<(), str>::to(topic)
+            .partition(0)
+            .payload("must-not-be-acknowledged");
         match runtime.block_on(strict.send(record, Duration::from_secs(0))) {
-            Ok(delivery) => bail!("acks=all write acknowledged with one live replica: {delivery:?}"),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas), _)) => Ok(Some(())),
+            Ok(delivery) => {
+                bail!("acks=all write acknowledged with one live replica: {delivery:?}")
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas), _)) => {
+                Ok(Some(()))
+            }
             Err((other, _)) => {
                 println!("write refused with {other} while the ISR shrinks");
                 Ok(None)
@@ -251,7 +326,13 @@ fn two_replicas_down_refuse_acks_all_cleanly() -> Result<()> {
     let report = checker.verify(&cluster.bootstrap())?;
     println!("checker: {report}");
     // The refused record may or may not be in the log; it was never acknowledged.
-    if report.lost.len() + report.moved.len() + report.duplicates.len() + report.inconsistent_offsets.len() + report.non_monotonic_polls != 0 {
+    if report.lost.len()
+        + report.moved.len()
+        + report.duplicates.len()
+        + report.inconsistent_offsets.len()
+        + report.non_monotonic_polls
+        != 0
+    {
         bail!("anomalies after min.insync.replicas refusals: {report}");
     }
     assert_eq!(report.acknowledged, 200);

@@ -10,15 +10,17 @@
 pub mod chunk_cache;
 pub mod config;
 pub mod object_layout;
+mod orphan_cleanup;
 pub mod remote_log_manager;
 pub mod remote_reader;
 pub mod remote_retention;
-pub mod store;
-mod orphan_cleanup;
 mod segment_upload;
+pub mod store;
 
 pub use crate::config::TieringConfig;
-pub use crate::object_layout::{ObjectKind, parse_segment_object, segment_object, segment_object_prefix};
+pub use crate::object_layout::{
+    ObjectKind, parse_segment_object, segment_object, segment_object_prefix,
+};
 pub use crate::remote_log_manager::{RemoteLogManager, RoundSummary};
 pub use crate::store::{ObjectStoreConfig, open_object_store};
 

@@ -70,7 +70,12 @@ pub fn topics_root(prefix: &Path) -> Path {
 
 /// `<prefix>/topics/<topic>-<topicId>/<partition>`: the folder of one partition's objects
 /// (listing it lists exactly that partition).
-pub fn segment_object_prefix(prefix: &Path, topic: &str, topic_id: TopicId, partition: i32) -> Path {
+pub fn segment_object_prefix(
+    prefix: &Path,
+    topic: &str,
+    topic_id: TopicId,
+    partition: i32,
+) -> Path {
     topics_root(prefix)
         .join(topic_dir_name(topic, topic_id).as_str())
         .join(partition.to_string().as_str())
@@ -161,7 +166,8 @@ mod tests {
         for kind in ObjectKind::ALL {
             let path = segment_object(&prefix, "orders.v1", topic_id, 3, 42, segment_id, kind);
             assert!(
-                path.as_ref().starts_with(&format!("cluster-a/topics/orders.v1-{topic_id}/3/")),
+                path.as_ref()
+                    .starts_with(&format!("cluster-a/topics/orders.v1-{topic_id}/3/")),
                 "{path}"
             );
             assert_eq!(parse_segment_object(&path), Some((42, segment_id, kind)));
@@ -179,7 +185,10 @@ mod tests {
     #[test]
     fn foreign_names_do_not_parse() {
         assert_eq!(parse_segment_object(&Path::from("a/b/readme.txt")), None);
-        assert_eq!(parse_segment_object(&Path::from("a/5-not-a-uuid.log")), None);
+        assert_eq!(
+            parse_segment_object(&Path::from("a/5-not-a-uuid.log")),
+            None
+        );
         let prefix = Path::default();
         assert_eq!(
             parse_segment_object_location(&prefix, &Path::from("exports/t/x.log")),

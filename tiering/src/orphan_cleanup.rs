@@ -39,7 +39,12 @@ pub(crate) async fn delete_unreferenced_objects(
     let live_topics: HashMap<String, &str> = metadata
         .topics
         .values()
-        .map(|topic| (topic_dir_name(&topic.name, topic.topic_id), topic.name.as_str()))
+        .map(|topic| {
+            (
+                topic_dir_name(&topic.name, topic.topic_id),
+                topic.name.as_str(),
+            )
+        })
         .collect();
     let is_janitor = janitor(&metadata);
     let broker_id = replica_manager.broker_id();
@@ -49,7 +54,9 @@ pub(crate) async fn delete_unreferenced_objects(
         let Some(location) = parse_segment_object_location(prefix, &object.location) else {
             continue;
         };
-        if known_segments.contains(&location.segment_id) || in_progress.contains(&location.segment_id) {
+        if known_segments.contains(&location.segment_id)
+            || in_progress.contains(&location.segment_id)
+        {
             continue;
         }
         let age_ms = now.saturating_sub(object.last_modified.timestamp_millis());
@@ -70,7 +77,8 @@ pub(crate) async fn delete_unreferenced_objects(
         deleted += 1;
     }
     if deleted > 0 {
-        metrics::counter!(crate::remote_log_manager::METRIC_DELETED_OBJECTS).increment(deleted as u64);
+        metrics::counter!(crate::remote_log_manager::METRIC_DELETED_OBJECTS)
+            .increment(deleted as u64);
     }
     Ok(deleted)
 }

@@ -243,7 +243,8 @@ impl RemoteLogManager {
                 }
                 Err(error) => {
                     summary.failed_partitions += 1;
-                    let failures = retry.map_or(1, |retry| retry.consecutive_failures.saturating_add(1));
+                    let failures =
+                        retry.map_or(1, |retry| retry.consecutive_failures.saturating_add(1));
                     let delay = self.config.retry_backoff(failures);
                     let _previous = self.retries.lock().insert(
                         key,
@@ -298,7 +299,10 @@ impl RemoteLogManager {
     /// Keeps the backlog gauge of a partition that is backing off current: sealed
     /// segments keep piling up while the object store is unreachable.
     async fn refresh_backlog(&self, partition: &Arc<Partition>) {
-        let copy_from = self.controller.metadata().remote_log_end_offset(partition.topic_id, partition.partition);
+        let copy_from = self
+            .controller
+            .metadata()
+            .remote_log_end_offset(partition.topic_id, partition.partition);
         if let Ok(view) = read_log_view(partition, copy_from, partition.high_watermark()).await
             && view.config.remote_storage_enable
         {
@@ -324,7 +328,8 @@ impl RemoteLogManager {
         if !view.config.remote_storage_enable {
             return Ok(());
         }
-        summary.orphan_segments_deleted += self.clean_abandoned_segments(partition, &metadata).await?;
+        summary.orphan_segments_deleted +=
+            self.clean_abandoned_segments(partition, &metadata).await?;
 
         let backlog = metrics::gauge!(METRIC_UPLOAD_BACKLOG_SEGMENTS, "topic" => partition.topic.to_string(), "partition" => index.to_string());
         backlog.set(view.candidates.len() as f64);
@@ -349,8 +354,12 @@ impl RemoteLogManager {
             }
         }
 
-        let remote_end = self.controller.metadata().remote_log_end_offset(topic_id, index);
-        let (local_deleted, local_only_bytes) = apply_local_retention(partition, remote_end).await?;
+        let remote_end = self
+            .controller
+            .metadata()
+            .remote_log_end_offset(topic_id, index);
+        let (local_deleted, local_only_bytes) =
+            apply_local_retention(partition, remote_end).await?;
         summary.local_segments_deleted += local_deleted;
         if let Some(error) = copy_error {
             return Err(error);
@@ -395,14 +404,27 @@ impl RemoteLogManager {
         let segment_id = remote_segment.segment_id;
         let _uploads_in_progress = self.track_upload(segment_id);
         let objects = SegmentObjects {
-            partition_prefix: segment_object_prefix(&self.prefix, &partition.topic, partition.topic_id, partition.partition),
+            partition_prefix: segment_object_prefix(
+                &self.prefix,
+                &partition.topic,
+                partition.topic_id,
+                partition.partition,
+            ),
             base_offset: files.base_offset,
             segment_id,
         };
-        self.controller.begin_remote_segment_copy(remote_segment.clone()).await?;
+        self.controller
+            .begin_remote_segment_copy(remote_segment.clone())
+            .await?;
         debug!(topic = %partition.topic, partition = partition.partition, base_offset = files.base_offset, %segment_id, "copy started");
 
-        let uploaded = upload_segment(self.store.as_ref(), &objects, segment, self.upload_settings()).await;
+        let uploaded = upload_segment(
+            self.store.as_ref(),
+            &objects,
+            segment,
+            self.upload_settings(),
+        )
+        .await;
         let changed = partition.leader() != self.replica_manager.broker_id()
             || partition.leader_epoch() != leader_epoch;
         let failure = match uploaded {
@@ -414,7 +436,10 @@ impl RemoteLogManager {
             Ok(_) => None,
         };
         if let Some(error) = failure {
-            if let Err(cleanup_error) = self.delete_remote_segment(Some(&partition.topic), &remote_segment, "abandoned").await {
+            if let Err(cleanup_error) = self
+                .delete_remote_segment(Some(&partition.topic), &remote_segment, "abandoned")
+                .await
+            {
                 debug!(topic = %partition.topic, partition = partition.partition, %segment_id, error = %cleanup_error, "cleanup of a failed upload failed; a later round retries it");
             }
             return Err(error);
@@ -427,14 +452,17 @@ impl RemoteLogManager {
         {
             Ok(finished) => {
                 debug_assert_eq!(finished.state, RemoteSegmentState::CopyFinished);
-                metrics::counter!(METRIC_UPLOADED_BYTES, "topic" => partition.topic.to_string()).increment(size_bytes);
-                metrics::counter!(METRIC_UPLOADED_SEGMENTS, "topic" => partition.topic.to_string()).increment(1);
+                metrics::counter!(METRIC_UPLOADED_BYTES, "topic" => partition.topic.to_string())
+                    .increment(size_bytes);
+                metrics::counter!(METRIC_UPLOADED_SEGMENTS, "topic" => partition.topic.to_string())
+                    .increment(1);
                 info!(topic = %partition.topic, partition = partition.partition, base_offset = finished.base_offset, end_offset = finished.end_offset, size_bytes, %segment_id, "copied segment to remote storage");
                 Ok(CopyOutcome::Copied(size_bytes))
             }
             Err(ControllerError::InvalidRemoteSegment(reason)) => {
                 info!(topic = %partition.topic, partition = partition.partition, base_offset = files.base_offset, %segment_id, %reason, "remote copy refused as a duplicate; deleting it");
-                self.delete_remote_segment(Some(&partition.topic), &remote_segment, "duplicate").await?;
+                self.delete_remote_segment(Some(&partition.topic), &remote_segment, "duplicate")
+                    .await?;
                 Ok(CopyOutcome::Duplicate)
             }
             Err(error) => Err(error.into()),
@@ -472,7 +500,10 @@ impl RemoteLogManager {
             .remote_segments(partition.topic_id, partition.partition)
             .filter(|segment| match segment.state {
                 RemoteSegmentState::CopyStarted => {
-                    let running = self.uploads_in_progress.lock().contains(&segment.segment_id);
+                    let running = self
+                        .uploads_in_progress
+                        .lock()
+                        .contains(&segment.segment_id);
                     let stale = now.saturating_sub(segment.event_timestamp_ms) > grace_ms;
                     !running && (segment.broker_id == broker_id || stale)
                 }
@@ -483,7 +514,8 @@ impl RemoteLogManager {
             .collect();
         for segment in &abandoned {
             info!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, base_offset = segment.base_offset, state = ?segment.state, uploader = segment.broker_id, "cleaning up an abandoned remote segment");
-            self.delete_remote_segment(Some(&partition.topic), segment, "abandoned").await?;
+            self.delete_remote_segment(Some(&partition.topic), segment, "abandoned")
+                .await?;
         }
         Ok(abandoned.len())
     }
@@ -510,7 +542,8 @@ impl RemoteLogManager {
         let expired = expired_segments(&copied, retention, now_ms());
         for segment in &expired {
             info!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, base_offset = segment.base_offset, end_offset = segment.end_offset, max_timestamp_ms = segment.max_timestamp_ms, "remote retention deleting segment");
-            self.delete_remote_segment(Some(&partition.topic), segment, "retention").await?;
+            self.delete_remote_segment(Some(&partition.topic), segment, "retention")
+                .await?;
         }
         Ok(expired.len())
     }
@@ -523,16 +556,27 @@ impl RemoteLogManager {
         segment: &RemoteSegmentMetadata,
         reason: &'static str,
     ) -> Result<(), TieringError> {
-        let (topic_id, partition, segment_id) = (segment.topic_id, segment.partition, segment.segment_id);
+        let (topic_id, partition, segment_id) =
+            (segment.topic_id, segment.partition, segment.segment_id);
         if segment.state != RemoteSegmentState::DeleteStarted {
-            match self.controller.begin_remote_segment_delete(topic_id, partition, segment_id).await {
+            match self
+                .controller
+                .begin_remote_segment_delete(topic_id, partition, segment_id)
+                .await
+            {
                 Ok(()) => {}
                 Err(ControllerError::InvalidRemoteSegment(reason_text)) => {
-                    let current = self.controller.metadata().remote_segment(topic_id, partition, segment_id).map(|current| current.state);
+                    let current = self
+                        .controller
+                        .metadata()
+                        .remote_segment(topic_id, partition, segment_id)
+                        .map(|current| current.state);
                     match current {
                         Some(RemoteSegmentState::DeleteStarted) => {}
                         None => return Ok(()),
-                        Some(_) => return Err(ControllerError::InvalidRemoteSegment(reason_text).into()),
+                        Some(_) => {
+                            return Err(ControllerError::InvalidRemoteSegment(reason_text).into());
+                        }
                     }
                 }
                 Err(error) => return Err(error.into()),
@@ -541,7 +585,12 @@ impl RemoteLogManager {
         match topic {
             Some(topic) => {
                 let objects = SegmentObjects {
-                    partition_prefix: segment_object_prefix(&self.prefix, topic, topic_id, partition),
+                    partition_prefix: segment_object_prefix(
+                        &self.prefix,
+                        topic,
+                        topic_id,
+                        partition,
+                    ),
                     base_offset: segment.base_offset,
                     segment_id,
                 };
@@ -550,14 +599,27 @@ impl RemoteLogManager {
             None => {
                 for topic_dir in self.topic_dirs_of(topic_id).await? {
                     let partition_prefix = topic_dir.clone().join(partition.to_string().as_str());
-                    let _deleted = delete_segment_objects_by_listing(self.store.as_ref(), &partition_prefix, segment_id).await?;
+                    let _deleted = delete_segment_objects_by_listing(
+                        self.store.as_ref(),
+                        &partition_prefix,
+                        segment_id,
+                    )
+                    .await?;
                 }
             }
         }
-        match self.controller.finish_remote_segment_delete(topic_id, partition, segment_id).await {
+        match self
+            .controller
+            .finish_remote_segment_delete(topic_id, partition, segment_id)
+            .await
+        {
             Ok(()) => {}
             Err(ControllerError::InvalidRemoteSegment(_))
-                if self.controller.metadata().remote_segment(topic_id, partition, segment_id).is_none() => {}
+                if self
+                    .controller
+                    .metadata()
+                    .remote_segment(topic_id, partition, segment_id)
+                    .is_none() => {}
             Err(error) => return Err(error.into()),
         }
         metrics::counter!(METRIC_DELETED_SEGMENTS, "reason" => reason).increment(1);
@@ -569,7 +631,10 @@ impl RemoteLogManager {
     /// known once the topic is deleted).
     async fn topic_dirs_of(&self, topic_id: TopicId) -> Result<Vec<Path>, TieringError> {
         let suffix = format!("-{topic_id}");
-        let listing = self.store.list_with_delimiter(Some(&topics_root(&self.prefix))).await?;
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&topics_root(&self.prefix)))
+            .await?;
         Ok(listing
             .common_prefixes
             .into_iter()
@@ -597,10 +662,14 @@ impl RemoteLogManager {
             if metadata.topic_by_id(topic_id).is_some() {
                 continue;
             }
-            let segments: Vec<RemoteSegmentMetadata> = metadata.remote_segments(topic_id, partition).cloned().collect();
+            let segments: Vec<RemoteSegmentMetadata> = metadata
+                .remote_segments(topic_id, partition)
+                .cloned()
+                .collect();
             for segment in &segments {
                 info!(%topic_id, partition, segment_id = %segment.segment_id, "deleting remote segment of a deleted topic");
-                self.delete_remote_segment(None, segment, "deleted_topic").await?;
+                self.delete_remote_segment(None, segment, "deleted_topic")
+                    .await?;
                 deleted += 1;
             }
         }
@@ -626,7 +695,11 @@ impl RemoteLogManager {
     }
 }
 
-async fn run_task(manager: Weak<RemoteLogManager>, mut shutdown: watch::Receiver<bool>, interval: Duration) {
+async fn run_task(
+    manager: Weak<RemoteLogManager>,
+    mut shutdown: watch::Receiver<bool>,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -701,7 +774,11 @@ async fn apply_local_retention(
     let (deleted, log_start_offset, local_only_bytes) = tokio::task::spawn_blocking(move || {
         hosted.update_log(|log| -> Result<_, LogError> {
             let deleted = log.apply_local_retention(now_ms(), copied_end)?;
-            Ok((deleted, log.log_start_offset(), log.size_bytes_after(copied_end)))
+            Ok((
+                deleted,
+                log.log_start_offset(),
+                log.size_bytes_after(copied_end),
+            ))
         })
     })
     .await

@@ -238,7 +238,9 @@ impl RemoteLogReader {
             return;
         }
         // The segment the reader's next fetch goes to, past any compaction gap.
-        if let Some(next) = self.segment_for_offset(segment.partition, segment.metadata.end_offset + 1) {
+        if let Some(next) =
+            self.segment_for_offset(segment.partition, segment.metadata.end_offset + 1)
+        {
             let next = self.segment_ref(segment.partition, next);
             for chunk_index in 0..spill {
                 self.cache

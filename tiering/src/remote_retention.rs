@@ -53,11 +53,7 @@ pub fn expired_segments<'a>(
             by_size += 1;
         }
     }
-    copied
-        .iter()
-        .take(by_time.max(by_size))
-        .copied()
-        .collect()
+    copied.iter().take(by_time.max(by_size)).copied().collect()
 }
 
 #[cfg(test)]
@@ -88,7 +84,11 @@ mod tests {
 
     #[test]
     fn time_retention_deletes_the_old_prefix_only() {
-        let segments = [segment(0, 100, 10), segment(10, 5_000, 10), segment(20, 200, 10)];
+        let segments = [
+            segment(0, 100, 10),
+            segment(10, 5_000, 10),
+            segment(20, 200, 10),
+        ];
         let refs: Vec<&RemoteSegmentMetadata> = segments.iter().collect();
         let retention = RemoteRetention {
             retention_ms: 1_000,

@@ -34,8 +34,7 @@ impl SealedSegment {
     /// Describes `files` with the partition's leader-epoch cache `epochs`.
     pub(crate) fn new(files: SegmentFiles, max_timestamp_ms: i64, epochs: &[EpochEntry]) -> Self {
         let leader_epoch_checkpoint = checkpoint_up_to(epochs, files.next_offset);
-        let segment_leader_epochs =
-            epochs_within(epochs, files.base_offset, files.next_offset);
+        let segment_leader_epochs = epochs_within(epochs, files.base_offset, files.next_offset);
         SealedSegment {
             files,
             max_timestamp_ms,
@@ -112,7 +111,13 @@ pub(crate) async fn upload_segment(
     segment: &SealedSegment,
     settings: UploadSettings,
 ) -> Result<u64, TieringError> {
-    let log_bytes = upload_file(store, &objects.path(ObjectKind::Log), &segment.files.log, settings).await?;
+    let log_bytes = upload_file(
+        store,
+        &objects.path(ObjectKind::Log),
+        &segment.files.log,
+        settings,
+    )
+    .await?;
     let _index_bytes = upload_file(
         store,
         &objects.path(ObjectKind::OffsetIndex),
@@ -164,7 +169,14 @@ async fn upload_file(
     let upload = store.put_multipart(location).await?;
     let part_bytes = settings.multipart_part_bytes.max(1);
     let mut writer = WriteMultipart::new_with_chunk_size(upload, part_bytes);
-    match copy_into(&mut file, &mut writer, part_bytes, settings.multipart_concurrency).await {
+    match copy_into(
+        &mut file,
+        &mut writer,
+        part_bytes,
+        settings.multipart_concurrency,
+    )
+    .await
+    {
         Ok(uploaded) => {
             let _put = writer.finish().await?;
             debug!(location = %location, bytes = uploaded, "uploaded object in parts");
@@ -238,7 +250,10 @@ pub(crate) async fn delete_segment_objects_by_listing(
 }
 
 /// Deletes one object; a missing object is not an error.
-pub(crate) async fn delete_if_exists(store: &dyn ObjectStore, location: &Path) -> Result<(), TieringError> {
+pub(crate) async fn delete_if_exists(
+    store: &dyn ObjectStore,
+    location: &Path,
+) -> Result<(), TieringError> {
     match store.delete(location).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(error) => Err(error.into()),

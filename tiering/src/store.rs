@@ -117,8 +117,7 @@ async fn open_s3(
         (None, None) => None,
         _ => {
             return Err(TieringError::InvalidConfig(
-                "give both the s3 access key id and the secret access key, or neither"
-                    .to_string(),
+                "give both the s3 access key id and the secret access key, or neither".to_string(),
             ));
         }
     };
@@ -185,21 +184,18 @@ impl CredentialProvider for AwsSdkCredentials {
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         let mut cached = self.cached.lock().await;
         if let Some((credential, expiry)) = cached.as_ref() {
-            let fresh = expiry.is_none_or(|expiry| {
-                SystemTime::now() + CREDENTIAL_REFRESH_MARGIN < expiry
-            });
+            let fresh =
+                expiry.is_none_or(|expiry| SystemTime::now() + CREDENTIAL_REFRESH_MARGIN < expiry);
             if fresh {
                 return Ok(Arc::clone(credential));
             }
         }
-        let credentials = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|error| object_store::Error::Generic {
+        let credentials = self.provider.provide_credentials().await.map_err(|error| {
+            object_store::Error::Generic {
                 store: "S3",
                 source: Box::new(error),
-            })?;
+            }
+        })?;
         let credential = Arc::new(AwsCredential {
             key_id: credentials.access_key_id().to_string(),
             secret_key: credentials.secret_access_key().to_string(),

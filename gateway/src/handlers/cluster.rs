@@ -2,7 +2,8 @@
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId,
 };
 
 use super::{error_code, str_bytes};
@@ -12,12 +13,17 @@ use crate::context::BrokerContext;
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 /// Answers DescribeCluster v0..=1.
-pub(super) fn handle_describe_cluster(context: &BrokerContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(super) fn handle_describe_cluster(
+    context: &BrokerContext,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let metadata = context.controller.metadata();
     if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return DescribeClusterResponse::default()
             .with_error_code(error_code::UNSUPPORTED_ENDPOINT_TYPE)
-            .with_error_message(Some(str_bytes("only the brokers endpoint type (1) is served")))
+            .with_error_message(Some(str_bytes(
+                "only the brokers endpoint type (1) is served",
+            )))
             .with_endpoint_type(request.endpoint_type);
     }
     let brokers = metadata
@@ -41,20 +47,35 @@ pub(super) fn handle_describe_cluster(context: &BrokerContext, request: Describe
 
 /// Answers InitProducerId v0..=4 for idempotent producers (KIP-98, epoch bump of
 /// KIP-360). Transactions are not offered: a transactional id is refused.
-pub(super) async fn handle_init_producer_id(context: &BrokerContext, request: InitProducerIdRequest) -> InitProducerIdResponse {
-    let refused = |code: i16| InitProducerIdResponse::default().with_error_code(code).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+pub(super) async fn handle_init_producer_id(
+    context: &BrokerContext,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let refused = |code: i16| {
+        InitProducerIdResponse::default()
+            .with_error_code(code)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
     if request.transactional_id.is_some() {
-        tracing::warn!("refused InitProducerId with a transactional id: transactions are not supported");
+        tracing::warn!(
+            "refused InitProducerId with a transactional id: transactions are not supported"
+        );
         return refused(error_code::INVALID_REQUEST);
     }
     // An idempotent producer asking to bump its epoch keeps its id until the epoch runs out.
-    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
+    if request.producer_id.0 >= 0
+        && request.producer_epoch >= 0
+        && request.producer_epoch < i16::MAX - 1
+    {
         return InitProducerIdResponse::default()
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch + 1);
     }
     match context.next_producer_id().await {
-        Ok(producer_id) => InitProducerIdResponse::default().with_producer_id(ProducerId(producer_id)).with_producer_epoch(0),
+        Ok(producer_id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(0),
         Err(error) => {
             tracing::warn!(%error, "allocating a producer id failed");
             refused(error_code::COORDINATOR_NOT_AVAILABLE)

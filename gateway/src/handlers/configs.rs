@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 use silt_broker::log_config::LogConfig;
 
@@ -34,7 +37,10 @@ const OP_SUBTRACT: i8 = 3;
 
 /// Every topic config with its effective value and source: the override, else the
 /// broker default, else the built-in default.
-pub(super) fn effective_topic_configs(context: &BrokerContext, overrides: &BTreeMap<String, String>) -> Vec<(String, String, i8)> {
+pub(super) fn effective_topic_configs(
+    context: &BrokerContext,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<(String, String, i8)> {
     let builtin = LogConfig::defaults();
     let broker_defaults = context.replica_manager.log_defaults();
     builtin
@@ -44,7 +50,9 @@ pub(super) fn effective_topic_configs(context: &BrokerContext, overrides: &BTree
                 return (name, value.clone(), CONFIG_SOURCE_DYNAMIC_TOPIC);
             }
             match broker_defaults.get(&name) {
-                Some(value) if *value != default_value => (name, value.clone(), CONFIG_SOURCE_STATIC_BROKER),
+                Some(value) if *value != default_value => {
+                    (name, value.clone(), CONFIG_SOURCE_STATIC_BROKER)
+                }
                 _ => (name, default_value, CONFIG_SOURCE_DEFAULT),
             }
         })
@@ -52,22 +60,42 @@ pub(super) fn effective_topic_configs(context: &BrokerContext, overrides: &BTree
 }
 
 /// Answers DescribeConfigs v1..=4.
-pub(super) fn handle_describe_configs(context: &BrokerContext, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub(super) fn handle_describe_configs(
+    context: &BrokerContext,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
         .map(|resource| {
             let name = resource.resource_name.as_str().to_string();
-            let wanted = resource.configuration_keys.map(|keys| keys.iter().map(|key| key.as_str().to_string()).collect::<Vec<_>>());
-            let entries: Result<Vec<(String, String, i8)>, (i16, String)> = match resource.resource_type {
-                RESOURCE_TOPIC => match context.controller.metadata().topic(&name) {
-                    Some(topic) => Ok(effective_topic_configs(context, &topic.configs)),
-                    None => Err((error_code::UNKNOWN_TOPIC_OR_PARTITION, format!("unknown topic '{name}'"))),
-                },
-                RESOURCE_BROKER if name.is_empty() || name == context.node_id().to_string() => Ok(broker_configs(context)),
-                RESOURCE_BROKER => Err((error_code::INVALID_REQUEST, format!("broker '{name}' is not this broker"))),
-                other => Err((error_code::INVALID_REQUEST, format!("config resource type {other} is not supported"))),
-            };
+            let wanted = resource.configuration_keys.map(|keys| {
+                keys.iter()
+                    .map(|key| key.as_str().to_string())
+                    .collect::<Vec<_>>()
+            });
+            let entries: Result<Vec<(String, String, i8)>, (i16, String)> =
+                match resource.resource_type {
+                    RESOURCE_TOPIC => match context.controller.metadata().topic(&name) {
+                        Some(topic) => Ok(effective_topic_configs(context, &topic.configs)),
+                        None => Err((
+                            error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                            format!("unknown topic '{name}'"),
+                        )),
+                    },
+                    RESOURCE_BROKER if name.is_empty() || name == context.node_id().to_string() => {
+                        Ok(broker_configs(context))
+                    }
+                    RESOURCE_BROKER => Err((
+                        error_code::INVALID_REQUEST,
+                        format!("broker '{name}' is not this broker"),
+                    )),
+                    other => Err((
+                        error_code::INVALID_REQUEST,
+                        format!("config resource type {other} is not supported"),
+                    )),
+                };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(str_bytes(name));
@@ -75,24 +103,41 @@ pub(super) fn handle_describe_configs(context: &BrokerContext, request: Describe
                 Ok(entries) => result.with_configs(
                     entries
                         .into_iter()
-                        .filter(|(config_name, _, _)| wanted.as_ref().is_none_or(|keys| keys.contains(config_name)))
-                        .map(|(config_name, value, source)| describe_entry(config_name, value, source, version))
+                        .filter(|(config_name, _, _)| {
+                            wanted
+                                .as_ref()
+                                .is_none_or(|keys| keys.contains(config_name))
+                        })
+                        .map(|(config_name, value, source)| {
+                            describe_entry(config_name, value, source, version)
+                        })
                         .collect(),
                 ),
-                Err((code, message)) => result.with_error_code(code).with_error_message(Some(str_bytes(message))),
+                Err((code, message)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message))),
             }
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn describe_entry(name: String, value: String, source: i8, version: i16) -> DescribeConfigsResourceResult {
+fn describe_entry(
+    name: String,
+    value: String,
+    source: i8,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let entry = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(name))
         .with_value(Some(str_bytes(value)))
         .with_config_source(source);
     // config_type 2 = STRING: Silt keeps every value as Kafka's string form.
-    if version >= 3 { entry.with_config_type(2) } else { entry }
+    if version >= 3 {
+        entry.with_config_type(2)
+    } else {
+        entry
+    }
 }
 
 fn broker_configs(context: &BrokerContext) -> Vec<(String, String, i8)> {
@@ -101,8 +146,14 @@ fn broker_configs(context: &BrokerContext) -> Vec<(String, String, i8)> {
         .raw
         .iter()
         .map(|(name, value)| {
-            let is_default = BROKER_CONFIGS.iter().any(|config| config.name == name && config.default == Some(value.as_str()));
-            let source = if is_default { CONFIG_SOURCE_DEFAULT } else { CONFIG_SOURCE_STATIC_BROKER };
+            let is_default = BROKER_CONFIGS
+                .iter()
+                .any(|config| config.name == name && config.default == Some(value.as_str()));
+            let source = if is_default {
+                CONFIG_SOURCE_DEFAULT
+            } else {
+                CONFIG_SOURCE_STATIC_BROKER
+            };
             (name.clone(), value.clone(), source)
         })
         .collect()
@@ -117,18 +168,27 @@ pub(super) async fn handle_incremental_alter_configs(
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_string();
         let outcome = match resource.resource_type {
-            RESOURCE_TOPIC => alter_topic(context, &name, resource.configs, request.validate_only).await,
+            RESOURCE_TOPIC => {
+                alter_topic(context, &name, resource.configs, request.validate_only).await
+            }
             RESOURCE_BROKER => Err((
                 error_code::INVALID_REQUEST,
-                "broker settings are static: change them in the config file or flags and restart".to_string(),
+                "broker settings are static: change them in the config file or flags and restart"
+                    .to_string(),
             )),
-            other => Err((error_code::INVALID_REQUEST, format!("config resource type {other} is not supported"))),
+            other => Err((
+                error_code::INVALID_REQUEST,
+                format!("config resource type {other} is not supported"),
+            )),
         };
-        let response =
-            AlterConfigsResourceResponse::default().with_resource_type(resource.resource_type).with_resource_name(str_bytes(name));
+        let response = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(str_bytes(name));
         responses.push(match outcome {
             Ok(()) => response,
-            Err((code, message)) => response.with_error_code(code).with_error_message(Some(str_bytes(message))),
+            Err((code, message)) => response
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(message))),
         });
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
@@ -141,7 +201,10 @@ async fn alter_topic(
     validate_only: bool,
 ) -> Result<(), (i16, String)> {
     let Some(topic) = context.controller.metadata().topic(name).cloned() else {
-        return Err((error_code::UNKNOWN_TOPIC_OR_PARTITION, format!("unknown topic '{name}'")));
+        return Err((
+            error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("unknown topic '{name}'"),
+        ));
     };
     let defaults = LogConfig::defaults();
     let mut set = BTreeMap::new();
@@ -149,18 +212,35 @@ async fn alter_topic(
     for config in configs {
         let config_name = config.name.as_str().to_string();
         if !defaults.contains_key(&config_name) {
-            return Err((error_code::INVALID_CONFIG, format!("unknown topic config '{config_name}'")));
+            return Err((
+                error_code::INVALID_CONFIG,
+                format!("unknown topic config '{config_name}'"),
+            ));
         }
         let value = config.value.map(|value| value.as_str().to_string());
-        let current = topic.configs.get(&config_name).or_else(|| defaults.get(&config_name)).cloned().unwrap_or_default();
+        let current = topic
+            .configs
+            .get(&config_name)
+            .or_else(|| defaults.get(&config_name))
+            .cloned()
+            .unwrap_or_default();
         match config.config_operation {
             OP_SET => {
                 let _ = set.insert(config_name, value.unwrap_or_default());
             }
             OP_DELETE => delete.push(config_name),
             OP_APPEND | OP_SUBTRACT => {
-                let mut items: Vec<String> = current.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect();
-                let change: Vec<String> = value.unwrap_or_default().split(',').map(|item| item.trim().to_string()).collect();
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(String::from)
+                    .collect();
+                let change: Vec<String> = value
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|item| item.trim().to_string())
+                    .collect();
                 if config.config_operation == OP_APPEND {
                     items.extend(change.into_iter().filter(|item| !item.is_empty()));
                     items.dedup();
@@ -169,14 +249,26 @@ async fn alter_topic(
                 }
                 let _ = set.insert(config_name, items.join(","));
             }
-            other => return Err((error_code::INVALID_REQUEST, format!("unknown config operation {other}"))),
+            other => {
+                return Err((
+                    error_code::INVALID_REQUEST,
+                    format!("unknown config operation {other}"),
+                ));
+            }
         }
     }
-    let _validated = validate_topic_configs(set.iter().map(|(key, value)| (key.clone(), Some(value.clone()))))?;
+    let _validated = validate_topic_configs(
+        set.iter()
+            .map(|(key, value)| (key.clone(), Some(value.clone()))),
+    )?;
     if validate_only {
         return Ok(());
     }
-    context.controller.alter_topic_configs(name, set, delete).await.map_err(|error| (controller_error_code(&error), error.to_string()))?;
+    context
+        .controller
+        .alter_topic_configs(name, set, delete)
+        .await
+        .map_err(|error| (controller_error_code(&error), error.to_string()))?;
     context.sync_replicas().await;
     tracing::info!(topic = %name, "altered topic configs");
     Ok(())

@@ -28,34 +28,59 @@ struct PartitionAnswer {
 }
 
 /// Answers Fetch v4..=12.
-pub(super) async fn handle_fetch(context: &BrokerContext, request: FetchRequest, version: i16) -> FetchResponse {
+pub(super) async fn handle_fetch(
+    context: &BrokerContext,
+    request: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     let requested = request_partitions(&request, version);
     let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
     let (session_id, partitions, incremental) = if version >= 7 {
         let forgotten: Vec<SessionKey> = request
             .forgotten_topics_data
             .iter()
-            .flat_map(|topic| topic.partitions.iter().map(move |partition| (topic.topic.0.as_str().to_string(), *partition)))
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(move |partition| (topic.topic.0.as_str().to_string(), *partition))
+            })
             .collect();
-        match context.fetch_sessions.resolve(request.session_id, request.session_epoch, requested.clone(), forgotten) {
+        match context.fetch_sessions.resolve(
+            request.session_id,
+            request.session_epoch,
+            requested.clone(),
+            forgotten,
+        ) {
             SessionResolution::Sessionless => (0, requested, false),
             SessionResolution::Opened { session_id } => (session_id, requested, false),
-            SessionResolution::Incremental { session_id, partitions } => (session_id, partitions, true),
-            SessionResolution::Error(code) => return FetchResponse::default().with_error_code(code),
+            SessionResolution::Incremental {
+                session_id,
+                partitions,
+            } => (session_id, partitions, true),
+            SessionResolution::Error(code) => {
+                return FetchResponse::default().with_error_code(code);
+            }
         }
     } else {
         (0, requested, false)
     };
 
-    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
+    let wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = if request.max_bytes > 0 { request.max_bytes as usize } else { usize::MAX };
+    let max_bytes = if request.max_bytes > 0 {
+        request.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let answers = loop {
         let appended = context.replica_manager.data_appended().notified();
         tokio::pin!(appended);
         let _ = appended.as_mut().enable();
-        let (answers, total_bytes, any_error) = read_partitions(context, &partitions, max_bytes, replica_id).await;
+        let (answers, total_bytes, any_error) =
+            read_partitions(context, &partitions, max_bytes, replica_id).await;
         if total_bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             break answers;
         }
@@ -71,17 +96,26 @@ pub(super) async fn handle_fetch(context: &BrokerContext, request: FetchRequest,
             continue;
         }
         if session_id != 0 {
-            context.fetch_sessions.record_sent(session_id, &answer.key, answer.data.high_watermark, answer.data.log_start_offset);
+            context.fetch_sessions.record_sent(
+                session_id,
+                &answer.key,
+                answer.data.high_watermark,
+                answer.data.log_start_offset,
+            );
         }
         let (topic_name, _) = answer.key;
         match topics.last_mut() {
             Some(last) if last.topic.0.as_str() == topic_name => last.partitions.push(answer.data),
             _ => topics.push(
-                FetchableTopicResponse::default().with_topic(TopicName(str_bytes(topic_name))).with_partitions(vec![answer.data]),
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(str_bytes(topic_name)))
+                    .with_partitions(vec![answer.data]),
             ),
         }
     }
-    FetchResponse::default().with_session_id(session_id).with_responses(topics)
+    FetchResponse::default()
+        .with_session_id(session_id)
+        .with_responses(topics)
 }
 
 /// The partitions of a full fetch, in request order.
@@ -96,7 +130,11 @@ fn request_partitions(request: &FetchRequest, version: i16) -> Vec<(SessionKey, 
                     SessionPartition {
                         fetch_offset: partition.fetch_offset,
                         partition_max_bytes: partition.partition_max_bytes,
-                        current_leader_epoch: if version >= 9 { partition.current_leader_epoch } else { -1 },
+                        current_leader_epoch: if version >= 9 {
+                            partition.current_leader_epoch
+                        } else {
+                            -1
+                        },
                         last_high_watermark: -1,
                         last_log_start_offset: -1,
                     },
@@ -119,7 +157,9 @@ async fn read_partitions(
     let mut any_error = false;
     for ((topic_name, partition_index), position) in partitions {
         let remaining = max_bytes.saturating_sub(total_bytes);
-        let partition_limit = usize::try_from(position.partition_max_bytes).unwrap_or(0).min(remaining);
+        let partition_limit = usize::try_from(position.partition_max_bytes)
+            .unwrap_or(0)
+            .min(remaining);
         let data = PartitionData::default().with_partition_index(*partition_index);
         let read = if partition_limit == 0 && total_bytes > 0 {
             None
@@ -156,12 +196,20 @@ async fn read_partitions(
         };
         let (data, changed) = match read {
             None => {
-                let hosted = context.replica_manager.partition(topic_name, *partition_index);
+                let hosted = context
+                    .replica_manager
+                    .partition(topic_name, *partition_index);
                 let high_watermark = hosted.as_ref().map(|p| p.high_watermark()).unwrap_or(-1);
-                let log_start_offset = hosted.as_ref().map(|p| context.replica_manager.log_start_offset(p)).unwrap_or(-1);
-                let changed = high_watermark != position.last_high_watermark || log_start_offset != position.last_log_start_offset;
+                let log_start_offset = hosted
+                    .as_ref()
+                    .map(|p| context.replica_manager.log_start_offset(p))
+                    .unwrap_or(-1);
+                let changed = high_watermark != position.last_high_watermark
+                    || log_start_offset != position.last_log_start_offset;
                 (
-                    data.with_high_watermark(high_watermark).with_last_stable_offset(high_watermark).with_log_start_offset(log_start_offset),
+                    data.with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
+                        .with_log_start_offset(log_start_offset),
                     changed,
                 )
             }
@@ -184,17 +232,23 @@ async fn read_partitions(
                 let code = error.kafka_error_code();
                 let data = data.with_error_code(code).with_high_watermark(-1);
                 // A follower out of range restarts at the leader's local log start offset.
-                let hosted = context.replica_manager.partition(topic_name, *partition_index);
+                let hosted = context
+                    .replica_manager
+                    .partition(topic_name, *partition_index);
                 let data = match (replica_id, hosted) {
-                    (Some(_), Some(hosted)) if code == OFFSET_OUT_OF_RANGE => {
-                        data.with_high_watermark(hosted.high_watermark()).with_log_start_offset(hosted.log_start_offset())
-                    }
+                    (Some(_), Some(hosted)) if code == OFFSET_OUT_OF_RANGE => data
+                        .with_high_watermark(hosted.high_watermark())
+                        .with_log_start_offset(hosted.log_start_offset()),
                     _ => data,
                 };
                 (data, true)
             }
         };
-        answers.push(PartitionAnswer { key: (topic_name.clone(), *partition_index), data, changed });
+        answers.push(PartitionAnswer {
+            key: (topic_name.clone(), *partition_index),
+            data,
+            changed,
+        });
     }
     metrics::counter!("silt_fetched_bytes_total").increment(total_bytes as u64);
     (answers, total_bytes, any_error)

@@ -19,23 +19,41 @@ type Located = Result<(BrokerId, StrBytes, i32), (i16, String)>;
 fn locate_group_coordinator(context: &BrokerContext, group_id: &str) -> Located {
     let metadata = context.controller.metadata();
     let partition = context.group_coordinator.partition_for(group_id);
-    let not_available = |why: &str| (error_code::COORDINATOR_NOT_AVAILABLE, format!("{why}; retry shortly"));
-    let topic = metadata.topic(CONSUMER_OFFSETS_TOPIC).ok_or_else(|| not_available("the __consumer_offsets topic does not exist yet"))?;
-    let leader = topic.partition(partition).map_or(-1, |assignment| assignment.leader);
+    let not_available = |why: &str| {
+        (
+            error_code::COORDINATOR_NOT_AVAILABLE,
+            format!("{why}; retry shortly"),
+        )
+    };
+    let topic = metadata
+        .topic(CONSUMER_OFFSETS_TOPIC)
+        .ok_or_else(|| not_available("the __consumer_offsets topic does not exist yet"))?;
+    let leader = topic
+        .partition(partition)
+        .map_or(-1, |assignment| assignment.leader);
     let broker = metadata
         .broker(leader)
         .filter(|broker| !broker.fenced)
         .ok_or_else(|| not_available(&format!("__consumer_offsets-{partition} has no leader")))?;
-    Ok((BrokerId(broker.broker_id), str_bytes(broker.host.clone()), i32::from(broker.port)))
+    Ok((
+        BrokerId(broker.broker_id),
+        str_bytes(broker.host.clone()),
+        i32::from(broker.port),
+    ))
 }
 
 /// Answers FindCoordinator v0..=4 (v4 batches keys, KIP-699).
-pub(super) fn handle_find_coordinator(context: &BrokerContext, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub(super) fn handle_find_coordinator(
+    context: &BrokerContext,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let locate = |key: &str| -> Located {
         if request.key_type != KEY_TYPE_GROUP {
             return Err((
                 error_code::COORDINATOR_NOT_AVAILABLE,
-                "only consumer group coordinators are served; transactions are not supported".to_string(),
+                "only consumer group coordinators are served; transactions are not supported"
+                    .to_string(),
             ));
         }
         locate_group_coordinator(context, key)
@@ -47,20 +65,35 @@ pub(super) fn handle_find_coordinator(context: &BrokerContext, request: FindCoor
             .map(|key| {
                 let coordinator = Coordinator::default().with_key(key.clone());
                 match locate(key.as_str()) {
-                    Ok((node_id, host, port)) => coordinator.with_node_id(node_id).with_host(host).with_port(port),
-                    Err((code, message)) => {
-                        coordinator.with_error_code(code).with_error_message(Some(str_bytes(message))).with_node_id(BrokerId(-1)).with_port(-1)
-                    }
+                    Ok((node_id, host, port)) => coordinator
+                        .with_node_id(node_id)
+                        .with_host(host)
+                        .with_port(port),
+                    Err((code, message)) => coordinator
+                        .with_error_code(code)
+                        .with_error_message(Some(str_bytes(message)))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
                 }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     match locate(request.key.as_str()) {
-        Ok((node_id, host, port)) => FindCoordinatorResponse::default().with_node_id(node_id).with_host(host).with_port(port),
+        Ok((node_id, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(node_id)
+            .with_host(host)
+            .with_port(port),
         Err((code, message)) => {
-            let response = FindCoordinatorResponse::default().with_error_code(code).with_node_id(BrokerId(-1)).with_port(-1);
-            if version >= 1 { response.with_error_message(Some(str_bytes(message))) } else { response }
+            let response = FindCoordinatorResponse::default()
+                .with_error_code(code)
+                .with_node_id(BrokerId(-1))
+                .with_port(-1);
+            if version >= 1 {
+                response.with_error_message(Some(str_bytes(message)))
+            } else {
+                response
+            }
         }
     }
 }

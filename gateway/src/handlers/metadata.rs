@@ -1,7 +1,9 @@
 //! Metadata: brokers, topics and partition leadership, with topic auto-creation as
 //! Kafka's `auto.create.topics.enable`.
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use silt_controller::{ClusterMetadata, TopicMetadata};
 use std::collections::BTreeMap;
@@ -10,7 +12,11 @@ use super::{controller_error_code, error_code, str_bytes};
 use crate::context::BrokerContext;
 
 /// Answers Metadata v0..=12.
-pub(super) async fn handle_metadata(context: &BrokerContext, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub(super) async fn handle_metadata(
+    context: &BrokerContext,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     // v0 has no null topic list: an empty list means every topic.
     let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
         None => None,
@@ -18,28 +24,48 @@ pub(super) async fn handle_metadata(context: &BrokerContext, request: MetadataRe
         Some(topics) => Some(
             topics
                 .into_iter()
-                .map(|topic| (topic.name.map(|name| name.0.as_str().to_string()), topic.topic_id))
+                .map(|topic| {
+                    (
+                        topic.name.map(|name| name.0.as_str().to_string()),
+                        topic.topic_id,
+                    )
+                })
                 .collect(),
         ),
     };
-    let allow_auto_create = (version < 4 || request.allow_auto_topic_creation) && context.config.auto_create_topics_enable;
+    let allow_auto_create = (version < 4 || request.allow_auto_topic_creation)
+        && context.config.auto_create_topics_enable;
     let mut topics = Vec::new();
     match requested {
         None => {
             let metadata = context.controller.metadata();
-            topics.extend(metadata.topics.values().map(|topic| describe_topic(&metadata, topic, version)));
+            topics.extend(
+                metadata
+                    .topics
+                    .values()
+                    .map(|topic| describe_topic(&metadata, topic, version)),
+            );
         }
         Some(wanted) => {
             for (name, topic_id) in wanted {
-                topics.push(resolve_topic(context, name, topic_id, allow_auto_create, version).await);
+                topics
+                    .push(resolve_topic(context, name, topic_id, allow_auto_create, version).await);
             }
         }
     }
     let metadata = context.controller.metadata();
     MetadataResponse::default()
         .with_brokers(brokers(context, &metadata))
-        .with_cluster_id(if version >= 2 { Some(str_bytes(metadata.cluster_id.clone())) } else { None })
-        .with_controller_id(BrokerId(if version >= 1 { metadata.controller_id } else { -1 }))
+        .with_cluster_id(if version >= 2 {
+            Some(str_bytes(metadata.cluster_id.clone()))
+        } else {
+            None
+        })
+        .with_controller_id(BrokerId(if version >= 1 {
+            metadata.controller_id
+        } else {
+            -1
+        }))
         .with_topics(topics)
 }
 
@@ -71,7 +97,12 @@ async fn resolve_topic(
         return unknown();
     }
     let created = context
-        .create_topic(&name, context.config.num_partitions, context.config.default_replication_factor, BTreeMap::new())
+        .create_topic(
+            &name,
+            context.config.num_partitions,
+            context.config.default_replication_factor,
+            BTreeMap::new(),
+        )
         .await;
     match created {
         Ok(topic) => {
@@ -79,22 +110,32 @@ async fn resolve_topic(
             describe_topic(&context.controller.metadata(), &topic, version)
         }
         // Another client's request created it first.
-        Err(silt_controller::ControllerError::TopicAlreadyExists(_)) => match context.controller.metadata().topic(&name) {
-            Some(topic) => describe_topic(&context.controller.metadata(), topic, version),
-            None => unknown().with_error_code(error_code::LEADER_NOT_AVAILABLE),
-        },
+        Err(silt_controller::ControllerError::TopicAlreadyExists(_)) => {
+            match context.controller.metadata().topic(&name) {
+                Some(topic) => describe_topic(&context.controller.metadata(), topic, version),
+                None => unknown().with_error_code(error_code::LEADER_NOT_AVAILABLE),
+            }
+        }
         Err(error) => unknown().with_error_code(controller_error_code(&error)),
     }
 }
 
 /// The Metadata entry of one topic; replicas on fenced or unregistered brokers are listed
 /// as offline (v5+).
-pub(crate) fn describe_topic(metadata: &ClusterMetadata, topic: &TopicMetadata, version: i16) -> MetadataResponseTopic {
+pub(crate) fn describe_topic(
+    metadata: &ClusterMetadata,
+    topic: &TopicMetadata,
+    version: i16,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .map(|assignment| {
-            let leader_error = if assignment.leader < 0 { error_code::LEADER_NOT_AVAILABLE } else { error_code::NONE };
+            let leader_error = if assignment.leader < 0 {
+                error_code::LEADER_NOT_AVAILABLE
+            } else {
+                error_code::NONE
+            };
             MetadataResponsePartition::default()
                 .with_error_code(leader_error)
                 .with_partition_index(assignment.partition)
@@ -107,7 +148,9 @@ pub(crate) fn describe_topic(metadata: &ClusterMetadata, topic: &TopicMetadata, 
                         .replicas
                         .iter()
                         .copied()
-                        .filter(|replica| metadata.broker(*replica).is_none_or(|broker| broker.fenced))
+                        .filter(|replica| {
+                            metadata.broker(*replica).is_none_or(|broker| broker.fenced)
+                        })
                         .map(BrokerId)
                         .collect()
                 } else {
@@ -117,7 +160,11 @@ pub(crate) fn describe_topic(metadata: &ClusterMetadata, topic: &TopicMetadata, 
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
-        .with_topic_id(if version >= 10 { topic.topic_id.0 } else { uuid::Uuid::nil() })
+        .with_topic_id(if version >= 10 {
+            topic.topic_id.0
+        } else {
+            uuid::Uuid::nil()
+        })
         .with_is_internal(topic.internal)
         .with_partitions(partitions)
 }
@@ -135,7 +182,10 @@ fn brokers(context: &BrokerContext, metadata: &ClusterMetadata) -> Vec<MetadataR
                 .with_rack(broker.rack.clone().map(str_bytes))
         })
         .collect();
-    if !brokers.iter().any(|broker| broker.node_id.0 == context.node_id()) {
+    if !brokers
+        .iter()
+        .any(|broker| broker.node_id.0 == context.node_id())
+    {
         brokers.push(
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(context.node_id()))

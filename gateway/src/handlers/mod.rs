@@ -68,41 +68,77 @@ async fn handle_now(context: &BrokerContext, request: Request) -> Option<Respons
     let client_host = request.peer.ip().to_string();
     let coordinator = &context.group_coordinator;
     let response = match request.body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::api_versions_response()),
-        RequestKind::Metadata(body) => ResponseKind::Metadata(metadata::handle_metadata(context, body, version).await),
-        RequestKind::CreateTopics(body) => ResponseKind::CreateTopics(topics::handle_create_topics(context, body, version).await),
-        RequestKind::DeleteTopics(body) => ResponseKind::DeleteTopics(topics::handle_delete_topics(context, body, version).await),
+        RequestKind::ApiVersions(_) => {
+            ResponseKind::ApiVersions(api_versions::api_versions_response())
+        }
+        RequestKind::Metadata(body) => {
+            ResponseKind::Metadata(metadata::handle_metadata(context, body, version).await)
+        }
+        RequestKind::CreateTopics(body) => {
+            ResponseKind::CreateTopics(topics::handle_create_topics(context, body, version).await)
+        }
+        RequestKind::DeleteTopics(body) => {
+            ResponseKind::DeleteTopics(topics::handle_delete_topics(context, body, version).await)
+        }
         RequestKind::CreatePartitions(body) => {
             ResponseKind::CreatePartitions(topics::handle_create_partitions(context, body).await)
         }
-        RequestKind::Fetch(body) => ResponseKind::Fetch(fetch::handle_fetch(context, body, version).await),
-        RequestKind::ListOffsets(body) => ResponseKind::ListOffsets(offsets::handle_list_offsets(context, body, version).await),
-        RequestKind::DeleteRecords(body) => ResponseKind::DeleteRecords(offsets::handle_delete_records(context, body).await),
-        RequestKind::OffsetForLeaderEpoch(body) => {
-            ResponseKind::OffsetForLeaderEpoch(offsets::handle_offset_for_leader_epoch(context, body).await)
+        RequestKind::Fetch(body) => {
+            ResponseKind::Fetch(fetch::handle_fetch(context, body, version).await)
         }
+        RequestKind::ListOffsets(body) => {
+            ResponseKind::ListOffsets(offsets::handle_list_offsets(context, body, version).await)
+        }
+        RequestKind::DeleteRecords(body) => {
+            ResponseKind::DeleteRecords(offsets::handle_delete_records(context, body).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(body) => ResponseKind::OffsetForLeaderEpoch(
+            offsets::handle_offset_for_leader_epoch(context, body).await,
+        ),
         RequestKind::FindCoordinator(body) => {
             ResponseKind::FindCoordinator(groups::handle_find_coordinator(context, body, version))
         }
-        RequestKind::JoinGroup(body) => {
-            ResponseKind::JoinGroup(coordinator.join_group(body, version, &client_id, &client_host).await)
+        RequestKind::JoinGroup(body) => ResponseKind::JoinGroup(
+            coordinator
+                .join_group(body, version, &client_id, &client_host)
+                .await,
+        ),
+        RequestKind::SyncGroup(body) => {
+            ResponseKind::SyncGroup(coordinator.sync_group(body, version).await)
         }
-        RequestKind::SyncGroup(body) => ResponseKind::SyncGroup(coordinator.sync_group(body, version).await),
-        RequestKind::Heartbeat(body) => ResponseKind::Heartbeat(coordinator.heartbeat(body, version).await),
-        RequestKind::LeaveGroup(body) => ResponseKind::LeaveGroup(coordinator.leave_group(body, version).await),
-        RequestKind::OffsetCommit(body) => ResponseKind::OffsetCommit(coordinator.offset_commit(body, version).await),
-        RequestKind::OffsetFetch(body) => ResponseKind::OffsetFetch(coordinator.offset_fetch(body, version).await),
-        RequestKind::ListGroups(body) => ResponseKind::ListGroups(coordinator.list_groups(body, version).await),
-        RequestKind::DescribeGroups(body) => ResponseKind::DescribeGroups(coordinator.describe_groups(body, version).await),
-        RequestKind::DeleteGroups(body) => ResponseKind::DeleteGroups(coordinator.delete_groups(body, version).await),
+        RequestKind::Heartbeat(body) => {
+            ResponseKind::Heartbeat(coordinator.heartbeat(body, version).await)
+        }
+        RequestKind::LeaveGroup(body) => {
+            ResponseKind::LeaveGroup(coordinator.leave_group(body, version).await)
+        }
+        RequestKind::OffsetCommit(body) => {
+            ResponseKind::OffsetCommit(coordinator.offset_commit(body, version).await)
+        }
+        RequestKind::OffsetFetch(body) => {
+            ResponseKind::OffsetFetch(coordinator.offset_fetch(body, version).await)
+        }
+        RequestKind::ListGroups(body) => {
+            ResponseKind::ListGroups(coordinator.list_groups(body, version).await)
+        }
+        RequestKind::DescribeGroups(body) => {
+            ResponseKind::DescribeGroups(coordinator.describe_groups(body, version).await)
+        }
+        RequestKind::DeleteGroups(body) => {
+            ResponseKind::DeleteGroups(coordinator.delete_groups(body, version).await)
+        }
         RequestKind::DescribeConfigs(body) => {
             ResponseKind::DescribeConfigs(configs::handle_describe_configs(context, body, version))
         }
-        RequestKind::IncrementalAlterConfigs(body) => {
-            ResponseKind::IncrementalAlterConfigs(configs::handle_incremental_alter_configs(context, body).await)
+        RequestKind::IncrementalAlterConfigs(body) => ResponseKind::IncrementalAlterConfigs(
+            configs::handle_incremental_alter_configs(context, body).await,
+        ),
+        RequestKind::DescribeCluster(body) => {
+            ResponseKind::DescribeCluster(cluster::handle_describe_cluster(context, body))
         }
-        RequestKind::DescribeCluster(body) => ResponseKind::DescribeCluster(cluster::handle_describe_cluster(context, body)),
-        RequestKind::InitProducerId(body) => ResponseKind::InitProducerId(cluster::handle_init_producer_id(context, body).await),
+        RequestKind::InitProducerId(body) => {
+            ResponseKind::InitProducerId(cluster::handle_init_producer_id(context, body).await)
+        }
         other => {
             // The frame decoder only lets through the APIs of SUPPORTED_APIS.
             tracing::error!(request = ?std::mem::discriminant(&other), "request reached the router without a handler");

@@ -1,11 +1,17 @@
 //! ListOffsets, DeleteRecords and OffsetForLeaderEpoch.
 
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use silt_broker::replica_manager::{PartitionError, ReplicaManager};
 
@@ -18,24 +24,47 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
 /// Answers ListOffsets v1..=8.
-pub(super) async fn handle_list_offsets(context: &BrokerContext, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub(super) async fn handle_list_offsets(
+    context: &BrokerContext,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let replica_manager = &context.replica_manager;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let topic_name = topic.name.0.as_str().to_string();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
-            let outcome = list_offset(replica_manager, &topic_name, partition.partition_index, partition.current_leader_epoch, partition.timestamp).await;
-            let response = ListOffsetsPartitionResponse::default().with_partition_index(partition.partition_index);
+            let outcome = list_offset(
+                replica_manager,
+                &topic_name,
+                partition.partition_index,
+                partition.current_leader_epoch,
+                partition.timestamp,
+            )
+            .await;
+            let response = ListOffsetsPartitionResponse::default()
+                .with_partition_index(partition.partition_index);
             partitions.push(match outcome {
                 Ok((offset, timestamp, leader_epoch)) => {
                     let response = response.with_offset(offset).with_timestamp(timestamp);
-                    if version >= 4 { response.with_leader_epoch(leader_epoch) } else { response }
+                    if version >= 4 {
+                        response.with_leader_epoch(leader_epoch)
+                    } else {
+                        response
+                    }
                 }
-                Err(error) => response.with_error_code(error.kafka_error_code()).with_offset(-1).with_timestamp(-1),
+                Err(error) => response
+                    .with_error_code(error.kafka_error_code())
+                    .with_offset(-1)
+                    .with_timestamp(-1),
             });
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }
@@ -49,40 +78,69 @@ async fn list_offset(
     current_leader_epoch: i32,
     timestamp: i64,
 ) -> Result<(i64, i64, i32), PartitionError> {
-    let hosted = replica_manager
-        .partition(topic, partition)
-        .ok_or_else(|| PartitionError::UnknownTopicOrPartition { topic: topic.to_string(), partition })?;
+    let hosted = replica_manager.partition(topic, partition).ok_or_else(|| {
+        PartitionError::UnknownTopicOrPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    })?;
     ReplicaManager::check_leader_epoch(&hosted, current_leader_epoch)?;
     let leader_epoch = hosted.leader_epoch();
     match timestamp {
         LATEST_TIMESTAMP => Ok((hosted.high_watermark(), -1, leader_epoch)),
         EARLIEST_TIMESTAMP => Ok((replica_manager.log_start_offset(&hosted), -1, leader_epoch)),
         EARLIEST_LOCAL_TIMESTAMP => Ok((hosted.log_start_offset(), -1, leader_epoch)),
-        MAX_TIMESTAMP => Ok(match replica_manager.max_timestamp_offset(topic, partition).await? {
-            Some((offset, max_timestamp)) => (offset, max_timestamp, leader_epoch),
-            None => (-1, -1, -1),
-        }),
-        by_time => Ok(match replica_manager.offset_for_timestamp(topic, partition, by_time).await? {
-            Some((offset, found_timestamp)) => (offset, found_timestamp, leader_epoch),
-            None => (-1, -1, -1),
-        }),
+        MAX_TIMESTAMP => Ok(
+            match replica_manager
+                .max_timestamp_offset(topic, partition)
+                .await?
+            {
+                Some((offset, max_timestamp)) => (offset, max_timestamp, leader_epoch),
+                None => (-1, -1, -1),
+            },
+        ),
+        by_time => Ok(
+            match replica_manager
+                .offset_for_timestamp(topic, partition, by_time)
+                .await?
+            {
+                Some((offset, found_timestamp)) => (offset, found_timestamp, leader_epoch),
+                None => (-1, -1, -1),
+            },
+        ),
     }
 }
 
 /// Answers DeleteRecords v0..=2.
-pub(super) async fn handle_delete_records(context: &BrokerContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(super) async fn handle_delete_records(
+    context: &BrokerContext,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let topic_name = topic.name.0.as_str().to_string();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
-            let result = DeleteRecordsPartitionResult::default().with_partition_index(partition.partition_index);
-            partitions.push(match context.replica_manager.delete_records(&topic_name, partition.partition_index, partition.offset).await {
-                Ok(low_watermark) => result.with_low_watermark(low_watermark),
-                Err(error) => result.with_error_code(error.kafka_error_code()).with_low_watermark(-1),
-            });
+            let result = DeleteRecordsPartitionResult::default()
+                .with_partition_index(partition.partition_index);
+            partitions.push(
+                match context
+                    .replica_manager
+                    .delete_records(&topic_name, partition.partition_index, partition.offset)
+                    .await
+                {
+                    Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                    Err(error) => result
+                        .with_error_code(error.kafka_error_code())
+                        .with_low_watermark(-1),
+                },
+            );
         }
-        topics.push(DeleteRecordsTopicResult::default().with_name(topic.name).with_partitions(partitions));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
     }
     DeleteRecordsResponse::default().with_topics(topics)
 }
@@ -101,14 +159,28 @@ pub(super) async fn handle_offset_for_leader_epoch(
             let result = EpochEndOffset::default().with_partition(partition.partition);
             let outcome = context
                 .replica_manager
-                .end_offset_for_epoch(&topic_name, partition.partition, partition.current_leader_epoch, partition.leader_epoch)
+                .end_offset_for_epoch(
+                    &topic_name,
+                    partition.partition,
+                    partition.current_leader_epoch,
+                    partition.leader_epoch,
+                )
                 .await;
             partitions.push(match outcome {
-                Ok((leader_epoch, end_offset)) => result.with_leader_epoch(leader_epoch).with_end_offset(end_offset),
-                Err(error) => result.with_error_code(error.kafka_error_code()).with_leader_epoch(-1).with_end_offset(-1),
+                Ok((leader_epoch, end_offset)) => result
+                    .with_leader_epoch(leader_epoch)
+                    .with_end_offset(end_offset),
+                Err(error) => result
+                    .with_error_code(error.kafka_error_code())
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1),
             });
         }
-        topics.push(OffsetForLeaderTopicResult::default().with_topic(topic.topic).with_partitions(partitions));
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions),
+        );
     }
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }

@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use silt_broker::log_config::LogConfig;
 
@@ -20,16 +22,30 @@ use crate::context::BrokerContext;
 type Refusal = (i16, String);
 
 /// Answers CreateTopics v2..=7.
-pub(super) async fn handle_create_topics(context: &BrokerContext, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub(super) async fn handle_create_topics(
+    context: &BrokerContext,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
         let result = CreatableTopicResult::default().with_name(TopicName(str_bytes(name.clone())));
         let result = match create_one(context, &name, topic, request.validate_only).await {
             Ok((topic_id, partitions, replication_factor, overrides)) => {
-                let result = result.with_num_partitions(partitions).with_replication_factor(replication_factor);
-                let result = if version >= 7 { result.with_topic_id(topic_id) } else { result };
-                if version >= 5 { result.with_configs(Some(describe_created_configs(context, &overrides))) } else { result }
+                let result = result
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(replication_factor);
+                let result = if version >= 7 {
+                    result.with_topic_id(topic_id)
+                } else {
+                    result
+                };
+                if version >= 5 {
+                    result.with_configs(Some(describe_created_configs(context, &overrides)))
+                } else {
+                    result
+                }
             }
             Err((code, message)) => result
                 .with_error_code(code)
@@ -48,13 +64,23 @@ async fn create_one(
     topic: CreatableTopic,
     validate_only: bool,
 ) -> Result<(uuid::Uuid, i32, i16, BTreeMap<String, String>), Refusal> {
-    let overrides = validate_topic_configs(
-        topic.configs.iter().map(|config| (config.name.as_str().to_string(), config.value.as_ref().map(|v| v.as_str().to_string()))),
-    )?;
+    let overrides = validate_topic_configs(topic.configs.iter().map(|config| {
+        (
+            config.name.as_str().to_string(),
+            config.value.as_ref().map(|v| v.as_str().to_string()),
+        )
+    }))?;
     let (partitions, replication_factor) = if topic.assignments.is_empty() {
-        let partitions = if topic.num_partitions == -1 { context.config.num_partitions } else { topic.num_partitions };
-        let replication_factor =
-            if topic.replication_factor == -1 { context.config.default_replication_factor } else { topic.replication_factor };
+        let partitions = if topic.num_partitions == -1 {
+            context.config.num_partitions
+        } else {
+            topic.num_partitions
+        };
+        let replication_factor = if topic.replication_factor == -1 {
+            context.config.default_replication_factor
+        } else {
+            topic.replication_factor
+        };
         (partitions, replication_factor)
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -64,21 +90,36 @@ async fn create_one(
             ));
         }
         let replication_factor = topic.assignments[0].broker_ids.len();
-        let brokers = context.controller.metadata().brokers.keys().copied().collect::<Vec<_>>();
+        let brokers = context
+            .controller
+            .metadata()
+            .brokers
+            .keys()
+            .copied()
+            .collect::<Vec<_>>();
         for assignment in &topic.assignments {
             if assignment.broker_ids.len() != replication_factor
-                || assignment.broker_ids.iter().any(|broker| !brokers.contains(&broker.0))
+                || assignment
+                    .broker_ids
+                    .iter()
+                    .any(|broker| !brokers.contains(&broker.0))
             {
                 return Err((
                     error_code::INVALID_REPLICA_ASSIGNMENT,
-                    format!("partition {} names unknown brokers or a different replica count", assignment.partition_index),
+                    format!(
+                        "partition {} names unknown brokers or a different replica count",
+                        assignment.partition_index
+                    ),
                 ));
             }
         }
         (topic.assignments.len() as i32, replication_factor as i16)
     };
     if partitions < 1 {
-        return Err((error_code::INVALID_PARTITIONS, format!("number of partitions must be at least 1, got {partitions}")));
+        return Err((
+            error_code::INVALID_PARTITIONS,
+            format!("number of partitions must be at least 1, got {partitions}"),
+        ));
     }
     if replication_factor < 1 {
         return Err((
@@ -88,14 +129,25 @@ async fn create_one(
     }
     if validate_only {
         if context.controller.metadata().topic(name).is_some() {
-            return Err((error_code::TOPIC_ALREADY_EXISTS, format!("topic '{name}' already exists")));
+            return Err((
+                error_code::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            ));
         }
         return Ok((uuid::Uuid::nil(), partitions, replication_factor, overrides));
     }
-    match context.create_topic(name, partitions, replication_factor, overrides.clone()).await {
+    match context
+        .create_topic(name, partitions, replication_factor, overrides.clone())
+        .await
+    {
         Ok(created) => {
             tracing::info!(topic = %name, partitions, replication_factor, "created topic");
-            Ok((created.topic_id.0, partitions, replication_factor, overrides))
+            Ok((
+                created.topic_id.0,
+                partitions,
+                replication_factor,
+                overrides,
+            ))
         }
         Err(error) => Err((controller_error_code(&error), error.to_string())),
     }
@@ -113,68 +165,123 @@ pub(super) fn validate_topic_configs(
     for (name, value) in configs {
         let Some(value) = value else { continue };
         if !known.contains_key(&name) {
-            return Err((error_code::INVALID_CONFIG, format!("unknown topic config '{name}'")));
+            return Err((
+                error_code::INVALID_CONFIG,
+                format!("unknown topic config '{name}'"),
+            ));
         }
-        LogConfig::validate(&name, &value).map_err(|error| (error_code::INVALID_CONFIG, error.to_string()))?;
+        LogConfig::validate(&name, &value)
+            .map_err(|error| (error_code::INVALID_CONFIG, error.to_string()))?;
         let _ = overrides.insert(name, value);
     }
     Ok(overrides)
 }
 
-fn describe_created_configs(context: &BrokerContext, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+fn describe_created_configs(
+    context: &BrokerContext,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     effective_topic_configs(context, overrides)
         .into_iter()
         .map(|(name, value, source)| {
             CreatableTopicConfigs::default()
                 .with_name(str_bytes(name))
                 .with_value(Some(str_bytes(value)))
-                .with_config_source(if source == CONFIG_SOURCE_DYNAMIC_TOPIC { source } else { CONFIG_SOURCE_DEFAULT })
+                .with_config_source(if source == CONFIG_SOURCE_DYNAMIC_TOPIC {
+                    source
+                } else {
+                    CONFIG_SOURCE_DEFAULT
+                })
         })
         .collect()
 }
 
 /// Answers DeleteTopics v1..=6 (v6 may name topics by id).
-pub(super) async fn handle_delete_topics(context: &BrokerContext, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub(super) async fn handle_delete_topics(
+    context: &BrokerContext,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-        request.topics.into_iter().map(|topic| (topic.name.map(|name| name.0.as_str().to_string()), topic.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|topic| {
+                (
+                    topic.name.map(|name| name.0.as_str().to_string()),
+                    topic.topic_id,
+                )
+            })
+            .collect()
     } else {
-        request.topic_names.into_iter().map(|name| (Some(name.0.as_str().to_string()), uuid::Uuid::nil())).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|name| (Some(name.0.as_str().to_string()), uuid::Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, topic_id) in targets {
         let metadata = context.controller.metadata();
         let resolved = match &name {
-            Some(name) => metadata.topic(name).map(|topic| (topic.name.clone(), topic.topic_id.0)),
-            None => metadata.topic_by_id(silt_controller::TopicId(topic_id)).map(|topic| (topic.name.clone(), topic.topic_id.0)),
+            Some(name) => metadata
+                .topic(name)
+                .map(|topic| (topic.name.clone(), topic.topic_id.0)),
+            None => metadata
+                .topic_by_id(silt_controller::TopicId(topic_id))
+                .map(|topic| (topic.name.clone(), topic.topic_id.0)),
         };
-        let result = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(str_bytes(n))));
-        let result = if version >= 6 { result.with_topic_id(topic_id) } else { result };
+        let result = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(str_bytes(n))));
+        let result = if version >= 6 {
+            result.with_topic_id(topic_id)
+        } else {
+            result
+        };
         let outcome = match resolved {
-            None => Err((error_code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic".to_string())),
-            Some(_) if !context.config.delete_topic_enable => {
-                Err((error_code::TOPIC_DELETION_DISABLED, "delete.topic.enable is false on this broker".to_string()))
-            }
-            Some((resolved_name, _)) if resolved_name.starts_with("__") => {
-                Err((error_code::INVALID_TOPIC_EXCEPTION, format!("internal topic '{resolved_name}' cannot be deleted")))
-            }
-            Some((resolved_name, resolved_id)) => match context.controller.delete_topic(&resolved_name).await {
-                Ok(_) => {
-                    context.sync_replicas().await;
-                    context.group_coordinator.on_topic_deleted(&resolved_name).await;
-                    tracing::info!(topic = %resolved_name, "deleted topic");
-                    Ok((resolved_name, resolved_id))
+            None => Err((
+                error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                "unknown topic".to_string(),
+            )),
+            Some(_) if !context.config.delete_topic_enable => Err((
+                error_code::TOPIC_DELETION_DISABLED,
+                "delete.topic.enable is false on this broker".to_string(),
+            )),
+            Some((resolved_name, _)) if resolved_name.starts_with("__") => Err((
+                error_code::INVALID_TOPIC_EXCEPTION,
+                format!("internal topic '{resolved_name}' cannot be deleted"),
+            )),
+            Some((resolved_name, resolved_id)) => {
+                match context.controller.delete_topic(&resolved_name).await {
+                    Ok(_) => {
+                        context.sync_replicas().await;
+                        context
+                            .group_coordinator
+                            .on_topic_deleted(&resolved_name)
+                            .await;
+                        tracing::info!(topic = %resolved_name, "deleted topic");
+                        Ok((resolved_name, resolved_id))
+                    }
+                    Err(error) => Err((controller_error_code(&error), error.to_string())),
                 }
-                Err(error) => Err((controller_error_code(&error), error.to_string())),
-            },
+            }
         };
         responses.push(match outcome {
             Ok((resolved_name, resolved_id)) => {
                 let result = result.with_name(Some(TopicName(str_bytes(resolved_name))));
-                if version >= 6 { result.with_topic_id(resolved_id) } else { result }
+                if version >= 6 {
+                    result.with_topic_id(resolved_id)
+                } else {
+                    result
+                }
             }
             Err((code, message)) => {
                 let result = result.with_error_code(code);
-                if version >= 5 { result.with_error_message(Some(str_bytes(message))) } else { result }
+                if version >= 5 {
+                    result.with_error_message(Some(str_bytes(message)))
+                } else {
+                    result
+                }
             }
         });
     }
@@ -182,18 +289,36 @@ pub(super) async fn handle_delete_topics(context: &BrokerContext, request: Delet
 }
 
 /// Answers CreatePartitions v0..=3.
-pub(super) async fn handle_create_partitions(context: &BrokerContext, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub(super) async fn handle_create_partitions(
+    context: &BrokerContext,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
-        let outcome = match context.controller.metadata().topic(&name).map(|existing| existing.partitions.len() as i32) {
-            None => Err((error_code::UNKNOWN_TOPIC_OR_PARTITION, format!("unknown topic '{name}'"))),
+        let outcome = match context
+            .controller
+            .metadata()
+            .topic(&name)
+            .map(|existing| existing.partitions.len() as i32)
+        {
+            None => Err((
+                error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("unknown topic '{name}'"),
+            )),
             Some(current) if topic.count <= current => Err((
                 error_code::INVALID_PARTITIONS,
-                format!("topic '{name}' has {current} partitions; the new count must be larger, got {}", topic.count),
+                format!(
+                    "topic '{name}' has {current} partitions; the new count must be larger, got {}",
+                    topic.count
+                ),
             )),
             Some(_) if request.validate_only => Ok(()),
-            Some(_) => match context.controller.create_partitions(&name, topic.count).await {
+            Some(_) => match context
+                .controller
+                .create_partitions(&name, topic.count)
+                .await
+            {
                 Ok(_) => {
                     context.sync_replicas().await;
                     Ok(())
@@ -204,7 +329,9 @@ pub(super) async fn handle_create_partitions(context: &BrokerContext, request: C
         let result = CreatePartitionsTopicResult::default().with_name(TopicName(str_bytes(name)));
         results.push(match outcome {
             Ok(()) => result,
-            Err((code, message)) => result.with_error_code(code).with_error_message(Some(str_bytes(message))),
+            Err((code, message)) => result
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(message))),
         });
     }
     CreatePartitionsResponse::default().with_results(results)

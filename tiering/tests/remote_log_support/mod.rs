@@ -467,7 +467,10 @@ pub(crate) async fn large_sequential_reads_equal_the_local_log(
             .read(&tiered.partition, next, 1024 * 1024)
             .await
             .unwrap_or_else(|error| panic!("remote read at {next}: {error}"));
-        assert!(!remote.records.is_empty(), "read at {next} returned nothing");
+        assert!(
+            !remote.records.is_empty(),
+            "read at {next} returned nothing"
+        );
         remote_bytes.extend_from_slice(&remote.records);
         next = last_offset_of(&remote.records) + 1;
     }
@@ -479,8 +482,15 @@ pub(crate) async fn large_sequential_reads_equal_the_local_log(
         local.extend_from_slice(&read);
         local_next = last_offset_of(&read) + 1;
     }
-    assert_eq!(remote_bytes.len(), local.len(), "every byte of every segment");
-    assert!(remote_bytes == local, "large reads give the local log's bytes");
+    assert_eq!(
+        remote_bytes.len(),
+        local.len(),
+        "every byte of every segment"
+    );
+    assert!(
+        remote_bytes == local,
+        "large reads give the local log's bytes"
+    );
 }
 
 /// A read of any offset, including one in the middle of a batch, starts with the batch

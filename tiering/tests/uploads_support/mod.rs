@@ -58,10 +58,14 @@ pub(crate) fn store_configs(local_dir: &std::path::Path) -> Vec<ObjectStoreConfi
     if let Ok(endpoint) = std::env::var("SILT_TEST_S3_ENDPOINT")
         && !endpoint.is_empty()
     {
-        let bucket = std::env::var("SILT_TEST_S3_BUCKET").unwrap_or_else(|_| "silt-test".to_string());
+        let bucket =
+            std::env::var("SILT_TEST_S3_BUCKET").unwrap_or_else(|_| "silt-test".to_string());
         configs.push(ObjectStoreConfig {
             // Short: s3s-fs names a metadata file after the base64 of the whole key.
-            url: format!("s3://{bucket}/u{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            url: format!(
+                "s3://{bucket}/u{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             s3_endpoint: Some(endpoint),
             s3_region: Some("us-east-1".to_string()),
             s3_access_key_id: std::env::var("SILT_TEST_S3_ACCESS_KEY_ID").ok(),
@@ -86,7 +90,11 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Starts a controller and replica manager in a tempdir and creates `topic` with
     /// `remote.storage.enable=true`, small segments and `extra_configs`.
-    pub(crate) async fn start(store_config: &ObjectStoreConfig, topic: &str, extra_configs: &[(&str, &str)]) -> Cluster {
+    pub(crate) async fn start(
+        store_config: &ObjectStoreConfig,
+        topic: &str,
+        extra_configs: &[(&str, &str)],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let controller = Controller::start(ControllerConfig {
             node_id: BROKER_ID,
@@ -115,7 +123,10 @@ impl Cluster {
         for (key, value) in extra_configs {
             let _previous = configs.insert((*key).to_string(), (*value).to_string());
         }
-        let created = controller.create_topic(topic, 1, 1, configs, false).await.expect("create topic");
+        let created = controller
+            .create_topic(topic, 1, 1, configs, false)
+            .await
+            .expect("create topic");
         let replica_manager = ReplicaManager::new(ReplicaManagerConfig {
             broker_id: BROKER_ID,
             log_dirs: vec![dir.path().join("logs")],
@@ -124,7 +135,10 @@ impl Cluster {
             preallocate_max_bytes: silt_broker::preallocate::DEFAULT_PREALLOCATE_MAX_BYTES,
             writeback: silt_broker::writeback::WritebackConfig::default(),
         });
-        replica_manager.apply_metadata(&controller.metadata()).await.expect("apply metadata");
+        replica_manager
+            .apply_metadata(&controller.metadata())
+            .await
+            .expect("apply metadata");
         let (store, prefix) = open_object_store(store_config).await.expect("object store");
         Cluster {
             dir,
@@ -159,7 +173,10 @@ impl Cluster {
         &self,
         inspect: impl FnOnce(&silt_broker::log::PartitionLog) -> T + Send + 'static,
     ) -> T {
-        let partition = self.replica_manager.partition(&self.topic, PARTITION).expect("hosted");
+        let partition = self
+            .replica_manager
+            .partition(&self.topic, PARTITION)
+            .expect("hosted");
         let log = partition.log();
         tokio::task::spawn_blocking(move || inspect(&log.lock()))
             .await
@@ -173,12 +190,22 @@ impl Cluster {
 
     /// Every object under the store prefix.
     pub(crate) async fn objects(&self) -> Vec<ObjectMeta> {
-        self.store.list(Some(&self.prefix)).try_collect().await.expect("list")
+        self.store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .expect("list")
     }
 
     /// The bytes of one object.
     pub(crate) async fn object_bytes(&self, path: &Path) -> Bytes {
-        self.store.get(path).await.expect("get").bytes().await.expect("body")
+        self.store
+            .get(path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body")
     }
 }
 
@@ -253,7 +280,9 @@ impl FaultyStore {
     fn injected_failure(&self) -> Option<object_store::Error> {
         let failing = self
             .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
             .is_ok();
         if !failing {
             return None;
@@ -293,7 +322,12 @@ impl fmt::Display for FaultyStore {
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         if let Some(error) = self.injected_failure() {
             return Err(error);
         }
@@ -301,28 +335,43 @@ impl ObjectStore for FaultyStore {
         self.inner.put_opts(location, payload, opts).await
     }
 
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
         if let Some(error) = self.injected_failure() {
             return Err(error);
         }
         self.inner.put_multipart_opts(location, opts).await
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         if let Some(error) = self.injected_failure() {
             return Err(error);
         }
         self.inner.get_opts(location, options).await
     }
 
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
         if let Some(error) = self.injected_failure() {
             return Err(error);
         }
         self.inner.get_ranges(location, ranges).await
     }
 
-    fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
         if let Some(error) = self.injected_failure() {
             return stream::once(async move { Err(error) }).boxed();
         }
@@ -343,7 +392,12 @@ impl ObjectStore for FaultyStore {
         self.inner.list_with_delimiter(prefix).await
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         if let Some(error) = self.injected_failure() {
             return Err(error);
         }
