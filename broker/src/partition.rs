@@ -251,6 +251,14 @@ impl Partition {
         self.leader.load(Ordering::Acquire)
     }
 
+    /// On the leader, the log end offset when this broker became leader at the current
+    /// leader epoch; None on a follower. Until the high watermark reaches it, the new
+    /// leader has not yet learned how far its predecessor had committed.
+    pub fn leader_epoch_start_offset(&self) -> Option<i64> {
+        (self.leader() == self.local_broker_id)
+            .then(|| self.replicas.lock().leader_epoch_start_offset)
+    }
+
     /// In-sync replica set as last applied from the controller.
     pub fn isr(&self) -> Vec<BrokerId> {
         self.replicas.lock().isr.clone()

@@ -30,6 +30,7 @@ mod error_code {
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
     pub(super) const FENCED_LEADER_EPOCH: i16 = 74;
     pub(super) const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub(super) const OFFSET_NOT_AVAILABLE: i16 = 78;
 }
 
 /// Settings of the replica manager.
@@ -142,6 +143,22 @@ pub enum PartitionError {
         /// Current epoch.
         current: i32,
     },
+    /// A leader elected at this epoch has a high watermark below the offset its epoch
+    /// started at, so a client's ListOffsets could be answered with an offset older
+    /// than what was committed; the client retries (Kafka's OFFSET_NOT_AVAILABLE).
+    #[error(
+        "the high watermark {high_watermark} of {topic}-{partition} is below its leader epoch's start offset {leader_epoch_start_offset}; retry"
+    )]
+    OffsetNotAvailable {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The leader's high watermark.
+        high_watermark: i64,
+        /// The log end offset when this leader's epoch began.
+        leader_epoch_start_offset: i64,
+    },
     /// The log refused the operation.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -171,6 +188,7 @@ impl PartitionError {
             }
             PartitionError::FencedLeaderEpoch { .. } => error_code::FENCED_LEADER_EPOCH,
             PartitionError::UnknownLeaderEpoch { .. } => error_code::UNKNOWN_LEADER_EPOCH,
+            PartitionError::OffsetNotAvailable { .. } => error_code::OFFSET_NOT_AVAILABLE,
             PartitionError::Log(log_error) => log_error.kafka_error_code(),
             PartitionError::Remote(remote_error) => remote_error.kafka_error_code(),
             PartitionError::StorageTask(_) => error_code::KAFKA_STORAGE_ERROR,
@@ -383,6 +401,45 @@ impl ReplicaManager {
             requested: requested_epoch,
             current,
         })
+    }
+
+    /// The partition a ListOffsets query from `replica_id` is answered from, checked as
+    /// Kafka's `Partition.fetchOffsetForTimestamp` does: only the leader answers, except
+    /// for the debugging replica id -2; `current_leader_epoch` must match (see
+    /// [`ReplicaManager::check_leader_epoch`]); and a consumer (replica id -1) asking a
+    /// leader whose high watermark is still below its epoch's start offset gets
+    /// [`PartitionError::OffsetNotAvailable`].
+    ///
+    /// # Errors
+    /// `UnknownTopicOrPartition`, `NotLeader`, `FencedLeaderEpoch`,
+    /// `UnknownLeaderEpoch` or `OffsetNotAvailable`, as above.
+    pub fn list_offsets_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        replica_id: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        const CONSUMER_REPLICA_ID: i32 = -1;
+        const DEBUGGING_REPLICA_ID: i32 = -2;
+        let hosted = if replica_id == DEBUGGING_REPLICA_ID {
+            self.require_partition(topic, partition)?
+        } else {
+            self.require_leader(topic, partition)?
+        };
+        Self::check_leader_epoch(&hosted, current_leader_epoch)?;
+        if replica_id == CONSUMER_REPLICA_ID
+            && let Some(leader_epoch_start_offset) = hosted.leader_epoch_start_offset()
+            && leader_epoch_start_offset > hosted.high_watermark()
+        {
+            return Err(PartitionError::OffsetNotAvailable {
+                topic: topic.to_string(),
+                partition,
+                high_watermark: hosted.high_watermark(),
+                leader_epoch_start_offset,
+            });
+        }
+        Ok(hosted)
     }
 
     /// The log dir a new partition goes to: the one with the fewest hosted partitions,

@@ -569,3 +569,82 @@ async fn follower_truncates_and_restarts_at_the_leader_log_start() {
         .expect_err("not following epoch 5");
     assert_eq!(wrong_epoch.kafka_error_code(), 6);
 }
+
+#[tokio::test]
+async fn list_offsets_is_answered_by_the_leader_once_its_high_watermark_reaches_its_epoch_start() {
+    const CONSUMER: i32 = -1;
+    const DEBUGGING: i32 = -2;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old_leader, new_leader) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
+    let _ = old_leader
+        .append_records(TOPIC, 0, Bytes::from(batch(3, 1_000)), 1)
+        .await
+        .expect("append");
+    // The follower copies the records, but the high watermark it learned is still 0.
+    assert!(replicate_once(&old_leader, &new_leader).await > 0);
+    let elected = metadata(
+        PartitionAssignment {
+            replicas: vec![FOLLOWER, LEADER],
+            ..assignment(FOLLOWER, 2, 2, vec![FOLLOWER, LEADER])
+        },
+        &[],
+    );
+    new_leader
+        .apply_metadata(&elected)
+        .await
+        .expect("new leader");
+    old_leader
+        .apply_metadata(&elected)
+        .await
+        .expect("old leader");
+    let hosted = new_leader.partition(TOPIC, 0).expect("partition");
+    assert_eq!((hosted.log_end_offset(), hosted.high_watermark()), (3, 0));
+
+    // A consumer is told to retry rather than given the stale end offset 0.
+    let early = new_leader
+        .list_offsets_partition(TOPIC, 0, CONSUMER, 2)
+        .expect_err("high watermark below the epoch start");
+    assert_eq!(
+        early.kafka_error_code(),
+        78,
+        "OFFSET_NOT_AVAILABLE: {early}"
+    );
+    assert!(
+        new_leader
+            .list_offsets_partition(TOPIC, 0, DEBUGGING, -1)
+            .is_ok()
+    );
+    // The deposed leader answers consumers NOT_LEADER_OR_FOLLOWER, but the debugging id
+    // reads its copy.
+    let deposed = old_leader
+        .list_offsets_partition(TOPIC, 0, CONSUMER, -1)
+        .expect_err("not the leader");
+    assert_eq!(deposed.kafka_error_code(), 6);
+    assert!(
+        old_leader
+            .list_offsets_partition(TOPIC, 0, DEBUGGING, -1)
+            .is_ok()
+    );
+
+    // The old leader fetches at its log end: the high watermark reaches the epoch start.
+    let following = old_leader
+        .partition(TOPIC, 0)
+        .expect("old leader partition");
+    let _read = new_leader
+        .read_records_for_replica(
+            TOPIC,
+            0,
+            LEADER,
+            following.log_end_offset(),
+            2,
+            1 << 20,
+            true,
+        )
+        .await
+        .expect("replica fetch");
+    assert_eq!(hosted.high_watermark(), 3);
+    let ready = new_leader
+        .list_offsets_partition(TOPIC, 0, CONSUMER, 2)
+        .expect("the high watermark reached the epoch start");
+    assert_eq!(ready.high_watermark(), 3);
+}

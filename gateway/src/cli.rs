@@ -350,8 +350,11 @@ async fn list_offsets(
     partitions: &[i32],
     timestamp: i64,
 ) -> Result<BTreeMap<i32, i64>, CliError> {
+    // The debugging replica id (-2) lets the one broker the CLI talks to answer for
+    // partitions it follows too, from its own copy, as a follower-era view is
+    // enough for a table.
     let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
+        .with_replica_id(BrokerId(-2))
         .with_topics(vec![
             ListOffsetsTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))

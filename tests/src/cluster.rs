@@ -188,50 +188,56 @@ impl SiltCluster {
     /// Leader, replicas and ISR of every partition of `topic` as the Metadata API reports
     /// them (asked of any running node).
     pub fn partition_states(&mut self, topic: &str) -> Result<Vec<PartitionState>> {
-        let consumer = kafka::base_consumer(&self.running_bootstrap())?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .context("metadata")?;
-        let topic_metadata = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .context("topic missing from metadata")?;
-        if let Some(error) = topic_metadata.error() {
-            bail!("metadata of {topic}: {error:?}");
-        }
-        Ok(topic_metadata
-            .partitions()
-            .iter()
-            .map(|partition| PartitionState {
-                partition: partition.id(),
-                leader: partition.leader(),
-                replicas: partition.replicas().to_vec(),
-                isr: partition.isr().to_vec(),
-            })
-            .collect())
+        let bootstrap = self.running_bootstrap();
+        partition_states_from(&bootstrap, topic)
     }
 
-    /// Waits until every partition of `topic` has a leader and an ISR of `isr_size`.
+    /// Waits until every partition of `topic` has a leader and an ISR of `isr_size`, as
+    /// every running node reports it. A node just reconnected after a network
+    /// partition can still answer with the metadata it had when it was cut off
+    /// (itself as leader, the old ISR) until its controller catches up; asking any one
+    /// node could take that answer, and a check run next would read from a stale
+    /// leader.
     pub fn wait_for_isr(
         &mut self,
         topic: &str,
         isr_size: usize,
         timeout: Duration,
     ) -> Result<Vec<PartitionState>> {
+        let nodes: Vec<String> = self
+            .nodes
+            .values_mut()
+            .filter_map(|node| node.is_running().then(|| node.bootstrap()))
+            .collect();
         wait_until(
-            &format!("every partition of {topic} with ISR size {isr_size}"),
+            &format!("every partition of {topic} with ISR size {isr_size} on every node"),
             timeout,
             || {
-                let states = match self.partition_states(topic) {
-                    Ok(states) => states,
-                    Err(_) => return Ok(None),
-                };
-                let ready = !states.is_empty()
-                    && states
-                        .iter()
-                        .all(|state| state.leader >= 0 && state.isr.len() == isr_size);
-                Ok(ready.then_some(states))
+                let mut agreed: Option<Vec<PartitionState>> = None;
+                for node in &nodes {
+                    let Ok(states) = partition_states_from(node, topic) else {
+                        return Ok(None);
+                    };
+                    let ready = !states.is_empty()
+                        && states
+                            .iter()
+                            .all(|state| state.leader >= 0 && state.isr.len() == isr_size);
+                    let leaders = |states: &[PartitionState]| {
+                        states
+                            .iter()
+                            .map(|state| (state.partition, state.leader))
+                            .collect::<Vec<_>>()
+                    };
+                    if !ready
+                        || agreed
+                            .as_ref()
+                            .is_some_and(|first| leaders(first) != leaders(&states))
+                    {
+                        return Ok(None);
+                    }
+                    agreed.get_or_insert(states);
+                }
+                Ok(agreed)
             },
         )
     }
@@ -303,6 +309,34 @@ impl Drop for SiltCluster {
         self.nodes.clear();
         self.network.take();
     }
+}
+
+/// Leader, replicas and ISR of every partition of `topic`, asked of the nodes in
+/// `bootstrap` (one address asks that node).
+fn partition_states_from(bootstrap: &str, topic: &str) -> Result<Vec<PartitionState>> {
+    let consumer = kafka::base_consumer(bootstrap)?;
+
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .context("metadata")?;
+    let topic_metadata = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .context("topic missing from metadata")?;
+    if let Some(error) = topic_metadata.error() {
+        bail!("metadata of {topic}: {error:?}");
+    }
+    Ok(topic_metadata
+        .partitions()
+        .iter()
+        .map(|partition| PartitionState {
+            partition: partition.id(),
+            leader: partition.leader(),
+            replicas: partition.replicas().to_vec(),
+            isr: partition.isr().to_vec(),
+        })
+        .collect())
 }
 
 /// Leader, replicas and ISR of one partition, as Metadata reports them.

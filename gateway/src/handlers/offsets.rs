@@ -39,6 +39,7 @@ pub(super) async fn handle_list_offsets(
                 replica_manager,
                 &topic_name,
                 partition.partition_index,
+                request.replica_id.0,
                 partition.current_leader_epoch,
                 partition.timestamp,
             )
@@ -75,16 +76,16 @@ async fn list_offset(
     replica_manager: &ReplicaManager,
     topic: &str,
     partition: i32,
+    replica_id: i32,
     current_leader_epoch: i32,
     timestamp: i64,
 ) -> Result<(i64, i64, i32), PartitionError> {
-    let hosted = replica_manager.partition(topic, partition).ok_or_else(|| {
-        PartitionError::UnknownTopicOrPartition {
-            topic: topic.to_string(),
-            partition,
-        }
-    })?;
-    ReplicaManager::check_leader_epoch(&hosted, current_leader_epoch)?;
+    let hosted = replica_manager.list_offsets_partition(
+        topic,
+        partition,
+        replica_id,
+        current_leader_epoch,
+    )?;
     let leader_epoch = hosted.leader_epoch();
     match timestamp {
         LATEST_TIMESTAMP => Ok((hosted.high_watermark(), -1, leader_epoch)),
