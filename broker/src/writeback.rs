@@ -147,22 +147,22 @@ impl WritebackState {
                 file
             }
         };
-        let drop_to = if self.drop_behind_bytes == 0 {
-            0
+        let drop_end = if self.drop_behind_bytes == 0 {
+            self.dropped_to
         } else {
             let behind = end.saturating_sub(self.drop_behind_bytes);
-            behind - behind % PAGE_BYTES
+            (behind - behind % PAGE_BYTES).max(self.dropped_to)
         };
         let request = Request {
             file,
             start: self.requested_to,
             end,
-            drop: self.dropped_to..drop_to.max(self.dropped_to),
+            drop: self.dropped_to..drop_end,
         };
         self.requested_to = end;
         match writeback_queue().try_send(request) {
             Ok(()) => {
-                self.dropped_to = self.dropped_to.max(drop_to);
+                self.dropped_to = drop_end;
                 Ok(true)
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {

@@ -85,17 +85,7 @@ fn prepared_standby(log: &PartitionLog, dir: &Path, bytes: u64) -> u64 {
 }
 
 fn expected(batches: i64) -> Vec<(i64, Vec<u8>)> {
-    (0..batches)
-        .flat_map(|index| {
-            let spec = spec(index);
-            (0..RECORDS_PER_BATCH).map(move |record| {
-                (
-                    index * RECORDS_PER_BATCH as i64 + record as i64,
-                    spec.value(record),
-                )
-            })
-        })
-        .collect()
+    log_support::expected_values(batches, spec)
 }
 
 fn values(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {

@@ -55,17 +55,7 @@ fn values(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn expected_values(batches: i64) -> Vec<(i64, Vec<u8>)> {
-    (0..batches)
-        .flat_map(|index| {
-            let spec = spec(index);
-            (0..RECORDS_PER_BATCH).map(move |record| {
-                (
-                    index * RECORDS_PER_BATCH + record,
-                    spec.value(record as usize),
-                )
-            })
-        })
-        .collect()
+    log_support::expected_values(batches, spec)
 }
 
 #[test]

@@ -57,17 +57,7 @@ fn resident_bytes(path: &Path) -> u64 {
 }
 
 fn expected() -> Vec<(i64, Vec<u8>)> {
-    (0..BATCHES)
-        .flat_map(|index| {
-            let spec = spec(index);
-            (0..RECORDS_PER_BATCH).map(move |record| {
-                (
-                    index * RECORDS_PER_BATCH as i64 + record as i64,
-                    spec.value(record),
-                )
-            })
-        })
-        .collect()
+    log_support::expected_values(BATCHES, spec)
 }
 
 #[test]

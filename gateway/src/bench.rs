@@ -181,9 +181,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Produce(produce) => {
             ensure_topic(&produce.target).await?;
-            let report = tokio::task::spawn_blocking(move || run_produce(&produce, None))
-                .await
-                .context("producer thread panicked")??;
+            let report = produce_off_runtime(produce).await?;
             report.print();
             Ok(())
         }
@@ -521,6 +519,13 @@ impl ProduceReport {
             );
         }
     }
+}
+
+/// [`run_produce`] without a stamp, on a blocking thread (librdkafka's calls block).
+async fn produce_off_runtime(args: ProduceArgs) -> Result<ProduceReport> {
+    tokio::task::spawn_blocking(move || run_produce(&args, None))
+        .await
+        .context("producer thread panicked")?
 }
 
 /// Produces `args.count` records; when `stamp` is set the first 8 bytes of
@@ -958,10 +963,7 @@ async fn run_latency(args: LatencyArgs) -> Result<LatencyReport> {
     ensure_topic(&full_speed.target).await?;
     let mut max_rates = Vec::new();
     for run in 1..=args.max_runs.max(1) {
-        let settings = full_speed.clone();
-        let report = tokio::task::spawn_blocking(move || run_produce(&settings, None))
-            .await
-            .context("producer thread panicked")??;
+        let report = produce_off_runtime(full_speed.clone()).await?;
         if report.failed > 0 {
             bail!(
                 "full-speed run {run} lost {} records (first error: {})",
@@ -990,10 +992,7 @@ async fn run_latency(args: LatencyArgs) -> Result<LatencyReport> {
     ensure_topic(&paced.target).await?;
     let mut runs = Vec::new();
     for _ in 0..args.runs.max(1) {
-        let settings = paced.clone();
-        let report = tokio::task::spawn_blocking(move || run_produce(&settings, None))
-            .await
-            .context("producer thread panicked")??;
+        let report = produce_off_runtime(paced.clone()).await?;
         runs.push(report);
     }
     let runs_under_target = runs

@@ -178,11 +178,15 @@ impl SiltCluster {
 
     /// Bootstrap list of the nodes that are running.
     pub fn running_bootstrap(&mut self) -> String {
+        self.running_nodes().join(",")
+    }
+
+    /// The `HOST:PORT` of each running node.
+    fn running_nodes(&mut self) -> Vec<String> {
         self.nodes
             .values_mut()
             .filter_map(|node| node.is_running().then(|| node.bootstrap()))
-            .collect::<Vec<_>>()
-            .join(",")
+            .collect()
     }
 
     /// Leader, replicas and ISR of every partition of `topic` as the Metadata API reports
@@ -204,11 +208,7 @@ impl SiltCluster {
         isr_size: usize,
         timeout: Duration,
     ) -> Result<Vec<PartitionState>> {
-        let nodes: Vec<String> = self
-            .nodes
-            .values_mut()
-            .filter_map(|node| node.is_running().then(|| node.bootstrap()))
-            .collect();
+        let nodes = self.running_nodes();
         wait_until(
             &format!("every partition of {topic} with ISR size {isr_size} on every node"),
             timeout,

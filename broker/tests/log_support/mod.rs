@@ -176,6 +176,24 @@ pub(crate) fn offsets_and_values(log: &PartitionLog, max_bytes: usize) -> Vec<(i
         .collect()
 }
 
+/// (offset, value) of every record of batches `0..batches`, batch `index` built by
+/// `spec(index)`, as appended in order to an empty log.
+pub(crate) fn expected_values(
+    batches: i64,
+    spec: impl Fn(i64) -> BatchSpec,
+) -> Vec<(i64, Vec<u8>)> {
+    let mut next_offset = 0;
+    let mut expected = Vec::new();
+    for index in 0..batches {
+        let spec = spec(index);
+        for record in 0..spec.records {
+            expected.push((next_offset, spec.value(record)));
+            next_offset += 1;
+        }
+    }
+    expected
+}
+
 /// Segment base offsets found on disk.
 pub(crate) fn log_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
