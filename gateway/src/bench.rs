@@ -26,6 +26,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::{Statistics, Window};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -107,6 +108,12 @@ pub struct ProduceArgs {
     /// warm-up). Not counted in any figure.
     #[arg(long, default_value_t = 10_000)]
     pub warmup_records: u64,
+    /// librdkafka `statistics.interval.ms` (0 = off). When set, each slowest
+    /// window also names the longest broker round trip (`rtt`) and the longest
+    /// wait in the client's queues (`int_latency`) librdkafka saw around it, so a
+    /// stall can be put on the broker or on the client.
+    #[arg(long, default_value_t = 0)]
+    pub client_stats_ms: u64,
 }
 
 /// Options of `bench consume`.
@@ -284,6 +291,13 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// Shortest sleep of a paced producer that is ahead of its rate: the records due
+/// meanwhile go out together when it wakes (Kafka's ProducerPerformance throttles
+/// the same way, with 2 ms).
+const PACING_MIN_SLEEP: Duration = Duration::from_micros(100);
+/// Records an unpaced producer enqueues per clock reading.
+const UNPACED_BURST: u64 = 64;
+
 /// Width of a stall window: the report names the windows (by enqueue time) whose
 /// records waited longest.
 const STALL_WINDOW_US: u64 = 100_000;
@@ -331,6 +345,7 @@ impl LatencyRecord {
             .map(|(window, max)| StallWindow {
                 start_ms: window as u64 * STALL_WINDOW_US / 1000,
                 max_latency_ms: max as f64 / 1000.0,
+                client_stats: None,
             })
             .collect()
     }
@@ -343,6 +358,64 @@ pub struct StallWindow {
     pub start_ms: u64,
     /// Longest delivery latency of records enqueued in the window, ms.
     pub max_latency_ms: f64,
+    /// With `--client-stats-ms`: where the window's records waited.
+    pub client_stats: Option<ClientStatsMax>,
+}
+
+impl std::fmt::Display for StallWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} ms at {} ms", self.max_latency_ms, self.start_ms)?;
+        if let Some(stats) = &self.client_stats {
+            write!(
+                f,
+                " (broker rtt max {:.2} ms, client queue max {:.2} ms)",
+                stats.rtt_max_ms, stats.queue_max_ms
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Longest waits librdkafka's statistics report over some span of a run, ms,
+/// taken over every broker connection.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ClientStatsMax {
+    /// Produce request round trip, request written to response read (`rtt`).
+    pub rtt_max_ms: f64,
+    /// Enqueue to the record's batch being ready to send, linger included
+    /// (`int_latency`).
+    pub queue_max_ms: f64,
+    /// A ready request waiting for the connection (`outbuf_latency`).
+    pub outbuf_max_ms: f64,
+}
+
+/// One librdkafka statistics callback: the maxima of the window it closes.
+#[derive(Debug, Clone, Copy)]
+struct ClientStatsSample {
+    /// µs since `DeliveryStats::started` when the window closed.
+    at_us: u64,
+    max: ClientStatsMax,
+}
+
+/// The maxima over the statistics windows that overlap `[from_us, to_us]` (µs
+/// since `DeliveryStats::started`); `interval_us` is each window's length.
+fn client_stats_between(
+    samples: &[ClientStatsSample],
+    interval_us: u64,
+    from_us: u64,
+    to_us: u64,
+) -> Option<ClientStatsMax> {
+    let overlapping = samples.iter().filter(|sample| {
+        sample.at_us >= from_us && sample.at_us.saturating_sub(interval_us) <= to_us
+    });
+    let mut result: Option<ClientStatsMax> = None;
+    for sample in overlapping {
+        let max = result.get_or_insert_with(ClientStatsMax::default);
+        max.rtt_max_ms = max.rtt_max_ms.max(sample.max.rtt_max_ms);
+        max.queue_max_ms = max.queue_max_ms.max(sample.max.queue_max_ms);
+        max.outbuf_max_ms = max.outbuf_max_ms.max(sample.max.outbuf_max_ms);
+    }
+    result
 }
 
 /// Delivery bookkeeping shared with librdkafka's callback thread. Enqueue times
@@ -355,13 +428,31 @@ struct DeliveryStats {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    client_stats: Mutex<Vec<ClientStatsSample>>,
 }
 
 struct BenchProducerContext {
     stats: Arc<DeliveryStats>,
 }
 
-impl ClientContext for BenchProducerContext {}
+impl ClientContext for BenchProducerContext {
+    fn stats(&self, statistics: Statistics) {
+        let at_us = self.stats.started.elapsed().as_micros() as u64;
+        let window_max_ms =
+            |window: &Option<Window>| window.as_ref().map_or(0.0, |w| w.max as f64 / 1000.0);
+        let mut max = ClientStatsMax::default();
+        // Bootstrap entries (node id -1) carry only metadata requests.
+        for broker in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
+            max.rtt_max_ms = max.rtt_max_ms.max(window_max_ms(&broker.rtt));
+            max.queue_max_ms = max.queue_max_ms.max(window_max_ms(&broker.int_latency));
+            max.outbuf_max_ms = max.outbuf_max_ms.max(window_max_ms(&broker.outbuf_latency));
+        }
+        self.stats
+            .client_stats
+            .lock()
+            .push(ClientStatsSample { at_us, max });
+    }
+}
 
 impl ProducerContext for BenchProducerContext {
     /// Microseconds since `stats.started` at enqueue time.
@@ -435,6 +526,8 @@ pub struct ProduceReport {
     pub warmup_records: u64,
     /// The 100 ms windows of enqueue time with the longest delivery latency.
     pub worst_windows: Vec<StallWindow>,
+    /// With `--client-stats-ms`: librdkafka's longest waits over the whole run.
+    pub client_stats: Option<ClientStatsMax>,
     /// First delivery error, if any.
     pub first_error: Option<String>,
     #[serde(skip)]
@@ -502,15 +595,17 @@ impl ProduceReport {
         if let Some(e2e) = &self.e2e_latency_ms {
             println!("  end-to-end latency (send -> consumed): {e2e}");
         }
-        let windows: Vec<String> = self
-            .worst_windows
-            .iter()
-            .map(|window| format!("{:.2} ms at {} ms", window.max_latency_ms, window.start_ms))
-            .collect();
+        let windows: Vec<String> = self.worst_windows.iter().map(ToString::to_string).collect();
         println!(
             "  slowest 100 ms windows (max latency at enqueue time): {}",
             windows.join(", ")
         );
+        if let Some(stats) = &self.client_stats {
+            println!(
+                "  librdkafka maxima: broker rtt {:.2} ms, client queue {:.2} ms, output buffer {:.2} ms",
+                stats.rtt_max_ms, stats.queue_max_ms, stats.outbuf_max_ms
+            );
+        }
         if self.failed > 0 {
             println!(
                 "  FAILED deliveries: {} (first: {})",
@@ -539,6 +634,7 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         first_error: Mutex::new(None),
+        client_stats: Mutex::new(Vec::new()),
     });
     let mut config = base_config(&args.target.bootstrap);
     let acks = if args.acks == "all" {
@@ -554,6 +650,9 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "60000");
+    if args.client_stats_ms > 0 {
+        let _ = config.set("statistics.interval.ms", args.client_stats_ms.to_string());
+    }
     for pair in &args.producer_config {
         let (key, value) = pair
             .split_once('=')
@@ -586,21 +685,41 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         stats.started.elapsed().as_micros() as u64,
         Ordering::Relaxed,
     );
-    for index in 0..args.count {
-        if args.rate > 0 {
-            let due = send_start + Duration::from_secs_f64(index as f64 / args.rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+    let mut index = 0u64;
+    while index < args.count {
+        // Everything due by now goes out in one burst under one clock reading;
+        // reading the clock and sleeping per record cost the client more CPU than
+        // the broker spent on the records.
+        let burst_end = if args.rate > 0 {
+            let due = (send_start.elapsed().as_secs_f64() * args.rate as f64) as u64 + 1;
+            if due <= index {
+                let next = send_start + Duration::from_secs_f64(index as f64 / args.rate as f64);
+                std::thread::sleep(
+                    next.saturating_duration_since(Instant::now())
+                        .max(PACING_MIN_SLEEP),
+                );
+                continue;
             }
-        }
+            due.min(args.count)
+        } else {
+            (index + UNPACED_BURST).min(args.count)
+        };
+        let wall_us = unix_micros();
         if stamp {
-            payload[..8].copy_from_slice(&unix_micros().to_be_bytes());
+            payload[..8].copy_from_slice(&wall_us.to_be_bytes());
         }
-        let enqueued_us = stats.started.elapsed().as_micros() as usize;
-        let record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
-            .payload(payload.as_slice());
-        send_record(&producer, record, index)?;
+        let mut enqueued_us = stats.started.elapsed().as_micros() as usize;
+        while index < burst_end {
+            let record =
+                BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
+                    .payload(payload.as_slice())
+                    .timestamp((wall_us / 1000) as i64);
+            if send_record(&producer, record, index)? {
+                // It waited for queue space: later records of the burst are enqueued now.
+                enqueued_us = stats.started.elapsed().as_micros() as usize;
+            }
+            index += 1;
+        }
     }
     producer
         .flush(Duration::from_secs(120))
@@ -608,9 +727,23 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
     let seconds = send_start.elapsed().as_secs_f64();
     let delivered = stats.delivered.load(Ordering::Relaxed);
     let failed = stats.failed.load(Ordering::Relaxed);
-    let (histogram, worst_windows) = {
+    let (histogram, mut worst_windows) = {
         let latency = stats.latency.lock();
         (latency.histogram.clone(), latency.worst_windows())
+    };
+    let measure_from_us = stats.measure_from_us.load(Ordering::Relaxed);
+    let client_stats = if args.client_stats_ms > 0 {
+        let samples = stats.client_stats.lock().clone();
+        let interval_us = args.client_stats_ms * 1000;
+        for window in &mut worst_windows {
+            let from_us = measure_from_us + window.start_ms * 1000;
+            let to_us = from_us + STALL_WINDOW_US + (window.max_latency_ms * 1000.0) as u64;
+            window.client_stats = client_stats_between(&samples, interval_us, from_us, to_us);
+        }
+        let until_us = stats.started.elapsed().as_micros() as u64;
+        client_stats_between(&samples, interval_us, measure_from_us, until_us)
+    } else {
+        None
     };
     let first_error = stats.first_error.lock().clone();
     Ok(ProduceReport {
@@ -628,22 +761,26 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         e2e_latency_ms: None,
         warmup_records: args.warmup_records,
         worst_windows,
+        client_stats,
         first_error,
         json: args.target.json,
     })
 }
 
-/// Enqueues `record`, waiting while the producer's queue is full.
+/// Enqueues `record`, waiting while the producer's queue is full; true when it
+/// had to wait.
 fn send_record<'a>(
     producer: &ThreadedProducer<BenchProducerContext>,
     mut record: BaseRecord<'a, (), [u8], usize>,
     index: u64,
-) -> Result<()> {
+) -> Result<bool> {
+    let mut waited = false;
     loop {
         match producer.send(record) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(waited),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                 record = returned;
+                waited = true;
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err((error, _)) => bail!("enqueueing record {index} failed: {error}"),
@@ -896,7 +1033,7 @@ impl LatencyReport {
             let window = run
                 .worst_windows
                 .first()
-                .map(|window| format!("{:.2} ms at {} ms", window.max_latency_ms, window.start_ms))
+                .map(ToString::to_string)
                 .unwrap_or_default();
             let failed = if run.failed > 0 {
                 format!("  FAILED deliveries: {}", run.failed)
