@@ -776,16 +776,32 @@ impl PartitionLog {
         }
 
         let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let mut next_offset = self.log_end_offset;
+        if !log_append_time {
+            // The segment writes each batch's offset prefix from these headers and
+            // the rest as received: no copy of the records.
+            let assigned_headers: Vec<BatchHeader> = headers
+                .iter()
+                .map(|header| {
+                    let assigned = BatchHeader {
+                        base_offset: next_offset,
+                        partition_leader_epoch: leader_epoch,
+                        ..*header
+                    };
+                    next_offset = assigned.next_offset();
+                    assigned
+                })
+                .collect();
+            return self.append_batches(records, &assigned_headers, now_ms);
+        }
+        // LogAppendTime changes CRC-covered fields: patch a copy.
         let mut assigned = records.to_vec();
         let mut assigned_headers = Vec::with_capacity(headers.len());
-        let mut next_offset = self.log_end_offset;
         let mut position = 0usize;
         for header in &headers {
             let batch = &mut assigned[position..position + header.size_bytes()];
             patch_base_offset_and_epoch(batch, next_offset, leader_epoch);
-            if log_append_time {
-                set_log_append_time(batch, now_ms);
-            }
+            set_log_append_time(batch, now_ms);
             let assigned_header = parse_header(batch)?;
             debug_assert_eq!(assigned_header.base_offset, next_offset);
             next_offset = assigned_header.next_offset();
@@ -793,9 +809,7 @@ impl PartitionLog {
             assigned_headers.push(assigned_header);
         }
         let mut info = self.append_batches(&assigned, &assigned_headers, now_ms)?;
-        if log_append_time {
-            info.log_append_time_ms = now_ms;
-        }
+        info.log_append_time_ms = now_ms;
         Ok(info)
     }
 

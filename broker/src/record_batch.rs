@@ -461,6 +461,24 @@ pub fn validate_replicated_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, Batch
     })
 }
 
+/// Length of a batch's offset prefix: `baseOffset`, `batchLength` and
+/// `partitionLeaderEpoch`, the fields before `magic`.
+pub const OFFSET_PREFIX_SIZE: usize = 16;
+
+/// The first [`OFFSET_PREFIX_SIZE`] bytes of the batch `header` describes, as
+/// stored: a leader writes these from the assigned header and the rest of the
+/// batch as received, instead of copying the batch to patch it (none of these
+/// fields is covered by the CRC).
+pub fn encode_offset_prefix(header: &BatchHeader) -> [u8; OFFSET_PREFIX_SIZE] {
+    let mut prefix = [0u8; OFFSET_PREFIX_SIZE];
+    prefix[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&header.base_offset.to_be_bytes());
+    prefix[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4]
+        .copy_from_slice(&header.batch_length.to_be_bytes());
+    prefix[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4]
+        .copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    prefix
+}
+
 /// Patches `baseOffset` (bytes 0..8) and `partitionLeaderEpoch` (12..16) of
 /// the batch at the start of `buf`. Neither field is covered by the CRC, so
 /// the batch stays valid without re-encoding. `buf` must hold at least a

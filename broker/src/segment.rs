@@ -15,8 +15,9 @@ use tracing::{debug, warn};
 use crate::error::LogError;
 use crate::offset_index::{OffsetIndex, OffsetPosition, remove_if_exists};
 use crate::record_batch::{
-    BATCH_HEADER_SIZE, BatchHeader, NO_TIMESTAMP, RecordLookup, batch_size_from_prefix,
-    find_record_by_timestamp, parse_header, validate_stored_batch,
+    BATCH_HEADER_SIZE, BatchHeader, NO_TIMESTAMP, OFFSET_PREFIX_SIZE, RecordLookup,
+    batch_size_from_prefix, encode_offset_prefix, find_record_by_timestamp, parse_header,
+    validate_stored_batch,
 };
 use crate::time_index::{TimeIndex, TimestampOffset};
 
@@ -152,6 +153,44 @@ impl SegmentState {
         point
     }
 }
+
+/// Writes the batches of `records` at `position` with one `pwritev` per
+/// [`MAX_WRITE_SLICES`] slices: each batch's offset prefix from its header, the
+/// rest from `records`.
+fn write_batches_at(
+    file: &File,
+    records: &[u8],
+    headers: &[BatchHeader],
+    position: u64,
+) -> io::Result<()> {
+    let prefixes: Vec<[u8; OFFSET_PREFIX_SIZE]> =
+        headers.iter().map(encode_offset_prefix).collect();
+    let mut slices = Vec::with_capacity(headers.len() * 2);
+    let mut start = 0usize;
+    for (header, prefix) in headers.iter().zip(&prefixes) {
+        let end = start + header.size_bytes();
+        slices.push(io::IoSlice::new(prefix));
+        slices.push(io::IoSlice::new(&records[start + OFFSET_PREFIX_SIZE..end]));
+        start = end;
+    }
+    let mut position = position;
+    let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
+    while !remaining.is_empty() {
+        let chunk = remaining.len().min(MAX_WRITE_SLICES);
+        let written = match rustix::io::pwritev(file, &remaining[..chunk], position) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => written,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        };
+        position += written as u64;
+        io::IoSlice::advance_slices(&mut remaining, written);
+    }
+    Ok(())
+}
+
+/// Slices per `pwritev` call, Linux's `IOV_MAX`.
+const MAX_WRITE_SLICES: usize = 1024;
 
 /// Offset of the first record carrying the batch's max timestamp; the
 /// batch's base offset when the records cannot be inspected.
@@ -571,10 +610,13 @@ impl LogSegment {
         Ok(truncated)
     }
 
-    /// Appends `records` (one or more complete batches with offsets already
-    /// assigned, described by `headers` in order) at the end of the file,
-    /// adding index entries every `index.interval.bytes`. On failure the
-    /// file and indexes are rolled back to their previous length.
+    /// Appends `records` (one or more complete batches, described by `headers`
+    /// in order) at the end of the file, adding index entries every
+    /// `index.interval.bytes`. Each batch's offset prefix (`baseOffset`,
+    /// `batchLength`, `partitionLeaderEpoch`) is written from its header, the
+    /// rest from `records`: a leader passes the batches as received with the
+    /// assigned offsets and epoch in `headers`. On failure the file and indexes
+    /// are rolled back to their previous length.
     pub fn append(&mut self, records: &[u8], headers: &[BatchHeader]) -> Result<(), LogError> {
         debug_assert_eq!(
             headers.iter().map(BatchHeader::size_bytes).sum::<usize>(),
@@ -583,7 +625,7 @@ impl LogSegment {
         debug_assert!(self.state.size + records.len() as u64 <= u64::from(u32::MAX));
         let previous_state = self.state;
         let start_position = self.state.size;
-        if let Err(error) = self.file.write_all_at(records, start_position) {
+        if let Err(error) = write_batches_at(&self.file, records, headers, start_position) {
             self.rollback(previous_state);
             return Err(error.into());
         }

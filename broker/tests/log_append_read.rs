@@ -280,6 +280,52 @@ fn offset_for_timestamp_in_compressed_batch_answers_with_the_batch() {
 }
 
 #[test]
+fn a_leader_append_of_many_batches_stores_the_assigned_offsets_and_epoch() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut log = open(&partition_dir(&root), LogConfig::default());
+    let _first = log
+        .append_as_leader(&batch(4, 1_000), 3, 50_000)
+        .expect("first append");
+    // 600 batches in one record set: 1,200 write slices, more than one pwritev takes.
+    let specs: Vec<BatchSpec> = (0..600)
+        .map(|index| BatchSpec::new(2, 2_000 + index).tag(&format!("m{index}")))
+        .collect();
+    let received: Vec<u8> = specs.iter().flat_map(BatchSpec::encode).collect();
+    let info = log
+        .append_as_leader(&received, 7, 50_000)
+        .expect("append of 600 batches");
+    assert_eq!((info.first_offset, info.last_offset), (4, 4 + 1_199));
+    assert!(
+        validate_batches(&received)
+            .expect("input")
+            .iter()
+            .all(|header| header.base_offset == 0),
+        "the received bytes are written as they are, not patched in place"
+    );
+
+    let read = log.read(4, 10 << 20, i64::MAX, true).expect("read");
+    assert_eq!(read.records.len(), received.len());
+    let stored = validate_batches(&read.records).expect("stored batches keep valid CRCs");
+    assert_eq!(stored.len(), 600);
+    for (index, header) in stored.iter().enumerate() {
+        assert_eq!(header.base_offset, 4 + 2 * index as i64);
+        assert_eq!(header.partition_leader_epoch, 7);
+    }
+    let expected: Vec<(i64, Vec<u8>)> = specs
+        .iter()
+        .enumerate()
+        .flat_map(|(index, spec)| {
+            (0..2).map(move |record| (4 + 2 * index as i64 + record as i64, spec.value(record)))
+        })
+        .collect();
+    let got: Vec<(i64, Vec<u8>)> = decode(&read.records)
+        .into_iter()
+        .map(|(offset, _, value)| (offset, value))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn log_append_time_topics_stamp_the_broker_time() {
     let root = tempfile::tempdir().expect("tempdir");
     let config = LogConfig {
