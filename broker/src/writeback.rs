@@ -14,9 +14,13 @@
 //! and no cache flush is issued; `log.flush.*` still decides what is fsynced.
 //!
 //! The same thread also drops appended pages from the page cache once they are
-//! `log.writeback.drop.behind.bytes` behind the end of the active segment
+//! `log.writeback.drop.behind.bytes` behind the end of the log
 //! (`posix_fadvise(POSIX_FADV_DONTNEED)`; their writeback was started a window
-//! earlier, so they are clean). Left in the cache, every appended page is a new page:
+//! earlier, so they are clean). The window reaches back across rolls into the segments
+//! before the active one: a rolled segment's last pages go once the new segment has
+//! grown past them, rather than staying cached until reclaim (with 256 MiB segments,
+//! whole sealed segments stayed cached, and late runs of the latency benchmark slowed
+//! down as the cache grew). Left in the cache, every appended page is a new page:
 //! once memory is full each one is found by reclaim, at times directly in the
 //! appending thread, and on a VM whose free memory went back to the host each one is
 //! first touched at a host page fault (profiles showed the copy into the page cache
@@ -25,6 +29,7 @@
 //! from the cache; one further behind reads from disk with the kernel's read-ahead,
 //! as from any bounded broker cache. 0 keeps every page, as Kafka does.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::ops::Range;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -69,14 +74,31 @@ const QUEUE_DEPTH: usize = 256;
 /// left alone.
 const PAGE_BYTES: u64 = 4096;
 
-/// One range of a segment file to write back, bytes `[start, end)`, and one to drop
-/// from the page cache, bytes `drop` (empty when nothing is due).
+/// Segments rolled away from that the window may still reach into; an older one is
+/// forgotten (its pages left to reclaim), which only happens with segments smaller than
+/// a sixteenth of the window.
+const MAX_PREVIOUS_SEGMENTS: usize = 16;
+
+/// One range of a segment file to write back, bytes `[start, end)`, and the ranges of
+/// this and earlier segments to drop from the page cache (none when nothing is due).
 #[derive(Debug)]
 struct Request {
     file: Arc<File>,
     start: u64,
     end: u64,
-    drop: Range<u64>,
+    drops: Vec<(Arc<File>, Range<u64>)>,
+}
+
+/// A segment the log rolled away from whose pages are not all dropped yet.
+#[derive(Debug)]
+struct PreviousSegment {
+    /// None for a segment too short for any request: it has nothing to drop, but its
+    /// bytes count towards the window.
+    file: Option<Arc<File>>,
+    /// Its length in bytes when the log rolled.
+    size: u64,
+    /// Its bytes below this position were handed over to be dropped.
+    dropped_to: u64,
 }
 
 /// When the active segment of one partition next needs writeback.
@@ -91,6 +113,12 @@ pub struct WritebackState {
     /// The segment's bytes below this position were handed over to be dropped from
     /// the page cache.
     dropped_to: u64,
+    /// Base offset of the active segment at the last append.
+    base_offset: Option<i64>,
+    /// The active segment's length at the last append.
+    size: u64,
+    /// Earlier segments the window still reaches into, oldest first.
+    previous: VecDeque<PreviousSegment>,
 }
 
 impl WritebackState {
@@ -103,22 +131,90 @@ impl WritebackState {
             segment: None,
             requested_to: 0,
             dropped_to: 0,
+            base_offset: None,
+            size: 0,
+            previous: VecDeque::new(),
         }
     }
 
-    /// Forgets the active segment: after a truncation it may be a new file under the
-    /// same base offset, or shorter than the last request.
+    /// Forgets the active segment and the earlier ones: after a truncation the active
+    /// one may be a new file under the same base offset, or shorter than the last
+    /// request, and earlier ones may be gone.
     pub fn reset(&mut self) {
-        self.segment = None;
+        self.start_segment();
+        self.base_offset = None;
+        self.previous.clear();
+    }
+
+    /// Starts over on a new active segment; the one before it (when it was written to
+    /// at all) joins the segments the window may reach into.
+    fn start_segment(&mut self) {
+        let file = self.segment.take().map(|(_, file)| file);
+        if self.drop_behind_bytes > 0 && self.size > 0 {
+            self.previous.push_back(PreviousSegment {
+                file,
+                size: self.size,
+                dropped_to: self.dropped_to,
+            });
+            if self.previous.len() > MAX_PREVIOUS_SEGMENTS {
+                let _forgotten = self.previous.pop_front();
+            }
+        }
         self.requested_to = 0;
         self.dropped_to = 0;
+        self.size = 0;
+    }
+
+    /// The ranges due to be dropped once the active segment's whole pages end at `end`:
+    /// everything more than `drop_behind_bytes` behind it, counted back across the
+    /// earlier segments, not handed over before. Returns them with the new `dropped_to`
+    /// of the active segment and of each earlier one (oldest first).
+    fn due_drops(
+        &self,
+        file: &Arc<File>,
+        end: u64,
+    ) -> (Vec<(Arc<File>, Range<u64>)>, u64, Vec<u64>) {
+        let mut drops = Vec::new();
+        let mut previous_dropped: Vec<u64> = self
+            .previous
+            .iter()
+            .map(|segment| segment.dropped_to)
+            .collect();
+        if self.drop_behind_bytes == 0 {
+            return (drops, self.dropped_to, previous_dropped);
+        }
+        let behind = end.saturating_sub(self.drop_behind_bytes);
+        let active_dropped = page_floor(behind).max(self.dropped_to);
+        if active_dropped > self.dropped_to {
+            drops.push((Arc::clone(file), self.dropped_to..active_dropped));
+        }
+        // How far the window reaches back past the active segment's start.
+        let mut reach = self.drop_behind_bytes.saturating_sub(end);
+        for (segment, dropped) in self.previous.iter().zip(previous_dropped.iter_mut()).rev() {
+            let keep_from = if reach == 0 {
+                // The whole file, its last partial page too.
+                page_floor(segment.size + PAGE_BYTES - 1)
+            } else {
+                page_floor(segment.size.saturating_sub(reach))
+            };
+            if keep_from > *dropped {
+                if let Some(file) = &segment.file {
+                    drops.push((Arc::clone(file), *dropped..keep_from));
+                }
+                *dropped = keep_from;
+            }
+            reach = reach.saturating_sub(segment.size);
+        }
+        (drops, active_dropped, previous_dropped)
     }
 
     /// After an append: once the active segment `base_offset` holds `size` bytes, at
     /// least `interval_bytes` of them past the last request, queues writeback of those
     /// bytes (up to the last whole page), with dropping of the whole pages more than
-    /// `drop_behind_bytes` behind `size` not yet dropped, and returns true. `open_file`
-    /// gives a handle on the segment's `.log` file the first time a segment is seen.
+    /// `drop_behind_bytes` behind `size` not yet dropped (in this segment and, when the
+    /// window reaches back past its start, in the segments before it), and returns
+    /// true. A new `base_offset` means the log rolled. `open_file` gives a handle on the
+    /// segment's `.log` file the first time a segment is seen.
     ///
     /// # Errors
     /// Only `open_file`'s; nothing is queued then.
@@ -128,14 +224,12 @@ impl WritebackState {
         size: u64,
         open_file: impl FnOnce() -> std::io::Result<File>,
     ) -> std::io::Result<bool> {
-        if self
-            .segment
-            .as_ref()
-            .is_none_or(|(base, _)| *base != base_offset)
-        {
-            self.reset();
+        if self.base_offset != Some(base_offset) {
+            self.start_segment();
+            self.base_offset = Some(base_offset);
         }
-        let end = size - size % PAGE_BYTES;
+        self.size = size;
+        let end = page_floor(size);
         if end < self.requested_to + self.interval_bytes {
             return Ok(false);
         }
@@ -147,22 +241,23 @@ impl WritebackState {
                 file
             }
         };
-        let drop_end = if self.drop_behind_bytes == 0 {
-            self.dropped_to
-        } else {
-            let behind = end.saturating_sub(self.drop_behind_bytes);
-            (behind - behind % PAGE_BYTES).max(self.dropped_to)
-        };
+        let (drops, active_dropped, previous_dropped) = self.due_drops(&file, end);
         let request = Request {
             file,
             start: self.requested_to,
             end,
-            drop: self.dropped_to..drop_end,
+            drops,
         };
         self.requested_to = end;
         match writeback_queue().try_send(request) {
             Ok(()) => {
-                self.dropped_to = drop_end;
+                self.dropped_to = active_dropped;
+                for (segment, dropped) in self.previous.iter_mut().zip(previous_dropped) {
+                    segment.dropped_to = dropped;
+                }
+                self.previous.retain(|segment| {
+                    segment.dropped_to < page_floor(segment.size + PAGE_BYTES - 1)
+                });
                 Ok(true)
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -173,6 +268,11 @@ impl WritebackState {
     }
 }
 
+/// `bytes` rounded down to a whole page.
+fn page_floor(bytes: u64) -> u64 {
+    bytes - bytes % PAGE_BYTES
+}
+
 /// The queue of the broker's one writeback thread, started on first use.
 fn writeback_queue() -> &'static SyncSender<Request> {
     static QUEUE: OnceLock<SyncSender<Request>> = OnceLock::new();
@@ -181,9 +281,9 @@ fn writeback_queue() -> &'static SyncSender<Request> {
         let started = crate::background::spawn("silt-writeback".to_string(), move || {
             let mut warned = false;
             for request in receiver {
-                if !request.drop.is_empty() {
-                    match drop_cached(&request.file, &request.drop) {
-                        Ok(()) => metrics::counter!("silt_log_page_cache_dropped_bytes_total").increment(request.drop.end - request.drop.start),
+                for (file, range) in &request.drops {
+                    match drop_cached(file, range) {
+                        Ok(()) => metrics::counter!("silt_log_page_cache_dropped_bytes_total").increment(range.end - range.start),
                         Err(_) => metrics::counter!("silt_log_page_cache_drop_errors_total").increment(1),
                     }
                 }
@@ -307,6 +407,73 @@ mod tests {
         assert_eq!(state.dropped_to, 57_344);
         assert!(state.after_append(9, 20_000, open).expect("append"));
         assert_eq!(state.dropped_to, 0);
+    }
+
+    #[test]
+    fn the_window_reaches_back_into_the_segments_before_a_roll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths: Vec<_> = (0..3)
+            .map(|index| dir.path().join(format!("{index:020}.log")))
+            .collect();
+        for path in &paths {
+            std::fs::write(path, vec![5u8; 128 * 1024]).expect("write");
+        }
+        let mut state = WritebackState::new(WritebackConfig {
+            interval_bytes: 16 * 1024,
+            drop_behind_bytes: 40 * 1024,
+        });
+        assert!(
+            state
+                .after_append(0, 100_000, || File::open(&paths[0]))
+                .expect("append")
+        );
+        assert_eq!(state.dropped_to, 57_344);
+        // Rolled: 16 KiB in the new segment, so the window keeps the last 24 KiB of the
+        // old one; its pages below 100,000 - 24,576 (rounded down) are due.
+        assert!(
+            state
+                .after_append(9, 20_000, || File::open(&paths[1]))
+                .expect("append")
+        );
+        assert_eq!(state.dropped_to, 0);
+        assert_eq!(state.previous.len(), 1);
+        assert_eq!(state.previous[0].size, 100_000);
+        assert_eq!(state.previous[0].dropped_to, 73_728);
+        // A segment too small for any request still counts towards the window.
+        assert!(
+            !state
+                .after_append(20, 8_192, || File::open(&paths[2]))
+                .expect("append")
+        );
+        assert_eq!(state.previous.len(), 2);
+        assert!(
+            state
+                .after_append(30, 36_864, || File::open(&paths[2]))
+                .expect("append")
+        );
+        // 36 KiB in the active segment leaves 4 KiB of the window for the 8 KiB one
+        // before it; the two older segments go entirely (their last partial pages too)
+        // and are forgotten.
+        assert_eq!(state.previous.len(), 1);
+        assert!(state.previous[0].file.is_none());
+        assert_eq!(state.previous[0].dropped_to, 4_096);
+        // Once the active segment alone fills the window, the short one is forgotten.
+        assert!(
+            state
+                .after_append(30, 60_000, || File::open(&paths[2]))
+                .expect("append")
+        );
+        assert_eq!(state.dropped_to, 16_384);
+        assert!(state.previous.is_empty());
+        // A truncation forgets the earlier segments.
+        assert!(
+            state
+                .after_append(40, 20_000, || File::open(&paths[0]))
+                .expect("append")
+        );
+        assert_eq!(state.previous.len(), 1);
+        state.reset();
+        assert!(state.previous.is_empty());
     }
 
     #[test]

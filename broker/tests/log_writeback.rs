@@ -1,5 +1,5 @@
 //! Writeback of appended data and dropping it from the page cache behind the end of
-//! the active segment: pages far enough behind leave the cache once written back, the
+//! the log, across rolls: pages far enough behind leave the cache once written back, the
 //! log's cache stays the window's size, and every record still reads back (from disk).
 //! Residency is measured with `fincore` (util-linux).
 
@@ -28,7 +28,17 @@ fn spec(index: i64) -> BatchSpec {
 /// Appends `BATCHES` batches of 64 KiB (10 MiB) to one segment, fsyncing every 8 so
 /// that what is dropped is clean by then; returns the log and its segment file.
 fn written_log(dir: &Path, writeback: WritebackConfig) -> (PartitionLog, std::path::PathBuf) {
-    let mut log = open(dir, small_segments(64 * 1024 * 1024));
+    let log = written_log_in_segments(dir, writeback, 64 * 1024 * 1024);
+    (log, dir.join(format!("{:020}.log", 0)))
+}
+
+/// [`written_log`] with segments of `segment_bytes`.
+fn written_log_in_segments(
+    dir: &Path,
+    writeback: WritebackConfig,
+    segment_bytes: u64,
+) -> PartitionLog {
+    let mut log = open(dir, small_segments(segment_bytes));
     log.set_writeback(writeback);
     for index in 0..BATCHES {
         let _info = log
@@ -39,7 +49,7 @@ fn written_log(dir: &Path, writeback: WritebackConfig) -> (PartitionLog, std::pa
         }
     }
     log.flush().expect("flush");
-    (log, dir.join(format!("{:020}.log", 0)))
+    log
 }
 
 /// Bytes of `path` in the page cache.
@@ -86,6 +96,46 @@ fn pages_behind_the_window_leave_the_cache_and_every_record_still_reads() {
         "{resident} of {size} bytes still cached; at most {bound} expected"
     );
     // Dropping cached copies loses nothing: every record reads back, in order.
+    assert_eq!(offsets_and_values(&log, 1024 * 1024), expected());
+}
+
+#[test]
+fn the_window_spans_rolls_so_rolled_segments_do_not_stay_cached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 10 MiB in segments of 1.5 MiB: without the window reaching back, every rolled
+    // segment would keep its last 1 MiB cached.
+    let log = written_log_in_segments(
+        dir.path(),
+        WritebackConfig {
+            interval_bytes: INTERVAL,
+            drop_behind_bytes: DROP_BEHIND,
+        },
+        3 * 512 * 1024,
+    );
+    assert!(log.segment_count() >= 6, "{} segments", log.segment_count());
+    let segments: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .collect();
+    let bound = DROP_BEHIND + 2 * INTERVAL + 64 * 1024;
+    let cached = || {
+        segments
+            .iter()
+            .map(|path| resident_bytes(path))
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut resident = cached();
+    while resident > bound && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        resident = cached();
+    }
+    assert!(
+        resident <= bound,
+        "{resident} bytes of {} segments still cached; at most {bound} expected",
+        segments.len()
+    );
     assert_eq!(offsets_and_values(&log, 1024 * 1024), expected());
 }
 

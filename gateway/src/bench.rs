@@ -512,6 +512,9 @@ pub struct ProduceReport {
     pub compression: String,
     /// Offered rate (0 = unlimited).
     pub target_rate: u64,
+    /// Wall-clock time of the first measured send, ms since the Unix epoch: the
+    /// stall windows' `start_ms` count from here, to line them up with broker logs.
+    pub started_unix_ms: u64,
     /// Seconds from first send to last acknowledgement.
     pub seconds: f64,
     /// Acknowledged records per second.
@@ -681,6 +684,7 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
             .context("flushing the warm-up records")?;
     }
     let send_start = Instant::now();
+    let started_unix_ms = unix_micros() / 1000;
     stats.measure_from_us.store(
         stats.started.elapsed().as_micros() as u64,
         Ordering::Relaxed,
@@ -754,6 +758,7 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         acks: args.acks.clone(),
         compression: args.compression.clone(),
         target_rate: args.rate,
+        started_unix_ms,
         seconds,
         records_per_sec: delivered as f64 / seconds,
         mib_per_sec: (delivered as f64 * args.record_size as f64) / seconds / (1024.0 * 1024.0),
