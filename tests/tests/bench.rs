@@ -229,3 +229,72 @@ async fn latency_paces_at_half_the_measured_maximum_and_deletes_its_full_speed_t
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_run_keeps_its_rate_and_client_stats_name_where_stalls_waited() -> Result<()> {
+    let silt = SiltProcess::start()?;
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as f64;
+    let report = bench_json(
+        &silt,
+        &[
+            "produce",
+            "--topic",
+            "bench-paced",
+            "--count",
+            "20000",
+            "--rate",
+            "20000",
+            "--record-size",
+            "100",
+            "--linger-ms",
+            "1",
+            "--client-stats-ms",
+            "100",
+        ],
+    )?;
+    ensure!(
+        number(&report, "records")? == 20000.0 && number(&report, "failed")? == 0.0,
+        "paced run {report}"
+    );
+    // Sent in bursts of what is due, but at the offered rate: 20,000 at 20,000/s.
+    let seconds = number(&report, "seconds")?;
+    ensure!(
+        (0.9..10.0).contains(&seconds),
+        "20,000 records at 20,000/s took {seconds} s"
+    );
+    ensure!(
+        number(&report, "records_per_sec")? <= 22000.0,
+        "faster than offered: {report}"
+    );
+    let started = number(&report, "started_unix_ms")?;
+    ensure!(
+        started >= before_ms && started <= before_ms + 60_000.0,
+        "started_unix_ms {started}, bench started at {before_ms}"
+    );
+    let run_stats = report
+        .get("client_stats")
+        .filter(|stats| !stats.is_null())
+        .context("client_stats missing with --client-stats-ms")?;
+    ensure!(
+        number(run_stats, "rtt_max_ms")? > 0.0 && number(run_stats, "queue_max_ms")? > 0.0,
+        "librdkafka saw no round trip or queue wait: {run_stats}"
+    );
+    let windows = report
+        .get("worst_windows")
+        .and_then(Value::as_array)
+        .context("worst_windows missing")?;
+    ensure!(!windows.is_empty(), "no windows: {report}");
+    for window in windows {
+        let stats = window
+            .get("client_stats")
+            .filter(|stats| !stats.is_null())
+            .with_context(|| format!("window without client stats: {window}"))?;
+        ensure!(
+            number(stats, "rtt_max_ms")? <= number(run_stats, "rtt_max_ms")?,
+            "a window's maximum above the run's: {window} / {run_stats}"
+        );
+    }
+    Ok(())
+}
