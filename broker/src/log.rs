@@ -29,8 +29,8 @@ use crate::producer_state::{
     write_file_atomically, write_file_replacing,
 };
 use crate::record_batch::{
-    BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, patch_base_offset_and_epoch,
-    set_log_append_time, validate_batches, validate_replicated_batches,
+    BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, set_log_append_time, validate_batches,
+    validate_replicated_batches,
 };
 use crate::segment::{
     INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, TIME_INDEX_FILE_SUFFIX, offset_file_path,
@@ -775,40 +775,39 @@ impl PartitionLog {
             return Ok(info);
         }
 
-        let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        // The segment writes each batch's offset prefix (baseOffset, batchLength,
+        // partitionLeaderEpoch) from these headers and the rest as received: no copy
+        // to assign offsets.
         let mut next_offset = self.log_end_offset;
-        if !log_append_time {
-            // The segment writes each batch's offset prefix from these headers and
-            // the rest as received: no copy of the records.
-            let assigned_headers: Vec<BatchHeader> = headers
-                .iter()
-                .map(|header| {
-                    let assigned = BatchHeader {
-                        base_offset: next_offset,
-                        partition_leader_epoch: leader_epoch,
-                        ..*header
-                    };
-                    next_offset = assigned.next_offset();
-                    assigned
-                })
-                .collect();
+        let mut assigned_headers: Vec<BatchHeader> = headers
+            .iter()
+            .map(|header| {
+                let assigned = BatchHeader {
+                    base_offset: next_offset,
+                    partition_leader_epoch: leader_epoch,
+                    ..*header
+                };
+                next_offset = assigned.next_offset();
+                assigned
+            })
+            .collect();
+        if self.config.message_timestamp_type != TimestampType::LogAppendTime {
             return self.append_batches(records, &assigned_headers, now_ms);
         }
-        // LogAppendTime changes CRC-covered fields: patch a copy.
-        let mut assigned = records.to_vec();
-        let mut assigned_headers = Vec::with_capacity(headers.len());
+        // LogAppendTime changes CRC-covered fields: stamp a copy.
+        let mut stamped = records.to_vec();
         let mut position = 0usize;
-        for header in &headers {
-            let batch = &mut assigned[position..position + header.size_bytes()];
-            patch_base_offset_and_epoch(batch, next_offset, leader_epoch);
+        for header in &mut assigned_headers {
+            let batch = &mut stamped[position..position + header.size_bytes()];
             set_log_append_time(batch, now_ms);
-            let assigned_header = parse_header(batch)?;
-            debug_assert_eq!(assigned_header.base_offset, next_offset);
-            next_offset = assigned_header.next_offset();
+            *header = BatchHeader {
+                base_offset: header.base_offset,
+                partition_leader_epoch: header.partition_leader_epoch,
+                ..parse_header(batch)?
+            };
             position += header.size_bytes();
-            assigned_headers.push(assigned_header);
         }
-        let mut info = self.append_batches(&assigned, &assigned_headers, now_ms)?;
+        let mut info = self.append_batches(&stamped, &assigned_headers, now_ms)?;
         info.log_append_time_ms = now_ms;
         Ok(info)
     }

@@ -42,7 +42,7 @@ use tracing::warn;
 pub const DEFAULT_WRITEBACK_INTERVAL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Default of `log.writeback.drop.behind.bytes`: appended bytes per partition left in
-/// the page cache behind the end of its active segment.
+/// the page cache behind the end of its log.
 pub const DEFAULT_DROP_BEHIND_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Writeback settings of a log (broker settings `log.writeback.*`).
@@ -51,9 +51,9 @@ pub struct WritebackConfig {
     /// `log.writeback.interval.bytes`: bytes appended to a segment between two
     /// writeback requests; 0 leaves writeback to the kernel (and turns dropping off).
     pub interval_bytes: u64,
-    /// `log.writeback.drop.behind.bytes`: appended bytes behind the end of the active
-    /// segment that stay in the page cache; older ones are dropped once written back.
-    /// 0 keeps every page.
+    /// `log.writeback.drop.behind.bytes`: appended bytes behind the end of the log
+    /// (across rolls) that stay in the page cache; older ones are dropped once written
+    /// back. 0 keeps every page.
     pub drop_behind_bytes: u64,
 }
 
@@ -89,6 +89,15 @@ struct Request {
     drops: Vec<(Arc<File>, Range<u64>)>,
 }
 
+/// What an append makes due for dropping: the ranges, and the new `dropped_to` of the
+/// active segment and of each earlier one (oldest first), to keep once they are queued.
+#[derive(Debug)]
+struct DueDrops {
+    drops: Vec<(Arc<File>, Range<u64>)>,
+    active_dropped_to: u64,
+    previous_dropped_to: Vec<u64>,
+}
+
 /// A segment the log rolled away from whose pages are not all dropped yet.
 #[derive(Debug)]
 struct PreviousSegment {
@@ -106,8 +115,9 @@ struct PreviousSegment {
 pub struct WritebackState {
     interval_bytes: u64,
     drop_behind_bytes: u64,
-    /// The active segment (its base offset) and a shared handle on its `.log` file.
-    segment: Option<(i64, Arc<File>)>,
+    /// A shared handle on the active segment's `.log` file, opened with the first
+    /// request.
+    file: Option<Arc<File>>,
     /// Writeback was requested for the segment's bytes below this position.
     requested_to: u64,
     /// The segment's bytes below this position were handed over to be dropped from
@@ -123,12 +133,12 @@ pub struct WritebackState {
 
 impl WritebackState {
     /// Writeback every `config.interval_bytes` (> 0) appended to a segment, and
-    /// dropping of pages `config.drop_behind_bytes` behind its end.
+    /// dropping of pages `config.drop_behind_bytes` behind the log's end.
     pub fn new(config: WritebackConfig) -> WritebackState {
         WritebackState {
             interval_bytes: config.interval_bytes,
             drop_behind_bytes: config.drop_behind_bytes,
-            segment: None,
+            file: None,
             requested_to: 0,
             dropped_to: 0,
             base_offset: None,
@@ -149,7 +159,7 @@ impl WritebackState {
     /// Starts over on a new active segment; the one before it (when it was written to
     /// at all) joins the segments the window may reach into.
     fn start_segment(&mut self) {
-        let file = self.segment.take().map(|(_, file)| file);
+        let file = self.file.take();
         if self.drop_behind_bytes > 0 && self.size > 0 {
             self.previous.push_back(PreviousSegment {
                 file,
@@ -167,13 +177,8 @@ impl WritebackState {
 
     /// The ranges due to be dropped once the active segment's whole pages end at `end`:
     /// everything more than `drop_behind_bytes` behind it, counted back across the
-    /// earlier segments, not handed over before. Returns them with the new `dropped_to`
-    /// of the active segment and of each earlier one (oldest first).
-    fn due_drops(
-        &self,
-        file: &Arc<File>,
-        end: u64,
-    ) -> (Vec<(Arc<File>, Range<u64>)>, u64, Vec<u64>) {
+    /// earlier segments, not handed over before.
+    fn due_drops(&self, file: &Arc<File>, end: u64) -> DueDrops {
         let mut drops = Vec::new();
         let mut previous_dropped: Vec<u64> = self
             .previous
@@ -181,7 +186,11 @@ impl WritebackState {
             .map(|segment| segment.dropped_to)
             .collect();
         if self.drop_behind_bytes == 0 {
-            return (drops, self.dropped_to, previous_dropped);
+            return DueDrops {
+                drops,
+                active_dropped_to: self.dropped_to,
+                previous_dropped_to: previous_dropped,
+            };
         }
         let behind = end.saturating_sub(self.drop_behind_bytes);
         let active_dropped = page_floor(behind).max(self.dropped_to);
@@ -193,7 +202,7 @@ impl WritebackState {
         for (segment, dropped) in self.previous.iter().zip(previous_dropped.iter_mut()).rev() {
             let keep_from = if reach == 0 {
                 // The whole file, its last partial page too.
-                page_floor(segment.size + PAGE_BYTES - 1)
+                page_ceil(segment.size)
             } else {
                 page_floor(segment.size.saturating_sub(reach))
             };
@@ -205,7 +214,11 @@ impl WritebackState {
             }
             reach = reach.saturating_sub(segment.size);
         }
-        (drops, active_dropped, previous_dropped)
+        DueDrops {
+            drops,
+            active_dropped_to: active_dropped,
+            previous_dropped_to: previous_dropped,
+        }
     }
 
     /// After an append: once the active segment `base_offset` holds `size` bytes, at
@@ -233,31 +246,30 @@ impl WritebackState {
         if end < self.requested_to + self.interval_bytes {
             return Ok(false);
         }
-        let file = match &self.segment {
-            Some((_, file)) => Arc::clone(file),
+        let file = match &self.file {
+            Some(file) => Arc::clone(file),
             None => {
                 let file = Arc::new(open_file()?);
-                self.segment = Some((base_offset, Arc::clone(&file)));
+                self.file = Some(Arc::clone(&file));
                 file
             }
         };
-        let (drops, active_dropped, previous_dropped) = self.due_drops(&file, end);
+        let due = self.due_drops(&file, end);
         let request = Request {
             file,
             start: self.requested_to,
             end,
-            drops,
+            drops: due.drops,
         };
         self.requested_to = end;
         match writeback_queue().try_send(request) {
             Ok(()) => {
-                self.dropped_to = active_dropped;
-                for (segment, dropped) in self.previous.iter_mut().zip(previous_dropped) {
+                self.dropped_to = due.active_dropped_to;
+                for (segment, dropped) in self.previous.iter_mut().zip(due.previous_dropped_to) {
                     segment.dropped_to = dropped;
                 }
-                self.previous.retain(|segment| {
-                    segment.dropped_to < page_floor(segment.size + PAGE_BYTES - 1)
-                });
+                self.previous
+                    .retain(|segment| segment.dropped_to < page_ceil(segment.size));
                 Ok(true)
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -271,6 +283,11 @@ impl WritebackState {
 /// `bytes` rounded down to a whole page.
 fn page_floor(bytes: u64) -> u64 {
     bytes - bytes % PAGE_BYTES
+}
+
+/// `bytes` rounded up to a whole page.
+fn page_ceil(bytes: u64) -> u64 {
+    page_floor(bytes + PAGE_BYTES - 1)
 }
 
 /// The queue of the broker's one writeback thread, started on first use.
@@ -376,7 +393,8 @@ mod tests {
         assert!(!state.after_append(50, 8_000, open).expect("append"));
         assert_eq!(state.requested_to, 0);
         assert!(state.after_append(50, 17_000, open).expect("append"));
-        assert_eq!(state.segment.as_ref().map(|(base, _)| *base), Some(50));
+        assert_eq!(state.base_offset, Some(50));
+        assert!(state.file.is_some());
         // After a truncation the same base offset starts over.
         state.reset();
         assert!(!state.after_append(50, 10_000, open).expect("append"));
@@ -517,6 +535,6 @@ mod tests {
             Err(std::io::Error::from(std::io::ErrorKind::NotFound))
         });
         assert!(failed.is_err());
-        assert!(state.segment.is_none());
+        assert!(state.file.is_none());
     }
 }

@@ -691,17 +691,15 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
     );
     let mut index = 0u64;
     while index < args.count {
-        // Everything due by now goes out in one burst under one clock reading;
-        // reading the clock and sleeping per record cost the client more CPU than
-        // the broker spent on the records.
+        // Everything due by now goes out in one burst under one clock reading (and one
+        // of the wall clock for the timestamps); reading the clock and sleeping per
+        // record cost the client more CPU than the broker spent on the records.
+        let now = Instant::now();
         let burst_end = if args.rate > 0 {
-            let due = (send_start.elapsed().as_secs_f64() * args.rate as f64) as u64 + 1;
+            let due = ((now - send_start).as_secs_f64() * args.rate as f64) as u64 + 1;
             if due <= index {
                 let next = send_start + Duration::from_secs_f64(index as f64 / args.rate as f64);
-                std::thread::sleep(
-                    next.saturating_duration_since(Instant::now())
-                        .max(PACING_MIN_SLEEP),
-                );
+                std::thread::sleep(next.saturating_duration_since(now).max(PACING_MIN_SLEEP));
                 continue;
             }
             due.min(args.count)
@@ -712,7 +710,7 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         if stamp {
             payload[..8].copy_from_slice(&wall_us.to_be_bytes());
         }
-        let mut enqueued_us = stats.started.elapsed().as_micros() as usize;
+        let mut enqueued_us = (now - stats.started).as_micros() as usize;
         while index < burst_end {
             let record =
                 BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)

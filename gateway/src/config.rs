@@ -174,7 +174,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def(
         "log.writeback.drop.behind.bytes",
         Some("268435456"),
-        "appended bytes per partition kept in the page cache behind the end of its active segment; older pages are dropped once written back, so the cache stays a fixed size (needs log.writeback.interval.bytes > 0); 0 = keep every page",
+        "appended bytes per partition kept in the page cache behind the end of its log, across rolls; older pages are dropped once written back, so the cache stays a fixed size (needs log.writeback.interval.bytes > 0); 0 = keep every page",
     ),
     def(
         "log.index.interval.bytes",
