@@ -25,6 +25,16 @@ fn number(report: &Value, key: &str) -> Result<f64> {
         .with_context(|| format!("{key} missing in {report}"))
 }
 
+/// Whether this machine's `/proc/stat` counts steal (the 8th field of its `cpu`
+/// line), so that bench reports carry it.
+fn counts_steal() -> bool {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .is_some_and(|cpu| cpu.split_whitespace().count() > 8)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_consume_and_e2e_report_what_they_measured() -> Result<()> {
     let silt = SiltProcess::start()?;
@@ -184,6 +194,7 @@ async fn latency_paces_at_half_the_measured_maximum_and_deletes_its_full_speed_t
         .context("runs missing")?;
     ensure!(runs.len() == 2, "paced runs {report}");
     let mut under = 0;
+    let (mut calm, mut calm_under) = (0, 0);
     for run in runs {
         ensure!(
             number(run, "records")? == 2000.0 && number(run, "failed")? == 0.0,
@@ -197,14 +208,33 @@ async fn latency_paces_at_half_the_measured_maximum_and_deletes_its_full_speed_t
             run.get("produce_latency_ms").context("latency missing")?,
             "p99",
         )?;
-        if p99 < number(&report, "p99_target_ms")? {
+        let is_under = p99 < number(&report, "p99_target_ms")?;
+        if is_under {
             under += 1;
+        }
+        if counts_steal() && number(run, "host_steal_ms")? <= 10.0 * number(run, "cpus")? {
+            calm += 1;
+            if is_under {
+                calm_under += 1;
+            }
         }
     }
     ensure!(
         number(&report, "runs_under_target")? == f64::from(under),
         "runs_under_target does not match the runs: {report}"
     );
+    // The runs the hypervisor left alone are counted apart.
+    if counts_steal() {
+        let calm_runs = report
+            .get("calm_runs")
+            .filter(|calm| !calm.is_null())
+            .context("calm_runs missing")?;
+        ensure!(
+            number(calm_runs, "runs")? == f64::from(calm)
+                && number(calm_runs, "under_target")? == f64::from(calm_under),
+            "calm_runs does not match the runs' steal: {report}"
+        );
+    }
 
     // The full-speed topic is gone; the paced one holds every record.
     let topics = silt.cli_ok(&["topics", "list"])?;
@@ -295,6 +325,19 @@ async fn a_paced_run_keeps_its_rate_and_client_stats_name_where_stalls_waited() 
             number(stats, "rtt_max_ms")? <= number(run_stats, "rtt_max_ms")?,
             "a window's maximum above the run's: {window} / {run_stats}"
         );
+    }
+    // The run and each window carry how much CPU time the hypervisor took, a
+    // window no more than the whole run (its span ends inside the run).
+    if counts_steal() {
+        let run_steal = number(&report, "host_steal_ms")?;
+        ensure!(number(&report, "cpus")? >= 1.0, "cpus missing: {report}");
+        for window in windows {
+            let window_steal = number(window, "host_steal_ms")?;
+            ensure!(
+                window_steal <= run_steal,
+                "a window's steal above the run's: {window} / {run_steal}"
+            );
+        }
     }
     Ok(())
 }
