@@ -14,6 +14,7 @@ pub mod partition;
 pub mod preallocate;
 pub mod producer_state;
 pub mod record_batch;
+pub mod recovery_checkpoint;
 pub mod remote_log;
 pub mod replica_manager;
 pub mod replication;

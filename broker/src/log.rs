@@ -32,6 +32,7 @@ use crate::record_batch::{
     BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, set_log_append_time, validate_batches,
     validate_replicated_batches,
 };
+use crate::recovery_checkpoint::RecoveryCheckpoint;
 use crate::segment::{
     INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, TIME_INDEX_FILE_SUFFIX, offset_file_path,
     parse_offset_file_name,
@@ -240,7 +241,9 @@ impl LeaderEpochCache {
     }
 }
 
-fn read_offset_checkpoint(path: &Path) -> Option<i64> {
+/// The offset in a Kafka offset checkpoint file (version line, offset line); None
+/// when the file is missing or not one.
+pub(crate) fn read_offset_checkpoint(path: &Path) -> Option<i64> {
     let content = fs::read_to_string(path).ok()?;
     let mut lines = content.lines();
     let version: i64 = lines.next()?.trim().parse().ok()?;
@@ -248,13 +251,14 @@ fn read_offset_checkpoint(path: &Path) -> Option<i64> {
     (version == CHECKPOINT_VERSION && offset >= 0).then_some(offset)
 }
 
-fn write_offset_checkpoint(path: &Path, offset: i64) -> io::Result<()> {
+/// Writes a one-offset checkpoint file atomically, with fsyncs.
+pub(crate) fn write_offset_checkpoint(path: &Path, offset: i64) -> io::Result<()> {
     write_file_atomically(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
 }
 
 /// [`write_offset_checkpoint`] without fsyncs: for checkpoints where an old or missing
 /// file is safe (it only makes recovery scan more).
-fn write_offset_checkpoint_unsynced(path: &Path, offset: i64) -> io::Result<()> {
+pub(crate) fn write_offset_checkpoint_unsynced(path: &Path, offset: i64) -> io::Result<()> {
     write_file_replacing(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
 }
 
@@ -305,6 +309,9 @@ pub struct PartitionLog {
     /// Bumped by every truncation: a background flush started before one no longer
     /// proves the offsets below its `up_to` durable.
     truncations: u64,
+    /// The `recovery-point` file, written in the background as rolled segments
+    /// become durable.
+    recovery_checkpoint: RecoveryCheckpoint,
     /// Block preallocation ahead of the active segment's appends: the step (bytes) and
     /// the partition's append rate. None when off.
     preallocation: Option<(u64, AppendRate)>,
@@ -430,6 +437,11 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             background_flushes: std::collections::VecDeque::new(),
             truncations: 0,
+            recovery_checkpoint: RecoveryCheckpoint::new(
+                dir.join(RECOVERY_POINT_FILE),
+                log_end_offset,
+                0,
+            ),
             preallocation: None,
             standby: None,
             writeback: None,
@@ -450,7 +462,8 @@ impl PartitionLog {
         log.remove_stray_snapshots()?;
 
         write_offset_checkpoint(&log.dir.join(LOG_START_OFFSET_FILE), log.log_start_offset)?;
-        write_offset_checkpoint(&log.dir.join(RECOVERY_POINT_FILE), log.recovery_point)?;
+        log.recovery_checkpoint
+            .write_now(log.recovery_point, log.truncations)?;
         if clean_shutdown {
             fs::remove_file(&marker)?;
             fsync_dir(&log.dir)?;
@@ -1238,16 +1251,19 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Waits until every rolled segment's background fsync has finished and moves the
-    /// recovery point past those that succeeded.
+    /// Waits until every rolled segment's background fsync has finished, moves the
+    /// recovery point past those that succeeded and waits for its checkpoint to be
+    /// written.
     pub fn wait_for_background_flushes(&mut self) {
         self.reap_background_flushes(true);
+        self.recovery_checkpoint.wait_idle();
     }
 
     /// Takes the results of finished background flushes of rolled segments (all of them,
     /// waiting, with `wait`), in roll order, and moves the recovery point past each one
     /// that succeeded with no truncation since it started. The recovery-point checkpoint
-    /// is written without an fsync: losing it only means recovering more on restart.
+    /// is written on a background thread ([`RecoveryCheckpoint::request`]): this runs
+    /// under the log lock, on appends.
     fn reap_background_flushes(&mut self, wait: bool) {
         let mut advanced = false;
         while let Some(flush) = self.background_flushes.front() {
@@ -1275,13 +1291,9 @@ impl PartitionLog {
                 }
             }
         }
-        if advanced
-            && let Err(error) = write_offset_checkpoint_unsynced(
-                &self.dir.join(RECOVERY_POINT_FILE),
-                self.recovery_point,
-            )
-        {
-            warn!(topic = %self.topic, partition = self.partition, %error, "writing the recovery point checkpoint failed");
+        if advanced {
+            self.recovery_checkpoint
+                .request(self.recovery_point, self.truncations);
         }
     }
 
@@ -1665,7 +1677,8 @@ impl PartitionLog {
         }
         self.load_producer_state()?;
         self.recovery_point = self.recovery_point.min(self.log_end_offset);
-        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
+        self.recovery_checkpoint
+            .write_now(self.recovery_point, self.truncations)?;
         self.unflushed_messages = 0;
         Ok(())
     }
@@ -1688,7 +1701,9 @@ impl PartitionLog {
             .producer_state
             .write_snapshot(&self.dir, self.log_end_offset)?;
         self.recovery_point = self.log_end_offset;
-        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
+        self.recovery_checkpoint.wait_idle();
+        self.recovery_checkpoint
+            .write_now(self.recovery_point, self.truncations)?;
         write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), self.log_start_offset)?;
         self.epoch_cache.write()?;
         write_file_atomically(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
@@ -1699,6 +1714,8 @@ impl PartitionLog {
     /// Deletes every file of the log and its directory (topic deletion).
     pub fn delete(mut self) -> Result<(), LogError> {
         self.discard_standby();
+        // A checkpoint write still running would put a file back into the directory.
+        self.recovery_checkpoint.wait_idle();
         let PartitionLog {
             dir,
             topic,

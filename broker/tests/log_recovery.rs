@@ -34,6 +34,16 @@ fn crashed_log(dir: &Path, config: &LogConfig, batches: i64) -> PartitionLog {
     log
 }
 
+/// The offset in the log's `recovery-point` checkpoint file.
+fn read_recovery_point(dir: &Path) -> i64 {
+    fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
+        .expect("checkpoint")
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .expect("offset line")
+}
+
 fn active_log_file(dir: &Path) -> PathBuf {
     dir.join(log_files(dir).last().expect("a segment"))
 }
@@ -150,6 +160,11 @@ fn sealed_segments_below_the_recovery_point_are_not_rescanned() {
     assert!(log.segment_count() > 3);
     log.wait_for_background_flushes();
     assert!(log.recovery_point() > 0, "rolled segments flushed");
+    assert_eq!(
+        read_recovery_point(&dir),
+        log.recovery_point(),
+        "the checkpoint is written once the flushes are done"
+    );
     drop(log);
     corrupt_payload(&segment_file(&dir, 0), 0);
 
@@ -198,13 +213,7 @@ fn close_waits_for_background_flushes_and_moves_the_recovery_point_to_the_end() 
     let log = crashed_log(&dir, &config, 30);
     assert!(log.segment_count() > 2);
     log.close().expect("close");
-    let recovery_point: i64 = fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
-        .expect("checkpoint")
-        .lines()
-        .nth(1)
-        .and_then(|line| line.trim().parse().ok())
-        .expect("offset line");
-    assert_eq!(recovery_point, 60);
+    assert_eq!(read_recovery_point(&dir), 60);
     let log = open(&dir, config);
     assert_eq!(values(&log), expected_values(30));
 }
@@ -295,4 +304,29 @@ fn leader_epoch_checkpoint_tracks_epochs_and_survives_restart() {
         fs::read_to_string(&checkpoint).expect("checkpoint"),
         "0\n1\n1 0\n"
     );
+}
+
+#[test]
+fn a_truncation_below_the_recovery_point_writes_the_checkpoint_down_at_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("events-7");
+    let config = small_segments(1_024);
+    let mut log = crashed_log(&dir, &config, 30);
+    log.wait_for_background_flushes();
+    let flushed = log.recovery_point();
+    assert!(flushed > 10, "rolled segments flushed: {flushed}");
+    assert_eq!(read_recovery_point(&dir), flushed);
+
+    log.truncate_to(10).expect("truncate");
+    assert_eq!(log.recovery_point(), 10);
+    assert_eq!(read_recovery_point(&dir), 10, "written with the truncation");
+    // Appends after it roll and flush again; the checkpoint follows from 10 up.
+    for index in 0..20 {
+        let _info = log
+            .append_as_leader(&spec(index).encode(), 0, 5_000)
+            .expect("append");
+    }
+    log.wait_for_background_flushes();
+    assert!(log.recovery_point() > 10);
+    assert_eq!(read_recovery_point(&dir), log.recovery_point());
 }

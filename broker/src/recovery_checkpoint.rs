@@ -1,0 +1,194 @@
+//! The recovery-point checkpoint of one partition log, written off the append path.
+//!
+//! The recovery point advances when a rolled segment's background fsync is done, and
+//! the log learns that on its next append, under the log lock. Writing the checkpoint
+//! there renamed a new file over the old one; freeing the old file's block (a
+//! synchronous discard on file systems mounted with `discard`) and allocating the new
+//! one wait behind whatever the disk is doing: up to 170 ms while other partitions'
+//! rolled segments were being fsynced, and every producer of the partition waited
+//! with it. Kafka writes this checkpoint from its scheduler
+//! (`log.flush.offset.checkpoint.interval.ms`), never from an append; here a
+//! background thread writes it as soon as it is asked to.
+//!
+//! A write requested before a truncation must not land after it: each request carries
+//! the log's truncation count, and [`RecoveryCheckpoint::write_now`] (truncation,
+//! open, close) records the new count under the same lock the writer holds while
+//! writing, so a stale request is dropped. Values only move forward between
+//! truncations.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tracing::warn;
+
+/// What the file holds, and the truncation count it was written under.
+#[derive(Debug)]
+struct Written {
+    offset: i64,
+    truncations: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    /// Held while the file is written.
+    written: Mutex<Written>,
+    /// The latest request not yet taken by the writer: (offset, truncations).
+    pending: Mutex<Option<(i64, u64)>>,
+    /// Whether a writer thread is running (it takes `pending` until it is empty).
+    writing: AtomicBool,
+}
+
+/// The recovery-point checkpoint file (`recovery-point`) of one log.
+#[derive(Debug, Clone)]
+pub struct RecoveryCheckpoint {
+    shared: Arc<Shared>,
+}
+
+impl RecoveryCheckpoint {
+    /// The checkpoint at `path`, written with `offset` under `truncations` already
+    /// (by the caller, e.g. at open).
+    pub fn new(path: PathBuf, offset: i64, truncations: u64) -> RecoveryCheckpoint {
+        RecoveryCheckpoint {
+            shared: Arc::new(Shared {
+                path,
+                written: Mutex::new(Written {
+                    offset,
+                    truncations,
+                }),
+                pending: Mutex::new(None),
+                writing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Asks for `offset` to be written, in the background, without an fsync (losing
+    /// it only means recovering more on restart). Returns at once. The write is
+    /// dropped when a truncation counted after `truncations` has been written, or when
+    /// the file holds `offset` or more already.
+    pub fn request(&self, offset: i64, truncations: u64) {
+        *self.shared.pending.lock() = Some((offset, truncations));
+        if self.shared.writing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let name = format!(
+            "silt-checkpoint-{}",
+            shared
+                .path
+                .parent()
+                .and_then(|dir| dir.file_name())
+                .and_then(|name| name.to_str())
+                .unwrap_or_default()
+        );
+        if let Err(error) = crate::background::spawn(name, move || write_pending(&shared)) {
+            // No thread: write here rather than lose the checkpoint.
+            warn!(%error, "starting the checkpoint writer failed; writing the recovery point inline");
+            write_pending(&self.shared);
+        }
+    }
+
+    /// Writes `offset` now, with an fsync, as the value after truncation number
+    /// `truncations`: waits for a background write in progress, and drops requests
+    /// made before it.
+    ///
+    /// # Errors
+    /// The file could not be written.
+    pub fn write_now(&self, offset: i64, truncations: u64) -> io::Result<()> {
+        let mut written = self.shared.written.lock();
+        written.truncations = written.truncations.max(truncations);
+        crate::log::write_offset_checkpoint(&self.shared.path, offset)?;
+        written.offset = offset;
+        Ok(())
+    }
+
+    /// The offset the file holds (as far as this process wrote it).
+    pub fn written(&self) -> i64 {
+        self.shared.written.lock().offset
+    }
+
+    /// Waits until no background write is running (tests, close).
+    pub fn wait_idle(&self) {
+        while self.shared.writing.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// The writer thread: takes requests until none is left, then stops.
+fn write_pending(shared: &Shared) {
+    loop {
+        let request = shared.pending.lock().take();
+        let Some((offset, truncations)) = request else {
+            shared.writing.store(false, Ordering::Release);
+            // A request made between the take and the store found `writing` set and
+            // left it to this thread.
+            if shared.pending.lock().is_some() && !shared.writing.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            return;
+        };
+        let mut written = shared.written.lock();
+        if truncations != written.truncations || offset <= written.offset {
+            continue;
+        }
+        match crate::log::write_offset_checkpoint_unsynced(&shared.path, offset) {
+            Ok(()) => written.offset = offset,
+            Err(error) => {
+                warn!(path = %shared.path.display(), %error, "writing the recovery point checkpoint failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &std::path::Path) -> Option<i64> {
+        crate::log::read_offset_checkpoint(path)
+    }
+
+    #[test]
+    fn requests_are_written_in_the_background_and_only_move_forward() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("recovery-point");
+        let checkpoint = RecoveryCheckpoint::new(path.clone(), 0, 0);
+        checkpoint.request(100, 0);
+        checkpoint.wait_idle();
+        assert_eq!(read(&path), Some(100));
+        checkpoint.request(50, 0);
+        checkpoint.wait_idle();
+        assert_eq!(read(&path), Some(100), "an older value is not written back");
+        for offset in 101..=200 {
+            checkpoint.request(offset, 0);
+        }
+        checkpoint.wait_idle();
+        assert_eq!(read(&path), Some(200));
+        assert_eq!(checkpoint.written(), 200);
+    }
+
+    #[test]
+    fn a_request_from_before_a_truncation_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("recovery-point");
+        let checkpoint = RecoveryCheckpoint::new(path.clone(), 0, 0);
+        checkpoint.request(100, 0);
+        checkpoint.wait_idle();
+        // A truncation to 40 (the log's first), then a request computed before it.
+        checkpoint.write_now(40, 1).expect("write");
+        checkpoint.request(120, 0);
+        checkpoint.wait_idle();
+        assert_eq!(read(&path), Some(40));
+        checkpoint.request(60, 1);
+        checkpoint.wait_idle();
+        assert_eq!(
+            read(&path),
+            Some(60),
+            "requests after the truncation still count"
+        );
+    }
+}
