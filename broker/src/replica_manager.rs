@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -1361,7 +1361,10 @@ fn append_locked(
 ) -> Result<AppendInfo, PartitionError> {
     let leader_epoch = hosted.leader_epoch();
     let isr_size = hosted.isr().len();
-    hosted.update_log(|log| {
+    let started = Instant::now();
+    let mut locked_at = started;
+    let result = hosted.update_log(|log| {
+        locked_at = Instant::now();
         let min_isr = log.config().min_insync_replicas;
         if min_insync_check && (isr_size as i64) < i64::from(min_isr) {
             return Err(PartitionError::NotEnoughReplicas {
@@ -1374,8 +1377,21 @@ fn append_locked(
             log_start_offset: log.log_start_offset(),
             ..appended
         })
-    })
+    });
+    let took = started.elapsed();
+    if took >= SLOW_APPEND {
+        let lock_wait_us = (locked_at - started).as_micros() as u64;
+        let took_us = took.as_micros() as u64;
+        metrics::counter!("silt_log_slow_appends_total").increment(1);
+        warn!(topic = %hosted.topic, partition = hosted.partition, bytes = records.len(), took_us, lock_wait_us, "slow append: producers of this partition waited");
+    }
+    result
 }
+
+/// An append (log lock wait included) at least this long is logged and counted
+/// (`silt_log_slow_appends_total`): at the default settings appends take tens of µs,
+/// so one this slow is a stall every producer of the partition saw.
+const SLOW_APPEND: Duration = Duration::from_millis(50);
 
 /// Reads `<partition dir>/high-watermark` (`0\n<offset>\n`); `None` when missing or
 /// unreadable.
