@@ -1208,7 +1208,7 @@ async fn run_latency(args: LatencyArgs) -> Result<LatencyReport> {
         CalmRuns {
             max_steal_ms_per_cpu: CALM_RUN_MAX_STEAL_MS_PER_CPU,
             runs: calm.len(),
-            under_target: calm.into_iter().filter(|run| under_target(&run)).count(),
+            under_target: calm.into_iter().filter(|run| under_target(run)).count(),
         }
     });
     Ok(LatencyReport {
