@@ -312,6 +312,9 @@ pub struct PartitionLog {
     /// The `recovery-point` file, written in the background as rolled segments
     /// become durable.
     recovery_checkpoint: RecoveryCheckpoint,
+    /// A rolled segment's fsync failed: later flushes do not prove it durable, so the
+    /// recovery point stays until a full [`PartitionLog::flush`] succeeds.
+    flush_failed: bool,
     /// Block preallocation ahead of the active segment's appends: the step (bytes) and
     /// the partition's append rate. None when off.
     preallocation: Option<(u64, AppendRate)>,
@@ -442,6 +445,7 @@ impl PartitionLog {
                 log_end_offset,
                 0,
             ),
+            flush_failed: false,
             preallocation: None,
             standby: None,
             writeback: None,
@@ -1246,6 +1250,7 @@ impl PartitionLog {
         for (_, segment) in self.segments.range(from..) {
             segment.flush()?;
         }
+        self.flush_failed = false;
         self.recovery_point = self.log_end_offset;
         self.unflushed_messages = 0;
         Ok(())
@@ -1274,7 +1279,7 @@ impl PartitionLog {
                 break;
             };
             match flush.thread.join() {
-                Ok(Ok(())) if flush.truncations == self.truncations => {
+                Ok(Ok(())) if flush.truncations == self.truncations && !self.flush_failed => {
                     let durable = flush.up_to.min(self.log_end_offset);
                     if durable > self.recovery_point {
                         self.recovery_point = durable;
@@ -1283,10 +1288,12 @@ impl PartitionLog {
                 }
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
+                    self.flush_failed = true;
                     metrics::counter!("silt_log_flush_errors_total").increment(1);
                     warn!(topic = %self.topic, partition = self.partition, up_to = flush.up_to, %error, "fsync of a rolled segment failed; it will be recovered after a crash");
                 }
                 Err(_) => {
+                    self.flush_failed = true;
                     warn!(topic = %self.topic, partition = self.partition, "segment flush thread panicked")
                 }
             }
@@ -1701,7 +1708,7 @@ impl PartitionLog {
             .producer_state
             .write_snapshot(&self.dir, self.log_end_offset)?;
         self.recovery_point = self.log_end_offset;
-        self.recovery_checkpoint.wait_idle();
+        self.recovery_checkpoint.close();
         self.recovery_checkpoint
             .write_now(self.recovery_point, self.truncations)?;
         write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), self.log_start_offset)?;
@@ -1711,11 +1718,18 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Stops the threads that create files in the log's directory: removes the standby
+    /// segment and stops the checkpoint writer (a write still running would put a file
+    /// back into a directory being deleted, or an old offset into a recreated one).
+    /// Call before deleting the directory; the log writes no checkpoint after this.
+    pub fn stop_background_writes(&mut self) {
+        self.discard_standby();
+        self.recovery_checkpoint.close();
+    }
+
     /// Deletes every file of the log and its directory (topic deletion).
     pub fn delete(mut self) -> Result<(), LogError> {
-        self.discard_standby();
-        // A checkpoint write still running would put a file back into the directory.
-        self.recovery_checkpoint.wait_idle();
+        self.stop_background_writes();
         let PartitionLog {
             dir,
             topic,

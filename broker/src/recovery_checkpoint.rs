@@ -27,8 +27,11 @@ use tracing::warn;
 /// What the file holds, and the truncation count it was written under.
 #[derive(Debug)]
 struct Written {
+    /// `i64::MIN` when unknown (a synchronous write failed part-way).
     offset: i64,
     truncations: u64,
+    /// Set when the log is closed or its directory deleted: nothing more is written.
+    closed: bool,
 }
 
 #[derive(Debug)]
@@ -58,6 +61,7 @@ impl RecoveryCheckpoint {
                 written: Mutex::new(Written {
                     offset,
                     truncations,
+                    closed: false,
                 }),
                 pending: Mutex::new(None),
                 writing: AtomicBool::new(false),
@@ -100,6 +104,8 @@ impl RecoveryCheckpoint {
     pub fn write_now(&self, offset: i64, truncations: u64) -> io::Result<()> {
         let mut written = self.shared.written.lock();
         written.truncations = written.truncations.max(truncations);
+        // Unknown until the write succeeds, so that a later request may correct it.
+        written.offset = i64::MIN;
         crate::log::write_offset_checkpoint(&self.shared.path, offset)?;
         written.offset = offset;
         Ok(())
@@ -110,11 +116,18 @@ impl RecoveryCheckpoint {
         self.shared.written.lock().offset
     }
 
-    /// Waits until no background write is running (tests, close).
+    /// Waits until every request made so far is written or dropped.
     pub fn wait_idle(&self) {
-        while self.shared.writing.load(Ordering::Acquire) {
+        while self.shared.writing.load(Ordering::Acquire) || self.shared.pending.lock().is_some() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    /// Stops all writes (close, deletion of the log's directory): waits for a write in
+    /// progress; requests not yet written, and any made later, are dropped.
+    pub fn close(&self) {
+        self.shared.written.lock().closed = true;
+        self.wait_idle();
     }
 }
 
@@ -132,7 +145,7 @@ fn write_pending(shared: &Shared) {
             return;
         };
         let mut written = shared.written.lock();
-        if truncations != written.truncations || offset <= written.offset {
+        if written.closed || truncations != written.truncations || offset <= written.offset {
             continue;
         }
         match crate::log::write_offset_checkpoint_unsynced(&shared.path, offset) {
@@ -190,5 +203,21 @@ mod tests {
             Some(60),
             "requests after the truncation still count"
         );
+    }
+
+    #[test]
+    fn nothing_is_written_once_closed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("recovery-point");
+        let checkpoint = RecoveryCheckpoint::new(path.clone(), 0, 0);
+        checkpoint.request(100, 0);
+        checkpoint.wait_idle();
+        assert_eq!(read(&path), Some(100));
+        checkpoint.close();
+        std::fs::remove_file(&path).expect("remove");
+        checkpoint.request(200, 0);
+        checkpoint.wait_idle();
+        assert!(!path.exists(), "a request after close wrote the file");
+        assert!(!dir.path().join("recovery-point.tmp").exists());
     }
 }

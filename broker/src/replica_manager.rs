@@ -598,7 +598,7 @@ impl ReplicaManager {
         let outcome = tokio::task::spawn_blocking(move || {
             // Holding the lock keeps an in-flight append from recreating files meanwhile.
             let mut guard = log.lock();
-            guard.discard_standby();
+            guard.stop_background_writes();
             std::fs::remove_dir_all(guard.dir())
         })
         .await;

@@ -364,8 +364,8 @@ pub struct StallWindow {
     /// With `--client-stats-ms`: where the window's records waited.
     pub client_stats: Option<ClientStatsMax>,
     /// CPU time the hypervisor took from this machine (all CPUs, ms) from the
-    /// window's start until its slowest record was acknowledged; None where
-    /// `/proc/stat` counts no steal ([`steal`]).
+    /// window's start until its slowest record was acknowledged, read at 50 ms steps
+    /// so at most that much more; None where `/proc/stat` counts no steal ([`steal`]).
     pub host_steal_ms: Option<u64>,
 }
 
@@ -1121,7 +1121,7 @@ impl LatencyReport {
         );
         if let Some(calm) = &self.calm_runs {
             println!(
-                "  of the {} runs in which the hypervisor took at most {} ms per CPU (steal): {} under",
+                "  of the {} runs in which the hypervisor took at most {} ms per CPU (steal ms: all CPUs together): {} under",
                 calm.runs, calm.max_steal_ms_per_cpu, calm.under_target
             );
         }

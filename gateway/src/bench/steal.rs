@@ -5,8 +5,9 @@
 //! `USER_HZ` ticks, 10 ms on most systems). Both the broker and the load
 //! generator stop during it, so a stall that lines up with steal says nothing
 //! about either of them. The sampler reads the all-CPU total on a thread of its
-//! own; where `/proc/stat` has no steal field (not Linux, or no paravirtual
-//! steal clock) it samples nothing and the reports carry no steal figure.
+//! own. Where `/proc/stat` cannot be read or has no steal field (not Linux) it
+//! samples nothing and the reports carry no steal figure; a machine without a
+//! paravirtual steal clock reports 0.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,9 +116,9 @@ impl StealSampler {
 
 impl StealSamples {
     /// Steal in ms, summed over all CPUs, between the last reading at or before
-    /// `from_us` and the first at or after `to_us` (µs since the sampler's origin),
-    /// so the span read covers the one asked for. None without readings on both
-    /// sides of the span.
+    /// `from_us` and the first at or after `to_us` (µs since the sampler's origin):
+    /// an upper bound for the span asked for, which the readings cover with up to
+    /// one sampling interval on each side. None without readings on both sides.
     pub fn between(&self, from_us: u64, to_us: u64) -> Option<u64> {
         let first = self
             .samples
@@ -166,14 +167,13 @@ mod tests {
         if read_steal_ms().is_some() {
             let until = origin.elapsed().as_micros() as u64;
             let all = &readings.samples;
-            assert!(all.len() >= 3, "{readings:?}");
+            // The first reading at start, the last at finish.
+            assert!(all.len() >= 2, "{readings:?}");
             assert!(readings.cpus >= 1);
             let (first, last) = (all[0], all[all.len() - 1]);
             assert!(readings.between(first.at_us, last.at_us).is_some());
             assert!(
-                all.windows(2)
-                    .all(|pair| pair[0].at_us <= pair[1].at_us
-                        && pair[0].steal_ms <= pair[1].steal_ms),
+                all.windows(2).all(|pair| pair[0].at_us <= pair[1].at_us),
                 "{readings:?}"
             );
             assert!(last.at_us <= until);
