@@ -1578,7 +1578,7 @@ impl PartitionLog {
 
     /// DeleteRecords: moves the log start offset to `offset` (the caller
     /// checks it against the high watermark; it must be `<=` the log end
-    /// offset), persists it, and deletes segments wholly below it. Returns
+    /// offset), deletes segments wholly below it, then persists it. Returns
     /// the new log start offset (unchanged if `offset` is not above it).
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
         if offset < 0 || offset > self.log_end_offset {
@@ -1592,10 +1592,12 @@ impl PartitionLog {
             return Ok(self.log_start_offset);
         }
         self.log_start_offset = offset;
-        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
         info!(topic = %self.topic, partition = self.partition, log_start_offset = offset, "log start offset moved by delete records");
+        // The segments go before the checkpoint is written: on a full disk they are
+        // what makes room for it.
         let count = self.segments_below_log_start();
         let _deleted = self.delete_oldest_segments(count, "delete records")?;
+        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
         if self.epoch_cache.truncate_from_start(self.log_start_offset) {
             self.epoch_cache.write()?;
         }

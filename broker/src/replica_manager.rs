@@ -11,7 +11,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use silt_controller::{BrokerId, ClusterMetadata, TopicId};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::LogError;
 use crate::isr::IsrUpdater;
@@ -1378,6 +1378,14 @@ fn append_locked(
             ..appended
         })
     });
+    if let Err(PartitionError::Log(error)) = &result
+        && error.kafka_error_code() == crate::error::kafka_code::KAFKA_STORAGE_ERROR
+    {
+        metrics::counter!("silt_log_append_storage_errors_total").increment(1);
+        if STORAGE_ERROR_LOG.due() {
+            error!(topic = %hosted.topic, partition = hosted.partition, %error, "append failed in the log directory: producers get KAFKA_STORAGE_ERROR and retry until it has room again (free disk space or fix the disk); the failed batches are not appended");
+        }
+    }
     let took = started.elapsed();
     if took >= SLOW_APPEND {
         let lock_wait_us = (locked_at - started).as_micros() as u64;
@@ -1386,6 +1394,41 @@ fn append_locked(
         warn!(topic = %hosted.topic, partition = hosted.partition, bytes = records.len(), took_us, lock_wait_us, "slow append: producers of this partition waited");
     }
     result
+}
+
+/// Storage errors are logged at most once per [`STORAGE_ERROR_LOG_INTERVAL_MS`]: with
+/// a full disk every produce request fails, and each would log.
+static STORAGE_ERROR_LOG: LogThrottle = LogThrottle::new(STORAGE_ERROR_LOG_INTERVAL_MS);
+
+/// Minimum time between two storage-error log lines, ms.
+const STORAGE_ERROR_LOG_INTERVAL_MS: i64 = 10_000;
+
+/// Lets a repeated log line through at most once per interval (process-wide).
+struct LogThrottle {
+    interval_ms: i64,
+    /// Wall-clock ms of the last line let through; `i64::MIN` before the first.
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl LogThrottle {
+    const fn new(interval_ms: i64) -> LogThrottle {
+        LogThrottle {
+            interval_ms,
+            last_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Whether a line may be logged now; at most one caller per interval gets true.
+    fn due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last == i64::MIN || now.saturating_sub(last) >= self.interval_ms)
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }
 
 /// An append (log lock wait included) at least this long is logged and counted
@@ -1432,5 +1475,22 @@ fn looks_like_partition_dir(path: &Path) -> bool {
                 && partition.bytes().all(|b| b.is_ascii_digit())
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogThrottle;
+
+    #[test]
+    fn a_log_throttle_lets_one_line_through_per_interval() {
+        let throttle = LogThrottle::new(60_000);
+        assert!(throttle.due(), "the first line goes through");
+        assert!(!throttle.due(), "a second within the interval does not");
+        let open = LogThrottle::new(0);
+        assert!(
+            open.due() && open.due(),
+            "a zero interval lets every line through"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 
 /// How long a fresh or restarted broker may take to report healthy.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -136,6 +136,7 @@ pub struct SiltOptions {
     env: Vec<(String, String)>,
     advertised_port: Option<u16>,
     node: Option<NodeIdentity>,
+    data_dir_limit_mib: Option<u64>,
 }
 
 /// Where one member of a multi-node cluster listens and which quorum it joins.
@@ -191,6 +192,13 @@ impl SiltOptions {
         self
     }
 
+    /// Puts the data directory on a tmpfs of `mib` MiB (mounted for the process's
+    /// lifetime, unmounted on drop; needs root), so a test can fill it.
+    pub fn data_dir_limit_mib(mut self, mib: u64) -> Self {
+        self.data_dir_limit_mib = Some(mib);
+        self
+    }
+
     /// Makes the broker one node of a multi-node cluster.
     pub fn node(mut self, identity: NodeIdentity) -> Self {
         self.node = Some(identity);
@@ -231,8 +239,42 @@ pub struct SiltProcess {
     stderr_path: PathBuf,
     data_dir: PathBuf,
     starts: u32,
+    /// The tmpfs under `data_dir`, with `SiltOptions::data_dir_limit_mib`; held only to
+    /// unmount it on drop, after the process is killed and before the tempdir goes.
+    _data_mount: Option<TmpfsMount>,
     // Dropped last: removes the data dir and the log.
     tempdir: tempfile::TempDir,
+}
+
+/// A tmpfs mounted at a directory, unmounted when dropped.
+#[derive(Debug)]
+struct TmpfsMount {
+    path: PathBuf,
+}
+
+impl TmpfsMount {
+    fn mount(path: &Path, mib: u64) -> Result<TmpfsMount> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "silt-test"])
+            .arg(path)
+            .status()
+            .context("running mount")?;
+        ensure!(
+            status.success(),
+            "mounting a {mib} MiB tmpfs at {} failed (root needed): {status}",
+            path.display()
+        );
+        Ok(TmpfsMount {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        // Lazy: a process still holding files cannot keep the mount alive.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }
 
 impl SiltProcess {
@@ -258,6 +300,10 @@ impl SiltProcess {
             .context("creating tempdir")?;
         let data_dir = tempdir.path().join("data");
         std::fs::create_dir_all(&data_dir)?;
+        let data_mount = match options.data_dir_limit_mib {
+            Some(mib) => Some(TmpfsMount::mount(&data_dir, mib)?),
+            None => None,
+        };
         let (kafka_port, admin_port) = match &options.node {
             Some(identity) => (identity.kafka_port, identity.admin_port),
             None => (free_port()?, free_port()?),
@@ -270,6 +316,7 @@ impl SiltProcess {
             stderr_path: tempdir.path().join("silt.stderr.log"),
             data_dir,
             starts: 0,
+            _data_mount: data_mount,
             tempdir,
         };
         process.spawn()?;
