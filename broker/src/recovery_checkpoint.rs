@@ -165,14 +165,20 @@ mod tests {
         crate::log::read_offset_checkpoint(path)
     }
 
-    #[test]
-    fn requests_are_written_in_the_background_and_only_move_forward() {
+    /// A checkpoint in a fresh directory to which 100 was written in the background.
+    fn checkpoint_at_100() -> (tempfile::TempDir, std::path::PathBuf, RecoveryCheckpoint) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("recovery-point");
         let checkpoint = RecoveryCheckpoint::new(path.clone(), 0, 0);
         checkpoint.request(100, 0);
         checkpoint.wait_idle();
         assert_eq!(read(&path), Some(100));
+        (dir, path, checkpoint)
+    }
+
+    #[test]
+    fn requests_are_written_in_the_background_and_only_move_forward() {
+        let (_dir, path, checkpoint) = checkpoint_at_100();
         checkpoint.request(50, 0);
         checkpoint.wait_idle();
         assert_eq!(read(&path), Some(100), "an older value is not written back");
@@ -186,11 +192,7 @@ mod tests {
 
     #[test]
     fn a_request_from_before_a_truncation_is_dropped() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("recovery-point");
-        let checkpoint = RecoveryCheckpoint::new(path.clone(), 0, 0);
-        checkpoint.request(100, 0);
-        checkpoint.wait_idle();
+        let (_dir, path, checkpoint) = checkpoint_at_100();
         // A truncation to 40 (the log's first), then a request computed before it.
         checkpoint.write_now(40, 1).expect("write");
         checkpoint.request(120, 0);
@@ -207,12 +209,7 @@ mod tests {
 
     #[test]
     fn nothing_is_written_once_closed() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("recovery-point");
-        let checkpoint = RecoveryCheckpoint::new(path.clone(), 0, 0);
-        checkpoint.request(100, 0);
-        checkpoint.wait_idle();
-        assert_eq!(read(&path), Some(100));
+        let (dir, path, checkpoint) = checkpoint_at_100();
         checkpoint.close();
         std::fs::remove_file(&path).expect("remove");
         checkpoint.request(200, 0);
