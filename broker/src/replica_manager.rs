@@ -168,6 +168,14 @@ pub enum PartitionError {
     /// A blocking log task failed to complete (panicked or was cancelled).
     #[error("storage task failed: {0}")]
     StorageTask(String),
+    /// Applying metadata failed for more than one partition; the first failure.
+    #[error("{count} partitions failed, the first: {first}")]
+    Several {
+        /// Partitions (or topics, for a bad topic config) that failed.
+        count: usize,
+        /// The first failure.
+        first: Box<PartitionError>,
+    },
 }
 
 impl PartitionError {
@@ -192,6 +200,7 @@ impl PartitionError {
             PartitionError::Log(log_error) => log_error.kafka_error_code(),
             PartitionError::Remote(remote_error) => remote_error.kafka_error_code(),
             PartitionError::StorageTask(_) => error_code::KAFKA_STORAGE_ERROR,
+            PartitionError::Several { first, .. } => first.kafka_error_code(),
         }
     }
 }
@@ -463,41 +472,43 @@ impl ReplicaManager {
     /// Brings hosted partitions in line with the controller's metadata: opens (and
     /// recovers) logs for partitions assigned to this broker, applies config and leader
     /// changes, and deletes logs of topics that no longer exist. Idempotent.
+    ///
+    /// One partition's failure (a log that cannot be opened, a full disk, a bad topic
+    /// config) does not hold up the others: every other partition is still applied, each
+    /// failure is logged with its partition, and the first is returned so the caller
+    /// can retry the whole, already idempotent, application later.
     pub async fn apply_metadata(&self, metadata: &ClusterMetadata) -> Result<(), PartitionError> {
         let _serialized = self.apply_lock.lock().await;
         let mut wanted: HashSet<PartitionKey> = HashSet::new();
+        let mut first_error = None;
+        let mut failures = 0_usize;
         for topic in metadata.topics.values() {
-            let config = LogConfig::from_configs(&self.config.log_defaults, &topic.configs)?;
             let topic_name: Arc<str> = Arc::from(topic.name.as_str());
+            let config = match LogConfig::from_configs(&self.config.log_defaults, &topic.configs) {
+                Ok(config) => config,
+                Err(error) => {
+                    // Keep what is hosted: a bad config must not delete the topic's logs.
+                    for assignment in &topic.partitions {
+                        if assignment.replicas.contains(&self.config.broker_id) {
+                            wanted.insert((Arc::clone(&topic_name), assignment.partition));
+                        }
+                    }
+                    failures += 1;
+                    debug!(topic = %topic.name, %error, "topic config not applied");
+                    first_error.get_or_insert(PartitionError::from(error));
+                    continue;
+                }
+            };
             for assignment in &topic.partitions {
                 if !assignment.replicas.contains(&self.config.broker_id) {
                     continue;
                 }
                 let key: PartitionKey = (Arc::clone(&topic_name), assignment.partition);
                 wanted.insert(key.clone());
-                let existing = self.partitions.read().get(&key).cloned();
-                match existing {
-                    Some(hosted) if hosted.topic_id == topic.topic_id => {
-                        self.apply_assignment(&hosted, assignment).await?;
-                        hosted.set_min_insync_replicas(config.min_insync_replicas);
-                        let new_config = config.clone();
-                        with_log(&hosted, move |log| {
-                            if log.config() != &new_config {
-                                log.set_config(new_config);
-                            }
-                            Ok(())
-                        })
-                        .await?;
-                    }
-                    Some(stale) => {
-                        self.remove_partition(&key, &stale).await;
-                        self.open_partition(key, topic.topic_id, config.clone(), assignment)
-                            .await?;
-                    }
-                    None => {
-                        self.open_partition(key, topic.topic_id, config.clone(), assignment)
-                            .await?;
-                    }
+                if let Err(error) = self.apply_partition(key, topic.topic_id, &config, assignment).await {
+                    failures += 1;
+                    debug!(topic = %topic.name, partition = assignment.partition, %error, "partition metadata not applied");
+                    first_error.get_or_insert(error);
                 }
             }
         }
@@ -511,13 +522,56 @@ impl ReplicaManager {
         for (key, hosted) in gone {
             self.remove_partition(&key, &hosted).await;
         }
-        if !self
-            .orphans_removed
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        if first_error.is_none()
+            && !self
+                .orphans_removed
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             self.remove_orphan_dirs(&wanted).await;
         }
-        Ok(())
+        match first_error {
+            None => Ok(()),
+            Some(error) if failures == 1 => Err(error),
+            Some(error) => Err(PartitionError::Several {
+                count: failures,
+                first: Box::new(error),
+            }),
+        }
+    }
+
+    /// Applies one assigned partition: opens it if new (or recreated under a new topic
+    /// id), else applies its leader, ISR and config changes.
+    async fn apply_partition(
+        &self,
+        key: PartitionKey,
+        topic_id: TopicId,
+        config: &LogConfig,
+        assignment: &silt_controller::PartitionAssignment,
+    ) -> Result<(), PartitionError> {
+        let existing = self.partitions.read().get(&key).cloned();
+        match existing {
+            Some(hosted) if hosted.topic_id == topic_id => {
+                self.apply_assignment(&hosted, assignment).await?;
+                hosted.set_min_insync_replicas(config.min_insync_replicas);
+                let new_config = config.clone();
+                with_log(&hosted, move |log| {
+                    if log.config() != &new_config {
+                        log.set_config(new_config);
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Some(stale) => {
+                self.remove_partition(&key, &stale).await;
+                self.open_partition(key, topic_id, config.clone(), assignment)
+                    .await
+            }
+            None => {
+                self.open_partition(key, topic_id, config.clone(), assignment)
+                    .await
+            }
+        }
     }
 
     async fn open_partition(

@@ -479,6 +479,38 @@ impl Controller {
             .ok_or_else(|| ControllerError::Raft("this node is not a controller voter".to_owned()))
     }
 
+    /// Resolves once this voter's raft core has stopped by itself: a failed write of the
+    /// raft log or state machine (a full or failed metadata log dir) ends openraft's core
+    /// for good, after which no metadata change can be made here. Kafka shuts a broker
+    /// down when its metadata log dir fails; the caller should do the same, so a
+    /// supervisor restarts the node once the disk is fixed. Never resolves on a
+    /// broker-only node or after [`Controller::shutdown`].
+    ///
+    /// Returns the reason as [`ControllerError::Raft`].
+    pub async fn failed(&self) -> ControllerError {
+        let Some(raft) = &self.inner.raft else {
+            return std::future::pending().await;
+        };
+        let mut stop = self.inner.stop.subscribe();
+        let mut metrics = raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state
+                && !*stop.borrow()
+            {
+                return ControllerError::Raft(format!("the raft core stopped: {fatal}"));
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() && !*stop.borrow() {
+                    return ControllerError::Raft("the raft core stopped".to_owned());
+                },
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> BrokerId {
         self.inner.node_id

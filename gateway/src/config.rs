@@ -208,8 +208,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     ),
     def(
         "offsets.topic.replication.factor",
-        Some("1"),
-        "replication factor of __consumer_offsets",
+        Some("3"),
+        "replication factor of __consumer_offsets, capped at the cluster's size (voters or registered brokers) when it is created",
     ),
     def(
         "offsets.retention.minutes",

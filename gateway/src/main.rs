@@ -79,10 +79,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node = silt_gateway::node::start(config)
         .await
         .context("starting silt")?;
-    let signal = wait_for_signal().await?;
-    tracing::info!(signal, "shutting down");
-    node.shutdown().await;
-    Ok(())
+    let controller = node.context.controller.clone();
+    tokio::select! {
+        signal = wait_for_signal() => {
+            tracing::info!(signal = signal?, "shutting down");
+            node.shutdown().await;
+            Ok(())
+        }
+        error = controller.failed() => {
+            // As Kafka does when its metadata log dir fails: stop, so a supervisor
+            // restarts the node once the disk has room again.
+            tracing::error!(%error, "the controller's metadata log failed; stopping");
+            node.shutdown().await;
+            anyhow::bail!(
+                "the controller's metadata log failed ({error}); check the log dir's disk \
+                 (full or failing) and start silt again"
+            )
+        }
+    }
 }
 
 #[tokio::main]

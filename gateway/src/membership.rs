@@ -18,6 +18,59 @@ use tracing::{info, warn};
 /// anyway (its session then expires on the controller).
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether a controller error can go away by itself (no quorum or leader yet, a
+/// forwarded request that timed out), so the request is worth retrying.
+fn is_transient(error: &ControllerError) -> bool {
+    matches!(
+        error,
+        ControllerError::NotController { .. }
+            | ControllerError::Raft(_)
+            | ControllerError::StaleBrokerEpoch(_)
+    )
+}
+
+/// Start-up waits that retry until the cluster answers: logs the first failure and then
+/// one line every [`WAIT_LOG_INTERVAL`], never gives up.
+struct Waiting {
+    what: &'static str,
+    since: tokio::time::Instant,
+    last_log: Option<tokio::time::Instant>,
+}
+
+/// How often a start-up wait logs that it is still waiting.
+const WAIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Waiting {
+    fn new(what: &'static str) -> Self {
+        Waiting {
+            what,
+            since: tokio::time::Instant::now(),
+            last_log: None,
+        }
+    }
+
+    fn note(&mut self, reason: &dyn std::fmt::Display) {
+        let now = tokio::time::Instant::now();
+        if self
+            .last_log
+            .is_none_or(|logged| now.duration_since(logged) >= WAIT_LOG_INTERVAL)
+        {
+            self.last_log = Some(now);
+            warn!(
+                waited_s = now.duration_since(self.since).as_secs(),
+                %reason,
+                "still {}, retrying",
+                self.what
+            );
+        }
+    }
+
+    async fn retry(&mut self, reason: &dyn std::fmt::Display) {
+        self.note(reason);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The registration of this broker process and its fencing state as the active controller
 /// last reported it.
 #[derive(Debug)]
@@ -33,7 +86,12 @@ impl BrokerMembership {
     /// a restarted broker comes back fenced, out of every ISR, until its heartbeats show it
     /// has applied the metadata up to its registration.
     ///
-    /// Errors: the controller refused the registration or no controller answered.
+    /// While no controller answers (the quorum is still forming, or lost while other
+    /// nodes restart) it retries every second and logs every 10 s: a node that gave up
+    /// here would take its own controller voter down with it and could keep the quorum
+    /// from forming.
+    ///
+    /// Errors: the controller refused the registration (an invalid one; not retried).
     pub async fn register(
         controller: Controller,
         broker_id: BrokerId,
@@ -50,7 +108,14 @@ impl BrokerMembership {
             rack,
             fenced: false,
         };
-        controller.register_broker(registration.clone()).await?;
+        let mut waiting = Waiting::new("registering with the controller");
+        loop {
+            match controller.register_broker(registration.clone()).await {
+                Ok(()) => break,
+                Err(error) if is_transient(&error) => waiting.retry(&error).await,
+                Err(error) => return Err(error),
+            }
+        }
         info!(broker_id, incarnation_id = %registration.incarnation_id, "registered with the controller");
         let (fenced, _) = watch::channel(true);
         Ok(Arc::new(BrokerMembership {
@@ -100,23 +165,18 @@ impl BrokerMembership {
         Ok(answer.fenced)
     }
 
-    /// Heartbeats until the controller unfences this broker or `timeout` passes.
-    pub async fn wait_until_unfenced(&self, timeout: Duration) -> Result<(), ControllerError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Heartbeats until the controller unfences this broker, however long that takes
+    /// (the quorum may be down while other nodes restart); logs every 10 s meanwhile.
+    pub async fn wait_until_unfenced(&self) {
         let mut interval =
             tokio::time::interval(self.heartbeat_interval.min(Duration::from_millis(200)));
+        let mut waiting = Waiting::new("waiting to be unfenced by the controller");
         loop {
             let _ = interval.tick().await;
             match self.heartbeat().await {
-                Ok(false) => return Ok(()),
-                Ok(true) => {}
-                Err(error) => warn!(%error, "heartbeat failed while waiting to be unfenced"),
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(ControllerError::Raft(format!(
-                    "broker {} was not unfenced within {timeout:?}",
-                    self.registration.broker_id
-                )));
+                Ok(false) => return,
+                Ok(true) => waiting.note(&"the controller still fences this broker"),
+                Err(error) => waiting.note(&error),
             }
         }
     }

@@ -27,8 +27,9 @@ use crate::membership::{BrokerMembership, ControllerIsrUpdater};
 use crate::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use crate::server;
 
-/// How long a starting broker waits to be unfenced by the controller.
-const UNFENCE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the metadata follower waits before applying the same metadata again after a
+/// partition or coordinator load failed (a full disk, leadership not yet applied).
+const APPLY_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Errors starting a node.
 #[derive(thiserror::Error, Debug)]
@@ -50,9 +51,6 @@ pub enum NodeError {
     /// Tiered storage could not be started (object store or cache).
     #[error("tiered storage: {0}")]
     Tiering(String),
-    /// Replaying `__consumer_offsets` failed.
-    #[error("loading consumer groups: {0}")]
-    Groups(#[from] silt_broker::group_coordinator::GroupError),
 }
 
 /// A running node; [`RunningNode::shutdown`] stops it cleanly.
@@ -123,14 +121,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         controller.clone(),
         config.node_id,
     )));
-    replica_manager
-        .apply_metadata(&controller.metadata())
-        .await?;
+    // Neither a partition that cannot be opened nor a coordinator load that fails (this
+    // broker not yet the partition's leader, say) stops the node: the metadata follower
+    // retries both until they succeed. These first passes only spare clients a wait.
+    let mut apply_errors = RepeatedError::new("applying metadata");
+    let mut load_errors = RepeatedError::new("loading __consumer_offsets");
+    apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
     // A restarted broker is fenced until it has caught up with the metadata (KRaft).
-    membership.wait_until_unfenced(UNFENCE_TIMEOUT).await?;
-    replica_manager
-        .apply_metadata(&controller.metadata())
-        .await?;
+    membership.wait_until_unfenced().await;
+    apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
 
     let remote_log_manager = if config.remote_storage_system_enable {
         Some(start_tiering(&config, &controller, &replica_manager).await?)
@@ -142,12 +141,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         Arc::new(ConsumerOffsetsLog::new(Arc::clone(&replica_manager))),
         config.group.clone(),
     );
-    group_coordinator
-        .sync_leadership(&led_offsets_partitions(
-            &controller.metadata(),
-            config.node_id,
-        ))
-        .await?;
+    load_errors.record(
+        group_coordinator
+            .sync_leadership(&led_offsets_partitions(
+                &controller.metadata(),
+                config.node_id,
+            ))
+            .await,
+    );
 
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -160,6 +161,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         controller.clone(),
         Arc::clone(&replica_manager),
         Arc::clone(&group_coordinator),
+        (apply_errors, load_errors),
         shutdown_receiver.clone(),
     )));
     tasks.push(tokio::spawn(
@@ -317,9 +319,14 @@ async fn start_tiering(
     ))
 }
 
-/// Creates `__consumer_offsets` if it does not exist, retrying until enough brokers are
-/// registered for `offsets.topic.replication.factor` (a cluster's nodes start one by
-/// one). FindCoordinator answers COORDINATOR_NOT_AVAILABLE meanwhile.
+/// Creates `__consumer_offsets` if it does not exist, with
+/// `offsets.topic.replication.factor` (Kafka's default 3) replicas, retrying until enough
+/// brokers are registered: a cluster's nodes start one by one, and FindCoordinator
+/// answers COORDINATOR_NOT_AVAILABLE meanwhile (KIP-115).
+///
+/// The factor is capped at the cluster's size, the larger of the registered brokers and
+/// the controller voters, with a log line: a single node gets 1 replica, a 3-voter
+/// cluster waits for its third broker instead of settling for fewer replicas.
 async fn ensure_consumer_offsets_topic(controller: Controller, config: BrokerConfig) {
     // Kafka's settings for the offsets topic: compacted, 100 MiB segments.
     let configs = BTreeMap::from([
@@ -327,22 +334,45 @@ async fn ensure_consumer_offsets_topic(controller: Controller, config: BrokerCon
         ("segment.bytes".to_string(), "104857600".to_string()),
     ]);
     let mut attempts = 0u32;
+    let mut capped_logged = false;
     while controller
         .metadata()
         .topic(CONSUMER_OFFSETS_TOPIC)
         .is_none()
     {
+        let cluster_size = controller
+            .metadata()
+            .brokers
+            .len()
+            .max(config.quorum_voters.len())
+            .max(1);
+        let configured = config.offsets_topic_replication_factor;
+        let replication_factor = configured.min(i16::try_from(cluster_size).unwrap_or(i16::MAX));
+        if replication_factor < configured && !capped_logged {
+            capped_logged = true;
+            warn!(
+                configured,
+                replication_factor,
+                cluster_size,
+                "offsets.topic.replication.factor is larger than this cluster: \
+                 {CONSUMER_OFFSETS_TOPIC} gets one replica per broker"
+            );
+        }
         let created = controller
             .create_topic(
                 CONSUMER_OFFSETS_TOPIC,
                 config.offsets_topic_num_partitions,
-                config.offsets_topic_replication_factor,
+                replication_factor,
                 configs.clone(),
                 true,
             )
             .await;
         match created {
-            Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => return,
+            Ok(_) => {
+                info!(replication_factor, "created {CONSUMER_OFFSETS_TOPIC}");
+                return;
+            }
+            Err(ControllerError::TopicAlreadyExists(_)) => return,
             Err(error) => {
                 attempts += 1;
                 if attempts % 10 == 1 {
@@ -355,11 +385,15 @@ async fn ensure_consumer_offsets_topic(controller: Controller, config: BrokerCon
 }
 
 /// Applies every metadata change the controller publishes, in order: hosted partitions,
-/// follower fetchers, group coordination, and the offline-partitions gauge.
+/// follower fetchers, group coordination (Kafka's `onElection`/`onResignation` for
+/// `__consumer_offsets`), and the offline-partitions gauge. A pass that failed for some
+/// partition or coordinator load is repeated every [`APPLY_RETRY_INTERVAL`] until it
+/// succeeds or newer metadata arrives; failures never end the task.
 async fn follow_metadata(
     controller: Controller,
     replica_manager: Arc<ReplicaManager>,
     group_coordinator: Arc<GroupCoordinator>,
+    (mut apply_errors, mut load_errors): (RepeatedError, RepeatedError),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut updates = controller.subscribe();
@@ -370,19 +404,16 @@ async fn follow_metadata(
     // The current version counts as seen by a new subscriber: apply it first.
     let mut metadata = controller.metadata();
     loop {
-        if let Err(error) = replica_manager.apply_metadata(&metadata).await {
-            warn!(%error, metadata_offset = metadata.metadata_offset, "applying metadata failed");
-        }
+        let applied = apply_errors.record(replica_manager.apply_metadata(&metadata).await);
         replica_fetchers.apply_metadata(&metadata);
-        if let Err(error) = group_coordinator
-            .sync_leadership(&led_offsets_partitions(
-                &metadata,
-                replica_manager.broker_id(),
-            ))
-            .await
-        {
-            warn!(%error, "following __consumer_offsets leadership failed");
-        }
+        let loaded = load_errors.record(
+            group_coordinator
+                .sync_leadership(&led_offsets_partitions(
+                    &metadata,
+                    replica_manager.broker_id(),
+                ))
+                .await,
+        );
         let offline = metadata
             .topics
             .values()
@@ -390,6 +421,7 @@ async fn follow_metadata(
             .filter(|assignment| assignment.leader < 0)
             .count();
         metrics::gauge!("silt_offline_partitions").set(offline as f64);
+        let retry = !(applied && loaded);
         tokio::select! {
             changed = updates.changed() => {
                 if changed.is_err() {
@@ -397,9 +429,49 @@ async fn follow_metadata(
                 }
                 metadata = updates.borrow_and_update().clone();
             }
+            () = tokio::time::sleep(APPLY_RETRY_INTERVAL), if retry => {
+                // Anything newer replaces the metadata that failed; else retry it.
+                metadata = controller.metadata();
+            }
             _ = shutdown.changed() => {
                 replica_fetchers.shutdown().await;
                 return;
+            }
+        }
+    }
+}
+
+/// A step the metadata follower retries (applying partitions, loading coordinators):
+/// every failure is counted in `silt_metadata_errors_total{step}`, but a failure is
+/// logged only when its message differs from the last one, and recovery once.
+struct RepeatedError {
+    step: &'static str,
+    last: Option<String>,
+}
+
+impl RepeatedError {
+    fn new(step: &'static str) -> Self {
+        metrics::counter!("silt_metadata_errors_total", "step" => step).increment(0);
+        RepeatedError { step, last: None }
+    }
+
+    /// Counts and logs `result`'s error, if any; returns whether it succeeded.
+    fn record<E: std::fmt::Display>(&mut self, result: Result<(), E>) -> bool {
+        match result {
+            Ok(()) => {
+                if self.last.take().is_some() {
+                    info!(step = self.step, "succeeded after earlier failures");
+                }
+                true
+            }
+            Err(error) => {
+                metrics::counter!("silt_metadata_errors_total", "step" => self.step).increment(1);
+                let message = error.to_string();
+                if self.last.as_deref() != Some(message.as_str()) {
+                    warn!(step = self.step, error = %message, "failed, retrying");
+                    self.last = Some(message);
+                }
+                false
             }
         }
     }

@@ -24,14 +24,15 @@ pub struct ClusterOptions {
 impl ClusterOptions {
     /// `nodes` combined broker+controller nodes with ids `1..=nodes` and test-friendly
     /// timeouts (session timeout 3 s, heartbeats every 500 ms, ISR lag 3 s).
+    /// `__consumer_offsets` keeps Silt's default replication factor (3, capped at the
+    /// cluster's size).
     pub fn new(nodes: usize) -> Self {
         let base = SiltOptions::new()
             .flag("--broker-session-timeout-ms", 3000)
             .flag("--broker-heartbeat-interval-ms", 500)
             .flag("--replica-lag-time-max-ms", 3000)
             .flag("--leader-imbalance-check-interval-seconds", 5)
-            .flag("--default-replication-factor", nodes.min(3))
-            .flag("--offsets-topic-replication-factor", nodes.min(3));
+            .flag("--default-replication-factor", nodes.min(3));
         ClusterOptions {
             nodes,
             broker_only: 0,
