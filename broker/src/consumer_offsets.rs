@@ -84,21 +84,22 @@ impl ConsumerOffsetsLog {
         let mut records = Vec::new();
         let mut next_offset = hosted.log_start_offset();
         loop {
+            // To the log end, as Kafka loads a coordinator: a new leader's high
+            // watermark can still be below commits the previous leader acknowledged.
             let read = self
                 .replica_manager
-                .read_records(
+                .read_records_to_log_end(
                     CONSUMER_OFFSETS_TOPIC,
                     partition,
                     next_offset,
-                    -1,
                     REPLAY_READ_BYTES,
-                    true,
                 )
                 .await
                 .map_err(storage_error)?;
             if read.records.is_empty() {
                 break;
             }
+            let read_from = next_offset;
             let mut buffer = read.records.clone();
             while buffer.has_remaining() {
                 let record_set = RecordBatchDecoder::decode(&mut buffer).map_err(|error| {
@@ -111,8 +112,10 @@ impl ConsumerOffsetsLog {
                     }
                 }
             }
-            if next_offset >= read.high_watermark {
-                break;
+            if next_offset == read_from {
+                return Err(GroupError::Storage(format!(
+                    "replaying {CONSUMER_OFFSETS_TOPIC}-{partition}: no record at or after offset {read_from}"
+                )));
             }
         }
         Ok(records)

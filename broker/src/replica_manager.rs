@@ -812,12 +812,58 @@ impl ReplicaManager {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<PartitionRead, PartitionError> {
+        self.read_as_leader(
+            topic,
+            partition,
+            fetch_offset,
+            current_leader_epoch,
+            max_bytes,
+            min_one_batch,
+            false,
+        )
+        .await
+    }
+
+    /// Reads batches of a partition this broker leads up to its log end offset, not the
+    /// high watermark (Kafka's `FetchIsolation.LOG_END`): for a coordinator loading its
+    /// state on becoming leader, whose log holds every record the previous leader
+    /// acknowledged even while its own high watermark still lags (it catches up with the
+    /// followers' next fetches). At most `max_bytes`, the first batch always.
+    ///
+    /// # Errors
+    /// Unknown partition, not leader, or offset out of range.
+    pub async fn read_records_to_log_end(
+        &self,
+        topic: &str,
+        partition: i32,
+        fetch_offset: i64,
+        max_bytes: usize,
+    ) -> Result<PartitionRead, PartitionError> {
+        self.read_as_leader(topic, partition, fetch_offset, -1, max_bytes, true, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn read_as_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        fetch_offset: i64,
+        current_leader_epoch: i32,
+        max_bytes: usize,
+        min_one_batch: bool,
+        to_log_end: bool,
+    ) -> Result<PartitionRead, PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
         Self::check_leader_epoch(&hosted, current_leader_epoch)?;
         let high_watermark = hosted.high_watermark();
+        let upper_bound = match to_log_end {
+            true => hosted.log_end_offset(),
+            false => high_watermark,
+        };
         let local_log_start_offset = hosted.log_start_offset();
         let log_start_offset = self.log_start_offset(&hosted);
-        if fetch_offset == high_watermark && fetch_offset >= local_log_start_offset {
+        if fetch_offset == upper_bound && fetch_offset >= local_log_start_offset {
             return Ok(PartitionRead {
                 records: Bytes::new(),
                 high_watermark,
@@ -850,7 +896,7 @@ impl ReplicaManager {
             });
         }
         let read: ReadInfo = with_log(&hosted, move |log| {
-            log.read(fetch_offset, max_bytes, high_watermark, min_one_batch)
+            log.read(fetch_offset, max_bytes, upper_bound, min_one_batch)
         })
         .await?;
         Ok(PartitionRead {

@@ -3,6 +3,7 @@
 //! namespace so a test can cut it off from the others.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rdkafka::consumer::Consumer;
 
+use crate::relay::TcpRelay;
 use crate::{NodeIdentity, SiltOptions, SiltProcess, free_port, kafka, s3, wait_until};
 
 /// How to start a [`SiltCluster`].
@@ -19,6 +21,7 @@ pub struct ClusterOptions {
     broker_only: usize,
     base: SiltOptions,
     netns: bool,
+    s3_relay: bool,
 }
 
 impl ClusterOptions {
@@ -38,7 +41,24 @@ impl ClusterOptions {
             broker_only: 0,
             base,
             netns: false,
+            s3_relay: false,
         }
+    }
+
+    /// Puts every node's data directory on a tmpfs of `mib` MiB (needs root), so a test
+    /// can fill it.
+    pub fn data_dir_limit_mib(mut self, mib: u64) -> Self {
+        self.base = self.base.data_dir_limit_mib(mib);
+        self
+    }
+
+    /// With [`ClusterOptions::in_network_namespaces`] and the `SILT_TEST_S3_*` server:
+    /// the nodes tier to that server through a relay on the bridge (a namespace cannot
+    /// reach the host's loopback), which [`SiltCluster::set_object_store_down`] can
+    /// switch off. Without an S3 server the nodes share a directory store, as always.
+    pub fn object_store_relay(mut self) -> Self {
+        self.s3_relay = true;
+        self
     }
 
     /// Adds `count` broker-only nodes (`process.roles=broker`), with ids after the voters.
@@ -70,6 +90,7 @@ impl ClusterOptions {
 #[derive(Debug)]
 pub struct SiltCluster {
     nodes: BTreeMap<i32, SiltProcess>,
+    relay: Option<TcpRelay>,
     network: Option<NetworkNamespaces>,
 }
 
@@ -123,8 +144,21 @@ impl SiltCluster {
         let shared_objects = tempfile::Builder::new()
             .prefix("silt-cluster-objects-")
             .tempdir()?;
+        let mut relay = None;
         let store_flags = match (&network, s3::S3Env::from_env()) {
             (None, Some(env)) => s3::silt_options_for(&env, &s3::short_prefix()),
+            (Some(network), Some(mut env)) if options.s3_relay => {
+                let target: SocketAddr = env
+                    .endpoint
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .parse()
+                    .with_context(|| format!("S3 endpoint {} is not http://IP:PORT", env.endpoint))?;
+                let started = TcpRelay::start(&network.host_address(), target)?;
+                env.endpoint = format!("http://{}", started.listen_addr());
+                relay = Some(started);
+                s3::silt_options_for(&env, &s3::short_prefix())
+            }
             _ => vec![(
                 "--object-store".to_string(),
                 shared_objects.path().display().to_string(),
@@ -142,7 +176,11 @@ impl SiltCluster {
         }
         // The directory store must outlive the nodes; it is small and under the temp dir.
         let _kept = shared_objects.keep();
-        let mut cluster = SiltCluster { nodes, network };
+        let mut cluster = SiltCluster {
+            nodes,
+            relay,
+            network,
+        };
         for process in cluster.nodes.values_mut() {
             process.wait_healthy()?;
         }
@@ -294,6 +332,22 @@ impl SiltCluster {
         network.set_link(usize::try_from(node_id - 1)?, false)
     }
 
+    /// Whether the nodes tier to S3 through the relay of
+    /// [`ClusterOptions::object_store_relay`].
+    pub fn has_object_store_relay(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// Takes the object store away from every node (an S3 outage: connections cut and
+    /// refused) or brings it back.
+    pub fn set_object_store_down(&self, down: bool) -> Result<()> {
+        self.relay
+            .as_ref()
+            .context("the cluster does not tier through a relay")?
+            .set_down(down);
+        Ok(())
+    }
+
     /// Reconnects a node cut off by [`SiltCluster::isolate`].
     pub fn reconnect(&self, node_id: i32) -> Result<()> {
         let network = self
@@ -308,6 +362,7 @@ impl Drop for SiltCluster {
     fn drop(&mut self) {
         // Processes go first: a namespace cannot be deleted while they run in it.
         self.nodes.clear();
+        self.relay.take();
         self.network.take();
     }
 }
@@ -392,6 +447,11 @@ impl NetworkNamespaces {
         format!("sh{}x{}", self.tag, index + 1)
     }
 
+    /// The host's own address on the bridge, reachable from every namespace.
+    fn host_address(&self) -> String {
+        format!("10.{}.{}.254", self.subnet.0, self.subnet.1)
+    }
+
     fn address(&self, index: usize) -> String {
         format!("10.{}.{}.{}", self.subnet.0, self.subnet.1, index + 1)
     }
@@ -402,7 +462,7 @@ impl NetworkNamespaces {
         ip(&[
             "addr",
             "add",
-            &format!("10.{}.{}.254/24", self.subnet.0, self.subnet.1),
+            &format!("{}/24", self.host_address()),
             "dev",
             &bridge,
         ])?;

@@ -60,9 +60,15 @@ pub fn stream_consumer(
 
 /// A consumer without a group, used for assign()-style reads and metadata.
 pub fn base_consumer(bootstrap: &str) -> Result<BaseConsumer> {
+    base_consumer_in_group(bootstrap, "silt-tests-metadata")
+}
+
+/// A consumer of `group` that never joins it by itself (no subscription, no
+/// auto-commit): for committing and fetching the group's offsets directly.
+pub fn base_consumer_in_group(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
     let mut config = client_config(bootstrap);
     let _ = config
-        .set("group.id", "silt-tests-metadata")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     config.create().context("creating base consumer")

@@ -6,10 +6,12 @@
 //! Kafka client helpers ([`kafka`]), a raw wire-protocol client for sending
 //! hand-made requests ([`wire`]) and a fault-injecting TCP proxy ([`proxy`]).
 
+pub mod campaign;
 pub mod checker;
 pub mod cluster;
 pub mod kafka;
 pub mod proxy;
+pub mod relay;
 pub mod s3;
 pub mod wire;
 

@@ -8,10 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use silt_tests::checker::{Checker, Report};
 use silt_tests::cluster::{ClusterOptions, SiltCluster};
 use silt_tests::kafka;
@@ -336,5 +338,72 @@ fn two_replicas_down_refuse_acks_all_cleanly() -> Result<()> {
         bail!("anomalies after min.insync.replicas refusals: {report}");
     }
     assert_eq!(report.acknowledged, 200);
+    Ok(())
+}
+
+/// `__consumer_offsets` has 3 replicas by default on a 3-node cluster: with any one node
+/// SIGKILLed, every group's committed offsets are still there (groups spread over
+/// coordinators on every node), and the group can commit again.
+#[test]
+fn any_one_node_down_keeps_every_committed_offset() -> Result<()> {
+    let runtime = runtime()?;
+    let mut cluster = ClusterOptions::new(3).start()?;
+    let topic = "committed";
+    create_topic(&runtime, &mut cluster, topic, PARTITIONS)?;
+    let offsets_states = cluster.wait_for_isr("__consumer_offsets", 3, SETTLE)?;
+    ensure!(
+        !offsets_states.is_empty() && offsets_states.iter().all(|state| state.replicas.len() == 3),
+        "__consumer_offsets does not have 3 replicas by default: {offsets_states:?}"
+    );
+    // Twelve groups: their coordinators land on every node.
+    let groups: Vec<String> = (0..12).map(|index| format!("ledger-{index}")).collect();
+    let expected = |group_index: usize, partition: i32| (group_index * 10) as i64 + i64::from(partition) + 1;
+    for (group_index, group) in groups.iter().enumerate() {
+        let consumer = kafka::base_consumer_in_group(&cluster.bootstrap(), group)?;
+        let mut offsets = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            offsets.add_partition_offset(topic, partition, Offset::Offset(expected(group_index, partition)))?;
+        }
+        consumer.commit(&offsets, CommitMode::Sync)?;
+    }
+    let read_all = |bootstrap: &str| -> Result<()> {
+        for (group_index, group) in groups.iter().enumerate() {
+            let consumer = kafka::base_consumer_in_group(bootstrap, group)?;
+            let mut query = TopicPartitionList::new();
+            for partition in 0..PARTITIONS {
+                let _ = query.add_partition(topic, partition);
+            }
+            let answer = silt_tests::wait_until(&format!("offsets of {group}"), SETTLE, || {
+                Ok(consumer
+                    .committed_offsets(query.clone(), Duration::from_secs(5))
+                    .ok()
+                    .filter(|answer| answer.elements().iter().all(|e| e.error().is_ok())))
+            })?;
+            for partition in 0..PARTITIONS {
+                let found = answer
+                    .find_partition(topic, partition)
+                    .map(|element| element.offset());
+                ensure!(
+                    found == Some(Offset::Offset(expected(group_index, partition))),
+                    "{group} {topic}-{partition}: committed {found:?}, expected {}",
+                    expected(group_index, partition)
+                );
+            }
+        }
+        Ok(())
+    };
+    for victim in cluster.node_ids() {
+        cluster.node_mut(victim)?.kill9()?;
+        read_all(&cluster.running_bootstrap())
+            .with_context(|| format!("with node {victim} down"))?;
+        println!("node {victim} down: every group's committed offsets are there");
+        // The group can commit again through whichever node now coordinates it.
+        let consumer = kafka::base_consumer_in_group(&cluster.running_bootstrap(), &groups[0])?;
+        let mut same = TopicPartitionList::new();
+        same.add_partition_offset(topic, 0, Offset::Offset(expected(0, 0)))?;
+        consumer.commit(&same, CommitMode::Sync)?;
+        cluster.node_mut(victim)?.start_again()?;
+        let _states = cluster.wait_for_isr("__consumer_offsets", 3, SETTLE)?;
+    }
     Ok(())
 }
