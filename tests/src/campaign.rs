@@ -528,10 +528,8 @@ fn fill_to_enospc(path: &std::path::Path) -> Result<()> {
 fn start_node(cluster: &mut SiltCluster, node: i32, failed_starts: &mut usize) -> Result<()> {
     for attempt in 1..=3 {
         let process = cluster.node_mut(node)?;
-        if process.is_running() {
-            // Running but never healthy: stop it before trying again.
-            let _ = process.kill9();
-        }
+        // Reaps an exited process, or stops one that never became healthy.
+        let _ = process.kill9();
         match process.start_again() {
             Ok(()) => return Ok(()),
             Err(error) => {
@@ -551,7 +549,11 @@ fn restart_exited(cluster: &mut SiltCluster, failed_starts: &mut usize) -> Resul
             continue;
         }
         let tail = cluster.node(node)?.log_tail();
-        let last = tail.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("");
+        let last = tail
+            .lines()
+            .rev()
+            .find(|line| line.starts_with("Error:") || line.contains(" ERROR "))
+            .unwrap_or("(no error logged)");
         println!("node {node} had exited by itself; last log line: {last}");
         exited.push(node);
         start_node(cluster, node, failed_starts)?;
