@@ -1615,6 +1615,12 @@ impl PartitionLog {
             )));
         }
         if offset >= self.log_end_offset {
+            // Nothing to cut, but an epoch may start at the log end with no record of
+            // its own (a leader elected that appended nothing before losing it): drop
+            // it, as Kafka does, or the follower asks the leader about it forever.
+            if self.epoch_cache.truncate_from_end(self.log_end_offset) {
+                self.epoch_cache.write()?;
+            }
             return Ok(());
         }
         if offset < self.log_start_offset {

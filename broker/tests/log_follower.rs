@@ -109,3 +109,35 @@ fn follower_splits_a_large_fetch_across_segments() {
     assert_eq!(error.kafka_error_code(), 2);
     assert_eq!(fresh.log_end_offset(), 0);
 }
+
+/// A broker that became leader of an empty epoch (the epoch starts at its log end) and
+/// lost it before appending must drop that epoch when it truncates to its log end as a
+/// follower, as Kafka's `truncateTo` does: else it asks the new leader about an epoch
+/// the leader never had, again and again, and never fetches.
+#[test]
+fn truncation_to_the_log_end_drops_an_epoch_with_no_records() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("offsets-0");
+    let mut log = open(&dir, small_segments(4_096));
+    for index in 0..3 {
+        let _info = log
+            .append_as_leader(&BatchSpec::new(2, 1_000 + index).encode(), 1, 5_000)
+            .expect("append");
+    }
+    let end = log.log_end_offset();
+    log.assign_epoch_start_offset(4, end).expect("epoch 4");
+    assert_eq!(log.latest_epoch(), Some(4));
+
+    log.truncate_to(end).expect("truncate to the log end");
+    assert_eq!(log.log_end_offset(), end, "no record goes");
+    assert_eq!(log.latest_epoch(), Some(1), "the empty epoch 4 is gone");
+    drop(log);
+    let reopened = open(&dir, small_segments(4_096));
+    assert_eq!(reopened.latest_epoch(), Some(1), "and gone from the checkpoint");
+
+    // On an empty log the only epoch starts at 0, the log end: it goes too.
+    let mut empty = open(&root.path().join("empty-0"), small_segments(4_096));
+    empty.assign_epoch_start_offset(3, 0).expect("epoch 3");
+    empty.truncate_to(0).expect("truncate");
+    assert_eq!(empty.latest_epoch(), None);
+}

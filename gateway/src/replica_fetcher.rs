@@ -431,12 +431,16 @@ impl Fetcher {
         };
         let truncating = ready(Phase::Truncating);
         let fetching = ready(Phase::Fetching);
+        // As Kafka's fetcher thread: truncate, then fetch, each round, so a partition
+        // still truncating never holds up the others.
+        let worked = !truncating.is_empty() || !fetching.is_empty();
         if !truncating.is_empty() {
             self.truncate(truncating).await?;
-            return Ok(Round::Worked);
         }
         if !fetching.is_empty() {
             self.fetch(fetching).await?;
+        }
+        if worked {
             return Ok(Round::Worked);
         }
         Ok(Round::Idle(
