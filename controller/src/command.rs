@@ -35,6 +35,13 @@ openraft::declare_raft_types!(
 /// A metadata change, as written to the raft log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Command {
+    /// `command` under a request id chosen once by the node that proposed it: however
+    /// often a forwarded write is retried (its answer lost to a timeout or a leader
+    /// change), it is applied once, and every retry gets the first answer.
+    Once {
+        request_id: uuid::Uuid,
+        command: Box<Command>,
+    },
     /// Sets the cluster id if none is set yet; answers with the cluster id in force.
     SetClusterId { cluster_id: String },
     /// Adds a broker registration; a new incarnation of a known broker is registered

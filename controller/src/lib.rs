@@ -16,6 +16,7 @@
 //! `silt_controller_leader_elections_total` (counter of partition leader changes decided
 //! by this node while active).
 
+mod applied_requests;
 mod command;
 mod election;
 mod error;
@@ -879,7 +880,13 @@ impl Controller {
 
     /// Writes `command` through raft on the active controller (forwarded there if this
     /// node is not it) and returns the state machine's answer once applied.
+    /// The write carries a request id chosen here, so the retries of
+    /// [`Controller::on_leader`] apply it once ([`Command::Once`]).
     async fn propose(&self, command: Command) -> Result<CommandOutput, ControllerError> {
+        let command = Command::Once {
+            request_id: uuid::Uuid::new_v4(),
+            command: Box::new(command),
+        };
         match self.on_leader(LeaderRequest::Propose(command)).await? {
             LeaderAnswer::Applied(result) => result.map_err(ControllerError::from),
             other => Err(ControllerError::Raft(format!(

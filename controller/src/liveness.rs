@@ -36,6 +36,7 @@ impl Liveness {
     /// Records the liveness effect of a command applied through this node.
     pub(crate) fn note_applied(&mut self, command: &Command) {
         match command {
+            Command::Once { command, .. } => self.note_applied(command),
             Command::RegisterBroker(registration) => {
                 let _previous = self
                     .last_heartbeat

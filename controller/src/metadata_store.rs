@@ -29,13 +29,13 @@ use openraft::storage::RaftStateMachine;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::applied_requests::AppliedRequests;
 use crate::command::CommandOutput;
 use crate::command::CommandResult;
 use crate::command::NodeId;
 use crate::command::TypeConfig;
 use crate::snapshot;
 use crate::snapshot::StoredSnapshot;
-use crate::state_machine;
 use crate::types::BrokerId;
 use crate::types::ClusterMetadata;
 use crate::types::NO_BROKER;
@@ -63,6 +63,8 @@ struct Shared {
 
 struct AppliedState {
     metadata: Arc<ClusterMetadata>,
+    /// Answers of recent [`crate::command::Command::Once`] writes.
+    requests: AppliedRequests,
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, BasicNode>,
 }
@@ -72,13 +74,18 @@ impl MetadataStore {
     pub(crate) async fn open(dir: &Path) -> io::Result<MetadataStore> {
         let loaded = snapshot::load(dir).await?;
         let applied = match &loaded {
-            Some(stored) => AppliedState {
-                metadata: Arc::new(snapshot::decode_metadata(&stored.data)?),
-                last_applied: stored.meta.last_log_id,
-                last_membership: stored.meta.last_membership.clone(),
-            },
+            Some(stored) => {
+                let (metadata, requests) = snapshot::decode_state(&stored.data)?;
+                AppliedState {
+                    metadata: Arc::new(metadata),
+                    requests,
+                    last_applied: stored.meta.last_log_id,
+                    last_membership: stored.meta.last_membership.clone(),
+                }
+            }
             None => AppliedState {
                 metadata: Arc::new(ClusterMetadata::default()),
+                requests: AppliedRequests::default(),
                 last_applied: None,
                 last_membership: StoredMembership::default(),
             },
@@ -137,7 +144,7 @@ impl MetadataStore {
                 }
                 EntryPayload::Normal(command) => {
                     metadata.controller_id = leader_of(&entry.log_id);
-                    let result = state_machine::apply(metadata, command);
+                    let result = applied.requests.apply(metadata, command);
                     let decided_here = i64::from(metadata.controller_id)
                         == self.shared.local_node.load(Ordering::Relaxed);
                     if let Ok(CommandOutput::LeadersElected(count)) = &result
@@ -214,15 +221,16 @@ fn to_raft_snapshot(stored: StoredSnapshot) -> Snapshot<TypeConfig> {
 
 impl RaftSnapshotBuilder<TypeConfig> for MetadataStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (metadata, last_applied, last_membership) = {
+        let (metadata, requests, last_applied, last_membership) = {
             let applied = self.shared.applied.lock();
             (
                 Arc::clone(&applied.metadata),
+                applied.requests.clone(),
                 applied.last_applied,
                 applied.last_membership.clone(),
             )
         };
-        let data = snapshot::encode_metadata(&metadata)
+        let data = snapshot::encode_state(&metadata, &requests)
             .map_err(|error| snapshot_error(None, ErrorVerb::Write, error))?;
         let snapshot_id = match last_applied {
             Some(log_id) => format!(
@@ -290,7 +298,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let metadata = snapshot::decode_metadata(&data)
+        let (metadata, requests) = snapshot::decode_state(&data)
             .map_err(|error| snapshot_error(Some(meta), ErrorVerb::Read, error))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
@@ -303,6 +311,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStore {
 
         let mut applied = self.shared.applied.lock();
         applied.metadata = Arc::new(metadata);
+        applied.requests = requests;
         applied.last_applied = meta.last_log_id;
         applied.last_membership = meta.last_membership.clone();
         let _previous = self

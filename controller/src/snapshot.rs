@@ -10,6 +10,9 @@ use std::path::Path;
 use openraft::BasicNode;
 use openraft::SnapshotMeta;
 
+use serde::{Deserialize, Serialize};
+
+use crate::applied_requests::AppliedRequests;
 use crate::command::NodeId;
 use crate::fs_util::blocking;
 use crate::fs_util::read_if_exists;
@@ -30,19 +33,39 @@ pub(crate) struct StoredSnapshot {
     pub(crate) data: Vec<u8>,
 }
 
-/// Serializes metadata into a snapshot payload.
-pub(crate) fn encode_metadata(metadata: &ClusterMetadata) -> io::Result<Vec<u8>> {
-    Ok(serde_json::to_vec(metadata)?)
+/// The snapshot payload: the metadata and the answers of recent
+/// [`Command::Once`](crate::command::Command::Once) writes. Snapshots written before
+/// writes were deduplicated hold the bare metadata, and still load.
+#[derive(Serialize, Deserialize)]
+struct Payload<M> {
+    metadata: M,
+    applied_requests: AppliedRequests,
 }
 
-/// Parses a snapshot payload.
-pub(crate) fn decode_metadata(data: &[u8]) -> io::Result<ClusterMetadata> {
-    serde_json::from_slice(data).map_err(|error| {
-        io::Error::new(
+/// Serializes the replicated state into a snapshot payload.
+pub(crate) fn encode_state(
+    metadata: &ClusterMetadata,
+    applied_requests: &AppliedRequests,
+) -> io::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&Payload {
+        metadata,
+        applied_requests: applied_requests.clone(),
+    })?)
+}
+
+/// Parses a snapshot payload, of either layout.
+pub(crate) fn decode_state(data: &[u8]) -> io::Result<(ClusterMetadata, AppliedRequests)> {
+    let payload_error = match serde_json::from_slice::<Payload<ClusterMetadata>>(data) {
+        Ok(payload) => return Ok((payload.metadata, payload.applied_requests)),
+        Err(error) => error,
+    };
+    match serde_json::from_slice::<ClusterMetadata>(data) {
+        Ok(metadata) => Ok((metadata, AppliedRequests::default())),
+        Err(bare_error) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("snapshot data does not decode: {error}"),
-        )
-    })
+            format!("snapshot data does not decode: {payload_error} (as bare metadata: {bare_error})"),
+        )),
+    }
 }
 
 /// Writes `snapshot` as the current snapshot file of `dir`, durably.
@@ -127,7 +150,7 @@ mod tests {
                 last_membership: StoredMembership::new(Some(log_id(1, 1, 0)), membership),
                 snapshot_id: "2-17-x".to_owned(),
             },
-            data: encode_metadata(&metadata).unwrap(),
+            data: encode_state(&metadata, &AppliedRequests::default()).unwrap(),
         }
     }
 
@@ -139,7 +162,20 @@ mod tests {
         save(dir.path(), &snapshot).await.unwrap();
         let loaded = load(dir.path()).await.unwrap().unwrap();
         assert_eq!(loaded.meta, snapshot.meta);
-        assert_eq!(decode_metadata(&loaded.data).unwrap().next_producer_id, 42);
+        assert_eq!(decode_state(&loaded.data).unwrap().0.next_producer_id, 42);
+    }
+
+    #[test]
+    fn a_snapshot_of_bare_metadata_still_loads() {
+        let metadata = ClusterMetadata {
+            cluster_id: "old".to_owned(),
+            ..ClusterMetadata::default()
+        };
+        let bare = serde_json::to_vec(&metadata).unwrap();
+        let (decoded, requests) = decode_state(&bare).unwrap();
+        assert_eq!(decoded, metadata);
+        assert_eq!(requests, AppliedRequests::default());
+        assert!(decode_state(b"{\"metadata\": 3}").is_err());
     }
 
     #[tokio::test]

@@ -31,6 +31,8 @@ pub(crate) const MAX_PARTITIONS_PER_COMMAND: i32 = 10_000;
 /// Applies `command` to `metadata` and returns its answer.
 pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> CommandResult {
     match command {
+        // Deduplicated by the metadata store, which keeps the answers.
+        Command::Once { command, .. } => apply(metadata, *command),
         Command::SetClusterId { cluster_id } => set_cluster_id(metadata, cluster_id),
         Command::RegisterBroker(registration) => register_broker(metadata, registration),
         Command::CreateTopic {
