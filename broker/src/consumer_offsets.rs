@@ -146,6 +146,7 @@ impl OffsetsLog for ConsumerOffsetsLog {
                     CONSUMER_OFFSETS_TOPIC,
                     partition,
                     appended.last_offset + 1,
+                    appended.leader_epoch,
                     OFFSETS_COMMIT_TIMEOUT,
                 )
                 .await

@@ -66,6 +66,10 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     /// Number of records appended.
     pub records_count: i64,
+    /// The leader epoch of the partition when a leader appended (or found, for
+    /// duplicates) the batches, set by the replica manager; -1 from the log itself.
+    /// acks=all answers only if the high watermark covers them in this same epoch.
+    pub leader_epoch: i32,
 }
 
 /// Result of a read.
@@ -873,6 +877,7 @@ impl PartitionLog {
                 .iter()
                 .map(|batch| batch.last_offset - batch.first_offset + 1)
                 .sum(),
+            leader_epoch: -1,
         }))
     }
 
@@ -891,6 +896,7 @@ impl PartitionLog {
                 duplicate: false,
                 max_timestamp: NO_TIMESTAMP,
                 records_count: 0,
+                leader_epoch: -1,
             });
         }
         let headers = validate_replicated_batches(records)?;
@@ -1130,6 +1136,7 @@ impl PartitionLog {
             duplicate: false,
             max_timestamp,
             records_count,
+            leader_epoch: -1,
         })
     }
 

@@ -1053,18 +1053,25 @@ impl ReplicaManager {
     }
 
     /// acks=all: waits until the high watermark of a partition this broker leads is
-    /// `>= required_offset` (the last appended offset + 1), woken by high-watermark,
-    /// leader and ISR changes, for at most `timeout`.
+    /// `>= required_offset` (the last appended offset + 1) in the leader epoch
+    /// `leader_epoch` of the append ([`AppendInfo::leader_epoch`]), woken by
+    /// high-watermark, leader and ISR changes, for at most `timeout`.
+    ///
+    /// The epoch matters: a leader that lost leadership and won it back while waiting
+    /// has truncated its log meanwhile, and the offsets it appended at may now hold
+    /// other records (Kafka's DelayedProduce answers NOT_LEADER_OR_FOLLOWER then too).
     ///
     /// # Errors
-    /// `NotLeader` when leadership is lost (or the partition removed) while waiting,
-    /// `RequestTimedOut` after `timeout`, `NotEnoughReplicasAfterAppend` when the high
-    /// watermark got there with the ISR below `min.insync.replicas`.
+    /// `NotLeader` when leadership is lost, or moved to another epoch, (or the partition
+    /// removed) while waiting, `RequestTimedOut` after `timeout`,
+    /// `NotEnoughReplicasAfterAppend` when the high watermark got there with the ISR
+    /// below `min.insync.replicas`.
     pub async fn wait_for_high_watermark(
         &self,
         topic: &str,
         partition: i32,
         required_offset: i64,
+        leader_epoch: i32,
         timeout: Duration,
     ) -> Result<(), PartitionError> {
         let hosted = self.require_partition(topic, partition)?;
@@ -1073,7 +1080,7 @@ impl ReplicaManager {
             let changed = hosted.state_changed().notified();
             tokio::pin!(changed);
             let _ = changed.as_mut().enable();
-            if !hosted.is_leader() {
+            if !hosted.is_leader() || hosted.leader_epoch() != leader_epoch {
                 return Err(PartitionError::NotLeader {
                     topic: topic.to_string(),
                     partition,
@@ -1475,6 +1482,7 @@ fn append_locked(
         let appended = log.append_as_leader(records, leader_epoch, now_ms())?;
         Ok(AppendInfo {
             log_start_offset: log.log_start_offset(),
+            leader_epoch,
             ..appended
         })
     });

@@ -236,7 +236,13 @@ async fn acks_all_waiter_wakes_when_the_follower_catches_up() {
     let waiting_leader = Arc::clone(&leader);
     let waiter = tokio::spawn(async move {
         waiting_leader
-            .wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10))
+            .wait_for_high_watermark(
+            TOPIC,
+            0,
+            appended.last_offset + 1,
+            appended.leader_epoch,
+            Duration::from_secs(10),
+        )
             .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -263,6 +269,7 @@ async fn acks_all_waiter_times_out_without_the_follower() {
             TOPIC,
             0,
             appended.last_offset + 1,
+            appended.leader_epoch,
             Duration::from_millis(50),
         )
         .await;
@@ -284,7 +291,13 @@ async fn acks_all_waiter_fails_when_leadership_moves() {
     let waiting_leader = Arc::clone(&leader);
     let waiter = tokio::spawn(async move {
         waiting_leader
-            .wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10))
+            .wait_for_high_watermark(
+            TOPIC,
+            0,
+            appended.last_offset + 1,
+            appended.leader_epoch,
+            Duration::from_secs(10),
+        )
             .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -318,7 +331,13 @@ async fn acks_all_answers_not_enough_replicas_after_append_when_the_isr_shrinks(
     let waiting_leader = Arc::clone(&leader);
     let waiter = tokio::spawn(async move {
         waiting_leader
-            .wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10))
+            .wait_for_high_watermark(
+            TOPIC,
+            0,
+            appended.last_offset + 1,
+            appended.leader_epoch,
+            Duration::from_secs(10),
+        )
             .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -647,4 +666,52 @@ async fn list_offsets_is_answered_by_the_leader_once_its_high_watermark_reaches_
         .list_offsets_partition(TOPIC, 0, CONSUMER, 2)
         .expect("the high watermark reached the epoch start");
     assert_eq!(ready.high_watermark(), 3);
+}
+
+/// acks=all waits in the leader epoch of its append: a leader that loses leadership and
+/// wins it back (a preferred-leader election right after a failover) before its high
+/// watermark covers the records must not acknowledge them, since its log was
+/// truncated and refilled from the other leader meanwhile (Kafka's DelayedProduce
+/// answers NOT_LEADER_OR_FOLLOWER). Before, the wait only asked whether this broker
+/// led, and answered the old offsets once the refilled log passed them.
+#[tokio::test]
+async fn acks_all_waits_in_the_epoch_of_its_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (leader, _follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
+    let appended = leader
+        .append_records(TOPIC, 0, Bytes::from(batch(2, 1_000)), -1)
+        .await
+        .expect("append");
+    assert_eq!(appended.leader_epoch, 1);
+    let waiting = {
+        let leader = Arc::clone(&leader);
+        tokio::spawn(async move {
+            leader
+                .wait_for_high_watermark(
+                    TOPIC,
+                    0,
+                    appended.last_offset + 1,
+                    appended.leader_epoch,
+                    Duration::from_secs(10),
+                )
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    // Epoch 2 goes to the follower, epoch 3 back to this broker, alone in the ISR, with
+    // no await between (the waiter does not see the follower state): its high
+    // watermark passes the offsets at once.
+    let hosted = leader_partition(&leader);
+    let _ = hosted.apply_assignment(&assignment(FOLLOWER, 2, 2, vec![FOLLOWER]), 0);
+    let _ = hosted.apply_assignment(&assignment(LEADER, 3, 3, vec![LEADER]), 0);
+    assert!(hosted.is_leader());
+    assert!(hosted.high_watermark() > appended.last_offset);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the wait ends")
+        .expect("wait task");
+    assert!(
+        matches!(outcome, Err(PartitionError::NotLeader { .. })),
+        "an append of epoch 1 answered in epoch 3: {outcome:?}"
+    );
 }

@@ -204,7 +204,13 @@ async fn follower_copies_the_leader_and_acks_all_commits() {
         .await
         .expect("append");
     leader
-        .wait_for_high_watermark(TOPIC, 0, appended.last_offset + 1, Duration::from_secs(10))
+        .wait_for_high_watermark(
+            TOPIC,
+            0,
+            appended.last_offset + 1,
+            appended.leader_epoch,
+            Duration::from_secs(10),
+        )
         .await
         .expect("acks=all commit");
     let following = follower.partition(TOPIC, 0).expect("follower partition");

@@ -55,6 +55,8 @@ pub struct CampaignOptions {
     pub topics: usize,
     /// Partitions per topic.
     pub partitions: i32,
+    /// The kinds of fault to draw from (an S3 outage only with an S3 server).
+    pub kinds: Vec<FaultKind>,
 }
 
 impl CampaignOptions {
@@ -68,11 +70,19 @@ impl CampaignOptions {
             Ok(text) => text.trim().parse().context("SILT_CAMPAIGN_FAULTS is not a count")?,
             Err(_) => faults,
         };
+        let kinds = match std::env::var("SILT_CAMPAIGN_KINDS") {
+            Ok(text) => text
+                .split(',')
+                .map(|name| FaultKind::parse(name.trim()))
+                .collect::<Result<Vec<_>>>()?,
+            Err(_) => FaultKind::ALL.to_vec(),
+        };
         Ok(CampaignOptions {
             seed,
             faults,
             topics: 3,
             partitions: 3,
+            kinds,
         })
     }
 }
@@ -93,6 +103,29 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Every kind, in the order of their names in `SILT_CAMPAIGN_KINDS`.
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::KillRestart,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::DiskFull,
+        FaultKind::ObjectStoreOutage,
+    ];
+
+    /// The kind named `kill`, `pause`, `partition`, `disk-full` or `s3-outage`.
+    pub fn parse(name: &str) -> Result<FaultKind> {
+        Ok(match name {
+            "kill" => FaultKind::KillRestart,
+            "pause" => FaultKind::Pause,
+            "partition" => FaultKind::Partition,
+            "disk-full" => FaultKind::DiskFull,
+            "s3-outage" => FaultKind::ObjectStoreOutage,
+            other => bail!(
+                "unknown fault kind {other:?}: expected kill, pause, partition, disk-full or s3-outage"
+            ),
+        })
+    }
+
     fn name(self) -> &'static str {
         match self {
             FaultKind::KillRestart => "sigkill+restart",
@@ -115,6 +148,9 @@ pub struct FaultRecord {
     pub node: Option<i32>,
     /// Why that node: `any`, `partition leader` or `controller leader`.
     pub role: &'static str,
+    /// When it was injected, since the campaign's load started (as the checker's
+    /// acknowledgment times).
+    pub started_at: Duration,
     /// How long the fault lasted.
     pub held: Duration,
     /// From healing the fault until every node was up and every ISR full.
@@ -300,6 +336,13 @@ pub fn run(options: &CampaignOptions) -> Result<CampaignReport> {
         .iter()
         .map(|topic| Checker::new(topic, options.partitions))
         .collect();
+    let load_started = Instant::now();
+    println!(
+        "fault campaign: load started at unix {} ms (fault and acknowledgment times count from here)",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis())
+    );
     let loads: Vec<_> = checkers
         .iter()
         .map(|checker| {
@@ -327,16 +370,13 @@ pub fn run(options: &CampaignOptions) -> Result<CampaignReport> {
         seed: options.seed,
         ..CampaignReport::default()
     };
-    let mut kinds = vec![
-        FaultKind::KillRestart,
-        FaultKind::Pause,
-        FaultKind::Partition,
-        FaultKind::DiskFull,
-    ];
-    if cluster.has_object_store_relay() {
-        kinds.push(FaultKind::ObjectStoreOutage);
-    } else {
+    let mut kinds = options.kinds.clone();
+    if !cluster.has_object_store_relay() && kinds.contains(&FaultKind::ObjectStoreOutage) {
+        kinds.retain(|kind| *kind != FaultKind::ObjectStoreOutage);
         println!("fault campaign: no S3 server (SILT_TEST_S3_ENDPOINT): no S3 outages");
+    }
+    if kinds.is_empty() {
+        bail!("no fault kind to draw from");
     }
     for index in 1..=options.faults {
         let kind = kinds[rng.random_range(0..kinds.len())];
@@ -360,6 +400,7 @@ pub fn run(options: &CampaignOptions) -> Result<CampaignReport> {
             state.faulted = node.into_iter().collect();
         }
         let mut failed_starts = 0;
+        let started_at = load_started.elapsed();
         inject(&mut cluster, kind, node, hold, &mut failed_starts)
             .with_context(|| format!("fault {index}: {}", kind.name()))?;
         let healed_at = Instant::now();
@@ -394,6 +435,7 @@ pub fn run(options: &CampaignOptions) -> Result<CampaignReport> {
             kind,
             node,
             role,
+            started_at,
             held: hold,
             recovered_in,
             exited,
@@ -432,8 +474,9 @@ pub fn run(options: &CampaignOptions) -> Result<CampaignReport> {
 fn print_fault(record: &FaultRecord, checkers: &[Arc<Checker>]) {
     let mut unavailable = record.unavailable_s.clone();
     println!(
-        "fault {:>3}: {:<17} node {:<4} ({:<17}) held {:>5.1} s, healed in {:>5.1} s, unavailable per partition max {:>5.1} s; exited {:?}, failed starts {}; acks {}",
+        "fault {:>3} at {:>6.1} s: {:<17} node {:<4} ({:<17}) held {:>5.1} s, healed in {:>5.1} s, unavailable per partition max {:>5.1} s; exited {:?}, failed starts {}; acks {}",
         record.index,
+        record.started_at.as_secs_f64(),
         record.kind.name(),
         record
             .node

@@ -249,13 +249,18 @@ impl Checker {
         for (number, places) in &locations {
             if places.len() > 1 {
                 report.duplicates.push(*number);
+                report.details.push(format!("record {number} at {places:?}"));
             }
         }
         for ack in &acks {
             match locations.get(&ack.number) {
                 None => report.lost.push(ack.number),
                 Some(places) if !places.contains(&(ack.partition, ack.offset)) => {
-                    report.moved.push(ack.number)
+                    report.moved.push(ack.number);
+                    report.details.push(format!(
+                        "record {} acknowledged at {}-{} after {:?}, found at {places:?}",
+                        ack.number, ack.partition, ack.offset, ack.at
+                    ));
                 }
                 Some(_) => {}
             }
@@ -385,6 +390,9 @@ pub struct Report {
     pub non_monotonic_polls: usize,
     /// Records the checker did not send.
     pub unknown_records: usize,
+    /// Where moved and duplicated records were acknowledged and found (partition,
+    /// offset), for finding their cause in the broker logs.
+    pub details: Vec<String>,
 }
 
 impl Report {
@@ -428,6 +436,10 @@ impl fmt::Display for Report {
                 .collect::<BTreeSet<_>>(),
             self.non_monotonic_polls,
             self.unknown_records
-        )
+        )?;
+        for detail in self.details.iter().take(20) {
+            write!(f, "\n  {detail}")?;
+        }
+        Ok(())
     }
 }

@@ -656,7 +656,13 @@ impl Drop for SiltProcess {
         // Captured by the test runner and shown only when the test fails.
         eprintln!("{}", self.log_tail());
         if std::env::var_os("SILT_TEST_KEEP").is_some() {
-            let kept = std::env::temp_dir().join(format!("silt-kept-{}", std::process::id()));
+            let name = self
+                .tempdir
+                .path()
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let kept = std::env::temp_dir().join(format!("silt-kept-{}-{name}", std::process::id()));
             if std::fs::rename(self.tempdir.path(), &kept).is_ok() {
                 eprintln!("kept the broker's directory at {}", kept.display());
             }

@@ -81,7 +81,7 @@ pub(super) async fn handle_produce(
         .replica_manager
         .append_to_partitions(appends, acks)
         .await;
-    let mut replication_waits: Vec<(usize, usize, String, i32, i64)> = Vec::new();
+    let mut replication_waits: Vec<(usize, usize, String, i32, i64, i32)> = Vec::new();
     for ((topic_index, partition_slot, topic_name, partition_index, _), outcome) in
         pending.into_iter().zip(outcomes)
     {
@@ -96,6 +96,7 @@ pub(super) async fn handle_produce(
                         topic_name.clone(),
                         partition_index,
                         info.last_offset + 1,
+                        info.leader_epoch,
                     ));
                 }
                 let response = response
@@ -131,17 +132,18 @@ pub(super) async fn handle_produce(
         let replica_manager = &context.replica_manager;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let waited = futures::future::join_all(replication_waits.iter().map(
-            |(_, _, topic_name, partition_index, required_offset)| {
+            |(_, _, topic_name, partition_index, required_offset, leader_epoch)| {
                 replica_manager.wait_for_high_watermark(
                     topic_name,
                     *partition_index,
                     *required_offset,
+                    *leader_epoch,
                     remaining,
                 )
             },
         ))
         .await;
-        for ((topic_index, partition_slot, topic_name, partition_index, _), outcome) in
+        for ((topic_index, partition_slot, topic_name, partition_index, _, _), outcome) in
             replication_waits.into_iter().zip(waited)
         {
             if let Err(error) = outcome {
