@@ -87,14 +87,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
         error = controller.failed() => {
-            // As Kafka does when its metadata log dir fails: stop, so a supervisor
-            // restarts the node once the disk has room again.
+            // As Kafka halts when its metadata log dir fails: no clean shutdown, which
+            // would write to the failed disk and wait for controllers it cannot reach.
+            // Appended data is already in the logs; recovery checks it on restart.
             tracing::error!(%error, "the controller's metadata log failed; stopping");
-            node.shutdown().await;
-            anyhow::bail!(
-                "the controller's metadata log failed ({error}); check the log dir's disk \
-                 (full or failing) and start silt again"
-            )
+            eprintln!(
+                "Error: the controller's metadata log failed ({error}); check the log dir's \
+                 disk (full or failing) and start silt again"
+            );
+            std::process::exit(1);
         }
     }
 }

@@ -99,15 +99,20 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     } else {
         config.advertised_host.clone()
     };
-    let membership = BrokerMembership::register(
+    // Both start-up waits retry until the quorum answers, but not past a failure of
+    // this node's own raft core (a full metadata log dir), which never heals.
+    let registered = BrokerMembership::register(
         controller.clone(),
         config.node_id,
         advertised_host.clone(),
         advertised_port,
         config.broker_rack.clone(),
         Duration::from_millis(config.broker_heartbeat_interval_ms.max(10)),
-    )
-    .await?;
+    );
+    let membership = tokio::select! {
+        registered = registered => registered?,
+        error = controller.failed() => return Err(NodeError::Controller(error)),
+    };
 
     let replica_manager = ReplicaManager::new(ReplicaManagerConfig {
         broker_id: config.node_id,
@@ -128,7 +133,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     let mut load_errors = RepeatedError::new("loading __consumer_offsets");
     apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
     // A restarted broker is fenced until it has caught up with the metadata (KRaft).
-    membership.wait_until_unfenced().await;
+    tokio::select! {
+        () = membership.wait_until_unfenced() => {}
+        error = controller.failed() => return Err(NodeError::Controller(error)),
+    }
     apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
 
     let remote_log_manager = if config.remote_storage_system_enable {

@@ -405,8 +405,17 @@ pub fn run(options: &CampaignOptions) -> Result<CampaignReport> {
             .with_context(|| format!("fault {index}: {}", kind.name()))?;
         let healed_at = Instant::now();
         state.lock().faulted.clear();
-        let exited = restart_exited(&mut cluster, &mut failed_starts)?;
-        let recovered = wait_healed(&mut cluster, &topics);
+        // A node can exit while the cluster heals (a raft write that failed on a full
+        // disk halts it a moment later): restart it and wait again.
+        let mut exited = Vec::new();
+        let mut recovered = Ok(());
+        for _ in 0..3 {
+            exited.extend(restart_exited(&mut cluster, &mut failed_starts)?);
+            recovered = wait_healed(&mut cluster, &topics);
+            if recovered.is_ok() || !any_exited(&mut cluster)? {
+                break;
+            }
+        }
         let recovered_in = healed_at.elapsed();
         if let Err(error) = &recovered {
             println!("fault {index}: the cluster did not heal: {error:#}");
@@ -602,6 +611,16 @@ fn restart_exited(cluster: &mut SiltCluster, failed_starts: &mut usize) -> Resul
         start_node(cluster, node, failed_starts)?;
     }
     Ok(exited)
+}
+
+/// Whether a node has exited.
+fn any_exited(cluster: &mut SiltCluster) -> Result<bool> {
+    for node in cluster.node_ids() {
+        if !cluster.node_mut(node)?.is_running() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Waits until every node is healthy and every partition of `topics` and of
