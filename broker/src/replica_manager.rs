@@ -1291,11 +1291,21 @@ impl ReplicaManager {
         leader_epoch: i32,
         offset: i64,
     ) -> Result<i64, PartitionError> {
-        self.with_follower_log(hosted, leader_epoch, move |log| {
-            log.truncate_to(offset)?;
-            Ok(log.log_end_offset())
-        })
-        .await
+        let high_watermark = hosted.high_watermark();
+        let log_end_offset = self
+            .with_follower_log(hosted, leader_epoch, move |log| {
+                log.truncate_to(offset)?;
+                Ok(log.log_end_offset())
+            })
+            .await?;
+        if log_end_offset < high_watermark {
+            // Only an unclean leader election takes committed records away.
+            let lost = high_watermark - log_end_offset;
+            metrics::counter!("silt_truncated_committed_records_total")
+                .increment(u64::try_from(lost).unwrap_or(0));
+            warn!(topic = %hosted.topic, partition = hosted.partition, high_watermark, log_end_offset, lost, "truncated committed records: the leader was elected uncleanly and lacks them");
+        }
+        Ok(log_end_offset)
     }
 
     /// Follower: empties the log and restarts it at `offset` (behind the leader's log

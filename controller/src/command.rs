@@ -136,8 +136,13 @@ pub(crate) enum CommandOutput {
     RemoteSegment(RemoteSegmentMetadata),
     /// A partition after an AlterPartition.
     Partition(PartitionAssignment),
-    /// How many partitions changed leader.
-    LeadersElected(u32),
+    /// How many partitions changed leader, and which of them got an out-of-sync leader
+    /// by unclean election (`unclean.leader.election.enable`): (topic, partition, new
+    /// leader), each losing the records its new leader lacks.
+    LeadersElected {
+        changes: u32,
+        unclean: Vec<(String, i32, BrokerId)>,
+    },
 }
 
 /// A command rejected by the state machine; the metadata is left unchanged.

@@ -55,17 +55,19 @@ pub(crate) fn fence_broker(
         )));
     }
     broker.fenced = true;
-    let leader_changes =
+    let (changes, unclean) =
         remove_from_partitions(metadata, broker_id, unclean_leader_election_default);
-    Ok(CommandOutput::LeadersElected(leader_changes))
+    Ok(CommandOutput::LeadersElected { changes, unclean })
 }
 
-/// The fencing effect on partitions of a broker that is already marked fenced.
+/// The fencing effect on partitions of a broker that is already marked fenced. Answers
+/// the number of leader changes and the unclean elections among them.
 pub(crate) fn remove_from_partitions(
     metadata: &mut ClusterMetadata,
     broker_id: BrokerId,
     unclean_leader_election_default: bool,
-) -> u32 {
+) -> (u32, Vec<(String, i32, BrokerId)>) {
+    let mut unclean_elections = Vec::new();
     let unfenced: Vec<BrokerId> = metadata
         .unfenced_brokers()
         .map(|broker| broker.broker_id)
@@ -100,6 +102,7 @@ pub(crate) fn remove_from_partitions(
                     {
                         Some(leader) => {
                             partition.isr = vec![leader];
+                            unclean_elections.push((topic.name.clone(), partition.partition, leader));
                             leader
                         }
                         None => NO_BROKER,
@@ -111,7 +114,7 @@ pub(crate) fn remove_from_partitions(
             leader_changes += 1;
         }
     }
-    leader_changes
+    (leader_changes, unclean_elections)
 }
 
 /// Unfences the broker and makes it leader of every offline partition whose ISR holds it.
@@ -135,6 +138,7 @@ pub(crate) fn unfence_broker(
     }
     broker.fenced = false;
     let mut leader_changes = 0;
+    let mut unclean_elections = Vec::new();
     for topic in metadata.topics.values_mut() {
         let unclean = unclean_election_enabled(topic, unclean_leader_election_default);
         for partition in &mut topic.partitions {
@@ -150,10 +154,14 @@ pub(crate) fn unfence_broker(
                 partition.isr = vec![broker_id];
                 set_leader(partition, broker_id);
                 leader_changes += 1;
+                unclean_elections.push((topic.name.clone(), partition.partition, broker_id));
             }
         }
     }
-    Ok(CommandOutput::LeadersElected(leader_changes))
+    Ok(CommandOutput::LeadersElected {
+        changes: leader_changes,
+        unclean: unclean_elections,
+    })
 }
 
 /// `unclean.leader.election.enable` of a topic: its override, else the broker default.
@@ -283,7 +291,10 @@ pub(crate) fn elect_preferred_leaders(metadata: &mut ClusterMetadata) -> Command
             leader_changes += 1;
         }
     }
-    Ok(CommandOutput::LeadersElected(leader_changes))
+    Ok(CommandOutput::LeadersElected {
+        changes: leader_changes,
+        unclean: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -369,7 +380,10 @@ mod tests {
             partition(3, &[2, 3], &[2, 3], 2),
         ]);
         let result = apply(&mut metadata, fence(1, false));
-        assert_eq!(result, Ok(CommandOutput::LeadersElected(2)));
+        assert_eq!(result, Ok(CommandOutput::LeadersElected {
+                changes: 2,
+                unclean: Vec::new()
+            }));
         assert!(metadata.broker(1).unwrap().fenced);
 
         // Led by 1: next replica in order that is in the ISR.
@@ -404,7 +418,10 @@ mod tests {
         // Fencing again changes nothing more.
         assert_eq!(
             apply(&mut metadata, fence(1, false)),
-            Ok(CommandOutput::LeadersElected(0))
+            Ok(CommandOutput::LeadersElected {
+                changes: 0,
+                unclean: Vec::new()
+            })
         );
         assert_eq!(epochs(part(&metadata, 0)), (6, 11));
     }
@@ -518,7 +535,10 @@ mod tests {
         };
         assert_eq!(
             apply(&mut metadata, unfence),
-            Ok(CommandOutput::LeadersElected(1))
+            Ok(CommandOutput::LeadersElected {
+                changes: 1,
+                unclean: Vec::new()
+            })
         );
         assert!(!metadata.broker(1).unwrap().fenced);
         assert_eq!(part(&metadata, 0).leader, 1);
@@ -644,7 +664,10 @@ mod tests {
         assert!(!prefers_another_leader(&metadata, part(&metadata, 1)));
         assert_eq!(
             apply(&mut metadata, Command::ElectPreferredLeaders),
-            Ok(CommandOutput::LeadersElected(1))
+            Ok(CommandOutput::LeadersElected {
+                changes: 1,
+                unclean: Vec::new()
+            })
         );
         assert_eq!(part(&metadata, 0).leader, 1);
         assert_eq!(epochs(part(&metadata, 0)), (6, 11));

@@ -606,7 +606,7 @@ impl Controller {
             unclean_leader_election_default: self.inner.tuning.unclean_leader_election_enable,
         };
         match self.propose(command).await? {
-            CommandOutput::LeadersElected(_) => Ok(()),
+            CommandOutput::LeadersElected { .. } => Ok(()),
             other => Err(unexpected_output(other)),
         }
     }
@@ -635,7 +635,7 @@ impl Controller {
     /// the ISR but not leader gets it as leader. Returns the number of leader changes.
     pub async fn elect_preferred_leaders(&self) -> Result<u32, ControllerError> {
         match self.propose(Command::ElectPreferredLeaders).await? {
-            CommandOutput::LeadersElected(count) => Ok(count),
+            CommandOutput::LeadersElected { changes, .. } => Ok(changes),
             other => Err(unexpected_output(other)),
         }
     }

@@ -147,11 +147,22 @@ impl MetadataStore {
                     let result = applied.requests.apply(metadata, command);
                     let decided_here = i64::from(metadata.controller_id)
                         == self.shared.local_node.load(Ordering::Relaxed);
-                    if let Ok(CommandOutput::LeadersElected(count)) = &result
+                    if let Ok(CommandOutput::LeadersElected { changes, unclean }) = &result
                         && decided_here
                     {
                         metrics::counter!("silt_controller_leader_elections_total")
-                            .increment(u64::from(*count));
+                            .increment(u64::from(*changes));
+                        for (topic, partition, leader) in unclean {
+                            // Kafka's UncleanLeaderElectionsPerSec, and its warning.
+                            metrics::counter!("silt_controller_unclean_leader_elections_total")
+                                .increment(1);
+                            tracing::warn!(
+                                topic,
+                                partition,
+                                leader,
+                                "unclean leader election: no in-sync replica is alive, an out-of-sync replica leads; records it lacks are lost"
+                            );
+                        }
                     }
                     result
                 }

@@ -236,6 +236,8 @@ fn export_replication_metrics() {
         "silt_isr_shrinks_total",
         "silt_isr_expands_total",
         "silt_controller_leader_elections_total",
+        "silt_controller_unclean_leader_elections_total",
+        "silt_truncated_committed_records_total",
     ] {
         metrics::counter!(counter).increment(0);
     }

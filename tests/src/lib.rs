@@ -54,7 +54,12 @@ fn locate_silt_bin() -> Result<PathBuf> {
     let deps_dir = test_exe
         .parent()
         .context("test executable has no parent dir")?;
-    let profile_dir = deps_dir.parent().context("deps dir has no parent dir")?;
+    // A test runs from target/<profile>/deps, a binary of this crate (the fault
+    // campaign) from target/<profile> itself.
+    let profile_dir = match deps_dir.file_name() {
+        Some(name) if name == "deps" => deps_dir.parent().context("deps dir has no parent dir")?,
+        _ => deps_dir,
+    };
     let bin = profile_dir.join("silt");
     if let Some(run_id) = std::env::var_os("NEXTEST_RUN_ID") {
         // Once per nextest run: later test processes find the marker.
