@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
 };
 
 /// How long a read waits before a test treats the connection as silent.
@@ -116,6 +118,49 @@ impl WireClient {
             );
         }
         Req::Response::decode(&mut frame, version).context("decoding response")
+    }
+
+    /// The idempotent-producer fields of the record at `offset` of `topic`-`partition`,
+    /// read with a consumer Fetch (v11) from this broker, which must lead it: (producer
+    /// id, producer epoch, sequence).
+    pub fn producer_of_record(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(i64, i16, i32)> {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(partition)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        let response = self.call(11, &request)?;
+        let data = response
+            .responses
+            .first()
+            .and_then(|topic| topic.partitions.first())
+            .context("fetch response without the partition")?;
+        if data.error_code != 0 {
+            bail!("fetch of {topic}-{partition} at {offset}: error code {}", data.error_code);
+        }
+        let mut records = data.records.clone().unwrap_or_default();
+        while records.has_remaining() {
+            let batch = RecordBatchDecoder::decode(&mut records).context("decoding a batch")?;
+            if let Some(record) = batch.records.iter().find(|record| record.offset == offset) {
+                return Ok((record.producer_id, record.producer_epoch, record.sequence));
+            }
+        }
+        bail!("no record at offset {offset} of {topic}-{partition}")
     }
 
     /// Reads one response frame, or reports EOF / timeout.
