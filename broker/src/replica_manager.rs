@@ -218,6 +218,14 @@ pub struct PartitionRead {
 
 type PartitionKey = (Arc<str>, i32);
 
+/// How far a leader read may go (Kafka's `FetchIsolation`): consumers read committed
+/// records, a coordinator loading its state reads the whole log.
+#[derive(Debug, Clone, Copy)]
+enum ReadBound {
+    HighWatermark,
+    LogEnd,
+}
+
 /// Hosts the partitions assigned to this broker.
 #[derive(Debug)]
 pub struct ReplicaManager {
@@ -505,7 +513,10 @@ impl ReplicaManager {
                 }
                 let key: PartitionKey = (Arc::clone(&topic_name), assignment.partition);
                 wanted.insert(key.clone());
-                if let Err(error) = self.apply_partition(key, topic.topic_id, &config, assignment).await {
+                if let Err(error) = self
+                    .apply_partition(key, topic.topic_id, &config, assignment)
+                    .await
+                {
                     failures += 1;
                     debug!(topic = %topic.name, partition = assignment.partition, %error, "partition metadata not applied");
                     first_error.get_or_insert(error);
@@ -819,7 +830,7 @@ impl ReplicaManager {
             current_leader_epoch,
             max_bytes,
             min_one_batch,
-            false,
+            ReadBound::HighWatermark,
         )
         .await
     }
@@ -839,8 +850,16 @@ impl ReplicaManager {
         fetch_offset: i64,
         max_bytes: usize,
     ) -> Result<PartitionRead, PartitionError> {
-        self.read_as_leader(topic, partition, fetch_offset, -1, max_bytes, true, true)
-            .await
+        self.read_as_leader(
+            topic,
+            partition,
+            fetch_offset,
+            -1,
+            max_bytes,
+            true,
+            ReadBound::LogEnd,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -852,14 +871,14 @@ impl ReplicaManager {
         current_leader_epoch: i32,
         max_bytes: usize,
         min_one_batch: bool,
-        to_log_end: bool,
+        bound: ReadBound,
     ) -> Result<PartitionRead, PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
         Self::check_leader_epoch(&hosted, current_leader_epoch)?;
         let high_watermark = hosted.high_watermark();
-        let upper_bound = match to_log_end {
-            true => hosted.log_end_offset(),
-            false => high_watermark,
+        let upper_bound = match bound {
+            ReadBound::LogEnd => hosted.log_end_offset(),
+            ReadBound::HighWatermark => high_watermark,
         };
         let local_log_start_offset = hosted.log_start_offset();
         let log_start_offset = self.log_start_offset(&hosted);

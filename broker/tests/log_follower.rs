@@ -133,7 +133,11 @@ fn truncation_to_the_log_end_drops_an_epoch_with_no_records() {
     assert_eq!(log.latest_epoch(), Some(1), "the empty epoch 4 is gone");
     drop(log);
     let reopened = open(&dir, small_segments(4_096));
-    assert_eq!(reopened.latest_epoch(), Some(1), "and gone from the checkpoint");
+    assert_eq!(
+        reopened.latest_epoch(),
+        Some(1),
+        "and gone from the checkpoint"
+    );
 
     // On an empty log the only epoch starts at 0, the log end: it goes too.
     let mut empty = open(&root.path().join("empty-0"), small_segments(4_096));

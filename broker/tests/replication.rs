@@ -237,12 +237,12 @@ async fn acks_all_waiter_wakes_when_the_follower_catches_up() {
     let waiter = tokio::spawn(async move {
         waiting_leader
             .wait_for_high_watermark(
-            TOPIC,
-            0,
-            appended.last_offset + 1,
-            appended.leader_epoch,
-            Duration::from_secs(10),
-        )
+                TOPIC,
+                0,
+                appended.last_offset + 1,
+                appended.leader_epoch,
+                Duration::from_secs(10),
+            )
             .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -292,12 +292,12 @@ async fn acks_all_waiter_fails_when_leadership_moves() {
     let waiter = tokio::spawn(async move {
         waiting_leader
             .wait_for_high_watermark(
-            TOPIC,
-            0,
-            appended.last_offset + 1,
-            appended.leader_epoch,
-            Duration::from_secs(10),
-        )
+                TOPIC,
+                0,
+                appended.last_offset + 1,
+                appended.leader_epoch,
+                Duration::from_secs(10),
+            )
             .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -332,12 +332,12 @@ async fn acks_all_answers_not_enough_replicas_after_append_when_the_isr_shrinks(
     let waiter = tokio::spawn(async move {
         waiting_leader
             .wait_for_high_watermark(
-            TOPIC,
-            0,
-            appended.last_offset + 1,
-            appended.leader_epoch,
-            Duration::from_secs(10),
-        )
+                TOPIC,
+                0,
+                appended.last_offset + 1,
+                appended.leader_epoch,
+                Duration::from_secs(10),
+            )
             .await
     });
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -17,7 +17,10 @@ pub(crate) const KEPT_ANSWERS: usize = 1024;
 
 /// Request id -> answer, oldest first; at most [`KEPT_ANSWERS`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(from = "Vec<(uuid::Uuid, CommandResult)>", into = "Vec<(uuid::Uuid, CommandResult)>")]
+#[serde(
+    from = "Vec<(uuid::Uuid, CommandResult)>",
+    into = "Vec<(uuid::Uuid, CommandResult)>"
+)]
 pub(crate) struct AppliedRequests {
     order: VecDeque<uuid::Uuid>,
     answers: HashMap<uuid::Uuid, CommandResult>,
@@ -26,8 +29,16 @@ pub(crate) struct AppliedRequests {
 impl AppliedRequests {
     /// Applies `command` to `metadata` unless it is a [`Command::Once`] applied before,
     /// whose first answer is returned instead.
-    pub(crate) fn apply(&mut self, metadata: &mut ClusterMetadata, command: Command) -> CommandResult {
-        let Command::Once { request_id, command } = command else {
+    pub(crate) fn apply(
+        &mut self,
+        metadata: &mut ClusterMetadata,
+        command: Command,
+    ) -> CommandResult {
+        let Command::Once {
+            request_id,
+            command,
+        } = command
+        else {
             return state_machine::apply(metadata, command);
         };
         if let Some(answer) = self.answers.get(&request_id) {
@@ -122,22 +133,38 @@ mod tests {
         let topic_id = metadata.topic("orders").map(|topic| topic.topic_id);
         assert!(matches!(first, Ok(CommandOutput::Topic(_))), "{first:?}");
         let retried = requests.apply(&mut metadata, once(request_id, command.clone()));
-        assert_eq!(retried, first, "the retry gets the first answer, not TOPIC_ALREADY_EXISTS");
-        assert_eq!(metadata.topic("orders").map(|topic| topic.topic_id), topic_id);
+        assert_eq!(
+            retried, first,
+            "the retry gets the first answer, not TOPIC_ALREADY_EXISTS"
+        );
+        assert_eq!(
+            metadata.topic("orders").map(|topic| topic.topic_id),
+            topic_id
+        );
         // The same command under a new id is a new request.
         let again = requests.apply(&mut metadata, once(uuid::Uuid::new_v4(), command));
-        assert!(matches!(again, Err(CommandError::TopicAlreadyExists(_))), "{again:?}");
+        assert!(
+            matches!(again, Err(CommandError::TopicAlreadyExists(_))),
+            "{again:?}"
+        );
     }
 
     #[test]
     fn answers_survive_a_snapshot_and_the_oldest_are_forgotten() {
         let mut metadata = cluster();
         let mut requests = AppliedRequests::default();
-        let ids: Vec<uuid::Uuid> = (0..KEPT_ANSWERS + 1).map(|_| uuid::Uuid::new_v4()).collect();
+        let ids: Vec<uuid::Uuid> = (0..KEPT_ANSWERS + 1)
+            .map(|_| uuid::Uuid::new_v4())
+            .collect();
         for (index, request_id) in ids.iter().enumerate() {
             let _ = requests.apply(
                 &mut metadata,
-                once(*request_id, Command::AllocateProducerIds { count: 1 + index as i64 % 2 }),
+                once(
+                    *request_id,
+                    Command::AllocateProducerIds {
+                        count: 1 + index as i64 % 2,
+                    },
+                ),
             );
         }
         let json = serde_json::to_vec(&requests).unwrap();
@@ -151,7 +178,10 @@ mod tests {
         );
         assert_eq!(metadata.next_producer_id, before, "{retried:?}");
         // The oldest was forgotten: it would apply again.
-        let _ = restored.apply(&mut metadata, once(ids[0], Command::AllocateProducerIds { count: 1 }));
+        let _ = restored.apply(
+            &mut metadata,
+            once(ids[0], Command::AllocateProducerIds { count: 1 }),
+        );
         assert_eq!(metadata.next_producer_id, before + 1);
     }
 }

@@ -102,7 +102,11 @@ pub(crate) fn remove_from_partitions(
                     {
                         Some(leader) => {
                             partition.isr = vec![leader];
-                            unclean_elections.push((topic.name.clone(), partition.partition, leader));
+                            unclean_elections.push((
+                                topic.name.clone(),
+                                partition.partition,
+                                leader,
+                            ));
                             leader
                         }
                         None => NO_BROKER,
@@ -380,10 +384,13 @@ mod tests {
             partition(3, &[2, 3], &[2, 3], 2),
         ]);
         let result = apply(&mut metadata, fence(1, false));
-        assert_eq!(result, Ok(CommandOutput::LeadersElected {
+        assert_eq!(
+            result,
+            Ok(CommandOutput::LeadersElected {
                 changes: 2,
                 unclean: Vec::new()
-            }));
+            })
+        );
         assert!(metadata.broker(1).unwrap().fenced);
 
         // Led by 1: next replica in order that is in the ISR.

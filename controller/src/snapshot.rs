@@ -63,7 +63,9 @@ pub(crate) fn decode_state(data: &[u8]) -> io::Result<(ClusterMetadata, AppliedR
         Ok(metadata) => Ok((metadata, AppliedRequests::default())),
         Err(bare_error) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("snapshot data does not decode: {payload_error} (as bare metadata: {bare_error})"),
+            format!(
+                "snapshot data does not decode: {payload_error} (as bare metadata: {bare_error})"
+            ),
         )),
     }
 }

@@ -302,6 +302,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         None,
         "directory of the remote read cache; default <first log dir>/remote-cache",
     ),
+    def(
+        "metadata.log.dir",
+        None,
+        "directory of the controller's raft log and snapshots (under __controller); default the first of log.dirs. Kafka's setting: a disk of its own keeps a full data disk from stopping the controller",
+    ),
 ];
 
 /// Broker config name → topic config name for the settings that are topic defaults.
@@ -482,6 +487,9 @@ pub struct BrokerConfig {
     pub advertised_port: u16,
     /// `log.dirs`.
     pub log_dirs: Vec<PathBuf>,
+    /// `metadata.log.dir`: where the controller keeps its raft log (under
+    /// `__controller`); the first of `log.dirs` unless set.
+    pub metadata_log_dir: PathBuf,
     /// `admin.listener`.
     pub admin_listener: SocketAddr,
     /// `cluster.id`.
@@ -666,6 +674,10 @@ impl BrokerConfig {
             ..TieringConfig::default()
         };
         let cache_disk_bytes: usize = parse_number(&raw, "remote.log.cache.disk.bytes")?;
+        let metadata_log_dir = match raw.get("metadata.log.dir") {
+            Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim()),
+            _ => first_log_dir.clone(),
+        };
         let cache_dir = match raw.get("remote.log.cache.dir") {
             Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim()),
             _ => first_log_dir.join("remote-cache"),
@@ -783,6 +795,7 @@ impl BrokerConfig {
             advertised_host: advertised.0,
             advertised_port: advertised.1,
             log_dirs,
+            metadata_log_dir,
             admin_listener,
             cluster_id: raw
                 .get("cluster.id")

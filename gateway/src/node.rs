@@ -45,9 +45,6 @@ pub enum NodeError {
     /// The controller refused to start or to register this broker.
     #[error("controller: {0}")]
     Controller(#[from] ControllerError),
-    /// Opening the hosted partitions failed.
-    #[error("opening partitions: {0}")]
-    Partitions(#[from] silt_broker::replica_manager::PartitionError),
     /// Tiered storage could not be started (object store or cache).
     #[error("tiered storage: {0}")]
     Tiering(String),
@@ -276,7 +273,7 @@ async fn start_controller(config: &BrokerConfig) -> Result<Controller, Controlle
     }
     let controller_config = ControllerConfig {
         node_id: config.node_id,
-        data_dir: config.log_dirs[0].join("__controller"),
+        data_dir: config.metadata_log_dir.join("__controller"),
         cluster_id: config.cluster_id.clone(),
         voters: config.quorum_voters.clone(),
         listen_addr: config.controller_listener,

@@ -63,11 +63,17 @@ impl CampaignOptions {
     /// `faults` faults with a seed from `SILT_CAMPAIGN_SEED`, else a random one.
     pub fn from_env(faults: usize) -> Result<CampaignOptions> {
         let seed = match std::env::var("SILT_CAMPAIGN_SEED") {
-            Ok(text) => text.trim().parse().context("SILT_CAMPAIGN_SEED is not a u64")?,
+            Ok(text) => text
+                .trim()
+                .parse()
+                .context("SILT_CAMPAIGN_SEED is not a u64")?,
             Err(_) => rand::random(),
         };
         let faults = match std::env::var("SILT_CAMPAIGN_FAULTS") {
-            Ok(text) => text.trim().parse().context("SILT_CAMPAIGN_FAULTS is not a count")?,
+            Ok(text) => text
+                .trim()
+                .parse()
+                .context("SILT_CAMPAIGN_FAULTS is not a count")?,
             Err(_) => faults,
         };
         let kinds = match std::env::var("SILT_CAMPAIGN_KINDS") {
@@ -230,7 +236,10 @@ impl CampaignReport {
                 "| {name} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 faults.len(),
                 faults.iter().map(|fault| fault.exited.len()).sum::<usize>(),
-                faults.iter().map(|fault| fault.failed_starts).sum::<usize>(),
+                faults
+                    .iter()
+                    .map(|fault| fault.failed_starts)
+                    .sum::<usize>(),
                 quantile(&mut recovery, 0.5),
                 quantile(&mut unavailable, 0.5),
                 quantile(&mut unavailable, 0.99),
@@ -351,7 +360,12 @@ pub fn run(options: &CampaignOptions) -> Result<CampaignReport> {
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(Mutex::new(BTreeMap::<(String, i32), i64>::new()));
-    let group = spawn_group_member(&bootstrap, &topics, Arc::clone(&committed), Arc::clone(&stop))?;
+    let group = spawn_group_member(
+        &bootstrap,
+        &topics,
+        Arc::clone(&committed),
+        Arc::clone(&stop),
+    )?;
     let state = Arc::new(Mutex::new(FaultState::default()));
     let node_addrs: BTreeMap<i32, String> = cluster
         .node_ids()
@@ -496,7 +510,10 @@ fn print_fault(record: &FaultRecord, checkers: &[Arc<Checker>]) {
         quantile(&mut unavailable, 1.0),
         record.exited,
         record.failed_starts,
-        checkers.iter().map(|checker| checker.ack_count()).sum::<usize>(),
+        checkers
+            .iter()
+            .map(|checker| checker.ack_count())
+            .sum::<usize>(),
     );
     let _ = std::io::stdout().flush();
 }
@@ -564,8 +581,8 @@ fn inject(
 
 /// Writes zeros to `path` until the file system is full.
 fn fill_to_enospc(path: &std::path::Path) -> Result<()> {
-    let mut file = std::fs::File::create(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let chunk = vec![0_u8; 1 << 20];
     loop {
         match file.write_all(&chunk) {
@@ -806,7 +823,10 @@ fn leaders_from(addr: &str, topics: &[String]) -> Result<BTreeMap<(String, i32),
             continue;
         }
         for partition in topic.partitions() {
-            let _ = leaders.insert((topic.name().to_string(), partition.id()), partition.leader());
+            let _ = leaders.insert(
+                (topic.name().to_string(), partition.id()),
+                partition.leader(),
+            );
         }
     }
     Ok(leaders)

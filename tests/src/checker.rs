@@ -256,9 +256,9 @@ impl Checker {
                 } else {
                     report.duplicates.push(*number);
                 }
-                report
-                    .details
-                    .push(format!("record {number} at {places:?} by (producer id, epoch, sequence) {producers:?}"));
+                report.details.push(format!(
+                    "record {number} at {places:?} by (producer id, epoch, sequence) {producers:?}"
+                ));
             }
         }
         for ack in &acks {
@@ -268,7 +268,10 @@ impl Checker {
                 // (a later record of the same idempotent producer was acknowledged),
                 // as delivered at -1001: it must be in its partition, anywhere.
                 Some(places)
-                    if ack.offset < 0 && places.iter().any(|(partition, _)| *partition == ack.partition) =>
+                    if ack.offset < 0
+                        && places
+                            .iter()
+                            .any(|(partition, _)| *partition == ack.partition) =>
                 {
                     report.acknowledged_without_offset += 1;
                 }
@@ -321,7 +324,9 @@ impl Checker {
             .map(|(partition, offset)| {
                 let addr = leader_addr(bootstrap, &self.topic, *partition).ok()?;
                 let mut client = crate::wire::WireClient::connect(addr).ok()?;
-                client.producer_of_record(&self.topic, *partition, *offset).ok()
+                client
+                    .producer_of_record(&self.topic, *partition, *offset)
+                    .ok()
             })
             .collect()
     }

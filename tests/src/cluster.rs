@@ -153,7 +153,9 @@ impl SiltCluster {
                     .trim_start_matches("http://")
                     .trim_end_matches('/')
                     .parse()
-                    .with_context(|| format!("S3 endpoint {} is not http://IP:PORT", env.endpoint))?;
+                    .with_context(|| {
+                        format!("S3 endpoint {} is not http://IP:PORT", env.endpoint)
+                    })?;
                 let started = TcpRelay::start(&network.host_address(), target)?;
                 env.endpoint = format!("http://{}", started.listen_addr());
                 relay = Some(started);

@@ -667,7 +667,8 @@ impl Drop for SiltProcess {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let kept = std::env::temp_dir().join(format!("silt-kept-{}-{name}", std::process::id()));
+            let kept =
+                std::env::temp_dir().join(format!("silt-kept-{}-{name}", std::process::id()));
             if std::fs::rename(self.tempdir.path(), &kept).is_ok() {
                 eprintln!("kept the broker's directory at {}", kept.display());
             }

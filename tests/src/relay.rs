@@ -98,7 +98,11 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, state: &Arc<RelayStat
     }
 }
 
-fn relay_connection(client: TcpStream, upstream: TcpStream, state: &Arc<RelayState>) -> io::Result<()> {
+fn relay_connection(
+    client: TcpStream,
+    upstream: TcpStream,
+    state: &Arc<RelayState>,
+) -> io::Result<()> {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let _ = state
         .open

@@ -14,8 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 /// How long a read waits before a test treats the connection as silent.
@@ -151,7 +150,10 @@ impl WireClient {
             .and_then(|topic| topic.partitions.first())
             .context("fetch response without the partition")?;
         if data.error_code != 0 {
-            bail!("fetch of {topic}-{partition} at {offset}: error code {}", data.error_code);
+            bail!(
+                "fetch of {topic}-{partition} at {offset}: error code {}",
+                data.error_code
+            );
         }
         let mut records = data.records.clone().unwrap_or_default();
         while records.has_remaining() {

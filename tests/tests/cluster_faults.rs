@@ -357,12 +357,17 @@ fn any_one_node_down_keeps_every_committed_offset() -> Result<()> {
     );
     // Twelve groups: their coordinators land on every node.
     let groups: Vec<String> = (0..12).map(|index| format!("ledger-{index}")).collect();
-    let expected = |group_index: usize, partition: i32| (group_index * 10) as i64 + i64::from(partition) + 1;
+    let expected =
+        |group_index: usize, partition: i32| (group_index * 10) as i64 + i64::from(partition) + 1;
     for (group_index, group) in groups.iter().enumerate() {
         let consumer = kafka::base_consumer_in_group(&cluster.bootstrap(), group)?;
         let mut offsets = TopicPartitionList::new();
         for partition in 0..PARTITIONS {
-            offsets.add_partition_offset(topic, partition, Offset::Offset(expected(group_index, partition)))?;
+            offsets.add_partition_offset(
+                topic,
+                partition,
+                Offset::Offset(expected(group_index, partition)),
+            )?;
         }
         consumer.commit(&offsets, CommitMode::Sync)?;
     }

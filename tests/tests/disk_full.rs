@@ -158,3 +158,139 @@ async fn a_full_log_dir_refuses_appends_with_a_storage_error_and_keeps_what_was_
     check_holds_exactly(&bootstrap, "events", &events).await?;
     Ok(())
 }
+
+/// A batch as written: (producer epoch, base sequence, record values).
+type WrittenBatch = (i16, i32, Vec<Vec<u8>>);
+
+/// Every batch in the partition's segment files, in offset order, read from disk.
+fn batches_on_disk(partition_dir: &std::path::Path) -> Result<Vec<WrittenBatch>> {
+    use bytes::Buf;
+    let mut batches = Vec::new();
+    for segment in silt_tests::segment_files(partition_dir)? {
+        let mut bytes = bytes::Bytes::from(std::fs::read(&segment)?);
+        // Stop at the end of the written batches (a preallocated tail reads as zeros).
+        while bytes.remaining() >= 61 && i32::from_be_bytes(bytes[8..12].try_into()?) > 0 {
+            let batch = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+                .with_context(|| format!("decoding {}", segment.display()))?;
+            let Some(first) = batch.records.first() else {
+                continue;
+            };
+            batches.push((
+                first.producer_epoch,
+                first.sequence,
+                batch
+                    .records
+                    .iter()
+                    .map(|record| record.value.as_deref().unwrap_or_default().to_vec())
+                    .collect(),
+            ));
+        }
+    }
+    Ok(batches)
+}
+
+/// An idempotent producer writing through a log dir that fills up and empties again
+/// loses nothing, duplicates nothing and keeps its order and its producer epoch: every
+/// record is delivered and on disk exactly once, in one run of sequences. The
+/// controller's raft log is on another disk (`metadata.log.dir`), so the full data disk
+/// does not stop the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_keeps_its_epoch_and_order_through_a_full_log_dir() -> Result<()> {
+    let metadata_dir = tempfile::tempdir()?;
+    let silt = SiltOptions::new()
+        .data_dir_limit_mib(64)
+        .flag("--metadata-log-dir", metadata_dir.path().display())
+        .start()?;
+    let bootstrap = silt.bootstrap();
+    kafka::create_topic(&bootstrap, "ledger", 1, &[]).await?;
+    let producer = kafka::producer(
+        &bootstrap,
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "0"),
+            ("message.timeout.ms", "120000"),
+            ("retry.backoff.ms", "50"),
+        ],
+    )?;
+    const RECORDS: usize = 1_500;
+    let sending = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            for index in 0..RECORDS {
+                let payload = value("ledger", index);
+                loop {
+                    match producer
+                        .send_result(FutureRecord::<(), [u8]>::to("ledger").payload(&payload))
+                    {
+                        Ok(delivery) => {
+                            deliveries.push(delivery);
+                            break;
+                        }
+                        // The client's queue is full while the broker refuses appends.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                if index % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let mut failed = 0;
+            for delivery in deliveries {
+                if !matches!(delivery.await, Ok(Ok(_))) {
+                    failed += 1;
+                }
+            }
+            failed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let filler = silt.data_dir().join("filler");
+    let filled = {
+        let filler = filler.clone();
+        tokio::task::spawn_blocking(move || -> Result<u64> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&filler)?;
+            let chunk = vec![0_u8; 1 << 16];
+            let mut written = 0;
+            loop {
+                match file.write_all(&chunk) {
+                    Ok(()) => written += chunk.len() as u64,
+                    Err(error) if error.raw_os_error() == Some(28) => return Ok(written),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        })
+        .await??
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::remove_file(&filler)?;
+    let failed = tokio::time::timeout(Duration::from_secs(150), sending)
+        .await
+        .context("the producer did not finish")??;
+    ensure!(failed == 0, "{failed} records not delivered");
+    ensure!(
+        silt.log().contains("append failed in the log directory"),
+        "the log dir never filled ({filled} filler bytes): the test proved nothing\n{}",
+        silt.log_tail()
+    );
+    let batches = batches_on_disk(&silt.data_dir().join("ledger-0"))?;
+    let mut expected_sequence = 0;
+    let mut values = Vec::new();
+    for (epoch, sequence, batch_values) in &batches {
+        ensure!(
+            *epoch == 0 && *sequence == expected_sequence,
+            "a batch of producer epoch {epoch} at sequence {sequence} where epoch 0, sequence {expected_sequence} was next: the client bumped its epoch"
+        );
+        expected_sequence += i32::try_from(batch_values.len())?;
+        values.extend(batch_values.iter().cloned());
+    }
+    let expected: Vec<Vec<u8>> = (0..RECORDS).map(|index| value("ledger", index)).collect();
+    ensure!(
+        values == expected,
+        "{} records on disk for {RECORDS} sent, not each once in order",
+        values.len()
+    );
+    Ok(())
+}

@@ -16,7 +16,9 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--faults" => options.faults = value()?.parse().context("--faults")?,
             "--seed" => options.seed = value()?.parse().context("--seed")?,
-            other => bail!("unknown argument {other}; usage: fault_campaign [--faults N] [--seed SEED]"),
+            other => {
+                bail!("unknown argument {other}; usage: fault_campaign [--faults N] [--seed SEED]")
+            }
         }
     }
     let report = campaign::run(&options)?;
