@@ -421,13 +421,17 @@ fn counter_over_nodes(cluster: &mut SiltCluster, name: &str, paused: i32) -> Res
         if node_id == paused || !node.is_running() {
             continue;
         }
-        let (_, body) = node.admin_get("/metrics")?;
-        total += silt_tests::s3::metric_samples(&body, name)
-            .iter()
-            .map(|(_, value)| value)
-            .sum::<f64>();
+        total += metric_sum(&node.admin_get("/metrics")?.1, name);
     }
     Ok(total)
+}
+
+/// The sum of a metric's samples in a `/metrics` body.
+fn metric_sum(body: &str, name: &str) -> f64 {
+    silt_tests::s3::metric_samples(body, name)
+        .iter()
+        .map(|(_, value)| value)
+        .sum()
 }
 
 /// `unclean.leader.election.enable=true` on a 5-node cluster: with both followers down
@@ -496,12 +500,10 @@ fn unclean_leader_election_trades_the_missing_records_for_availability() -> Resu
     cluster.node(leader)?.signal("CONT")?;
     cluster.node_mut(followers[1])?.start_again()?;
     let _states = cluster.wait_for_isr(topic, 3, SETTLE)?;
-    let metrics = cluster.node(leader)?.admin_get("/metrics")?.1;
-    let truncated: f64 =
-        silt_tests::s3::metric_samples(&metrics, "silt_truncated_committed_records_total")
-            .iter()
-            .map(|(_, value)| value)
-            .sum();
+    let truncated = metric_sum(
+        &cluster.node(leader)?.admin_get("/metrics")?.1,
+        "silt_truncated_committed_records_total",
+    );
     // Counted against the old leader's high watermark, which may lag its last append.
     ensure!(
         (1.0..=100.0).contains(&truncated),
