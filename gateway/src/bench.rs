@@ -340,7 +340,7 @@ impl LatencyRecord {
             .enumerate()
             .filter(|(_, max)| *max > 0)
             .collect();
-        windows.sort_by(|a, b| b.1.cmp(&a.1));
+        windows.sort_by_key(|window| std::cmp::Reverse(window.1));
         windows
             .into_iter()
             .take(STALL_WINDOWS_REPORTED)

@@ -156,26 +156,26 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     );
 
     let (shutdown, shutdown_receiver) = watch::channel(false);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(Arc::clone(&membership).run_heartbeats()));
-    tasks.push(tokio::spawn(ensure_consumer_offsets_topic(
-        controller.clone(),
-        config.clone(),
-    )));
-    tasks.push(tokio::spawn(follow_metadata(
-        controller.clone(),
-        Arc::clone(&replica_manager),
-        Arc::clone(&group_coordinator),
-        (apply_errors, load_errors),
-        shutdown_receiver.clone(),
-    )));
-    tasks.push(tokio::spawn(
-        Arc::clone(&replica_manager).run_isr_maintenance_loop(replica_manager.isr_check_interval()),
-    ));
     let retention_interval = Duration::from_millis(config.retention_check_interval_ms.max(100));
-    tasks.push(tokio::spawn(
-        Arc::clone(&replica_manager).run_retention_loop(retention_interval),
-    ));
+    let mut tasks = vec![
+        tokio::spawn(Arc::clone(&membership).run_heartbeats()),
+        tokio::spawn(ensure_consumer_offsets_topic(
+            controller.clone(),
+            config.clone(),
+        )),
+        tokio::spawn(follow_metadata(
+            controller.clone(),
+            Arc::clone(&replica_manager),
+            Arc::clone(&group_coordinator),
+            (apply_errors, load_errors),
+            shutdown_receiver.clone(),
+        )),
+        tokio::spawn(
+            Arc::clone(&replica_manager)
+                .run_isr_maintenance_loop(replica_manager.isr_check_interval()),
+        ),
+        tokio::spawn(Arc::clone(&replica_manager).run_retention_loop(retention_interval)),
+    ];
     if let Some(flush_ms) = config.flush_interval_ms {
         let flushing = Arc::clone(&replica_manager);
         tasks.push(tokio::spawn(async move {

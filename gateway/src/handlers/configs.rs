@@ -35,12 +35,15 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
+/// One config as DescribeConfigs answers it: (name, value, config source).
+pub(super) type ConfigEntry = (String, String, i8);
+
 /// Every topic config with its effective value and source: the override, else the
 /// broker default, else the built-in default.
 pub(super) fn effective_topic_configs(
     context: &BrokerContext,
     overrides: &BTreeMap<String, String>,
-) -> Vec<(String, String, i8)> {
+) -> Vec<ConfigEntry> {
     let builtin = LogConfig::defaults();
     let broker_defaults = context.replica_manager.log_defaults();
     builtin
@@ -75,27 +78,26 @@ pub(super) fn handle_describe_configs(
                     .map(|key| key.as_str().to_string())
                     .collect::<Vec<_>>()
             });
-            let entries: Result<Vec<(String, String, i8)>, (i16, String)> =
-                match resource.resource_type {
-                    RESOURCE_TOPIC => match context.controller.metadata().topic(&name) {
-                        Some(topic) => Ok(effective_topic_configs(context, &topic.configs)),
-                        None => Err((
-                            error_code::UNKNOWN_TOPIC_OR_PARTITION,
-                            format!("unknown topic '{name}'"),
-                        )),
-                    },
-                    RESOURCE_BROKER if name.is_empty() || name == context.node_id().to_string() => {
-                        Ok(broker_configs(context))
-                    }
-                    RESOURCE_BROKER => Err((
-                        error_code::INVALID_REQUEST,
-                        format!("broker '{name}' is not this broker"),
+            let entries: Result<Vec<ConfigEntry>, (i16, String)> = match resource.resource_type {
+                RESOURCE_TOPIC => match context.controller.metadata().topic(&name) {
+                    Some(topic) => Ok(effective_topic_configs(context, &topic.configs)),
+                    None => Err((
+                        error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("unknown topic '{name}'"),
                     )),
-                    other => Err((
-                        error_code::INVALID_REQUEST,
-                        format!("config resource type {other} is not supported"),
-                    )),
-                };
+                },
+                RESOURCE_BROKER if name.is_empty() || name == context.node_id().to_string() => {
+                    Ok(broker_configs(context))
+                }
+                RESOURCE_BROKER => Err((
+                    error_code::INVALID_REQUEST,
+                    format!("broker '{name}' is not this broker"),
+                )),
+                other => Err((
+                    error_code::INVALID_REQUEST,
+                    format!("config resource type {other} is not supported"),
+                )),
+            };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(str_bytes(name));
@@ -140,7 +142,7 @@ fn describe_entry(
     }
 }
 
-fn broker_configs(context: &BrokerContext) -> Vec<(String, String, i8)> {
+fn broker_configs(context: &BrokerContext) -> Vec<ConfigEntry> {
     context
         .config
         .raw

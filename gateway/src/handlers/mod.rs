@@ -45,6 +45,9 @@ pub(crate) mod error_code {
 }
 
 /// What a handler produced: an answer now, or one that comes once the ISR has the data.
+// It lives for one request, moved once; boxing the large variant would allocate for
+// every response on the request path.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Handled {
     /// The response, or `None` for Produce with acks=0, which gets no response.
     Now(Option<ResponseKind>),
