@@ -1,31 +1,14 @@
 //! Errors of the partition log and the Kafka error codes they answer with.
 
+use kafka_protocol::ResponseError;
+
 use crate::record_batch::BatchError;
 
-/// Kafka error codes the log surfaces (protocol guide "Error Codes").
-pub mod kafka_code {
-    /// UNKNOWN_SERVER_ERROR.
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    /// OFFSET_OUT_OF_RANGE.
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    /// CORRUPT_MESSAGE.
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    /// MESSAGE_TOO_LARGE.
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    /// RECORD_LIST_TOO_LARGE.
-    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
-    /// INVALID_CONFIG.
-    pub const INVALID_CONFIG: i16 = 40;
-    /// UNSUPPORTED_FOR_MESSAGE_FORMAT.
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-    /// OUT_OF_ORDER_SEQUENCE_NUMBER.
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    /// DUPLICATE_SEQUENCE_NUMBER.
-    pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
-    /// INVALID_PRODUCER_EPOCH.
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    /// KAFKA_STORAGE_ERROR.
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+/// The Kafka error code for `error`, 0 (no error) for `None`: the one place codes
+/// become numbers, so that every module names errors by `ResponseError` (protocol
+/// guide, "Error Codes").
+pub fn error_code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |error| error.code())
 }
 
 /// Everything that can go wrong in the partition log.
@@ -115,23 +98,28 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// The Kafka error code to answer a request with.
-    pub fn kafka_error_code(&self) -> i16 {
+    /// The Kafka error to answer a request with.
+    pub fn kafka_error(&self) -> ResponseError {
         match self {
             LogError::Batch(BatchError::UnsupportedMagic(_)) => {
-                kafka_code::UNSUPPORTED_FOR_MESSAGE_FORMAT
+                ResponseError::UnsupportedForMessageFormat
             }
-            LogError::Batch(_) => kafka_code::CORRUPT_MESSAGE,
-            LogError::OffsetOutOfRange { .. } => kafka_code::OFFSET_OUT_OF_RANGE,
-            LogError::MessageTooLarge { .. } => kafka_code::MESSAGE_TOO_LARGE,
-            LogError::RecordListTooLarge { .. } => kafka_code::RECORD_LIST_TOO_LARGE,
-            LogError::InvalidProducerEpoch { .. } => kafka_code::INVALID_PRODUCER_EPOCH,
-            LogError::OutOfOrderSequence { .. } => kafka_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
-            LogError::DuplicateSequence { .. } => kafka_code::DUPLICATE_SEQUENCE_NUMBER,
-            LogError::InvalidConfig { .. } => kafka_code::INVALID_CONFIG,
-            LogError::InvalidOffset(_) => kafka_code::UNKNOWN_SERVER_ERROR,
-            LogError::Io(_) | LogError::Corrupt(_) => kafka_code::KAFKA_STORAGE_ERROR,
+            LogError::Batch(_) => ResponseError::CorruptMessage,
+            LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            LogError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
+            LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            LogError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
+            LogError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+            LogError::InvalidOffset(_) => ResponseError::UnknownServerError,
+            LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError,
         }
+    }
+
+    /// [`Self::kafka_error`] as the number on the wire.
+    pub fn kafka_error_code(&self) -> i16 {
+        self.kafka_error().code()
     }
 
     pub(crate) fn invalid_config(key: &str, message: impl Into<String>) -> LogError {

@@ -1,8 +1,11 @@
 //! ISR changes requested by the partition leader through the controller (KIP-497
-//! AlterPartition). The trait lives here, with its caller; the binary implements it
-//! over the controller client.
+//! AlterPartition; Kafka's `AlterPartitionManager`): the trait, with its caller, and
+//! [`ControllerIsrUpdater`], its implementation over the controller client.
 
-use silt_controller::{BrokerId, PartitionAssignment, TopicId};
+use silt_controller::{
+    AlterPartitionRequest, BrokerId, CommandError, Controller, ControllerError,
+    PartitionAssignment, TopicId,
+};
 
 /// Why the controller did not apply an ISR change.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -47,4 +50,64 @@ pub trait IsrUpdater: Send + Sync + std::fmt::Debug {
         partition_epoch: i32,
         new_isr: Vec<BrokerId>,
     ) -> Result<PartitionAssignment, IsrUpdateError>;
+}
+
+/// Sends the ISR changes of partitions this broker leads to the controller.
+#[derive(Debug)]
+pub struct ControllerIsrUpdater {
+    controller: Controller,
+    broker_id: BrokerId,
+}
+
+impl ControllerIsrUpdater {
+    /// An updater acting as broker `broker_id`.
+    pub fn new(controller: Controller, broker_id: BrokerId) -> Self {
+        ControllerIsrUpdater {
+            controller,
+            broker_id,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl IsrUpdater for ControllerIsrUpdater {
+    async fn alter_isr(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<BrokerId>,
+    ) -> Result<PartitionAssignment, IsrUpdateError> {
+        let request = AlterPartitionRequest {
+            broker_id: self.broker_id,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        };
+        self.controller
+            .alter_partition(request)
+            .await
+            .map_err(|error| match error {
+                ControllerError::Rejected(CommandError::FencedLeaderEpoch(_))
+                | ControllerError::Rejected(CommandError::InvalidUpdateVersion(_))
+                | ControllerError::Rejected(CommandError::NotLeaderOrFollower(_)) => {
+                    IsrUpdateError::StaleEpoch {
+                        leader_epoch,
+                        partition_epoch,
+                    }
+                }
+                ControllerError::Rejected(CommandError::UnknownTopicOrPartition(_))
+                | ControllerError::Rejected(CommandError::UnknownTopic(_)) => {
+                    IsrUpdateError::UnknownPartition
+                }
+                ControllerError::Rejected(CommandError::InvalidRequest(reason))
+                | ControllerError::Rejected(CommandError::IneligibleReplica(reason)) => {
+                    IsrUpdateError::InvalidIsr(reason)
+                }
+                other => IsrUpdateError::Unavailable(other.to_string()),
+            })
+    }
 }

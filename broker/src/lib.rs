@@ -3,10 +3,14 @@
 //! coordinator with its `__consumer_offsets` store.
 
 pub mod background;
+pub mod broker_lifecycle;
+pub mod checkpoint;
 pub mod consumer_offsets;
 pub mod error;
 pub mod group_coordinator;
 pub mod isr;
+pub mod leader_end_point;
+mod leader_epoch_cache;
 pub mod log;
 pub mod log_config;
 pub mod offset_index;
@@ -14,8 +18,8 @@ pub mod partition;
 pub mod preallocate;
 pub mod producer_state;
 pub mod record_batch;
-pub mod recovery_checkpoint;
 pub mod remote_log;
+pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication;
 pub mod segment;

@@ -20,34 +20,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-pub use crate::error::LogError;
-use crate::log_config::LogConfig;
-use crate::offset_index::remove_if_exists;
-use crate::preallocate::{AppendRate, STANDBY_FILE_NAME, Standby};
-use crate::producer_state::{
-    BatchMetadata, ProducerStateManager, SNAPSHOT_FILE_SUFFIX, SequenceCheck, list_snapshots,
-    write_file_atomically, write_file_replacing,
+use crate::checkpoint::{
+    CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_CHECKPOINT_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
+    RecoveryCheckpoint, SNAPSHOT_FILE_SUFFIX, fsync_dir, list_snapshots, read_offset_checkpoint,
+    remove_if_exists, write_file_atomically, write_offset_checkpoint,
 };
+pub use crate::error::LogError;
+pub use crate::leader_epoch_cache::EpochEntry;
+use crate::leader_epoch_cache::LeaderEpochCache;
+use crate::log_config::LogConfig;
+use crate::preallocate::{AppendRate, STANDBY_FILE_NAME, Standby};
+use crate::producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 use crate::record_batch::{
     BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, set_log_append_time, validate_batches,
     validate_replicated_batches,
 };
-use crate::recovery_checkpoint::RecoveryCheckpoint;
 use crate::segment::{
     INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, TIME_INDEX_FILE_SUFFIX, offset_file_path,
     parse_offset_file_name,
 };
 use crate::writeback::{WritebackConfig, WritebackState};
-
-/// Marker written by [`PartitionLog::close`], removed by [`PartitionLog::open`].
-pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
-/// Checkpoint of the log start offset.
-pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
-/// Checkpoint of the offset below which everything is known to be on disk.
-pub const RECOVERY_POINT_FILE: &str = "recovery-point";
-/// Kafka's leader-epoch checkpoint.
-pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
-const CHECKPOINT_VERSION: i64 = 0;
 
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,15 +75,6 @@ pub struct ReadInfo {
     pub log_end_offset: i64,
 }
 
-/// One entry of the leader-epoch cache: `epoch` began at `start_offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpochEntry {
-    /// Leader epoch.
-    pub epoch: i32,
-    /// First offset written in that epoch.
-    pub start_offset: i64,
-}
-
 /// Paths of the files that make up one segment, for shipping it elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentFiles {
@@ -111,170 +94,11 @@ pub struct SegmentFiles {
     pub leader_epoch_checkpoint: PathBuf,
 }
 
-/// Kafka's leader-epoch cache (`LeaderEpochFileCache`), persisted in
-/// `leader-epoch-checkpoint` as `0\n<count>\n<epoch> <startOffset>\n...`.
-#[derive(Debug)]
-struct LeaderEpochCache {
-    path: PathBuf,
-    entries: Vec<EpochEntry>,
-}
-
-impl LeaderEpochCache {
-    /// Loads the checkpoint; None if missing or unreadable.
-    fn load(dir: &Path) -> Option<LeaderEpochCache> {
-        let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-        let content = fs::read_to_string(&path).ok()?;
-        let mut lines = content.lines();
-        let version: i64 = lines.next()?.trim().parse().ok()?;
-        let count: usize = lines.next()?.trim().parse().ok()?;
-        if version != CHECKPOINT_VERSION {
-            return None;
-        }
-        let mut entries = Vec::with_capacity(count.min(1024));
-        for _ in 0..count {
-            let mut fields = lines.next()?.split_whitespace();
-            let epoch = fields.next()?.parse().ok()?;
-            let start_offset = fields.next()?.parse().ok()?;
-            entries.push(EpochEntry {
-                epoch,
-                start_offset,
-            });
-        }
-        let ordered = entries.windows(2).all(|pair| {
-            pair[0].epoch < pair[1].epoch && pair[0].start_offset <= pair[1].start_offset
-        });
-        ordered.then_some(LeaderEpochCache { path, entries })
-    }
-
-    fn empty(dir: &Path) -> LeaderEpochCache {
-        LeaderEpochCache {
-            path: dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
-            entries: Vec::new(),
-        }
-    }
-
-    fn latest_epoch(&self) -> Option<i32> {
-        self.entries.last().map(|entry| entry.epoch)
-    }
-
-    /// Records that `epoch` starts at `start_offset` if it is newer than the
-    /// latest known epoch; returns whether the cache changed.
-    fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
-        if epoch < 0 {
-            return false;
-        }
-        if let Some(latest) = self.entries.last()
-            && (epoch <= latest.epoch || start_offset < latest.start_offset)
-        {
-            return false;
-        }
-        self.entries.push(EpochEntry {
-            epoch,
-            start_offset,
-        });
-        true
-    }
-
-    /// Drops entries starting at or after `end_offset` (log truncated there).
-    fn truncate_from_end(&mut self, end_offset: i64) -> bool {
-        let keep = self
-            .entries
-            .partition_point(|entry| entry.start_offset < end_offset);
-        let changed = keep != self.entries.len();
-        self.entries.truncate(keep);
-        changed
-    }
-
-    /// Drops entries wholly below `start_offset`, moving the start of the
-    /// epoch covering it up to `start_offset`.
-    fn truncate_from_start(&mut self, start_offset: i64) -> bool {
-        let below = self
-            .entries
-            .partition_point(|entry| entry.start_offset < start_offset);
-        if below == 0 {
-            return false;
-        }
-        let covering_epoch = self.entries[below - 1].epoch;
-        self.entries.drain(..below);
-        self.entries.insert(
-            0,
-            EpochEntry {
-                epoch: covering_epoch,
-                start_offset,
-            },
-        );
-        true
-    }
-
-    fn clear(&mut self) -> bool {
-        let changed = !self.entries.is_empty();
-        self.entries.clear();
-        changed
-    }
-
-    /// Kafka's `endOffsetFor`: the largest epoch `<= requested` and the
-    /// offset where the next epoch starts (or `log_end_offset` for the latest).
-    fn end_offset_for(&self, requested_epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
-        if requested_epoch < 0 {
-            return None;
-        }
-        if self.latest_epoch() == Some(requested_epoch) {
-            return Some((requested_epoch, log_end_offset));
-        }
-        let higher = self
-            .entries
-            .iter()
-            .find(|entry| entry.epoch > requested_epoch)?;
-        let floor = self
-            .entries
-            .iter()
-            .rev()
-            .find(|entry| entry.epoch <= requested_epoch);
-        Some((
-            floor.map_or(requested_epoch, |entry| entry.epoch),
-            higher.start_offset,
-        ))
-    }
-
-    fn write(&self) -> io::Result<()> {
-        let mut content = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());
-        for entry in &self.entries {
-            content.push_str(&format!("{} {}\n", entry.epoch, entry.start_offset));
-        }
-        write_file_atomically(&self.path, content.as_bytes())
-    }
-}
-
-/// The offset in a Kafka offset checkpoint file (version line, offset line); None
-/// when the file is missing or not one.
-pub(crate) fn read_offset_checkpoint(path: &Path) -> Option<i64> {
-    let content = fs::read_to_string(path).ok()?;
-    let mut lines = content.lines();
-    let version: i64 = lines.next()?.trim().parse().ok()?;
-    let offset: i64 = lines.next()?.trim().parse().ok()?;
-    (version == CHECKPOINT_VERSION && offset >= 0).then_some(offset)
-}
-
-/// Writes a one-offset checkpoint file atomically, with fsyncs.
-pub(crate) fn write_offset_checkpoint(path: &Path, offset: i64) -> io::Result<()> {
-    write_file_atomically(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
-}
-
-/// [`write_offset_checkpoint`] without fsyncs: for checkpoints where an old or missing
-/// file is safe (it only makes recovery scan more).
-pub(crate) fn write_offset_checkpoint_unsynced(path: &Path, offset: i64) -> io::Result<()> {
-    write_file_replacing(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
-}
-
 fn system_now_ms() -> i64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 /// Splits a `<topic>-<partition>` directory name for log fields.
@@ -658,7 +482,7 @@ impl PartitionLog {
 
     /// The leader-epoch cache, oldest epoch first.
     pub fn leader_epoch_entries(&self) -> &[EpochEntry] {
-        &self.epoch_cache.entries
+        self.epoch_cache.entries()
     }
 
     /// The latest leader epoch seen in appended batches.

@@ -6,10 +6,12 @@
 //! `index.interval.bytes` of appended log. Entries are appended to the file
 //! (no preallocation) and mirrored in memory for lookups.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use crate::checkpoint::remove_if_exists;
 
 /// Size of one entry on disk, in bytes.
 pub const OFFSET_INDEX_ENTRY_SIZE: usize = 8;
@@ -176,14 +178,6 @@ impl OffsetIndex {
         raw[..4].copy_from_slice(&relative.to_be_bytes());
         raw[4..].copy_from_slice(&entry.position.to_be_bytes());
         raw
-    }
-}
-
-pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error),
     }
 }
 

@@ -154,7 +154,7 @@ impl Standby {
     pub fn discard(self) -> io::Result<()> {
         let path = self.path.clone();
         let _outcome = self.finish();
-        crate::offset_index::remove_if_exists(&path)
+        crate::checkpoint::remove_if_exists(&path)
     }
 }
 

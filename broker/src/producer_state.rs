@@ -6,20 +6,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{SNAPSHOT_FILE_SUFFIX, write_file_atomically, write_file_replacing};
 use crate::error::LogError;
 use crate::record_batch::{BatchHeader, NO_SEQUENCE, increment_sequence};
-use crate::segment::{offset_file_path, parse_offset_file_name};
+use crate::segment::offset_file_path;
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `NUM_BATCHES_TO_RETAIN`).
 pub const BATCHES_TO_RETAIN: usize = 5;
-/// File extension of producer-state snapshots.
-pub const SNAPSHOT_FILE_SUFFIX: &str = "snapshot";
 const SNAPSHOT_VERSION: u32 = 1;
 
 /// What the log remembers of one appended batch.
@@ -237,22 +235,6 @@ impl ProducerStateManager {
     }
 }
 
-/// Offsets of the `.snapshot` files in `dir`, ascending.
-pub fn list_snapshots(dir: &Path) -> Result<Vec<i64>, LogError> {
-    let mut offsets = Vec::new();
-    for dir_entry in fs::read_dir(dir)? {
-        let file_name = dir_entry?.file_name();
-        if let Some(offset) = file_name
-            .to_str()
-            .and_then(|name| parse_offset_file_name(name, SNAPSHOT_FILE_SUFFIX))
-        {
-            offsets.push(offset);
-        }
-    }
-    offsets.sort_unstable();
-    Ok(offsets)
-}
-
 /// Kafka's checks for one batch of an idempotent producer.
 fn check_batch(
     current: Option<&ProducerEntry>,
@@ -331,41 +313,10 @@ fn apply_batch(entry: &mut Option<ProducerEntry>, header: &BatchHeader, first_of
     });
 }
 
-/// `<path>.tmp`: where a replacement for `path` is written before the rename.
-fn temp_path_for(path: &Path) -> PathBuf {
-    let mut temp_name = path.as_os_str().to_owned();
-    temp_name.push(".tmp");
-    PathBuf::from(temp_name)
-}
-
-/// Writes `content` to `path` through a temp file and a rename, without fsyncs:
-/// readers see the old or the new file; after a crash the file may be old, missing
-/// or empty.
-pub(crate) fn write_file_replacing(path: &Path, content: &[u8]) -> io::Result<()> {
-    let temp_path = temp_path_for(path);
-    fs::write(&temp_path, content)?;
-    fs::rename(&temp_path, path)
-}
-
-/// Writes `content` to `path` through a temp file, fsyncs, renames and
-/// fsyncs the directory, so readers see the old or the new file.
-pub(crate) fn write_file_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
-    let temp_path = temp_path_for(path);
-    {
-        let mut file = fs::File::create(&temp_path)?;
-        file.write_all(content)?;
-        file.sync_all()?;
-    }
-    fs::rename(&temp_path, path)?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::list_snapshots;
 
     fn header(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> BatchHeader {
         BatchHeader {

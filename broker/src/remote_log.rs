@@ -26,11 +26,13 @@ pub enum RemoteLogError {
 }
 
 impl RemoteLogError {
-    /// The Kafka error code: OFFSET_OUT_OF_RANGE (1) or KAFKA_STORAGE_ERROR (56).
-    pub fn kafka_error_code(&self) -> i16 {
+    /// The Kafka error: OFFSET_OUT_OF_RANGE or KAFKA_STORAGE_ERROR.
+    pub fn kafka_error(&self) -> kafka_protocol::ResponseError {
         match self {
-            RemoteLogError::OffsetOutOfRange { .. } => 1,
-            RemoteLogError::Storage(_) => 56,
+            RemoteLogError::OffsetOutOfRange { .. } => {
+                kafka_protocol::ResponseError::OffsetOutOfRange
+            }
+            RemoteLogError::Storage(_) => kafka_protocol::ResponseError::KafkaStorageError,
         }
     }
 }

@@ -8,30 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use parking_lot::RwLock;
 use silt_controller::{BrokerId, ClusterMetadata, TopicId};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::checkpoint::{read_high_watermark_checkpoint, write_high_watermark_checkpoint};
 use crate::error::LogError;
 use crate::isr::IsrUpdater;
 use crate::log::{AppendInfo, PartitionLog, ReadInfo};
 use crate::log_config::LogConfig;
 use crate::partition::{IsrChangeRequest, Partition};
 use crate::remote_log::{RemoteLog, RemoteLogError, RemotePartition};
-
-/// Kafka error codes the replica manager produces itself (protocol guide, "Error Codes").
-mod error_code {
-    pub(super) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub(super) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub(super) const REQUEST_TIMED_OUT: i16 = 7;
-    pub(super) const NOT_ENOUGH_REPLICAS: i16 = 19;
-    pub(super) const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-    pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub(super) const FENCED_LEADER_EPOCH: i16 = 74;
-    pub(super) const UNKNOWN_LEADER_EPOCH: i16 = 75;
-    pub(super) const OFFSET_NOT_AVAILABLE: i16 = 78;
-}
 
 /// Settings of the replica manager.
 #[derive(Clone, Debug)]
@@ -57,11 +46,6 @@ pub struct ReplicaManagerConfig {
 }
 
 pub use crate::replication::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
-
-/// Name of the per-partition high-watermark checkpoint file (Kafka keeps one
-/// `replication-offset-checkpoint` per log dir; one file per partition keeps the
-/// partition directory self-contained).
-pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "high-watermark";
 
 /// Errors of partition operations; each maps to one Kafka error code.
 #[derive(thiserror::Error, Debug)]
@@ -179,29 +163,33 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
-    /// The Kafka error code for this error.
-    pub fn kafka_error_code(&self) -> i16 {
+    /// The Kafka error to answer a request with.
+    pub fn kafka_error(&self) -> ResponseError {
         match self {
             PartitionError::UnknownTopicOrPartition { .. } => {
-                error_code::UNKNOWN_TOPIC_OR_PARTITION
+                ResponseError::UnknownTopicOrPartition
             }
-            PartitionError::NotLeader { .. } => error_code::NOT_LEADER_OR_FOLLOWER,
-            PartitionError::NotEnoughReplicas { .. } => error_code::NOT_ENOUGH_REPLICAS,
+            PartitionError::NotLeader { .. }
+            | PartitionError::NotAssignedReplica { .. }
+            | PartitionError::NotFollower { .. } => ResponseError::NotLeaderOrFollower,
+            PartitionError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
             PartitionError::NotEnoughReplicasAfterAppend { .. } => {
-                error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                ResponseError::NotEnoughReplicasAfterAppend
             }
-            PartitionError::RequestTimedOut { .. } => error_code::REQUEST_TIMED_OUT,
-            PartitionError::NotAssignedReplica { .. } | PartitionError::NotFollower { .. } => {
-                error_code::NOT_LEADER_OR_FOLLOWER
-            }
-            PartitionError::FencedLeaderEpoch { .. } => error_code::FENCED_LEADER_EPOCH,
-            PartitionError::UnknownLeaderEpoch { .. } => error_code::UNKNOWN_LEADER_EPOCH,
-            PartitionError::OffsetNotAvailable { .. } => error_code::OFFSET_NOT_AVAILABLE,
-            PartitionError::Log(log_error) => log_error.kafka_error_code(),
-            PartitionError::Remote(remote_error) => remote_error.kafka_error_code(),
-            PartitionError::StorageTask(_) => error_code::KAFKA_STORAGE_ERROR,
-            PartitionError::Several { first, .. } => first.kafka_error_code(),
+            PartitionError::RequestTimedOut { .. } => ResponseError::RequestTimedOut,
+            PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+            PartitionError::OffsetNotAvailable { .. } => ResponseError::OffsetNotAvailable,
+            PartitionError::Log(log_error) => log_error.kafka_error(),
+            PartitionError::Remote(remote_error) => remote_error.kafka_error(),
+            PartitionError::StorageTask(_) => ResponseError::KafkaStorageError,
+            PartitionError::Several { first, .. } => first.kafka_error(),
         }
+    }
+
+    /// [`Self::kafka_error`] as the number on the wire.
+    pub fn kafka_error_code(&self) -> i16 {
+        self.kafka_error().code()
     }
 }
 
@@ -1516,7 +1504,7 @@ fn append_locked(
         })
     });
     if let Err(PartitionError::Log(error)) = &result
-        && error.kafka_error_code() == crate::error::kafka_code::KAFKA_STORAGE_ERROR
+        && error.kafka_error() == ResponseError::KafkaStorageError
     {
         metrics::counter!("silt_log_append_storage_errors_total").increment(1);
         if STORAGE_ERROR_LOG.due() {
@@ -1572,24 +1560,6 @@ impl LogThrottle {
 /// (`silt_log_slow_appends_total`): at the default settings appends take tens of µs,
 /// so one this slow is a stall every producer of the partition saw.
 const SLOW_APPEND: Duration = Duration::from_millis(50);
-
-/// Reads `<partition dir>/high-watermark` (`0\n<offset>\n`); `None` when missing or
-/// unreadable.
-fn read_high_watermark_checkpoint(dir: &Path) -> Option<i64> {
-    let content = std::fs::read_to_string(dir.join(HIGH_WATERMARK_CHECKPOINT_FILE)).ok()?;
-    let mut lines = content.lines();
-    let version: i64 = lines.next()?.trim().parse().ok()?;
-    let offset: i64 = lines.next()?.trim().parse().ok()?;
-    (version == 0 && offset >= 0).then_some(offset)
-}
-
-/// Writes the high-watermark checkpoint atomically; call on the blocking pool only.
-fn write_high_watermark_checkpoint(dir: &Path, high_watermark: i64) -> std::io::Result<()> {
-    crate::producer_state::write_file_atomically(
-        &dir.join(HIGH_WATERMARK_CHECKPOINT_FILE),
-        format!("0\n{high_watermark}\n").as_bytes(),
-    )
-}
 
 /// The directory of a partition that already has a log in one of `log_dirs` (after a
 /// restart). Blocking: call on the blocking pool.

@@ -12,8 +12,9 @@ use std::time::UNIX_EPOCH;
 
 use tracing::{debug, warn};
 
+use crate::checkpoint::remove_if_exists;
 use crate::error::LogError;
-use crate::offset_index::{OffsetIndex, OffsetPosition, remove_if_exists};
+use crate::offset_index::{OffsetIndex, OffsetPosition};
 use crate::record_batch::{
     BATCH_HEADER_SIZE, BatchHeader, NO_TIMESTAMP, OFFSET_PREFIX_SIZE, RecordLookup,
     batch_size_from_prefix, encode_offset_prefix, find_record_by_timestamp, parse_header,

@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::offset_index::remove_if_exists;
+use crate::checkpoint::remove_if_exists;
 use crate::record_batch::NO_TIMESTAMP;
 
 /// Size of one entry on disk, in bytes.

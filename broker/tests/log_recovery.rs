@@ -7,10 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use log_support::{BatchSpec, log_files, offsets_and_values, open, small_segments};
-use silt_broker::log::{
-    CLEAN_SHUTDOWN_FILE, EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, PartitionLog,
-    RECOVERY_POINT_FILE,
+use silt_broker::checkpoint::{
+    CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_CHECKPOINT_FILE, RECOVERY_POINT_FILE,
 };
+use silt_broker::log::{EpochEntry, PartitionLog};
 use silt_broker::log_config::LogConfig;
 
 const RECORDS_PER_BATCH: i64 = 2;

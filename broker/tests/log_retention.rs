@@ -3,7 +3,8 @@
 mod log_support;
 
 use log_support::{BatchSpec, batch, decode, log_files, open, read_all, small_segments};
-use silt_broker::log::{LOG_START_OFFSET_FILE, LogError};
+use silt_broker::checkpoint::LOG_START_OFFSET_FILE;
+use silt_broker::log::LogError;
 use silt_broker::log_config::LogConfig;
 
 const HOUR_MS: i64 = 60 * 60 * 1000;

@@ -7,9 +7,9 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_metadata::ClusterMetadata;
 use crate::command::{Command, CommandResult};
 use crate::state_machine;
-use crate::types::ClusterMetadata;
 
 /// Answers kept. A forwarded write is retried for seconds (the forward timeout), during
 /// which far fewer metadata changes are made.
@@ -84,8 +84,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::cluster_metadata::{BrokerRegistration, TopicId};
     use crate::command::{CommandError, CommandOutput};
-    use crate::types::{BrokerRegistration, TopicId};
 
     fn cluster() -> ClusterMetadata {
         let mut metadata = ClusterMetadata::default();

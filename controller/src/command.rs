@@ -9,13 +9,13 @@ use std::io::Cursor;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::types::AlterPartitionRequest;
-use crate::types::BrokerId;
-use crate::types::BrokerRegistration;
-use crate::types::PartitionAssignment;
-use crate::types::RemoteSegmentMetadata;
-use crate::types::TopicId;
-use crate::types::TopicMetadata;
+use crate::cluster_metadata::AlterPartitionRequest;
+use crate::cluster_metadata::BrokerId;
+use crate::cluster_metadata::BrokerRegistration;
+use crate::cluster_metadata::PartitionAssignment;
+use crate::cluster_metadata::RemoteSegmentMetadata;
+use crate::cluster_metadata::TopicId;
+use crate::cluster_metadata::TopicMetadata;
 
 /// Raft node id type; equal to the non-negative [`BrokerId`](crate::BrokerId) of the node.
 pub(crate) type NodeId = u64;
@@ -145,36 +145,64 @@ pub(crate) enum CommandOutput {
     },
 }
 
-/// A command rejected by the state machine; the metadata is left unchanged.
+/// A request the controller refused, by the state machine (the metadata is left
+/// unchanged) or by the checks before it. Each maps onto one Kafka error code. Part
+/// of the raft log's format (serde_json): renaming a variant is a format change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub(crate) enum CommandError {
+#[non_exhaustive]
+pub enum CommandError {
+    /// The topic exists already (Kafka `TOPIC_ALREADY_EXISTS`). Carries the topic name.
     #[error("topic '{0}' already exists")]
     TopicAlreadyExists(String),
+    /// No topic has this name (Kafka `UNKNOWN_TOPIC_OR_PARTITION`). Carries the topic name.
     #[error("unknown topic '{0}'")]
     UnknownTopic(String),
-    #[error("{0}")]
+    /// The topic name breaks Kafka's naming rules (Kafka `INVALID_TOPIC_EXCEPTION`).
+    /// Carries a description of the problem.
+    #[error("invalid topic: {0}")]
     InvalidTopic(String),
-    #[error("{0}")]
+    /// Partition count out of range or not an increase (Kafka `INVALID_PARTITIONS`).
+    #[error("invalid partitions: {0}")]
     InvalidPartitions(String),
-    #[error("{0}")]
+    /// Replication factor below 1 or above the number of unfenced brokers (Kafka
+    /// `INVALID_REPLICATION_FACTOR`).
+    #[error("invalid replication factor: {0}")]
     InvalidReplicationFactor(String),
-    #[error("{0}")]
+    /// A bad config key, a bad [`ControllerConfig`](crate::ControllerConfig), a bad broker
+    /// registration or an invalid producer id block request (Kafka `INVALID_CONFIG` /
+    /// `INVALID_REQUEST`).
+    #[error("invalid config: {0}")]
     InvalidConfig(String),
-    #[error("{0}")]
+    /// A KIP-405 remote segment change was refused: unknown topic, partition or segment,
+    /// a duplicate segment id, invalid offsets or epochs, a transition not allowed from the
+    /// segment's current state, or a `CopyFinished` overlap. Carries a description.
+    #[error("invalid remote segment: {0}")]
     InvalidRemoteSegment(String),
-    #[error("{0}")]
+    /// The broker is not registered, or under another incarnation than the one given
+    /// (Kafka `STALE_BROKER_EPOCH`, code 77): it must register again.
+    #[error("stale broker epoch: {0}")]
     StaleBrokerEpoch(String),
-    #[error("{0}")]
+    /// The requester does not lead the partition (Kafka `NOT_LEADER_OR_FOLLOWER`, code 6).
+    #[error("not the leader: {0}")]
     NotLeaderOrFollower(String),
-    #[error("{0}")]
+    /// The request's leader epoch is not the partition's current one (Kafka
+    /// `FENCED_LEADER_EPOCH`, code 74).
+    #[error("fenced leader epoch: {0}")]
     FencedLeaderEpoch(String),
-    #[error("{0}")]
+    /// The request's partition epoch is not the partition's current one (Kafka
+    /// `INVALID_UPDATE_VERSION`, code 95): refresh metadata and retry.
+    #[error("invalid update version: {0}")]
     InvalidUpdateVersion(String),
-    #[error("{0}")]
+    /// A replica added to the ISR is fenced or not registered (Kafka `INELIGIBLE_REPLICA`,
+    /// code 107).
+    #[error("ineligible replica: {0}")]
     IneligibleReplica(String),
-    #[error("{0}")]
+    /// A malformed request, e.g. an ISR without the leader, with duplicates or with
+    /// non-replicas (Kafka `INVALID_REQUEST`, code 42).
+    #[error("invalid request: {0}")]
     InvalidRequest(String),
-    #[error("{0}")]
+    /// No such topic id or partition (Kafka `UNKNOWN_TOPIC_OR_PARTITION`, code 3).
+    #[error("unknown topic or partition: {0}")]
     UnknownTopicOrPartition(String),
 }
 

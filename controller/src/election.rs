@@ -4,14 +4,14 @@
 //! Every leader change bumps `leader_epoch` and `partition_epoch`; every other change of a
 //! partition record (ISR only) bumps `partition_epoch` alone.
 
+use crate::cluster_metadata::AlterPartitionRequest;
+use crate::cluster_metadata::BrokerId;
+use crate::cluster_metadata::ClusterMetadata;
+use crate::cluster_metadata::NO_BROKER;
+use crate::cluster_metadata::PartitionAssignment;
 use crate::command::CommandError;
 use crate::command::CommandOutput;
 use crate::command::CommandResult;
-use crate::types::AlterPartitionRequest;
-use crate::types::BrokerId;
-use crate::types::ClusterMetadata;
-use crate::types::NO_BROKER;
-use crate::types::PartitionAssignment;
 
 /// Topic config that allows electing a leader outside the ISR (may lose records).
 pub(crate) const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
@@ -169,7 +169,7 @@ pub(crate) fn unfence_broker(
 }
 
 /// `unclean.leader.election.enable` of a topic: its override, else the broker default.
-fn unclean_election_enabled(topic: &crate::types::TopicMetadata, default: bool) -> bool {
+fn unclean_election_enabled(topic: &crate::cluster_metadata::TopicMetadata, default: bool) -> bool {
     topic
         .configs
         .get(UNCLEAN_LEADER_ELECTION_ENABLE)
@@ -306,11 +306,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::cluster_metadata::BrokerRegistration;
+    use crate::cluster_metadata::TopicId;
+    use crate::cluster_metadata::TopicMetadata;
     use crate::command::Command;
     use crate::state_machine::apply;
-    use crate::types::BrokerRegistration;
-    use crate::types::TopicId;
-    use crate::types::TopicMetadata;
 
     const TOPIC_ID: TopicId = TopicId(uuid::Uuid::from_u128(7));
 

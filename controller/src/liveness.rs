@@ -13,12 +13,12 @@ use tokio::time::Instant;
 
 use crate::Controller;
 use crate::ControllerError;
+use crate::cluster_metadata::BrokerId;
 use crate::command::Command;
 use crate::command::CommandError;
 use crate::election;
 use crate::network::HeartbeatRequest;
 use crate::network::LeaderAnswer;
-use crate::types::BrokerId;
 
 /// How often the active controller looks for expired broker sessions.
 const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(250);

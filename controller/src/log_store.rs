@@ -44,10 +44,10 @@ use serde::Serialize;
 
 use crate::command::NodeId;
 use crate::command::TypeConfig;
-use crate::fs_util::blocking;
-use crate::fs_util::read_if_exists;
-use crate::fs_util::sync_parent_dir;
-use crate::fs_util::write_atomically;
+use crate::durable_file::blocking;
+use crate::durable_file::read_if_exists;
+use crate::durable_file::sync_parent_dir;
+use crate::durable_file::write_atomically;
 
 const LOG_FILE: &str = "raft.log";
 const VOTE_FILE: &str = "vote.json";

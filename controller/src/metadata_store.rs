@@ -30,15 +30,15 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::applied_requests::AppliedRequests;
+use crate::cluster_metadata::BrokerId;
+use crate::cluster_metadata::ClusterMetadata;
+use crate::cluster_metadata::NO_BROKER;
 use crate::command::CommandOutput;
 use crate::command::CommandResult;
 use crate::command::NodeId;
 use crate::command::TypeConfig;
 use crate::snapshot;
 use crate::snapshot::StoredSnapshot;
-use crate::types::BrokerId;
-use crate::types::ClusterMetadata;
-use crate::types::NO_BROKER;
 
 /// Publishes each applied version of the metadata, in log order.
 pub(crate) type MetadataPublisher = watch::Sender<Arc<ClusterMetadata>>;

@@ -27,11 +27,11 @@ use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cluster_metadata::BrokerId;
 use crate::command::CommandError;
 use crate::command::CommandResult;
 use crate::command::NodeId;
 use crate::command::TypeConfig;
-use crate::types::BrokerId;
 
 /// URL paths of the controller RPC server.
 pub(crate) mod routes {

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
-use crate::types::BrokerId;
-use crate::types::BrokerRegistration;
+use crate::cluster_metadata::BrokerId;
+use crate::cluster_metadata::BrokerRegistration;
 
 /// Chooses replicas for `partition_count` new partitions with `replication_factor` replicas
 /// each. The first replica of each list is the preferred leader.

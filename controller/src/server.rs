@@ -26,14 +26,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::Controller;
-use crate::LeaderRequest;
+use crate::cluster_metadata::ClusterMetadata;
 use crate::command::Command;
 use crate::command::NodeId;
 use crate::command::TypeConfig;
 use crate::network::HeartbeatRequest;
 use crate::network::LeaderAnswer;
 use crate::network::routes;
-use crate::types::ClusterMetadata;
+use crate::quorum_controller::LeaderRequest;
 
 /// Largest request body accepted: a snapshot chunk or a batch of entries, JSON-encoded.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;

@@ -13,11 +13,11 @@ use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::applied_requests::AppliedRequests;
+use crate::cluster_metadata::ClusterMetadata;
 use crate::command::NodeId;
-use crate::fs_util::blocking;
-use crate::fs_util::read_if_exists;
-use crate::fs_util::write_atomically;
-use crate::types::ClusterMetadata;
+use crate::durable_file::blocking;
+use crate::durable_file::read_if_exists;
+use crate::durable_file::write_atomically;
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const MAGIC: &[u8; 8] = b"SILTSNP1";

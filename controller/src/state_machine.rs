@@ -6,20 +6,20 @@
 
 use std::collections::BTreeMap;
 
+use crate::cluster_metadata::BrokerId;
+use crate::cluster_metadata::BrokerRegistration;
+use crate::cluster_metadata::ClusterMetadata;
+use crate::cluster_metadata::PartitionAssignment;
+use crate::cluster_metadata::RemoteSegmentMetadata;
+use crate::cluster_metadata::RemoteSegmentState;
+use crate::cluster_metadata::TopicId;
+use crate::cluster_metadata::TopicMetadata;
 use crate::command::Command;
 use crate::command::CommandError;
 use crate::command::CommandOutput;
 use crate::command::CommandResult;
 use crate::election;
 use crate::placement::assign_replicas;
-use crate::types::BrokerId;
-use crate::types::BrokerRegistration;
-use crate::types::ClusterMetadata;
-use crate::types::PartitionAssignment;
-use crate::types::RemoteSegmentMetadata;
-use crate::types::RemoteSegmentState;
-use crate::types::TopicId;
-use crate::types::TopicMetadata;
 
 /// Longest topic name Kafka accepts.
 pub(crate) const MAX_TOPIC_NAME_LEN: usize = 249;

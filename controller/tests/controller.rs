@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use silt_controller::BrokerRegistration;
 use silt_controller::ClusterMetadata;
+use silt_controller::CommandError;
 use silt_controller::Controller;
 use silt_controller::ControllerConfig;
 use silt_controller::ControllerError;
@@ -404,7 +405,9 @@ async fn request_errors_map_to_kafka_meanings() {
     assert!(
         matches!(
             no_brokers,
-            Err(ControllerError::InvalidReplicationFactor(_))
+            Err(ControllerError::Rejected(
+                CommandError::InvalidReplicationFactor(_)
+            ))
         ),
         "{no_brokers:?}"
     );
@@ -414,21 +417,34 @@ async fn request_errors_map_to_kafka_meanings() {
         .create_topic("bad name", 1, 1, BTreeMap::new(), false)
         .await;
     assert!(
-        matches!(bad_name, Err(ControllerError::InvalidTopic(_))),
+        matches!(
+            bad_name,
+            Err(ControllerError::Rejected(CommandError::InvalidTopic(_)))
+        ),
         "{bad_name:?}"
     );
     let too_many = controller
         .create_topic("t", 1, 2, BTreeMap::new(), false)
         .await;
     assert!(
-        matches!(too_many, Err(ControllerError::InvalidReplicationFactor(_))),
+        matches!(
+            too_many,
+            Err(ControllerError::Rejected(
+                CommandError::InvalidReplicationFactor(_)
+            ))
+        ),
         "{too_many:?}"
     );
     let zero = controller
         .create_topic("t", 0, 1, BTreeMap::new(), false)
         .await;
     assert!(
-        matches!(zero, Err(ControllerError::InvalidPartitions(_))),
+        matches!(
+            zero,
+            Err(ControllerError::Rejected(CommandError::InvalidPartitions(
+                _
+            )))
+        ),
         "{zero:?}"
     );
 
@@ -439,19 +455,31 @@ async fn request_errors_map_to_kafka_meanings() {
     let again = controller
         .create_topic("t", 1, 1, BTreeMap::new(), false)
         .await;
-    assert!(matches!(again, Err(ControllerError::TopicAlreadyExists(name)) if name == "t"));
+    assert!(
+        matches!(again, Err(ControllerError::Rejected(CommandError::TopicAlreadyExists(name))) if name == "t")
+    );
     let unknown = controller.delete_topic("missing").await;
-    assert!(matches!(unknown, Err(ControllerError::UnknownTopic(name)) if name == "missing"));
+    assert!(
+        matches!(unknown, Err(ControllerError::Rejected(CommandError::UnknownTopic(name))) if name == "missing")
+    );
     let shrink = controller.create_partitions("t", 1).await;
     assert!(
-        matches!(shrink, Err(ControllerError::InvalidPartitions(_))),
+        matches!(
+            shrink,
+            Err(ControllerError::Rejected(CommandError::InvalidPartitions(
+                _
+            )))
+        ),
         "{shrink:?}"
     );
     let empty_key = controller
         .alter_topic_configs("t", configs(&[("", "x")]), Vec::new())
         .await;
     assert!(
-        matches!(empty_key, Err(ControllerError::InvalidConfig(_))),
+        matches!(
+            empty_key,
+            Err(ControllerError::Rejected(CommandError::InvalidConfig(_)))
+        ),
         "{empty_key:?}"
     );
 
@@ -460,14 +488,24 @@ async fn request_errors_map_to_kafka_meanings() {
         .begin_remote_segment_copy(remote_segment(TopicId(uuid::Uuid::new_v4()), 0, 0, 9))
         .await;
     assert!(
-        matches!(unknown_topic, Err(ControllerError::InvalidRemoteSegment(_))),
+        matches!(
+            unknown_topic,
+            Err(ControllerError::Rejected(
+                CommandError::InvalidRemoteSegment(_)
+            ))
+        ),
         "{unknown_topic:?}"
     );
     let backwards = controller
         .begin_remote_segment_copy(remote_segment(topic_id, 0, 10, 9))
         .await;
     assert!(
-        matches!(backwards, Err(ControllerError::InvalidRemoteSegment(_))),
+        matches!(
+            backwards,
+            Err(ControllerError::Rejected(
+                CommandError::InvalidRemoteSegment(_)
+            ))
+        ),
         "{backwards:?}"
     );
     let first = remote_segment(topic_id, 0, 0, 9);
@@ -478,7 +516,12 @@ async fn request_errors_map_to_kafka_meanings() {
         .unwrap();
     let same_id = controller.begin_remote_segment_copy(first.clone()).await;
     assert!(
-        matches!(same_id, Err(ControllerError::InvalidRemoteSegment(_))),
+        matches!(
+            same_id,
+            Err(ControllerError::Rejected(
+                CommandError::InvalidRemoteSegment(_)
+            ))
+        ),
         "{same_id:?}"
     );
     controller
@@ -493,14 +536,24 @@ async fn request_errors_map_to_kafka_meanings() {
         .finish_remote_segment_copy(topic_id, 0, duplicate.segment_id)
         .await;
     assert!(
-        matches!(overlap, Err(ControllerError::InvalidRemoteSegment(_))),
+        matches!(
+            overlap,
+            Err(ControllerError::Rejected(
+                CommandError::InvalidRemoteSegment(_)
+            ))
+        ),
         "{overlap:?}"
     );
     let not_deleting = controller
         .finish_remote_segment_delete(topic_id, 0, first.segment_id)
         .await;
     assert!(
-        matches!(not_deleting, Err(ControllerError::InvalidRemoteSegment(_))),
+        matches!(
+            not_deleting,
+            Err(ControllerError::Rejected(
+                CommandError::InvalidRemoteSegment(_)
+            ))
+        ),
         "{not_deleting:?}"
     );
     let unknown_segment = controller
@@ -509,7 +562,9 @@ async fn request_errors_map_to_kafka_meanings() {
     assert!(
         matches!(
             unknown_segment,
-            Err(ControllerError::InvalidRemoteSegment(_))
+            Err(ControllerError::Rejected(
+                CommandError::InvalidRemoteSegment(_)
+            ))
         ),
         "{unknown_segment:?}"
     );
@@ -570,7 +625,10 @@ async fn data_dir_is_exclusive_and_cluster_id_is_checked() {
     other_cluster.cluster_id = Some("another-cluster-id-xyz".to_owned());
     let mismatch = Controller::start(other_cluster).await;
     assert!(
-        matches!(mismatch, Err(ControllerError::InvalidConfig(_))),
+        matches!(
+            mismatch,
+            Err(ControllerError::Rejected(CommandError::InvalidConfig(_)))
+        ),
         "{mismatch:?}"
     );
 
@@ -584,7 +642,10 @@ async fn data_dir_is_exclusive_and_cluster_id_is_checked() {
     })
     .await;
     assert!(
-        matches!(negative, Err(ControllerError::InvalidConfig(_))),
+        matches!(
+            negative,
+            Err(ControllerError::Rejected(CommandError::InvalidConfig(_)))
+        ),
         "{negative:?}"
     );
 }

@@ -11,6 +11,7 @@ use silt_controller::AlterPartitionRequest;
 use silt_controller::BrokerId;
 use silt_controller::BrokerRegistration;
 use silt_controller::ClusterMetadata;
+use silt_controller::CommandError;
 use silt_controller::Controller;
 use silt_controller::ControllerConfig;
 use silt_controller::ControllerError;
@@ -175,7 +176,12 @@ async fn three_voters_elect_a_leader_and_writes_through_a_follower_reach_all() {
         .create_topic("orders", 3, 3, BTreeMap::new(), false)
         .await;
     assert!(
-        matches!(again, Err(ControllerError::TopicAlreadyExists(_))),
+        matches!(
+            again,
+            Err(ControllerError::Rejected(CommandError::TopicAlreadyExists(
+                _
+            )))
+        ),
         "{again:?}"
     );
 
@@ -352,7 +358,10 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
         .broker_heartbeat(silent, uuid::Uuid::new_v4(), u64::MAX)
         .await;
     assert!(
-        matches!(stale, Err(ControllerError::StaleBrokerEpoch(_))),
+        matches!(
+            stale,
+            Err(ControllerError::Rejected(CommandError::StaleBrokerEpoch(_)))
+        ),
         "{stale:?}"
     );
     let silent_incarnation = registrations[2].incarnation_id;
@@ -405,7 +414,12 @@ async fn a_silent_broker_is_fenced_within_the_session_timeout_and_loses_its_lead
         })
         .await;
     assert!(
-        matches!(stale_update, Err(ControllerError::InvalidUpdateVersion(_))),
+        matches!(
+            stale_update,
+            Err(ControllerError::Rejected(
+                CommandError::InvalidUpdateVersion(_)
+            ))
+        ),
         "{stale_update:?}"
     );
 
@@ -554,14 +568,20 @@ async fn a_voter_set_without_this_node_or_a_listener_is_refused() {
     missing_listener.listen_addr = None;
     let result = Controller::start_with_tuning(missing_listener, fast_tuning()).await;
     assert!(
-        matches!(result, Err(ControllerError::InvalidConfig(_))),
+        matches!(
+            result,
+            Err(ControllerError::Rejected(CommandError::InvalidConfig(_)))
+        ),
         "{result:?}"
     );
     let mut not_a_voter = quorum.config(1);
     not_a_voter.node_id = 9;
     let result = Controller::start_with_tuning(not_a_voter, fast_tuning()).await;
     assert!(
-        matches!(result, Err(ControllerError::InvalidConfig(_))),
+        matches!(
+            result,
+            Err(ControllerError::Rejected(CommandError::InvalidConfig(_)))
+        ),
         "{result:?}"
     );
 }

@@ -1,11 +1,9 @@
 //! The API versions Silt handles: one table, read by ApiVersions, by the frame
 //! decoder's version check and by `docs/protocol.md`.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
-
-/// Kafka's UNSUPPORTED_VERSION error code.
-const UNSUPPORTED_VERSION: i16 = 35;
 
 /// Every API handled, with the inclusive version range handled. Minimums are the oldest
 /// versions the kafka-protocol crate still decodes (Kafka 4.0 removed older ones);
@@ -68,7 +66,7 @@ pub fn api_versions_response() -> ApiVersionsResponse {
 /// The answer to an ApiVersions request of a version newer than handled (KIP-511).
 pub fn unsupported_version_response() -> ApiVersionsResponse {
     ApiVersionsResponse::default()
-        .with_error_code(UNSUPPORTED_VERSION)
+        .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(api_version_list())
 }
 

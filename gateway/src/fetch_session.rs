@@ -7,12 +7,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
+use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 
-/// INVALID_FETCH_SESSION_EPOCH.
-pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
-/// FETCH_SESSION_ID_NOT_FOUND.
-pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 /// Epoch asking for a full fetch without (or closing) a session.
 pub const FINAL_EPOCH: i32 = -1;
 /// Epoch asking to open a new session.
@@ -65,7 +62,7 @@ pub enum SessionResolution {
         partitions: Vec<(SessionKey, SessionPartition)>,
     },
     /// The request's session cannot be used: answer with this top-level error.
-    Error(i16),
+    Error(ResponseError),
 }
 
 /// Every open fetch session of the broker.
@@ -125,10 +122,10 @@ impl FetchSessionCache {
             return SessionResolution::Opened { session_id: new_id };
         }
         let Some(session) = sessions.get_mut(&session_id) else {
-            return SessionResolution::Error(FETCH_SESSION_ID_NOT_FOUND);
+            return SessionResolution::Error(ResponseError::FetchSessionIdNotFound);
         };
         if session.next_epoch != session_epoch {
-            return SessionResolution::Error(INVALID_FETCH_SESSION_EPOCH);
+            return SessionResolution::Error(ResponseError::InvalidFetchSessionEpoch);
         }
         session.next_epoch = next_epoch(session_epoch);
         session.last_used = now;
@@ -240,7 +237,7 @@ mod tests {
         assert_eq!(partitions[0].1.fetch_offset, 5);
         assert!(matches!(
             cache.resolve(session_id, 1, vec![], vec![]),
-            SessionResolution::Error(INVALID_FETCH_SESSION_EPOCH)
+            SessionResolution::Error(ResponseError::InvalidFetchSessionEpoch)
         ));
         let SessionResolution::Incremental { partitions, .. } =
             cache.resolve(session_id, 2, vec![], vec![("t".into(), 1)])
@@ -250,7 +247,7 @@ mod tests {
         assert_eq!(partitions.len(), 1);
         assert!(matches!(
             cache.resolve(999, 1, vec![], vec![]),
-            SessionResolution::Error(FETCH_SESSION_ID_NOT_FOUND)
+            SessionResolution::Error(ResponseError::FetchSessionIdNotFound)
         ));
     }
 }

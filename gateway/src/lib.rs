@@ -1,20 +1,15 @@
 //! Silt's network front: the Kafka protocol listener and its request handlers, the
-//! admin HTTP server, the admin CLI client, and node start-up wiring for the `silt`
-//! binary.
+//! admin HTTP server, and node start-up wiring for the `silt` binary (whose admin
+//! commands live with the binary, in `src/bin/silt/`).
 
-pub mod admin_client;
 pub mod admin_http;
 pub mod api_versions;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod context;
 pub mod fetch_frame;
 pub mod fetch_session;
-pub mod flights;
 mod handlers;
 pub mod kafka_connection;
-pub mod membership;
+pub mod leader_end_point;
 pub mod node;
-pub mod replica_fetcher;
 pub mod server;

@@ -6,11 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use silt_broker::broker_lifecycle::BrokerLifecycleManager;
 use silt_broker::consumer_offsets::{CONSUMER_OFFSETS_TOPIC, ConsumerOffsetsLog};
 use silt_broker::group_coordinator::GroupCoordinator;
+use silt_broker::isr::ControllerIsrUpdater;
+use silt_broker::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
 use silt_controller::{
-    BrokerId, ClusterMetadata, Controller, ControllerConfig, ControllerError, ControllerTuning,
+    BrokerId, ClusterMetadata, CommandError, Controller, ControllerConfig, ControllerError,
+    ControllerTuning,
 };
 use silt_tiering::RemoteLogManager;
 use silt_tiering::chunk_cache::ChunkCache;
@@ -23,8 +27,7 @@ use tracing::{info, warn};
 use crate::admin_http;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
-use crate::membership::{BrokerMembership, ControllerIsrUpdater};
-use crate::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
+use crate::leader_end_point::KafkaLeaderConnector;
 use crate::server;
 
 /// How long the metadata follower waits before applying the same metadata again after a
@@ -61,7 +64,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     remote_log_manager: Option<Arc<RemoteLogManager>>,
-    membership: Arc<BrokerMembership>,
+    membership: Arc<BrokerLifecycleManager>,
 }
 
 /// Starts every component of a node from its configuration.
@@ -98,7 +101,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     };
     // Both start-up waits retry until the quorum answers, but not past a failure of
     // this node's own raft core (a full metadata log dir), which never heals.
-    let registered = BrokerMembership::register(
+    let registered = BrokerLifecycleManager::register(
         controller.clone(),
         config.node_id,
         advertised_host.clone(),
@@ -379,7 +382,7 @@ async fn ensure_consumer_offsets_topic(controller: Controller, config: BrokerCon
                 info!(replication_factor, "created {CONSUMER_OFFSETS_TOPIC}");
                 return;
             }
-            Err(ControllerError::TopicAlreadyExists(_)) => return,
+            Err(ControllerError::Rejected(CommandError::TopicAlreadyExists(_))) => return,
             Err(error) => {
                 attempts += 1;
                 if attempts % 10 == 1 {
@@ -406,6 +409,7 @@ async fn follow_metadata(
     let mut updates = controller.subscribe();
     let replica_fetchers = ReplicaFetcherManager::new(
         Arc::clone(&replica_manager),
+        Arc::new(KafkaLeaderConnector),
         ReplicaFetcherConfig::default(),
     );
     // The current version counts as seen by a new subscriber: apply it first.

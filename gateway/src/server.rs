@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -20,9 +21,6 @@ use crate::context::BrokerContext;
 use crate::fetch_frame::{ResponseFrame, encode_fetch_response};
 use crate::handlers::{self, Handled};
 use crate::kafka_connection::read_frame;
-
-/// Kafka's UNSUPPORTED_VERSION error code.
-const UNSUPPORTED_VERSION: i16 = 35;
 
 /// Responses queued per connection before the broker stops reading further requests:
 /// acks=all produces overlap their replication waits up to this depth (librdkafka sends
@@ -257,7 +255,7 @@ pub async fn process_frame(
         warn!(%peer, api_key = raw_api_key, "unknown api key");
         metrics::counter!("silt_requests_unsupported_total").increment(1);
         return Ok(Some(PendingResponse::Ready(ResponseFrame::single(
-            bare_error_response(correlation_id, UNSUPPORTED_VERSION),
+            bare_error_response(correlation_id, ResponseError::UnsupportedVersion.code()),
         ))));
     };
     if !is_supported(api_key, version) {
@@ -274,7 +272,7 @@ pub async fn process_frame(
         }
         warn!(%peer, api = ?api_key, version, "unsupported api version");
         return Ok(Some(PendingResponse::Ready(ResponseFrame::single(
-            bare_error_response(correlation_id, UNSUPPORTED_VERSION),
+            bare_error_response(correlation_id, ResponseError::UnsupportedVersion.code()),
         ))));
     }
     let header_version = api_key.request_header_version(version);

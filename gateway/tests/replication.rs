@@ -12,6 +12,7 @@ use kafka_protocol::records::{
 };
 use silt_broker::consumer_offsets::ConsumerOffsetsLog;
 use silt_broker::group_coordinator::GroupCoordinator;
+use silt_broker::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
 use silt_controller::{
     BrokerId, BrokerRegistration, ClusterMetadata, Controller, ControllerConfig,
@@ -19,7 +20,7 @@ use silt_controller::{
 };
 use silt_gateway::config::{BrokerConfig, ServeArgs};
 use silt_gateway::context::BrokerContext;
-use silt_gateway::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
+use silt_gateway::leader_end_point::KafkaLeaderConnector;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -195,7 +196,11 @@ async fn follower_copies_the_leader_and_acks_all_commits() {
         .await
         .expect("follower metadata");
     let listener_shutdown = serve_leader(dir.path(), &leader, listener).await;
-    let fetchers = ReplicaFetcherManager::new(Arc::clone(&follower), fetcher_config());
+    let fetchers = ReplicaFetcherManager::new(
+        Arc::clone(&follower),
+        Arc::new(KafkaLeaderConnector),
+        fetcher_config(),
+    );
     fetchers.apply_metadata(&metadata);
     assert_eq!(fetchers.leaders(), vec![LEADER]);
 
@@ -272,7 +277,11 @@ async fn divergent_follower_truncates_by_leader_epoch() {
         .await
         .expect("append");
     let listener_shutdown = serve_leader(dir.path(), &broker_1, listener).await;
-    let fetchers = ReplicaFetcherManager::new(Arc::clone(&broker_2), fetcher_config());
+    let fetchers = ReplicaFetcherManager::new(
+        Arc::clone(&broker_2),
+        Arc::new(KafkaLeaderConnector),
+        fetcher_config(),
+    );
     fetchers.apply_metadata(&epoch_2);
 
     let leading = broker_1.partition(TOPIC, 0).expect("partition");

@@ -28,8 +28,8 @@ use silt_broker::log_config::LogConfig;
 use silt_broker::partition::Partition;
 use silt_broker::replica_manager::{ReplicaManager, now_ms};
 use silt_controller::{
-    ClusterMetadata, Controller, ControllerError, RemoteSegmentMetadata, RemoteSegmentState,
-    TopicId,
+    ClusterMetadata, CommandError, Controller, ControllerError, RemoteSegmentMetadata,
+    RemoteSegmentState, TopicId,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -459,7 +459,7 @@ impl RemoteLogManager {
                 info!(topic = %partition.topic, partition = partition.partition, base_offset = finished.base_offset, end_offset = finished.end_offset, size_bytes, %segment_id, "copied segment to remote storage");
                 Ok(CopyOutcome::Copied(size_bytes))
             }
-            Err(ControllerError::InvalidRemoteSegment(reason)) => {
+            Err(ControllerError::Rejected(CommandError::InvalidRemoteSegment(reason))) => {
                 info!(topic = %partition.topic, partition = partition.partition, base_offset = files.base_offset, %segment_id, %reason, "remote copy refused as a duplicate; deleting it");
                 self.delete_remote_segment(Some(&partition.topic), &remote_segment, "duplicate")
                     .await?;
@@ -565,7 +565,7 @@ impl RemoteLogManager {
                 .await
             {
                 Ok(()) => {}
-                Err(ControllerError::InvalidRemoteSegment(reason_text)) => {
+                Err(ControllerError::Rejected(CommandError::InvalidRemoteSegment(reason_text))) => {
                     let current = self
                         .controller
                         .metadata()
@@ -575,7 +575,10 @@ impl RemoteLogManager {
                         Some(RemoteSegmentState::DeleteStarted) => {}
                         None => return Ok(()),
                         Some(_) => {
-                            return Err(ControllerError::InvalidRemoteSegment(reason_text).into());
+                            return Err(ControllerError::Rejected(
+                                CommandError::InvalidRemoteSegment(reason_text),
+                            )
+                            .into());
                         }
                     }
                 }
@@ -614,7 +617,7 @@ impl RemoteLogManager {
             .await
         {
             Ok(()) => {}
-            Err(ControllerError::InvalidRemoteSegment(_))
+            Err(ControllerError::Rejected(CommandError::InvalidRemoteSegment(_)))
                 if self
                     .controller
                     .metadata()

@@ -12,9 +12,9 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::{info, warn};
 
 use super::group::{Group, GroupState};
-use super::membership::error_code;
 use super::records;
 use super::{GroupCoordinator, GroupError, OffsetsRecord, now_ms, storage_error_code};
+use crate::error::error_code;
 
 /// The group type of every group this coordinator runs (KIP-848 calls them classic).
 const CLASSIC_GROUP_TYPE: &str = "classic";

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::group::{Group, GroupState, JoinResult, Member, PendingJoin, SyncResult};
 use super::timers::{TimerAction, millis};
 use super::{GroupCoordinator, GroupHandle, now_ms, storage_error_code};
+use crate::error::error_code;
 
 /// How long a new member may take to complete its first join (Kafka's
 /// `GroupCoordinator.NewMemberJoinTimeoutMs`).
@@ -984,10 +985,6 @@ fn propagate_assignment(group: &mut Group, assignment: &HashMap<String, Bytes>) 
             member.refresh_session();
         }
     }
-}
-
-pub(super) fn error_code(error: Option<ResponseError>) -> i16 {
-    error.map_or(0, |error| error.code())
 }
 
 fn join_response(result: JoinResult, version: i16) -> JoinGroupResponse {

@@ -20,9 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::{info, warn};
 
 use super::group::{Group, GroupState, TopicPartition};
-use super::membership::error_code;
 use super::records::{self, OffsetCommitValue};
 use super::{GroupCoordinator, GroupError, GroupHandle, OffsetsRecord, now_ms, storage_error_code};
+use crate::error::error_code;
 
 /// Longest metadata string accepted with a committed offset (Kafka's
 /// `offset.metadata.max.bytes`).

@@ -1,12 +1,13 @@
 //! DescribeCluster and InitProducerId.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProducerId,
 };
 
-use super::{error_code, str_bytes};
+use super::str_bytes;
 use crate::context::BrokerContext;
 
 /// DescribeCluster endpoint type for brokers (KIP-919).
@@ -20,7 +21,7 @@ pub(super) fn handle_describe_cluster(
     let metadata = context.controller.metadata();
     if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return DescribeClusterResponse::default()
-            .with_error_code(error_code::UNSUPPORTED_ENDPOINT_TYPE)
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
             .with_error_message(Some(str_bytes(
                 "only the brokers endpoint type (1) is served",
             )))
@@ -61,7 +62,7 @@ pub(super) async fn handle_init_producer_id(
         tracing::warn!(
             "refused InitProducerId with a transactional id: transactions are not supported"
         );
-        return refused(error_code::INVALID_REQUEST);
+        return refused(ResponseError::InvalidRequest.code());
     }
     // An idempotent producer asking to bump its epoch keeps its id until the epoch runs out.
     if request.producer_id.0 >= 0
@@ -78,7 +79,7 @@ pub(super) async fn handle_init_producer_id(
             .with_producer_epoch(0),
         Err(error) => {
             tracing::warn!(%error, "allocating a producer id failed");
-            refused(error_code::COORDINATOR_NOT_AVAILABLE)
+            refused(ResponseError::CoordinatorNotAvailable.code())
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
@@ -14,7 +15,7 @@ use kafka_protocol::messages::{
 use silt_broker::log_config::LogConfig;
 
 use super::topics::validate_topic_configs;
-use super::{controller_error_code, error_code, str_bytes};
+use super::{controller_error_code, str_bytes};
 use crate::config::BROKER_CONFIGS;
 use crate::context::BrokerContext;
 
@@ -82,7 +83,7 @@ pub(super) fn handle_describe_configs(
                 RESOURCE_TOPIC => match context.controller.metadata().topic(&name) {
                     Some(topic) => Ok(effective_topic_configs(context, &topic.configs)),
                     None => Err((
-                        error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                        ResponseError::UnknownTopicOrPartition.code(),
                         format!("unknown topic '{name}'"),
                     )),
                 },
@@ -90,11 +91,11 @@ pub(super) fn handle_describe_configs(
                     Ok(broker_configs(context))
                 }
                 RESOURCE_BROKER => Err((
-                    error_code::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     format!("broker '{name}' is not this broker"),
                 )),
                 other => Err((
-                    error_code::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     format!("config resource type {other} is not supported"),
                 )),
             };
@@ -174,12 +175,12 @@ pub(super) async fn handle_incremental_alter_configs(
                 alter_topic(context, &name, resource.configs, request.validate_only).await
             }
             RESOURCE_BROKER => Err((
-                error_code::INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 "broker settings are static: change them in the config file or flags and restart"
                     .to_string(),
             )),
             other => Err((
-                error_code::INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 format!("config resource type {other} is not supported"),
             )),
         };
@@ -204,7 +205,7 @@ async fn alter_topic(
 ) -> Result<(), (i16, String)> {
     let Some(topic) = context.controller.metadata().topic(name).cloned() else {
         return Err((
-            error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            ResponseError::UnknownTopicOrPartition.code(),
             format!("unknown topic '{name}'"),
         ));
     };
@@ -215,7 +216,7 @@ async fn alter_topic(
         let config_name = config.name.as_str().to_string();
         if !defaults.contains_key(&config_name) {
             return Err((
-                error_code::INVALID_CONFIG,
+                ResponseError::InvalidConfig.code(),
                 format!("unknown topic config '{config_name}'"),
             ));
         }
@@ -253,7 +254,7 @@ async fn alter_topic(
             }
             other => {
                 return Err((
-                    error_code::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     format!("unknown config operation {other}"),
                 ));
             }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
@@ -13,9 +14,6 @@ use tokio::time::Instant;
 use super::str_bytes;
 use crate::context::BrokerContext;
 use crate::fetch_session::{SessionKey, SessionPartition, SessionResolution};
-
-/// Kafka's OFFSET_OUT_OF_RANGE error code.
-const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 /// Upper bound on `max_wait_ms`, so a client cannot park a connection for hours.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -59,7 +57,7 @@ pub(super) async fn handle_fetch(
                 partitions,
             } => (session_id, partitions, true),
             SessionResolution::Error(code) => {
-                return FetchResponse::default().with_error_code(code);
+                return FetchResponse::default().with_error_code(code.code());
             }
         }
     } else {
@@ -236,9 +234,10 @@ async fn read_partitions(
                     .replica_manager
                     .partition(topic_name, *partition_index);
                 let data = match (replica_id, hosted) {
-                    (Some(_), Some(hosted)) if code == OFFSET_OUT_OF_RANGE => data
-                        .with_high_watermark(hosted.high_watermark())
-                        .with_log_start_offset(hosted.log_start_offset()),
+                    (Some(_), Some(hosted)) if code == ResponseError::OffsetOutOfRange.code() => {
+                        data.with_high_watermark(hosted.high_watermark())
+                            .with_log_start_offset(hosted.log_start_offset())
+                    }
                     _ => data,
                 };
                 (data, true)

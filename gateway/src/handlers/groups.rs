@@ -1,12 +1,13 @@
 //! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
 //! partition, as in Kafka.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 use silt_broker::consumer_offsets::CONSUMER_OFFSETS_TOPIC;
 
-use super::{error_code, str_bytes};
+use super::str_bytes;
 use crate::context::BrokerContext;
 
 /// FindCoordinator key type of a consumer group.
@@ -21,7 +22,7 @@ fn locate_group_coordinator(context: &BrokerContext, group_id: &str) -> Located 
     let partition = context.group_coordinator.partition_for(group_id);
     let not_available = |why: &str| {
         (
-            error_code::COORDINATOR_NOT_AVAILABLE,
+            ResponseError::CoordinatorNotAvailable.code(),
             format!("{why}; retry shortly"),
         )
     };
@@ -51,7 +52,7 @@ pub(super) fn handle_find_coordinator(
     let locate = |key: &str| -> Located {
         if request.key_type != KEY_TYPE_GROUP {
             return Err((
-                error_code::COORDINATOR_NOT_AVAILABLE,
+                ResponseError::CoordinatorNotAvailable.code(),
                 "only consumer group coordinators are served; transactions are not supported"
                     .to_string(),
             ));

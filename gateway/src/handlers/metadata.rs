@@ -1,14 +1,16 @@
 //! Metadata: brokers, topics and partition leadership, with topic auto-creation as
 //! Kafka's `auto.create.topics.enable`.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
-use silt_controller::{ClusterMetadata, TopicMetadata};
+use silt_broker::error::error_code;
+use silt_controller::{ClusterMetadata, CommandError, TopicMetadata};
 use std::collections::BTreeMap;
 
-use super::{controller_error_code, error_code, str_bytes};
+use super::{controller_error_code, str_bytes};
 use crate::context::BrokerContext;
 
 /// Answers Metadata v0..=12.
@@ -82,7 +84,7 @@ async fn resolve_topic(
             Some(topic) => describe_topic(&metadata, topic, version),
             None => MetadataResponseTopic::default()
                 .with_topic_id(topic_id)
-                .with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+                .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
         };
     };
     if let Some(topic) = metadata.topic(&name) {
@@ -91,7 +93,7 @@ async fn resolve_topic(
     let unknown = || {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(name.clone()))))
-            .with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION)
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
     };
     if !allow_auto_create || name.starts_with("__") {
         return unknown();
@@ -110,10 +112,10 @@ async fn resolve_topic(
             describe_topic(&context.controller.metadata(), &topic, version)
         }
         // Another client's request created it first.
-        Err(silt_controller::ControllerError::TopicAlreadyExists(_)) => {
+        Err(silt_controller::ControllerError::Rejected(CommandError::TopicAlreadyExists(_))) => {
             match context.controller.metadata().topic(&name) {
                 Some(topic) => describe_topic(&context.controller.metadata(), topic, version),
-                None => unknown().with_error_code(error_code::LEADER_NOT_AVAILABLE),
+                None => unknown().with_error_code(ResponseError::LeaderNotAvailable.code()),
             }
         }
         Err(error) => unknown().with_error_code(controller_error_code(&error)),
@@ -132,9 +134,9 @@ pub(crate) fn describe_topic(
         .iter()
         .map(|assignment| {
             let leader_error = if assignment.leader < 0 {
-                error_code::LEADER_NOT_AVAILABLE
+                ResponseError::LeaderNotAvailable.code()
             } else {
-                error_code::NONE
+                error_code(None)
             };
             MetadataResponsePartition::default()
                 .with_error_code(leader_error)

@@ -12,37 +12,13 @@ mod topics;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::api_versions;
 use crate::context::BrokerContext;
 use crate::server::Request;
-
-/// Kafka error codes used by the handlers (protocol guide, "Error Codes").
-pub(crate) mod error_code {
-    pub(crate) const NONE: i16 = 0;
-    pub(crate) const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub(crate) const CORRUPT_MESSAGE: i16 = 2;
-    pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub(crate) const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub(crate) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub(crate) const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub(crate) const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub(crate) const INVALID_PARTITIONS: i16 = 37;
-    pub(crate) const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub(crate) const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub(crate) const INVALID_CONFIG: i16 = 40;
-    pub(crate) const NOT_CONTROLLER: i16 = 41;
-    pub(crate) const INVALID_REQUEST: i16 = 42;
-    pub(crate) const TOPIC_DELETION_DISABLED: i16 = 73;
-    pub(crate) const FENCED_LEADER_EPOCH: i16 = 74;
-    pub(crate) const STALE_BROKER_EPOCH: i16 = 77;
-    pub(crate) const INVALID_UPDATE_VERSION: i16 = 95;
-    pub(crate) const INELIGIBLE_REPLICA: i16 = 107;
-    pub(crate) const UNSUPPORTED_ENDPOINT_TYPE: i16 = 120;
-}
 
 /// What a handler produced: an answer now, or one that comes once the ISR has the data.
 // It lives for one request, moved once; boxing the large variant would allocate for
@@ -158,22 +134,27 @@ pub(crate) fn str_bytes(text: impl Into<String>) -> StrBytes {
 
 /// Maps controller errors to Kafka error codes.
 pub(crate) fn controller_error_code(error: &silt_controller::ControllerError) -> i16 {
-    use silt_controller::ControllerError;
-    match error {
-        ControllerError::TopicAlreadyExists(_) => error_code::TOPIC_ALREADY_EXISTS,
-        ControllerError::UnknownTopic(_) => error_code::UNKNOWN_TOPIC_OR_PARTITION,
-        ControllerError::InvalidTopic(_) => error_code::INVALID_TOPIC_EXCEPTION,
-        ControllerError::InvalidPartitions(_) => error_code::INVALID_PARTITIONS,
-        ControllerError::InvalidReplicationFactor(_) => error_code::INVALID_REPLICATION_FACTOR,
-        ControllerError::InvalidConfig(_) => error_code::INVALID_CONFIG,
-        ControllerError::NotController { .. } => error_code::NOT_CONTROLLER,
-        ControllerError::UnknownTopicOrPartition(_) => error_code::UNKNOWN_TOPIC_OR_PARTITION,
-        ControllerError::NotLeaderOrFollower(_) => error_code::NOT_LEADER_OR_FOLLOWER,
-        ControllerError::StaleBrokerEpoch(_) => error_code::STALE_BROKER_EPOCH,
-        ControllerError::FencedLeaderEpoch(_) => error_code::FENCED_LEADER_EPOCH,
-        ControllerError::InvalidUpdateVersion(_) => error_code::INVALID_UPDATE_VERSION,
-        ControllerError::IneligibleReplica(_) => error_code::INELIGIBLE_REPLICA,
-        ControllerError::InvalidRequest(_) => error_code::INVALID_REQUEST,
-        _ => error_code::UNKNOWN_SERVER_ERROR,
-    }
+    use silt_controller::{CommandError, ControllerError};
+    let error = match error {
+        ControllerError::Rejected(rejected) => match rejected {
+            CommandError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            CommandError::UnknownTopic(_) | CommandError::UnknownTopicOrPartition(_) => {
+                ResponseError::UnknownTopicOrPartition
+            }
+            CommandError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+            CommandError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            CommandError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            CommandError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            CommandError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+            CommandError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+            CommandError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+            CommandError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+            CommandError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+            CommandError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            _ => ResponseError::UnknownServerError,
+        },
+        ControllerError::NotController { .. } => ResponseError::NotController,
+        _ => ResponseError::UnknownServerError,
+    };
+    error.code()
 }

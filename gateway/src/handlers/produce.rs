@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use bytes::Bytes;
 
-use super::{Handled, error_code, str_bytes};
+use super::{Handled, str_bytes};
 use crate::context::BrokerContext;
 
 /// Answers Produce v3..=11: appends now; acks=0 gets no response, acks=1 an answer after
@@ -37,17 +38,21 @@ pub(super) async fn handle_produce(
                 .with_log_append_time_ms(-1);
             let refusal = match &partition.records {
                 _ if transactional => Some((
-                    error_code::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     "transactional produce is not supported".to_string(),
                 )),
                 _ if !(-1..=1).contains(&acks) => Some((
-                    error_code::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     format!("acks must be -1, 0 or 1, got {acks}"),
                 )),
-                None => Some((error_code::CORRUPT_MESSAGE, "no records".to_string())),
-                Some(records) if records.is_empty() => {
-                    Some((error_code::CORRUPT_MESSAGE, "no records".to_string()))
-                }
+                None => Some((
+                    ResponseError::CorruptMessage.code(),
+                    "no records".to_string(),
+                )),
+                Some(records) if records.is_empty() => Some((
+                    ResponseError::CorruptMessage.code(),
+                    "no records".to_string(),
+                )),
                 Some(_) => None,
             };
             match (refusal, partition.records) {
@@ -59,8 +64,10 @@ pub(super) async fn handle_produce(
                     records,
                 )),
                 (refusal, _) => {
-                    let (code, message) =
-                        refusal.unwrap_or((error_code::CORRUPT_MESSAGE, "no records".to_string()));
+                    let (code, message) = refusal.unwrap_or((
+                        ResponseError::CorruptMessage.code(),
+                        "no records".to_string(),
+                    ));
                     partition_responses.push(refused(response, code, message, version));
                     continue;
                 }

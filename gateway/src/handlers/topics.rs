@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
@@ -15,7 +16,7 @@ use kafka_protocol::messages::{
 use silt_broker::log_config::LogConfig;
 
 use super::configs::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_DYNAMIC_TOPIC, effective_topic_configs};
-use super::{controller_error_code, error_code, str_bytes};
+use super::{controller_error_code, str_bytes};
 use crate::context::BrokerContext;
 
 /// A refused topic: Kafka error code and a message for the client.
@@ -85,7 +86,7 @@ async fn create_one(
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err((
-                error_code::INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 "both replica assignments and num_partitions/replication_factor were given; send one of them".to_string(),
             ));
         }
@@ -105,7 +106,7 @@ async fn create_one(
                     .any(|broker| !brokers.contains(&broker.0))
             {
                 return Err((
-                    error_code::INVALID_REPLICA_ASSIGNMENT,
+                    ResponseError::InvalidReplicaAssignment.code(),
                     format!(
                         "partition {} names unknown brokers or a different replica count",
                         assignment.partition_index
@@ -117,20 +118,20 @@ async fn create_one(
     };
     if partitions < 1 {
         return Err((
-            error_code::INVALID_PARTITIONS,
+            ResponseError::InvalidPartitions.code(),
             format!("number of partitions must be at least 1, got {partitions}"),
         ));
     }
     if replication_factor < 1 {
         return Err((
-            error_code::INVALID_REPLICATION_FACTOR,
+            ResponseError::InvalidReplicationFactor.code(),
             format!("replication factor must be at least 1, got {replication_factor}"),
         ));
     }
     if validate_only {
         if context.controller.metadata().topic(name).is_some() {
             return Err((
-                error_code::TOPIC_ALREADY_EXISTS,
+                ResponseError::TopicAlreadyExists.code(),
                 format!("topic '{name}' already exists"),
             ));
         }
@@ -166,12 +167,12 @@ pub(super) fn validate_topic_configs(
         let Some(value) = value else { continue };
         if !known.contains_key(&name) {
             return Err((
-                error_code::INVALID_CONFIG,
+                ResponseError::InvalidConfig.code(),
                 format!("unknown topic config '{name}'"),
             ));
         }
         LogConfig::validate(&name, &value)
-            .map_err(|error| (error_code::INVALID_CONFIG, error.to_string()))?;
+            .map_err(|error| (ResponseError::InvalidConfig.code(), error.to_string()))?;
         let _ = overrides.insert(name, value);
     }
     Ok(overrides)
@@ -240,15 +241,15 @@ pub(super) async fn handle_delete_topics(
         };
         let outcome = match resolved {
             None => Err((
-                error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                ResponseError::UnknownTopicOrPartition.code(),
                 "unknown topic".to_string(),
             )),
             Some(_) if !context.config.delete_topic_enable => Err((
-                error_code::TOPIC_DELETION_DISABLED,
+                ResponseError::TopicDeletionDisabled.code(),
                 "delete.topic.enable is false on this broker".to_string(),
             )),
             Some((resolved_name, _)) if resolved_name.starts_with("__") => Err((
-                error_code::INVALID_TOPIC_EXCEPTION,
+                ResponseError::InvalidTopicException.code(),
                 format!("internal topic '{resolved_name}' cannot be deleted"),
             )),
             Some((resolved_name, resolved_id)) => {
@@ -303,11 +304,11 @@ pub(super) async fn handle_create_partitions(
             .map(|existing| existing.partitions.len() as i32)
         {
             None => Err((
-                error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                ResponseError::UnknownTopicOrPartition.code(),
                 format!("unknown topic '{name}'"),
             )),
             Some(current) if topic.count <= current => Err((
-                error_code::INVALID_PARTITIONS,
+                ResponseError::InvalidPartitions.code(),
                 format!(
                     "topic '{name}' has {current} partitions; the new count must be larger, got {}",
                     topic.count

@@ -24,7 +24,7 @@ use crate::admin_client::{AdminClient, AdminError};
 
 /// Failures of an admin command.
 #[derive(thiserror::Error, Debug)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// Talking to the broker failed.
     #[error(transparent)]
     Admin(#[from] AdminError),
@@ -47,7 +47,7 @@ pub enum CliError {
 
 /// Topic administration.
 #[derive(clap::Subcommand, Debug)]
-pub enum TopicsCommand {
+pub(crate) enum TopicsCommand {
     /// Create a topic.
     Create {
         /// Topic name.
@@ -89,7 +89,7 @@ pub enum TopicsCommand {
 
 /// Consumer group administration.
 #[derive(clap::Subcommand, Debug)]
-pub enum GroupsCommand {
+pub(crate) enum GroupsCommand {
     /// List consumer groups.
     List,
     /// Show a group's state, members and per-partition lag.
@@ -203,7 +203,7 @@ async fn metadata(
 ///
 /// # Errors
 /// Connection failures, Kafka errors (with their name and message), bad arguments.
-pub async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), CliError> {
+pub(crate) async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Result<(), CliError> {
     let mut client = AdminClient::connect(bootstrap).await?;
     match command {
         TopicsCommand::Create {
@@ -474,7 +474,7 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
 ///
 /// # Errors
 /// Connection failures and Kafka errors.
-pub async fn run_groups(bootstrap: &str, command: GroupsCommand) -> Result<(), CliError> {
+pub(crate) async fn run_groups(bootstrap: &str, command: GroupsCommand) -> Result<(), CliError> {
     let mut client = AdminClient::connect(bootstrap).await?;
     match command {
         GroupsCommand::List => {

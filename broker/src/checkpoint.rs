@@ -1,4 +1,10 @@
-//! The recovery-point checkpoint of one partition log, written off the append path.
+//! Every checkpoint file of a partition log and how it is written (Kafka's
+//! `CheckpointFile`s): the recovery point, the high watermark and the log start offset
+//! (`<version>\n<offset>\n`), the clean-shutdown marker, the producer snapshots' file
+//! names, and the one atomic-write helper they all use. The leader-epoch checkpoint's
+//! format lives with its cache (`leader_epoch_cache`).
+//!
+//! The recovery-point checkpoint is written off the append path.
 //!
 //! The recovery point advances when a rolled segment's background fsync is done, and
 //! the log learns that on its next append, under the log lock. Writing the checkpoint
@@ -16,14 +22,140 @@
 //! writing, so a stale request is dropped. Values only move forward between
 //! truncations.
 
-use std::io;
-use std::path::PathBuf;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use tracing::warn;
 
+use crate::error::LogError;
+use crate::segment::parse_offset_file_name;
+
+/// Marker written by [`PartitionLog::close`](crate::log::PartitionLog::close), removed
+/// by [`PartitionLog::open`](crate::log::PartitionLog::open).
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// Checkpoint of the log start offset.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// Checkpoint of the offset below which everything is known to be on disk.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Kafka's leader-epoch checkpoint.
+pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+/// Version line of Kafka's checkpoint files.
+pub(crate) const CHECKPOINT_VERSION: i64 = 0;
+
+/// Name of the per-partition high-watermark checkpoint file (Kafka keeps one
+/// `replication-offset-checkpoint` per log dir; one file per partition keeps the
+/// partition directory self-contained).
+pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "high-watermark";
+
+/// Suffix of producer state snapshot files (`<offset:020>.snapshot`).
+pub const SNAPSHOT_FILE_SUFFIX: &str = "snapshot";
+
+/// The offset in a Kafka offset checkpoint file (version line, offset line); None
+/// when the file is missing or not one.
+pub(crate) fn read_offset_checkpoint(path: &Path) -> Option<i64> {
+    let content = fs::read_to_string(path).ok()?;
+    let mut lines = content.lines();
+    let version: i64 = lines.next()?.trim().parse().ok()?;
+    let offset: i64 = lines.next()?.trim().parse().ok()?;
+    (version == CHECKPOINT_VERSION && offset >= 0).then_some(offset)
+}
+
+/// Writes a one-offset checkpoint file atomically, with fsyncs.
+pub(crate) fn write_offset_checkpoint(path: &Path, offset: i64) -> io::Result<()> {
+    write_file_atomically(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
+}
+
+/// [`write_offset_checkpoint`] without fsyncs: for checkpoints where an old or missing
+/// file is safe (it only makes recovery scan more).
+pub(crate) fn write_offset_checkpoint_unsynced(path: &Path, offset: i64) -> io::Result<()> {
+    write_file_replacing(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
+}
+
+/// Reads `<partition dir>/high-watermark` (`0\n<offset>\n`); `None` when missing or
+/// unreadable.
+pub(crate) fn read_high_watermark_checkpoint(dir: &Path) -> Option<i64> {
+    let content = std::fs::read_to_string(dir.join(HIGH_WATERMARK_CHECKPOINT_FILE)).ok()?;
+    let mut lines = content.lines();
+    let version: i64 = lines.next()?.trim().parse().ok()?;
+    let offset: i64 = lines.next()?.trim().parse().ok()?;
+    (version == CHECKPOINT_VERSION && offset >= 0).then_some(offset)
+}
+
+/// Writes the high-watermark checkpoint atomically; call on the blocking pool only.
+pub(crate) fn write_high_watermark_checkpoint(
+    dir: &Path,
+    high_watermark: i64,
+) -> std::io::Result<()> {
+    write_file_atomically(
+        &dir.join(HIGH_WATERMARK_CHECKPOINT_FILE),
+        format!("{CHECKPOINT_VERSION}\n{high_watermark}\n").as_bytes(),
+    )
+}
+
+/// Offsets of the `.snapshot` files in `dir`, ascending.
+pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut offsets = Vec::new();
+    for dir_entry in fs::read_dir(dir)? {
+        let file_name = dir_entry?.file_name();
+        if let Some(offset) = file_name
+            .to_str()
+            .and_then(|name| parse_offset_file_name(name, SNAPSHOT_FILE_SUFFIX))
+        {
+            offsets.push(offset);
+        }
+    }
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// `<path>.tmp`: where a replacement for `path` is written before the rename.
+fn temp_path_for(path: &Path) -> PathBuf {
+    let mut temp_name = path.as_os_str().to_owned();
+    temp_name.push(".tmp");
+    PathBuf::from(temp_name)
+}
+
+/// Writes `content` to `path` through a temp file and a rename, without fsyncs:
+/// readers see the old or the new file; after a crash the file may be old, missing
+/// or empty.
+pub(crate) fn write_file_replacing(path: &Path, content: &[u8]) -> io::Result<()> {
+    let temp_path = temp_path_for(path);
+    fs::write(&temp_path, content)?;
+    fs::rename(&temp_path, path)
+}
+
+/// Writes `content` to `path` through a temp file, fsyncs, renames and
+/// fsyncs the directory, so readers see the old or the new file.
+pub(crate) fn write_file_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
+    let temp_path = temp_path_for(path);
+    {
+        let mut file = fs::File::create(&temp_path)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+    }
+    fs::rename(&temp_path, path)?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory, so renames and creations in it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
 /// What the file holds, and the truncation count it was written under.
 #[derive(Debug)]
 struct Written {
@@ -106,7 +238,7 @@ impl RecoveryCheckpoint {
         written.truncations = written.truncations.max(truncations);
         // Unknown until the write succeeds, so that a later request may correct it.
         written.offset = i64::MIN;
-        crate::log::write_offset_checkpoint(&self.shared.path, offset)?;
+        write_offset_checkpoint(&self.shared.path, offset)?;
         written.offset = offset;
         Ok(())
     }
@@ -148,7 +280,7 @@ fn write_pending(shared: &Shared) {
         if written.closed || truncations != written.truncations || offset <= written.offset {
             continue;
         }
-        match crate::log::write_offset_checkpoint_unsynced(&shared.path, offset) {
+        match write_offset_checkpoint_unsynced(&shared.path, offset) {
             Ok(()) => written.offset = offset,
             Err(error) => {
                 warn!(path = %shared.path.display(), %error, "writing the recovery point checkpoint failed")
@@ -162,7 +294,7 @@ mod tests {
     use super::*;
 
     fn read(path: &std::path::Path) -> Option<i64> {
-        crate::log::read_offset_checkpoint(path)
+        read_offset_checkpoint(path)
     }
 
     /// A checkpoint in a fresh directory to which 100 was written in the background.

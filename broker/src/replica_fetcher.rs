@@ -4,13 +4,15 @@
 //! KIP-279) with OffsetForLeaderEpoch.
 //!
 //! [`ReplicaFetcherManager::apply_metadata`] is called with every metadata version;
-//! it starts, updates and stops fetcher tasks. Each task owns one TCP connection to
-//! its leader and runs requests one at a time.
+//! it starts, updates and stops fetcher tasks. Each task owns one connection to its
+//! leader (a [`LeaderEndPoint`] from the front end) and runs requests one at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::ResponseError;
+use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -19,32 +21,18 @@ use kafka_protocol::messages::{
     BrokerId as WireBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Request, StrBytes};
-use silt_broker::partition::Partition;
-use silt_broker::replica_manager::{PartitionError, ReplicaManager};
-use silt_broker::replication::truncation_point;
+use kafka_protocol::protocol::StrBytes;
 use silt_controller::{BrokerId, ClusterMetadata, TopicId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::kafka_connection::{ConnectionError, KafkaConnection};
+use crate::partition::Partition;
+use crate::replica_manager::{PartitionError, ReplicaManager};
+use crate::replication::truncation_point;
 
-/// Fetch version the fetcher speaks (topic names, `current_leader_epoch`).
-const FETCH_VERSION: i16 = 12;
-/// OffsetForLeaderEpoch version the fetcher speaks (with `replica_id`).
-const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
-/// Largest response frame accepted from a leader (bytes).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
-/// Client id the fetcher sends in request headers.
-const CLIENT_ID: &str = "silt-replica-fetcher";
-
-/// Kafka error codes the fetcher acts on.
-mod error_code {
-    pub(super) const NONE: i16 = 0;
-    pub(super) const OFFSET_OUT_OF_RANGE: i16 = 1;
-}
+use crate::leader_end_point::{LeaderConnector, LeaderEndPoint, LeaderEndPointError};
 
 /// Settings of the follower fetchers.
 #[derive(Clone, Debug)]
@@ -100,17 +88,24 @@ struct FetcherHandle {
 #[derive(Debug)]
 pub struct ReplicaFetcherManager {
     replica_manager: Arc<ReplicaManager>,
+    connector: Arc<dyn LeaderConnector>,
     config: ReplicaFetcherConfig,
     fetchers: parking_lot::Mutex<HashMap<BrokerId, FetcherHandle>>,
     shutdown: watch::Sender<bool>,
 }
 
 impl ReplicaFetcherManager {
-    /// A manager with no fetchers; they start with [`Self::apply_metadata`].
-    pub fn new(replica_manager: Arc<ReplicaManager>, config: ReplicaFetcherConfig) -> Arc<Self> {
+    /// A manager with no fetchers; they start with [`Self::apply_metadata`] and reach
+    /// leaders through `connector`.
+    pub fn new(
+        replica_manager: Arc<ReplicaManager>,
+        connector: Arc<dyn LeaderConnector>,
+        config: ReplicaFetcherConfig,
+    ) -> Arc<Self> {
         let (shutdown, _) = watch::channel(false);
         Arc::new(ReplicaFetcherManager {
             replica_manager,
+            connector,
             config,
             fetchers: parking_lot::Mutex::new(HashMap::new()),
             shutdown,
@@ -177,6 +172,7 @@ impl ReplicaFetcherManager {
                 leader_id,
                 address: address.clone(),
                 replica_manager: Arc::clone(&self.replica_manager),
+                connector: Arc::clone(&self.connector),
                 config: self.config.clone(),
                 assignments: assignments_receiver,
                 shutdown: self.shutdown.subscribe(),
@@ -230,45 +226,22 @@ impl Drop for ReplicaFetcherManager {
 /// Errors of one fetcher connection; all of them drop the connection.
 #[derive(thiserror::Error, Debug)]
 enum FetcherError {
-    #[error("connection to the leader failed: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    EndPoint(#[from] LeaderEndPointError),
     #[error("request to the leader timed out")]
     TimedOut,
-    #[error("cannot encode or decode a message: {0}")]
-    Protocol(String),
+    #[error("not connected to the leader")]
+    NotConnected,
 }
 
-/// The connection to a leader.
-#[derive(Debug)]
-struct LeaderConnection {
-    connection: KafkaConnection,
-}
-
-impl LeaderConnection {
-    async fn connect(address: &(String, u16), timeout: Duration) -> Result<Self, FetcherError> {
-        let connecting = KafkaConnection::connect(
-            (address.0.as_str(), address.1),
-            CLIENT_ID,
-            MAX_RESPONSE_BYTES,
-        );
-        let connection = tokio::time::timeout(timeout, connecting)
-            .await
-            .map_err(|_| FetcherError::TimedOut)??;
-        Ok(LeaderConnection { connection })
-    }
-
-    async fn call<Req: Request>(
-        &mut self,
-        version: i16,
-        request: &Req,
-        timeout: Duration,
-    ) -> Result<Req::Response, FetcherError> {
-        match tokio::time::timeout(timeout, self.connection.call(request, version)).await {
-            Err(_) => Err(FetcherError::TimedOut),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(ConnectionError::Io(error))) => Err(FetcherError::Io(error)),
-            Ok(Err(ConnectionError::Protocol(message))) => Err(FetcherError::Protocol(message)),
-        }
+/// Bounds a request to the leader by `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    request: impl Future<Output = Result<T, LeaderEndPointError>>,
+) -> Result<T, FetcherError> {
+    match tokio::time::timeout(timeout, request).await {
+        Err(_) => Err(FetcherError::TimedOut),
+        Ok(result) => Ok(result?),
     }
 }
 
@@ -312,7 +285,8 @@ struct Fetcher {
     assignments: watch::Receiver<Assignments>,
     shutdown: watch::Receiver<bool>,
     states: HashMap<PartitionKey, PartitionState>,
-    connection: Option<LeaderConnection>,
+    connector: Arc<dyn LeaderConnector>,
+    connection: Option<Box<dyn LeaderEndPoint>>,
 }
 
 impl Fetcher {
@@ -337,7 +311,10 @@ impl Fetcher {
                 continue;
             }
             if self.connection.is_none() {
-                match LeaderConnection::connect(&self.address, self.request_timeout()).await {
+                let connecting =
+                    self.connector
+                        .connect(self.leader_id, &self.address.0, self.address.1);
+                match within(self.request_timeout(), connecting).await {
                     Ok(connection) => {
                         debug!(leader = self.leader_id, "connected to the leader");
                         self.connection = Some(connection);
@@ -502,13 +479,9 @@ impl Fetcher {
             .with_replica_id(WireBrokerId(self.replica_manager.broker_id()))
             .with_topics(topics);
         let timeout = self.request_timeout();
-        let connection = self
-            .connection
-            .as_mut()
-            .ok_or(FetcherError::Protocol("not connected".to_string()))?;
-        let response: OffsetForLeaderEpochResponse = connection
-            .call(OFFSET_FOR_LEADER_EPOCH_VERSION, &request, timeout)
-            .await?;
+        let connection = self.connection.as_mut().ok_or(FetcherError::NotConnected)?;
+        let response: OffsetForLeaderEpochResponse =
+            within(timeout, connection.fetch_epoch_end_offsets(request)).await?;
         let mut answers: HashMap<PartitionKey, (i16, i32, i64)> = HashMap::new();
         for topic in response.topics {
             for partition in topic.partitions {
@@ -534,7 +507,7 @@ impl Fetcher {
                 self.back_off(&key);
                 continue;
             };
-            if code != error_code::NONE {
+            if code.is_err() {
                 debug!(topic = %key.0, partition = key.1, error_code = code, "leader refused offset for leader epoch");
                 self.back_off(&key);
                 continue;
@@ -633,12 +606,9 @@ impl Fetcher {
             .with_session_epoch(-1)
             .with_topics(topics);
         let timeout = self.request_timeout();
-        let connection = self
-            .connection
-            .as_mut()
-            .ok_or(FetcherError::Protocol("not connected".to_string()))?;
-        let response: FetchResponse = connection.call(FETCH_VERSION, &request, timeout).await?;
-        if response.error_code != error_code::NONE {
+        let connection = self.connection.as_mut().ok_or(FetcherError::NotConnected)?;
+        let response: FetchResponse = within(timeout, connection.fetch(request)).await?;
+        if response.error_code.is_err() {
             warn!(
                 leader = self.leader_id,
                 error_code = response.error_code,
@@ -685,9 +655,9 @@ impl Fetcher {
         fetch_offset: i64,
         data: kafka_protocol::messages::fetch_response::PartitionData,
     ) {
-        match data.error_code {
-            error_code::NONE => {}
-            error_code::OFFSET_OUT_OF_RANGE if data.log_start_offset > fetch_offset => {
+        match data.error_code.err() {
+            None => {}
+            Some(ResponseError::OffsetOutOfRange) if data.log_start_offset > fetch_offset => {
                 // Behind the leader's log start: restart our log there.
                 match self
                     .replica_manager
@@ -704,16 +674,16 @@ impl Fetcher {
                 }
                 return;
             }
-            error_code::OFFSET_OUT_OF_RANGE => {
+            Some(ResponseError::OffsetOutOfRange) => {
                 // Past the leader's end: truncate by epoch again.
                 self.set_phase(key, Phase::Truncating);
                 self.back_off(key);
                 return;
             }
-            code => {
+            Some(error) => {
                 // NOT_LEADER_OR_FOLLOWER, FENCED/UNKNOWN_LEADER_EPOCH and the like: the
                 // next metadata version moves or drops the partition; retry meanwhile.
-                debug!(topic = %key.0, partition = key.1, error_code = code, "leader refused the partition fetch");
+                debug!(topic = %key.0, partition = key.1, %error, "leader refused the partition fetch");
                 self.back_off(key);
                 return;
             }

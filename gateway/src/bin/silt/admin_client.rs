@@ -3,14 +3,14 @@
 
 use kafka_protocol::protocol::Request;
 
-use crate::kafka_connection::{ConnectionError, KafkaConnection};
+use silt_gateway::kafka_connection::{ConnectionError, KafkaConnection};
 
 /// Largest response accepted, bytes.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Errors talking to a broker.
 #[derive(thiserror::Error, Debug)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     /// The broker cannot be reached or the connection broke.
     #[error("cannot talk to {addr}: {source}")]
     Io {
@@ -25,7 +25,7 @@ pub enum AdminError {
 }
 
 /// One connection to a broker.
-pub struct AdminClient {
+pub(crate) struct AdminClient {
     addr: String,
     connection: KafkaConnection,
 }
@@ -35,7 +35,7 @@ impl AdminClient {
     ///
     /// # Errors
     /// The connection cannot be established.
-    pub async fn connect(addr: &str) -> Result<AdminClient, AdminError> {
+    pub(crate) async fn connect(addr: &str) -> Result<AdminClient, AdminError> {
         let connection = KafkaConnection::connect(addr, "silt-admin", MAX_RESPONSE_BYTES)
             .await
             .map_err(|source| AdminError::Io {
@@ -52,7 +52,7 @@ impl AdminClient {
     ///
     /// # Errors
     /// I/O failure, or bytes that do not decode as the expected response.
-    pub async fn call<R: Request>(
+    pub(crate) async fn call<R: Request>(
         &mut self,
         request: R,
         version: i16,
