@@ -16,7 +16,7 @@ use tracing::debug;
 /// Nice value of background threads (request threads keep the process's, usually 0).
 /// Linux gives a nice-10 thread about a tenth of a nice-0 thread's CPU share while
 /// both are runnable.
-pub const BACKGROUND_NICE: i32 = 10;
+pub(crate) const BACKGROUND_NICE: i32 = 10;
 
 /// Starts a thread named `name` that lowers its own CPU priority to
 /// [`BACKGROUND_NICE`] and then runs `work`.
@@ -24,7 +24,7 @@ pub const BACKGROUND_NICE: i32 = 10;
 /// # Errors
 /// The thread could not be created. Failing to lower the priority is not an
 /// error: the work then runs at the default priority.
-pub fn spawn<T, F>(name: String, work: F) -> io::Result<JoinHandle<T>>
+pub(crate) fn spawn<T, F>(name: String, work: F) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,

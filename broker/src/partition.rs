@@ -11,7 +11,8 @@ use silt_controller::{BrokerId, PartitionAssignment, TopicId};
 use tokio::sync::Notify;
 
 use crate::log::PartitionLog;
-use crate::replication::{self, FollowerState};
+use crate::replication;
+pub use crate::replication::FollowerState;
 
 /// After a failed AlterPartition, how long (ms) the leader waits before asking again.
 const ISR_CHANGE_RETRY_BACKOFF_MS: i64 = 1_000;

@@ -17,7 +17,7 @@ use crate::segment::offset_file_path;
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `NUM_BATCHES_TO_RETAIN`).
-pub const BATCHES_TO_RETAIN: usize = 5;
+pub(crate) const BATCHES_TO_RETAIN: usize = 5;
 const SNAPSHOT_VERSION: u32 = 1;
 
 /// What the log remembers of one appended batch.

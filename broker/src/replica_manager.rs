@@ -238,7 +238,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs a closure on the blocking pool against one partition's log.
-async fn with_log<T, F>(partition: &Partition, operation: F) -> Result<T, PartitionError>
+pub(crate) async fn with_log<T, F>(partition: &Partition, operation: F) -> Result<T, PartitionError>
 where
     T: Send + 'static,
     F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
@@ -255,7 +255,7 @@ where
 
 /// [`with_log`] for operations that change the log's offsets: they are published before
 /// the log lock is released ([`Partition::update_log`]).
-async fn with_log_refreshed<T, F>(
+pub(crate) async fn with_log_refreshed<T, F>(
     partition: &Arc<Partition>,
     operation: F,
 ) -> Result<T, PartitionError>
@@ -1372,51 +1372,6 @@ impl ReplicaManager {
             ))
         })
         .await
-    }
-
-    /// One pass of time/size retention over every hosted partition; returns the number
-    /// of segments deleted.
-    pub async fn run_retention_pass(&self) -> usize {
-        let mut deleted_segments = 0;
-        for hosted in self.all_partitions() {
-            let outcome = with_log_refreshed(&hosted, |log| {
-                Ok((log.apply_retention(now_ms())?, log.log_start_offset()))
-            })
-            .await;
-            match outcome {
-                Ok((deleted, log_start_offset)) => {
-                    if deleted > 0 {
-                        debug!(topic = %hosted.topic, partition = hosted.partition, deleted, log_start_offset, "retention deleted segments");
-                    }
-                    deleted_segments += deleted;
-                }
-                Err(error) => {
-                    warn!(topic = %hosted.topic, partition = hosted.partition, %error, "retention pass failed")
-                }
-            }
-        }
-        deleted_segments
-    }
-
-    /// Runs retention every `interval` until the task is dropped.
-    pub async fn run_retention_loop(self: Arc<Self>, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let _ = ticker.tick().await;
-            let _ = self.run_retention_pass().await;
-        }
-    }
-
-    /// Flushes every log (periodic `flush.ms` and before shutdown) and checkpoints
-    /// the high watermarks.
-    pub async fn flush_all(&self) {
-        for hosted in self.all_partitions() {
-            if let Err(error) = with_log(&hosted, |log| log.flush()).await {
-                warn!(topic = %hosted.topic, partition = hosted.partition, %error, "flush failed");
-            }
-        }
-        self.checkpoint_high_watermarks().await;
     }
 
     /// Closes every log cleanly (flush, write indexes and snapshots, mark clean shutdown).

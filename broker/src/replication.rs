@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use silt_controller::BrokerId;
 
 /// Offset of a follower the leader has not heard from since it became leader.
-pub const UNKNOWN_OFFSET: i64 = -1;
+pub(crate) const UNKNOWN_OFFSET: i64 = -1;
 
 /// Kafka's default `replica.lag.time.max.ms`: an ISR follower that has not caught up
 /// with the leader's log end offset for this long (ms) is removed from the ISR.
@@ -34,7 +34,7 @@ impl FollowerState {
     /// State after a leadership change: the follower's offset is unknown until it
     /// fetches. An ISR member counts as caught up now so it gets a full
     /// `replica.lag.time.max.ms` to fetch before it can be removed.
-    pub fn reset(now_ms: i64, in_sync: bool) -> FollowerState {
+    pub(crate) fn reset(now_ms: i64, in_sync: bool) -> FollowerState {
         FollowerState {
             log_end_offset: UNKNOWN_OFFSET,
             last_fetch_leader_log_end_offset: UNKNOWN_OFFSET,
@@ -47,7 +47,7 @@ impl FollowerState {
     /// log end offset was `leader_log_end_offset`. A fetch at the leader's end makes
     /// the follower caught up now; a fetch reaching the leader's end as of the
     /// previous fetch makes it caught up as of that previous fetch.
-    pub fn update_fetch_state(
+    pub(crate) fn update_fetch_state(
         &mut self,
         fetch_offset: i64,
         fetch_time_ms: i64,
@@ -67,7 +67,7 @@ impl FollowerState {
 
     /// Whether the follower may stay in the ISR: it holds the leader's whole log or was
     /// caught up within the last `lag_time_max_ms`.
-    pub fn is_caught_up(
+    pub(crate) fn is_caught_up(
         &self,
         leader_log_end_offset: i64,
         now_ms: i64,
@@ -78,7 +78,7 @@ impl FollowerState {
     }
 
     /// Messages the follower is behind the leader, `None` while its offset is unknown.
-    pub fn lag(&self, leader_log_end_offset: i64) -> Option<i64> {
+    pub(crate) fn lag(&self, leader_log_end_offset: i64) -> Option<i64> {
         (self.log_end_offset != UNKNOWN_OFFSET)
             .then(|| (leader_log_end_offset - self.log_end_offset).max(0))
     }
@@ -88,7 +88,7 @@ impl FollowerState {
 /// included, even when the ISR omits it), never below `current` (it does not move back
 /// within one leader epoch) and never above the leader's log end offset. An ISR
 /// follower whose offset is unknown holds the high watermark where it is.
-pub fn leader_high_watermark(
+pub(crate) fn leader_high_watermark(
     current: i64,
     leader_id: BrokerId,
     leader_log_end_offset: i64,
@@ -110,7 +110,7 @@ pub fn leader_high_watermark(
 
 /// ISR followers that have not been caught up for more than `lag_time_max_ms` (ms)
 /// and should be removed; the leader never is.
-pub fn shrink_candidates(
+pub(crate) fn shrink_candidates(
     leader_id: BrokerId,
     leader_log_end_offset: i64,
     isr: &[BrokerId],
@@ -133,7 +133,7 @@ pub fn shrink_candidates(
 
 /// Whether a follower outside the ISR may join it (Kafka's `isFollowerInSync`): it has
 /// reached the high watermark and everything the current leader epoch wrote before it.
-pub fn is_follower_in_sync(
+pub(crate) fn is_follower_in_sync(
     follower_log_end_offset: i64,
     high_watermark: i64,
     leader_epoch_start_offset: i64,
@@ -145,7 +145,7 @@ pub fn is_follower_in_sync(
 
 /// Where a follower truncates after asking the leader about an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TruncationPoint {
+pub(crate) struct TruncationPoint {
     /// Truncate the log to this offset (records at and after it go).
     pub offset: i64,
     /// False when the leader answered an epoch the follower does not have: truncate,
@@ -162,7 +162,7 @@ pub struct TruncationPoint {
 /// - the follower's floor epoch differs: truncate to its end of that epoch and ask
 ///   again;
 /// - the follower has no epoch at or below it: min(leader end offset, follower LEO).
-pub fn truncation_point(
+pub(crate) fn truncation_point(
     leader_epoch: i32,
     leader_end_offset: i64,
     local_end_offset_for: Option<(i32, i64)>,

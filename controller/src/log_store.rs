@@ -323,6 +323,29 @@ fn storage_error(
     StorageError::from_io_error(subject, verb, error)
 }
 
+/// Replaces the small file at `path` with `bytes` on the blocking pool (fsynced with
+/// `durable`).
+async fn write_file(
+    path: PathBuf,
+    bytes: Vec<u8>,
+    durable: bool,
+    subject: ErrorSubject<NodeId>,
+) -> Result<(), StorageError<NodeId>> {
+    blocking(move || write_atomically(&path, &bytes, durable))
+        .await
+        .map_err(|error| storage_error(subject, ErrorVerb::Write, error))
+}
+
+/// The small file at `path`, `None` when it does not exist, read on the blocking pool.
+async fn read_file(
+    path: PathBuf,
+    subject: ErrorSubject<NodeId>,
+) -> Result<Option<Vec<u8>>, StorageError<NodeId>> {
+    blocking(move || read_if_exists(&path))
+        .await
+        .map_err(|error| storage_error(subject, ErrorVerb::Read, error))
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -361,18 +384,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes = serde_json::to_vec(vote)
             .map_err(|error| StorageIOError::write_vote(AnyError::new(&error)))?;
-        let path = self.dir.join(VOTE_FILE);
-        blocking(move || write_atomically(&path, &bytes, true))
-            .await
-            .map_err(|error| storage_error(ErrorSubject::Vote, ErrorVerb::Write, error))
+        write_file(self.dir.join(VOTE_FILE), bytes, true, ErrorSubject::Vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        let path = self.dir.join(VOTE_FILE);
-        let bytes = blocking(move || read_if_exists(&path))
-            .await
-            .map_err(|error| storage_error(ErrorSubject::Vote, ErrorVerb::Read, error))?;
-        let Some(bytes) = bytes else {
+        let Some(bytes) = read_file(self.dir.join(VOTE_FILE), ErrorSubject::Vote).await? else {
             return Ok(None);
         };
         // The vote file is replaced atomically and fsynced, so a bad one is real corruption;
@@ -388,20 +404,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = serde_json::to_vec(&committed)
             .map_err(|error| StorageIOError::write_logs(AnyError::new(&error)))?;
-        let path = self.dir.join(COMMITTED_FILE);
         // Not fsynced: the committed id only saves replay work at start, and a stale or
         // missing one is recovered by the next commit.
-        blocking(move || write_atomically(&path, &bytes, false))
-            .await
-            .map_err(|error| storage_error(ErrorSubject::Logs, ErrorVerb::Write, error))
+        write_file(
+            self.dir.join(COMMITTED_FILE),
+            bytes,
+            false,
+            ErrorSubject::Logs,
+        )
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        let path = self.dir.join(COMMITTED_FILE);
-        let bytes = blocking(move || read_if_exists(&path))
-            .await
-            .map_err(|error| storage_error(ErrorSubject::Logs, ErrorVerb::Read, error))?;
-        let Some(bytes) = bytes else {
+        let Some(bytes) = read_file(self.dir.join(COMMITTED_FILE), ErrorSubject::Logs).await?
+        else {
             return Ok(None);
         };
         let committed: Option<LogId<NodeId>> = match serde_json::from_slice(&bytes) {

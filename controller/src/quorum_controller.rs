@@ -181,7 +181,7 @@ impl Controller {
     /// this node has applied its state including the cluster id (set by the leader on first
     /// start).
     ///
-    /// Errors: [`ControllerError::InvalidConfig`] for a negative node id, a voter set
+    /// Errors: [`CommandError::InvalidConfig`] for a negative node id, a voter set
     /// without this node or without `listen_addr`, or a cluster id that differs from the
     /// stored one; [`ControllerError::Storage`] if the directory cannot be used (locked by
     /// another process, unreadable, corrupt snapshot) or the listener cannot be bound;
@@ -298,7 +298,7 @@ impl Controller {
     /// long-polled from a voter, writes and heartbeats are forwarded to the active
     /// controller. Waits (up to 60 s) for the first metadata with a cluster id.
     ///
-    /// Errors: [`ControllerError::InvalidConfig`] for a negative node id or no voters,
+    /// Errors: [`CommandError::InvalidConfig`] for a negative node id or no voters,
     /// [`ControllerError::NotController`] if no voter answered in time.
     pub async fn connect(
         node_id: BrokerId,
@@ -543,7 +543,7 @@ impl Controller {
     /// (the offset of its registration) is unfenced. Answers whether the broker is fenced
     /// afterwards.
     ///
-    /// Errors: [`ControllerError::StaleBrokerEpoch`] if the broker is not registered or
+    /// Errors: [`CommandError::StaleBrokerEpoch`] if the broker is not registered or
     /// registered under another incarnation (register again),
     /// [`ControllerError::NotController`] if no active controller answered in time.
     pub async fn broker_heartbeat(
@@ -570,7 +570,7 @@ impl Controller {
     /// of `broker_id` at once, moving its leaderships to other ISR members; its later
     /// heartbeats do not unfence it.
     ///
-    /// Errors: [`ControllerError::StaleBrokerEpoch`] if the broker is not registered under
+    /// Errors: [`CommandError::StaleBrokerEpoch`] if the broker is not registered under
     /// that incarnation.
     pub async fn controlled_shutdown(
         &self,
@@ -591,12 +591,12 @@ impl Controller {
     /// AlterPartition (KIP-497): the partition leader replaces the ISR. Returns the
     /// partition after the change (`partition_epoch` bumped by one).
     ///
-    /// Errors: [`ControllerError::UnknownTopicOrPartition`];
-    /// [`ControllerError::NotLeaderOrFollower`] if the requester does not lead the
-    /// partition; [`ControllerError::FencedLeaderEpoch`] and
-    /// [`ControllerError::InvalidUpdateVersion`] for a stale leader or partition epoch;
-    /// [`ControllerError::InvalidRequest`] for an ISR that is empty, lacks the leader, has
-    /// duplicates or non-replicas; [`ControllerError::IneligibleReplica`] if an added
+    /// Errors: [`CommandError::UnknownTopicOrPartition`];
+    /// [`CommandError::NotLeaderOrFollower`] if the requester does not lead the
+    /// partition; [`CommandError::FencedLeaderEpoch`] and
+    /// [`CommandError::InvalidUpdateVersion`] for a stale leader or partition epoch;
+    /// [`CommandError::InvalidRequest`] for an ISR that is empty, lacks the leader, has
+    /// duplicates or non-replicas; [`CommandError::IneligibleReplica`] if an added
     /// member is fenced or unregistered.
     pub async fn alter_partition(
         &self,
@@ -622,7 +622,7 @@ impl Controller {
     /// means the broker restarted: it is stored fenced (until a heartbeat shows it has
     /// caught up with the metadata), leaves every ISR where it is not the last member and
     /// loses its leaderships. Either way the broker epoch becomes the registration's
-    /// metadata offset. Errors: [`ControllerError::InvalidConfig`] for a negative broker id.
+    /// metadata offset. Errors: [`CommandError::InvalidConfig`] for a negative broker id.
     pub async fn register_broker(&self, reg: BrokerRegistration) -> Result<(), ControllerError> {
         match self.propose(Command::RegisterBroker(reg)).await? {
             CommandOutput::Done => Ok(()),
@@ -635,10 +635,10 @@ impl Controller {
     /// leader = first replica, ISR = replicas, epochs start at 0. Callers resolve Kafka's
     /// `-1` defaults for partitions and replication factor before calling.
     ///
-    /// Errors: [`ControllerError::InvalidTopic`] (name rules),
-    /// [`ControllerError::TopicAlreadyExists`], [`ControllerError::InvalidPartitions`]
-    /// (`num_partitions < 1` or more than 10 000), [`ControllerError::InvalidReplicationFactor`]
-    /// (`< 1` or more than the unfenced brokers), [`ControllerError::InvalidConfig`] (empty key).
+    /// Errors: [`CommandError::InvalidTopic`] (name rules),
+    /// [`CommandError::TopicAlreadyExists`], [`CommandError::InvalidPartitions`]
+    /// (`num_partitions < 1` or more than 10 000), [`CommandError::InvalidReplicationFactor`]
+    /// (`< 1` or more than the unfenced brokers), [`CommandError::InvalidConfig`] (empty key).
     pub async fn create_topic(
         &self,
         name: &str,
@@ -664,7 +664,7 @@ impl Controller {
 
     /// Deletes a topic and returns its id. Its remote segments stay in
     /// [`ClusterMetadata::remote_segments`] until tiering has deleted their objects.
-    /// Errors: [`ControllerError::UnknownTopic`].
+    /// Errors: [`CommandError::UnknownTopic`].
     pub async fn delete_topic(&self, name: &str) -> Result<TopicId, ControllerError> {
         match self
             .propose(Command::DeleteTopic {
@@ -680,9 +680,9 @@ impl Controller {
     /// Grows a topic to `new_total` partitions, placing the new ones like
     /// [`Controller::create_topic`] with the topic's replication factor.
     ///
-    /// Errors: [`ControllerError::UnknownTopic`], [`ControllerError::InvalidPartitions`]
+    /// Errors: [`CommandError::UnknownTopic`], [`CommandError::InvalidPartitions`]
     /// (`new_total` not above the current count, or more than 10 000 added),
-    /// [`ControllerError::InvalidReplicationFactor`] (too few unfenced brokers).
+    /// [`CommandError::InvalidReplicationFactor`] (too few unfenced brokers).
     pub async fn create_partitions(
         &self,
         name: &str,
@@ -703,7 +703,7 @@ impl Controller {
     /// absent key is not an error). Validates only that keys are non-empty and not both set
     /// and deleted; value validation is the broker's job.
     ///
-    /// Errors: [`ControllerError::UnknownTopic`], [`ControllerError::InvalidConfig`].
+    /// Errors: [`CommandError::UnknownTopic`], [`CommandError::InvalidConfig`].
     pub async fn alter_topic_configs(
         &self,
         name: &str,
@@ -722,7 +722,7 @@ impl Controller {
     }
 
     /// Allocates a block of `count` producer ids durably (KIP-730 style) and returns the
-    /// first; the block is `first..first + count`. Errors: [`ControllerError::InvalidConfig`]
+    /// first; the block is `first..first + count`. Errors: [`CommandError::InvalidConfig`]
     /// if `count < 1` or the id space is exhausted.
     pub async fn allocate_producer_ids(&self, count: i64) -> Result<i64, ControllerError> {
         match self.propose(Command::AllocateProducerIds { count }).await? {
@@ -735,7 +735,7 @@ impl Controller {
     /// written, so an interrupted upload can be found and cleaned up. `segment.state` must be
     /// [`RemoteSegmentState::CopyStarted`]; `event_timestamp_ms` is kept as given.
     ///
-    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the topic id is unknown, the
+    /// Errors: [`CommandError::InvalidRemoteSegment`] if the topic id is unknown, the
     /// partition does not exist, the segment id is nil or already registered for the
     /// partition, the state is not `CopyStarted`, the offsets are invalid (`base_offset < 0`,
     /// `base_offset > end_offset` or `end_offset == i64::MAX`), the leader epoch or broker id
@@ -757,7 +757,7 @@ impl Controller {
     /// KIP-405 COPY_FINISHED: makes a `CopyStarted` segment readable, stamps
     /// `event_timestamp_ms` with the current time and returns the updated segment.
     ///
-    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the segment does not exist, is not
+    /// Errors: [`CommandError::InvalidRemoteSegment`] if the segment does not exist, is not
     /// `CopyStarted`, or its `end_offset` does not reach past the partition's remote log end
     /// offset: the first finished upload of an offset wins, so a duplicate upload after a
     /// crash or a leader change is never served (delete it instead). A segment overlapping
@@ -784,7 +784,7 @@ impl Controller {
     /// `CopyFinished` (retention); from then on the segment is no longer readable. Stamps
     /// `event_timestamp_ms` with the current time.
     ///
-    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the segment does not exist or is
+    /// Errors: [`CommandError::InvalidRemoteSegment`] if the segment does not exist or is
     /// already `DeleteStarted` (a retry after a lost answer finds that state in
     /// [`Controller::metadata`] and goes on deleting the objects).
     pub async fn begin_remote_segment_delete(
@@ -808,7 +808,7 @@ impl Controller {
     /// KIP-405 DELETE_FINISHED: the segment's objects are gone; removes its entry from
     /// [`ClusterMetadata::remote_segments`].
     ///
-    /// Errors: [`ControllerError::InvalidRemoteSegment`] if the segment does not exist or is
+    /// Errors: [`CommandError::InvalidRemoteSegment`] if the segment does not exist or is
     /// not `DeleteStarted`.
     pub async fn finish_remote_segment_delete(
         &self,

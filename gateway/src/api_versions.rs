@@ -8,7 +8,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 /// Every API handled, with the inclusive version range handled. Minimums are the oldest
 /// versions the kafka-protocol crate still decodes (Kafka 4.0 removed older ones);
 /// maximums are the newest versions whose every field Silt implements.
-pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 8),
@@ -36,7 +36,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 ];
 
 /// Whether `version` of `api_key` is handled.
-pub fn is_supported(api_key: ApiKey, version: i16) -> bool {
+pub(crate) fn is_supported(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED_APIS
         .iter()
         .any(|(supported, min_version, max_version)| {
@@ -57,14 +57,14 @@ fn api_version_list() -> Vec<ApiVersion> {
 }
 
 /// The ApiVersions answer.
-pub fn api_versions_response() -> ApiVersionsResponse {
+pub(crate) fn api_versions_response() -> ApiVersionsResponse {
     ApiVersionsResponse::default()
         .with_error_code(0)
         .with_api_keys(api_version_list())
 }
 
 /// The answer to an ApiVersions request of a version newer than handled (KIP-511).
-pub fn unsupported_version_response() -> ApiVersionsResponse {
+pub(crate) fn unsupported_version_response() -> ApiVersionsResponse {
     ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(api_version_list())

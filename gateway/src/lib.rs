@@ -3,7 +3,7 @@
 //! commands live with the binary, in `src/bin/silt/`).
 
 pub mod admin_http;
-pub mod api_versions;
+mod api_versions;
 pub mod config;
 pub mod context;
 pub mod fetch_frame;

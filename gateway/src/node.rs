@@ -10,6 +10,7 @@ use silt_broker::broker_lifecycle::BrokerLifecycleManager;
 use silt_broker::consumer_offsets::{CONSUMER_OFFSETS_TOPIC, ConsumerOffsetsLog};
 use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::isr::ControllerIsrUpdater;
+use silt_broker::log_manager::{LogManager, LogManagerConfig};
 use silt_broker::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
 use silt_controller::{
@@ -159,7 +160,6 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     );
 
     let (shutdown, shutdown_receiver) = watch::channel(false);
-    let retention_interval = Duration::from_millis(config.retention_check_interval_ms.max(100));
     let mut tasks = vec![
         tokio::spawn(Arc::clone(&membership).run_heartbeats()),
         tokio::spawn(ensure_consumer_offsets_topic(
@@ -177,18 +177,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
             Arc::clone(&replica_manager)
                 .run_isr_maintenance_loop(replica_manager.isr_check_interval()),
         ),
-        tokio::spawn(Arc::clone(&replica_manager).run_retention_loop(retention_interval)),
     ];
-    if let Some(flush_ms) = config.flush_interval_ms {
-        let flushing = Arc::clone(&replica_manager);
-        tasks.push(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_millis(flush_ms.max(1)));
-            loop {
-                let _ = ticker.tick().await;
-                flushing.flush_all().await;
-            }
-        }));
-    }
+    let log_manager = LogManager::new(
+        Arc::clone(&replica_manager),
+        LogManagerConfig {
+            retention_check_interval: Duration::from_millis(
+                config.retention_check_interval_ms.max(100),
+            ),
+            flush_interval: config.flush_interval_ms.map(Duration::from_millis),
+        },
+    );
+    tasks.extend(log_manager.start());
 
     let admin_listener = TcpListener::bind(config.admin_listener)
         .await

@@ -13,9 +13,8 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
+use silt_broker::test_util::BatchSpec;
 
 /// How long a read waits before a test treats the connection as silent.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -274,35 +273,11 @@ fn read_exact_or_outcome(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Optio
     Ok(None)
 }
 
-/// Encodes a valid RecordBatch v2 holding `values` (keyed `k<i>`).
+/// Encodes a valid RecordBatch v2 holding `values` (keyed `key-<i>`), with the broker's
+/// test kit.
 pub fn encode_batch(values: &[&str]) -> Result<BytesMut> {
-    let now = 1_700_000_000_000i64;
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(index, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: -1,
-            timestamp: now + index as i64,
-            key: Some(Bytes::from(format!("k{index}"))),
-            value: Some(Bytes::from(value.to_string())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)?;
-    Ok(buf)
+    let batch = BatchSpec::with_values(values, 1_700_000_000_000).encode_bytes();
+    Ok(BytesMut::from(&batch[..]))
 }
 
 /// Byte offset of the CRC field in a RecordBatch v2 header.

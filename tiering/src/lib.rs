@@ -2,20 +2,24 @@
 //! storage and applies remote and local retention, plus the object layout shared with the
 //! read path.
 //!
-//! - [`store`] opens the object store (local filesystem or S3) from an [`ObjectStoreConfig`];
+//! - [`open_object_store`] opens the object store (local filesystem or S3) from an
+//!   [`ObjectStoreConfig`];
 //! - [`object_layout`] names every remote object;
-//! - [`remote_log_manager`] runs the periodic copy, cleanup and retention task
-//!   ([`RemoteLogManager`]).
+//! - [`RemoteLogManager`] runs the periodic copy, cleanup and retention task;
+//! - [`remote_reader`] serves reads of remote segments through [`chunk_cache`];
+//! - `testsuite` (feature `testsuite`) is the RemoteLog conformance suite.
 
 pub mod chunk_cache;
 pub mod config;
 pub mod object_layout;
 mod orphan_cleanup;
-pub mod remote_log_manager;
+mod remote_log_manager;
 pub mod remote_reader;
-pub mod remote_retention;
+mod remote_retention;
 mod segment_upload;
-pub mod store;
+mod store;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use crate::config::TieringConfig;
 pub use crate::object_layout::{

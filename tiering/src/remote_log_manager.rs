@@ -46,20 +46,20 @@ use crate::segment_upload::{
 };
 
 /// Gauge: sealed segments waiting to be copied, per topic and partition.
-pub const METRIC_UPLOAD_BACKLOG_SEGMENTS: &str = "silt_tiering_upload_backlog_segments";
+pub(crate) const METRIC_UPLOAD_BACKLOG_SEGMENTS: &str = "silt_tiering_upload_backlog_segments";
 /// Counter: bytes of `.log` files copied to remote storage, per topic.
-pub const METRIC_UPLOADED_BYTES: &str = "silt_tiering_uploaded_bytes_total";
+pub(crate) const METRIC_UPLOADED_BYTES: &str = "silt_tiering_uploaded_bytes_total";
 /// Counter: segments copied to remote storage, per topic.
-pub const METRIC_UPLOADED_SEGMENTS: &str = "silt_tiering_uploaded_segments_total";
+pub(crate) const METRIC_UPLOADED_SEGMENTS: &str = "silt_tiering_uploaded_segments_total";
 /// Counter: failed partition rounds (copy, cleanup or retention), per topic.
-pub const METRIC_UPLOAD_ERRORS: &str = "silt_tiering_upload_errors_total";
+pub(crate) const METRIC_UPLOAD_ERRORS: &str = "silt_tiering_upload_errors_total";
 /// Counter: remote segments deleted, per reason (`retention`, `abandoned`, `duplicate`,
 /// `deleted_topic`).
-pub const METRIC_DELETED_SEGMENTS: &str = "silt_tiering_deleted_segments_total";
+pub(crate) const METRIC_DELETED_SEGMENTS: &str = "silt_tiering_deleted_segments_total";
 /// Counter: objects without metadata deleted by the orphan scan.
-pub const METRIC_DELETED_OBJECTS: &str = "silt_tiering_orphan_objects_deleted_total";
+pub(crate) const METRIC_DELETED_OBJECTS: &str = "silt_tiering_orphan_objects_deleted_total";
 /// Gauge: bytes of readable remote segments, per topic and partition.
-pub const METRIC_REMOTE_BYTES: &str = "silt_tiering_remote_bytes";
+pub(crate) const METRIC_REMOTE_BYTES: &str = "silt_tiering_remote_bytes";
 
 /// What one round did, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

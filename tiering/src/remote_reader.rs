@@ -17,13 +17,12 @@ use futures::future::BoxFuture;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
-use silt_broker::offset_index::{OFFSET_INDEX_ENTRY_SIZE, OffsetPosition};
+use silt_broker::index_entry::{IndexEntry, OffsetPosition, TimestampOffset, decode_entries};
 use silt_broker::record_batch::{
     BATCH_HEADER_SIZE, BatchHeader, LOG_OVERHEAD, RecordLookup, batch_size_from_prefix,
     find_record_by_timestamp, parse_header,
 };
 use silt_broker::remote_log::{RemoteLog, RemoteLogError, RemotePartition, RemoteRead};
-use silt_broker::time_index::{TIME_INDEX_ENTRY_SIZE, TimestampOffset};
 use silt_controller::{Controller, RemoteSegmentMetadata};
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -558,21 +557,16 @@ fn parse_offset_index(
     segment: &SegmentRef<'_>,
     raw: &[u8],
 ) -> Result<Vec<OffsetPosition>, RemoteLogError> {
-    if !raw.len().is_multiple_of(OFFSET_INDEX_ENTRY_SIZE) {
+    if !raw.len().is_multiple_of(OffsetPosition::SIZE) {
         return Err(segment.corrupt(
             0,
             format_args!("offset index of {} bytes is not whole entries", raw.len()),
         ));
     }
     let base_offset = segment.metadata.base_offset;
-    let mut entries: Vec<OffsetPosition> = Vec::with_capacity(raw.len() / OFFSET_INDEX_ENTRY_SIZE);
-    for chunk in raw.chunks_exact(OFFSET_INDEX_ENTRY_SIZE) {
-        let relative = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-        let entry = OffsetPosition {
-            offset: base_offset + i64::from(relative),
-            position,
-        };
+    let mut entries: Vec<OffsetPosition> = Vec::with_capacity(raw.len() / OffsetPosition::SIZE);
+    for entry in decode_entries::<OffsetPosition>(raw, base_offset) {
+        let position = entry.position;
         let in_order = entries
             .last()
             .is_none_or(|last| entry.offset > last.offset && entry.position > last.position);
@@ -591,22 +585,15 @@ fn parse_time_index(
     segment: &SegmentRef<'_>,
     raw: &[u8],
 ) -> Result<Vec<TimestampOffset>, RemoteLogError> {
-    if !raw.len().is_multiple_of(TIME_INDEX_ENTRY_SIZE) {
+    if !raw.len().is_multiple_of(TimestampOffset::SIZE) {
         return Err(segment.corrupt(
             0,
             format_args!("time index of {} bytes is not whole entries", raw.len()),
         ));
     }
     let base_offset = segment.metadata.base_offset;
-    let mut entries: Vec<TimestampOffset> = Vec::with_capacity(raw.len() / TIME_INDEX_ENTRY_SIZE);
-    for chunk in raw.chunks_exact(TIME_INDEX_ENTRY_SIZE) {
-        let mut timestamp = [0u8; 8];
-        timestamp.copy_from_slice(&chunk[..8]);
-        let relative = u32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
-        let entry = TimestampOffset {
-            timestamp: i64::from_be_bytes(timestamp),
-            offset: base_offset + i64::from(relative),
-        };
+    let mut entries: Vec<TimestampOffset> = Vec::with_capacity(raw.len() / TimestampOffset::SIZE);
+    for entry in decode_entries::<TimestampOffset>(raw, base_offset) {
         let in_order = entries
             .last()
             .is_none_or(|last| entry.timestamp > last.timestamp && entry.offset >= last.offset);

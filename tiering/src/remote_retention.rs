@@ -6,21 +6,21 @@ use silt_controller::RemoteSegmentMetadata;
 
 /// The limits of one partition's whole log (remote plus local).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RemoteRetention {
+pub(crate) struct RemoteRetention {
     /// `retention.ms`; -1 = keep forever.
-    pub retention_ms: i64,
+    pub(crate) retention_ms: i64,
     /// `retention.bytes`; negative = unlimited.
-    pub retention_bytes: i64,
+    pub(crate) retention_bytes: i64,
     /// Bytes of the local log not yet in remote storage (they count towards
     /// `retention.bytes` but are never deleted here).
-    pub local_only_bytes: u64,
+    pub(crate) local_only_bytes: u64,
 }
 
 /// The leading run of `copied` (readable segments ordered by base offset) that retention
 /// deletes at `now_ms`: segments whose largest timestamp is more than `retention_ms` old
 /// (a segment without timestamps goes by the time its copy finished), then while the whole
 /// log minus the segment stays above `retention_bytes`.
-pub fn expired_segments<'a>(
+pub(crate) fn expired_segments<'a>(
     copied: &[&'a RemoteSegmentMetadata],
     retention: RemoteRetention,
     now_ms: i64,

@@ -29,27 +29,15 @@ enum Command {
     Serve(ServeArgs),
     /// Create, list, describe, delete and configure topics.
     Topics {
-        /// Broker to talk to, HOST:PORT.
-        #[arg(
-            long,
-            global = true,
-            env = "SILT_BOOTSTRAP_SERVER",
-            default_value = "127.0.0.1:9092"
-        )]
-        bootstrap_server: String,
+        #[command(flatten)]
+        broker: Bootstrap,
         #[command(subcommand)]
         command: TopicsCommand,
     },
     /// List and describe consumer groups.
     Groups {
-        /// Broker to talk to, HOST:PORT.
-        #[arg(
-            long,
-            global = true,
-            env = "SILT_BOOTSTRAP_SERVER",
-            default_value = "127.0.0.1:9092"
-        )]
-        bootstrap_server: String,
+        #[command(flatten)]
+        broker: Bootstrap,
         #[command(subcommand)]
         command: GroupsCommand,
     },
@@ -67,6 +55,19 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+}
+
+/// The broker an admin command talks to.
+#[derive(clap::Args, Debug)]
+struct Bootstrap {
+    /// Broker to talk to, HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "SILT_BOOTSTRAP_SERVER",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap_server: String,
 }
 
 /// Replaces this process with `silt-bench <command> <args>`, found next to the
@@ -142,14 +143,12 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Topics {
-            bootstrap_server,
-            command,
-        } => Ok(cli::run_topics(&bootstrap_server, command).await?),
-        Command::Groups {
-            bootstrap_server,
-            command,
-        } => Ok(cli::run_groups(&bootstrap_server, command).await?),
+        Command::Topics { broker, command } => {
+            Ok(cli::run_topics(&broker.bootstrap_server, command).await?)
+        }
+        Command::Groups { broker, command } => {
+            Ok(cli::run_groups(&broker.bootstrap_server, command).await?)
+        }
         Command::Bench { args } => Err(hand_over_to_silt_bench("bench", args)),
         Command::Flights { args } => Err(hand_over_to_silt_bench("flights", args)),
     }

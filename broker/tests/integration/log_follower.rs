@@ -1,11 +1,9 @@
 //! The replication append path: batches copied from a leader's log.
 
-mod log_support;
-
 use kafka_protocol::records::Compression;
-use log_support::{BatchSpec, open, read_all, small_segments};
 use silt_broker::log::{LogError, PartitionLog};
 use silt_broker::log_config::LogConfig;
+use silt_broker::test_util::{BatchSpec, open, read_all, small_segments};
 
 fn assert_send_sync<T: Send + Sync>() {}
 

@@ -1,21 +1,19 @@
 //! Cleanup and retention of remote segments: abandoned uploads, duplicate uploads,
 //! deleted topics, objects without metadata, remote retention and store outages.
 
-mod uploads_support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::uploads_support::{
+    BROKER_ID, Cluster, FaultyStore, PARTITION, store_configs, test_tiering_config,
+};
 use futures::FutureExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use silt_broker::replica_manager::now_ms;
 use silt_controller::{RemoteSegmentMetadata, RemoteSegmentState};
 use silt_tiering::RemoteLogManager;
 use silt_tiering::object_layout::{ObjectKind, parse_segment_object, segment_object};
-use uploads_support::{
-    BROKER_ID, Cluster, FaultyStore, PARTITION, store_configs, test_tiering_config,
-};
 
 fn copy_started(
     cluster: &Cluster,

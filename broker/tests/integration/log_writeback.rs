@@ -3,14 +3,12 @@
 //! log's cache stays the window's size, and every record still reads back (from disk).
 //! Residency is measured with `fincore` (util-linux).
 
-mod log_support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use log_support::{BatchSpec, offsets_and_values, open, small_segments};
 use silt_broker::log::PartitionLog;
+use silt_broker::test_util::{BatchSpec, offsets_and_values, open, small_segments};
 use silt_broker::writeback::WritebackConfig;
 
 const RECORDS_PER_BATCH: usize = 4;
@@ -67,7 +65,7 @@ fn resident_bytes(path: &Path) -> u64 {
 }
 
 fn expected() -> Vec<(i64, Vec<u8>)> {
-    log_support::expected_values(BATCHES, spec)
+    silt_broker::test_util::expected_values(BATCHES, spec)
 }
 
 #[test]

@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use silt_broker::consumer_offsets::ConsumerOffsetsLog;
 use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
+use silt_broker::test_util::BatchSpec;
 use silt_controller::{
     BrokerId, BrokerRegistration, ClusterMetadata, Controller, ControllerConfig,
     PartitionAssignment, TopicId, TopicMetadata,
@@ -29,34 +27,7 @@ const LEADER: BrokerId = 1;
 const FOLLOWER: BrokerId = 2;
 
 fn batch(records: usize, tag: &str) -> Bytes {
-    let records: Vec<Record> = (0..records)
-        .map(|index| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: -1,
-            timestamp: 1_000 + index as i64,
-            key: None,
-            value: Some(Bytes::from(format!("{tag}-{index}"))),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut encoded = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut encoded,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    encoded.freeze()
+    BatchSpec::new(records, 1_000).tag(tag).encode_bytes()
 }
 
 fn cluster(

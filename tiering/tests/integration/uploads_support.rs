@@ -2,8 +2,6 @@
 //! tiered topic, real record batches, and object stores to copy to (a local directory,
 //! plus the S3 server named by `SILT_TEST_S3_*` when set).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -11,12 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -24,17 +19,19 @@ use object_store::{
 };
 use parking_lot::Mutex;
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig, now_ms};
+use silt_broker::test_util::BatchSpec;
 use silt_controller::{BrokerRegistration, Controller, ControllerConfig, TopicId};
+use silt_tiering::testsuite::s3_test_settings;
 use silt_tiering::{ObjectStoreConfig, TieringConfig, open_object_store};
 use tempfile::TempDir;
 
 /// This broker's id.
-pub(crate) const BROKER_ID: i32 = 1;
+pub(super) const BROKER_ID: i32 = 1;
 /// Partition every test uses.
-pub(crate) const PARTITION: i32 = 0;
+pub(super) const PARTITION: i32 = 0;
 
 /// Settings with a short grace period and an orphan scan every round.
-pub(crate) fn test_tiering_config() -> TieringConfig {
+pub(super) fn test_tiering_config() -> TieringConfig {
     TieringConfig {
         task_interval_ms: 100,
         orphan_grace_ms: 1_000,
@@ -48,28 +45,24 @@ pub(crate) fn test_tiering_config() -> TieringConfig {
 }
 
 /// The stores to run each scenario against: a local directory always, and the S3 server
-/// of `SILT_TEST_S3_ENDPOINT` (with `SILT_TEST_S3_BUCKET`, `SILT_TEST_S3_ACCESS_KEY_ID`,
-/// `SILT_TEST_S3_SECRET_ACCESS_KEY`) under a fresh prefix when it is set.
-pub(crate) fn store_configs(local_dir: &std::path::Path) -> Vec<ObjectStoreConfig> {
+/// of [`s3_test_settings`] under a fresh prefix (required under `CI=true`).
+pub(super) fn store_configs(local_dir: &std::path::Path) -> Vec<ObjectStoreConfig> {
     let mut configs = vec![ObjectStoreConfig {
         url: format!("file://{}", local_dir.display()),
         ..ObjectStoreConfig::default()
     }];
-    if let Ok(endpoint) = std::env::var("SILT_TEST_S3_ENDPOINT")
-        && !endpoint.is_empty()
-    {
-        let bucket =
-            std::env::var("SILT_TEST_S3_BUCKET").unwrap_or_else(|_| "silt-test".to_string());
+    if let Some(s3) = s3_test_settings() {
         configs.push(ObjectStoreConfig {
             // Short: s3s-fs names a metadata file after the base64 of the whole key.
             url: format!(
-                "s3://{bucket}/u{}",
+                "s3://{}/u{}",
+                s3.bucket,
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
-            s3_endpoint: Some(endpoint),
-            s3_region: Some("us-east-1".to_string()),
-            s3_access_key_id: std::env::var("SILT_TEST_S3_ACCESS_KEY_ID").ok(),
-            s3_secret_access_key: std::env::var("SILT_TEST_S3_SECRET_ACCESS_KEY").ok(),
+            s3_endpoint: Some(s3.endpoint),
+            s3_region: Some(s3.region),
+            s3_access_key_id: Some(s3.access_key_id),
+            s3_secret_access_key: Some(s3.secret_access_key),
             s3_allow_http: true,
         });
     }
@@ -77,20 +70,21 @@ pub(crate) fn store_configs(local_dir: &std::path::Path) -> Vec<ObjectStoreConfi
 }
 
 /// A one-broker cluster hosting one tiered topic with one partition.
-pub(crate) struct Cluster {
-    pub(crate) dir: TempDir,
-    pub(crate) controller: Controller,
-    pub(crate) replica_manager: Arc<ReplicaManager>,
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) prefix: Path,
-    pub(crate) topic: String,
-    pub(crate) topic_id: TopicId,
+pub(super) struct Cluster {
+    /// Holds the controller and log directories for the cluster's lifetime.
+    _dir: TempDir,
+    pub(super) controller: Controller,
+    pub(super) replica_manager: Arc<ReplicaManager>,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) prefix: Path,
+    pub(super) topic: String,
+    pub(super) topic_id: TopicId,
 }
 
 impl Cluster {
     /// Starts a controller and replica manager in a tempdir and creates `topic` with
     /// `remote.storage.enable=true`, small segments and `extra_configs`.
-    pub(crate) async fn start(
+    pub(super) async fn start(
         store_config: &ObjectStoreConfig,
         topic: &str,
         extra_configs: &[(&str, &str)],
@@ -141,7 +135,7 @@ impl Cluster {
             .expect("apply metadata");
         let (store, prefix) = open_object_store(store_config).await.expect("object store");
         Cluster {
-            dir,
+            _dir: dir,
             controller,
             replica_manager,
             store,
@@ -152,9 +146,11 @@ impl Cluster {
     }
 
     /// Appends `count` batches of 3 records of 80 bytes stamped `timestamp_ms`.
-    pub(crate) async fn append(&self, count: usize, timestamp_ms: i64) {
+    pub(super) async fn append(&self, count: usize, timestamp_ms: i64) {
         for _ in 0..count {
-            let batch = encode_batch(3, 80, timestamp_ms);
+            let batch = BatchSpec::with_timestamps(vec![timestamp_ms; 3])
+                .value_size(80)
+                .encode_bytes();
             let _info = self
                 .replica_manager
                 .append_records(&self.topic, PARTITION, batch, 1)
@@ -164,12 +160,12 @@ impl Cluster {
     }
 
     /// Appends `count` batches stamped now.
-    pub(crate) async fn append_now(&self, count: usize) {
+    pub(super) async fn append_now(&self, count: usize) {
         self.append(count, now_ms()).await;
     }
 
     /// Runs `inspect` on the partition log on a blocking thread.
-    pub(crate) async fn with_log<T: Send + 'static>(
+    pub(super) async fn with_log<T: Send + 'static>(
         &self,
         inspect: impl FnOnce(&silt_broker::log::PartitionLog) -> T + Send + 'static,
     ) -> T {
@@ -184,12 +180,12 @@ impl Cluster {
     }
 
     /// Base offsets of the sealed local segments.
-    pub(crate) async fn sealed_base_offsets(&self) -> Vec<i64> {
+    pub(super) async fn sealed_base_offsets(&self) -> Vec<i64> {
         self.with_log(|log| log.sealed_segment_base_offsets()).await
     }
 
     /// Every object under the store prefix.
-    pub(crate) async fn objects(&self) -> Vec<ObjectMeta> {
+    pub(super) async fn objects(&self) -> Vec<ObjectMeta> {
         self.store
             .list(Some(&self.prefix))
             .try_collect()
@@ -198,7 +194,7 @@ impl Cluster {
     }
 
     /// The bytes of one object.
-    pub(crate) async fn object_bytes(&self, path: &Path) -> Bytes {
+    pub(super) async fn object_bytes(&self, path: &Path) -> Bytes {
         self.store
             .get(path)
             .await
@@ -209,43 +205,11 @@ impl Cluster {
     }
 }
 
-/// One v2 batch of `records` records with `value_size`-byte values.
-pub(crate) fn encode_batch(records: usize, value_size: usize, timestamp_ms: i64) -> Bytes {
-    let records: Vec<Record> = (0..records)
-        .map(|index| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: -1,
-            timestamp: timestamp_ms,
-            key: Some(Bytes::from(format!("key-{index}"))),
-            value: Some(Bytes::from(vec![b'v'; value_size])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buffer = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buffer,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buffer.freeze()
-}
-
 /// Runs before a put of a matching object completes; may change cluster state.
-pub(crate) type PutHook = Box<dyn FnOnce(Path) -> BoxFuture<'static, ()> + Send>;
+pub(super) type PutHook = Box<dyn FnOnce(Path) -> BoxFuture<'static, ()> + Send>;
 
 /// A store wrapper that fails the next `fail_next` calls and can run a hook on a put.
-pub(crate) struct FaultyStore {
+pub(super) struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     fail_next: AtomicUsize,
     failures: AtomicUsize,
@@ -253,7 +217,7 @@ pub(crate) struct FaultyStore {
 }
 
 impl FaultyStore {
-    pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Arc<FaultyStore> {
+    pub(super) fn new(inner: Arc<dyn ObjectStore>) -> Arc<FaultyStore> {
         Arc::new(FaultyStore {
             inner,
             fail_next: AtomicUsize::new(0),
@@ -263,17 +227,17 @@ impl FaultyStore {
     }
 
     /// Makes the next `calls` calls fail.
-    pub(crate) fn fail_next(&self, calls: usize) {
+    pub(super) fn fail_next(&self, calls: usize) {
         self.fail_next.store(calls, Ordering::SeqCst);
     }
 
     /// Calls failed so far.
-    pub(crate) fn failures(&self) -> usize {
+    pub(super) fn failures(&self) -> usize {
         self.failures.load(Ordering::SeqCst)
     }
 
     /// Runs `hook` once, before the first put whose path ends with `suffix` is stored.
-    pub(crate) fn on_put(&self, suffix: &str, hook: PutHook) {
+    pub(super) fn on_put(&self, suffix: &str, hook: PutHook) {
         *self.hook.lock() = Some((suffix.to_string(), hook));
     }
 

@@ -1,8 +1,6 @@
 //! Damaged or missing remote objects give `RemoteLogError::Storage` (Kafka
 //! KAFKA_STORAGE_ERROR), never a panic or wrong records.
 
-mod remote_log_support;
-
 use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
@@ -14,7 +12,7 @@ use silt_tiering::chunk_cache::ChunkCacheConfig;
 use silt_tiering::object_layout::ObjectKind;
 use tempfile::TempDir;
 
-use crate::remote_log_support::{TEST_CHUNK_BYTES, TieredPartition, tiered_partition};
+use silt_tiering::testsuite::{TEST_CHUNK_BYTES, TieredPartition, tiered_partition};
 
 async fn small_partition() -> (TempDir, TieredPartition) {
     let root = tempfile::tempdir().expect("store root");

@@ -1,18 +1,16 @@
 //! ISR replication between two replica managers in one process: broker 1 leads, broker
 //! 2 follows, and the follower's fetches go through the leader's replica read path.
 
-mod log_support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use log_support::batch;
 use parking_lot::Mutex;
 use silt_broker::isr::{IsrUpdateError, IsrUpdater};
 use silt_broker::partition::Partition;
 use silt_broker::replica_manager::{PartitionError, ReplicaManager, ReplicaManagerConfig};
+use silt_broker::test_util::batch;
 use silt_controller::{BrokerId, ClusterMetadata, PartitionAssignment, TopicId, TopicMetadata};
 
 const TOPIC: &str = "orders";

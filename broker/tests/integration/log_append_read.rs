@@ -1,13 +1,11 @@
 //! Append and read paths of the partition log, with real batches.
 
-mod log_support;
-
 use kafka_protocol::records::Compression;
-use log_support::{BatchSpec, batch, decode, log_files, open, read_all, small_segments};
 use silt_broker::log::LogError;
 use silt_broker::log_config::LogConfig;
 use silt_broker::record_batch::{TimestampType, parse_header, validate_batches};
 use silt_broker::segment::LogSegment;
+use silt_broker::test_util::{BatchSpec, batch, decode, log_files, open, read_all, small_segments};
 
 fn partition_dir(root: &tempfile::TempDir) -> std::path::PathBuf {
     root.path().join("orders-0")

@@ -3,16 +3,14 @@
 //! next segment's file allocated ahead, and a crash with blocks allocated ahead loses
 //! nothing.
 
-mod log_support;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use log_support::{BatchSpec, log_files, offsets_and_values, open, small_segments};
 use silt_broker::log::PartitionLog;
 use silt_broker::log_config::LogConfig;
 use silt_broker::preallocate::STANDBY_FILE_NAME;
+use silt_broker::test_util::{BatchSpec, log_files, offsets_and_values, open, small_segments};
 
 const RECORDS_PER_BATCH: usize = 4;
 const VALUE_BYTES: usize = 16 * 1024;
@@ -85,7 +83,7 @@ fn prepared_standby(log: &PartitionLog, dir: &Path, bytes: u64) -> u64 {
 }
 
 fn expected(batches: i64) -> Vec<(i64, Vec<u8>)> {
-    log_support::expected_values(batches, spec)
+    silt_broker::test_util::expected_values(batches, spec)
 }
 
 fn values(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {

@@ -1,10 +1,8 @@
 //! Idempotent producers (KIP-98) against the partition log.
 
-mod log_support;
-
-use log_support::{BatchSpec, batch, open, small_segments};
 use silt_broker::log::{LogError, PartitionLog};
 use silt_broker::log_config::LogConfig;
+use silt_broker::test_util::{BatchSpec, batch, open, small_segments};
 
 const PID: i64 = 4_242;
 

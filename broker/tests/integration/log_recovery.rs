@@ -1,17 +1,15 @@
 //! Opening a partition log after clean and unclean shutdowns.
 
-mod log_support;
-
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use log_support::{BatchSpec, log_files, offsets_and_values, open, small_segments};
 use silt_broker::checkpoint::{
     CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_CHECKPOINT_FILE, RECOVERY_POINT_FILE,
 };
 use silt_broker::log::{EpochEntry, PartitionLog};
 use silt_broker::log_config::LogConfig;
+use silt_broker::test_util::{BatchSpec, log_files, offsets_and_values, open, small_segments};
 
 const RECORDS_PER_BATCH: i64 = 2;
 
@@ -65,7 +63,7 @@ fn values(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn expected_values(batches: i64) -> Vec<(i64, Vec<u8>)> {
-    log_support::expected_values(batches, spec)
+    silt_broker::test_util::expected_values(batches, spec)
 }
 
 #[test]

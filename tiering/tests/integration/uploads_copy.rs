@@ -1,15 +1,13 @@
 //! The copy path: sealed segments reach the object store once, byte for byte, committed
 //! as COPY_FINISHED; local retention then drops only what was copied.
 
-mod uploads_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::uploads_support::{Cluster, PARTITION, store_configs, test_tiering_config};
 use silt_controller::RemoteSegmentState;
 use silt_tiering::object_layout::{ObjectKind, parse_segment_object, segment_object};
 use silt_tiering::{RemoteLogManager, open_object_store};
-use uploads_support::{Cluster, PARTITION, store_configs, test_tiering_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sealed_segment_is_copied_once_with_identical_bytes() {
@@ -52,7 +50,7 @@ async fn every_sealed_segment_is_copied_once_with_identical_bytes() {
         );
         for segment in &copied {
             assert_eq!(segment.state, RemoteSegmentState::CopyFinished);
-            assert_eq!(segment.broker_id, uploads_support::BROKER_ID);
+            assert_eq!(segment.broker_id, crate::uploads_support::BROKER_ID);
             let base_offset = segment.base_offset;
             let files = cluster
                 .with_log(move |log| log.sealed_segment_files(base_offset))
@@ -141,7 +139,7 @@ async fn local_retention_deletes_only_copied_segments() {
         let sealed = cluster.sealed_base_offsets().await;
 
         // Nothing copied yet (the store is down): nothing deleted.
-        let faulty = uploads_support::FaultyStore::new(Arc::clone(&cluster.store));
+        let faulty = crate::uploads_support::FaultyStore::new(Arc::clone(&cluster.store));
         faulty.fail_next(usize::MAX);
         let broken = RemoteLogManager::new(
             test_tiering_config(),

@@ -1,11 +1,9 @@
 //! Retention of a tiered partition log (KIP-405): whole-log time and size retention is
 //! left to remote storage, local retention deletes only segments already copied.
 
-mod log_support;
-
-use log_support::{batch, open, small_segments};
 use silt_broker::log::PartitionLog;
 use silt_broker::log_config::LogConfig;
+use silt_broker::test_util::{batch, open, small_segments};
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
 

@@ -1,11 +1,9 @@
 //! Retention, DeleteRecords and truncation of the partition log.
 
-mod log_support;
-
-use log_support::{BatchSpec, batch, decode, log_files, open, read_all, small_segments};
 use silt_broker::checkpoint::LOG_START_OFFSET_FILE;
 use silt_broker::log::LogError;
 use silt_broker::log_config::LogConfig;
+use silt_broker::test_util::{BatchSpec, batch, decode, log_files, open, read_all, small_segments};
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
 

@@ -1,50 +1,122 @@
-//! The `RemoteLog` conformance suite and its fixtures, shared by the `remote_log_*`
-//! tests. [`remote_log_conformance`] runs against any object store: it writes a real
-//! partition log, ships its sealed segments to the store at their object-layout paths,
-//! commits them through a real controller and checks every read against the local log.
-
-#![allow(dead_code)]
+//! The `RemoteLog` conformance suite (feature `testsuite`), for any implementation of
+//! [`RemoteLog`] over any object store.
+//!
+//! [`tiered_partition`] writes a real partition log of mixed batches (codecs, sizes,
+//! timestamps going back), ships its sealed segments to a store at their
+//! [object layout](crate::object_layout) paths and commits them through a real
+//! controller. [`remote_log_conformance`] then checks every read of a `&dyn RemoteLog`
+//! against the local log; [`remote_log_lifecycle_conformance`] checks that unfinished
+//! and deleted segments are never served. [`s3_test_settings`] names the S3 server the
+//! tests run against; under `CI=true` a missing one fails the run instead of skipping.
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use silt_broker::log::PartitionLog;
 use silt_broker::log_config::LogConfig;
 use silt_broker::record_batch::{batch_size_from_prefix, parse_header};
 use silt_broker::remote_log::{RemoteLog, RemoteLogError, RemotePartition};
+use silt_broker::test_util::BatchSpec;
 use silt_controller::{
     BrokerRegistration, Controller, ControllerConfig, RemoteSegmentMetadata, RemoteSegmentState,
 };
-use silt_tiering::chunk_cache::{ChunkCache, ChunkCacheConfig};
-use silt_tiering::object_layout::{ObjectKind, segment_object};
-use silt_tiering::remote_reader::RemoteLogReader;
 use tempfile::TempDir;
 
+use crate::chunk_cache::{ChunkCache, ChunkCacheConfig};
+use crate::object_layout::{ObjectKind, segment_object};
+use crate::remote_reader::RemoteLogReader;
+
 /// Chunks small enough that batches straddle chunk boundaries.
-pub(crate) const TEST_CHUNK_BYTES: usize = 1024;
+pub const TEST_CHUNK_BYTES: usize = 1024;
 /// First record timestamp of the fixture log (ms).
-pub(crate) const FIRST_TIMESTAMP: i64 = 1_700_000_000_000;
+pub const FIRST_TIMESTAMP: i64 = 1_700_000_000_000;
 const BROKER_ID: i32 = 1;
 const LEADER_EPOCH: i32 = 0;
 
+/// The S3-compatible server tests run against, from `SILT_TEST_S3_ENDPOINT`,
+/// `SILT_TEST_S3_BUCKET`, `SILT_TEST_S3_ACCESS_KEY_ID`, `SILT_TEST_S3_SECRET_ACCESS_KEY`
+/// and optionally `SILT_TEST_S3_REGION` (`minio-dev/start` prints them).
+#[derive(Debug, Clone)]
+pub struct S3TestSettings {
+    /// `http://host:port` of the server.
+    pub endpoint: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Region (default `us-east-1`).
+    pub region: String,
+}
+
+impl S3TestSettings {
+    /// A client for the bucket (path-style requests, plain HTTP allowed).
+    ///
+    /// # Panics
+    /// When object_store refuses the settings.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(&self.bucket)
+            .with_access_key_id(&self.access_key_id)
+            .with_secret_access_key(&self.secret_access_key)
+            .with_region(&self.region)
+            .with_virtual_hosted_style_request(false)
+            .with_allow_http(true)
+            .build()
+            .expect("s3 store from SILT_TEST_S3_* settings");
+        Arc::new(store)
+    }
+}
+
+/// The S3 test settings from the environment, or `None` when any is missing.
+///
+/// # Panics
+/// When a setting is missing and `CI=true`: CI must never pass by skipping S3.
+pub fn s3_test_settings() -> Option<S3TestSettings> {
+    let setting = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let settings = (|| {
+        Some(S3TestSettings {
+            endpoint: setting("SILT_TEST_S3_ENDPOINT")?,
+            bucket: setting("SILT_TEST_S3_BUCKET")?,
+            access_key_id: setting("SILT_TEST_S3_ACCESS_KEY_ID")?,
+            secret_access_key: setting("SILT_TEST_S3_SECRET_ACCESS_KEY")?,
+            region: setting("SILT_TEST_S3_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
+        })
+    })();
+    if settings.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the S3 test server is not configured: run `eval \"$(minio-dev/start)\"` \
+             to set SILT_TEST_S3_ENDPOINT, SILT_TEST_S3_BUCKET, SILT_TEST_S3_ACCESS_KEY_ID and \
+             SILT_TEST_S3_SECRET_ACCESS_KEY"
+        );
+        eprintln!(
+            "skipped S3: set SILT_TEST_S3_ENDPOINT, SILT_TEST_S3_BUCKET, SILT_TEST_S3_ACCESS_KEY_ID \
+             and SILT_TEST_S3_SECRET_ACCESS_KEY (minio-dev/start prints them) to run against S3"
+        );
+    }
+    settings
+}
+
 /// A deterministic pseudo-random sequence (64-bit LCG), so failures reproduce.
 #[derive(Debug)]
-pub(crate) struct Lcg(u64);
+pub struct Lcg(u64);
 
 impl Lcg {
-    pub(crate) fn new(seed: u64) -> Lcg {
+    /// A sequence starting from `seed`.
+    pub fn new(seed: u64) -> Lcg {
         Lcg(seed)
     }
 
     /// A value in `0..bound` (`bound > 0`).
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -53,67 +125,32 @@ impl Lcg {
     }
 }
 
-/// One producer batch: `records` records with values of `value_size` bytes and
-/// timestamps `first_timestamp + timestamp_steps[i]`.
-pub(crate) fn encode_batch(
-    timestamps: &[i64],
-    value_size: usize,
-    compression: Compression,
-) -> Vec<u8> {
-    let records: Vec<Record> = timestamps
-        .iter()
-        .enumerate()
-        .map(|(index, timestamp)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: index as i32 - 1,
-            timestamp: *timestamp,
-            key: Some(Bytes::from(format!("key-{index}"))),
-            value: Some(Bytes::from(vec![b'a' + (index % 26) as u8; value_size])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode batch");
-    buf.to_vec()
-}
-
 /// A partition whose whole log is also committed in remote storage.
-pub(crate) struct TieredPartition {
+pub struct TieredPartition {
     /// Holds the controller and log directories.
-    pub(crate) dir: TempDir,
-    pub(crate) controller: Controller,
+    pub dir: TempDir,
+    /// The controller the segments were committed through (one voter, in `dir`).
+    pub controller: Controller,
     /// The local log the remote copy is checked against (every segment sealed).
-    pub(crate) log: PartitionLog,
-    pub(crate) partition: RemotePartition,
+    pub log: PartitionLog,
+    /// The partition as the remote log knows it.
+    pub partition: RemotePartition,
     /// Committed remote segments, by base offset.
-    pub(crate) segments: Vec<RemoteSegmentMetadata>,
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) prefix: Path,
+    pub segments: Vec<RemoteSegmentMetadata>,
+    /// The store the segment objects were written to.
+    pub store: Arc<dyn ObjectStore>,
+    /// Where under `store` they were written.
+    pub prefix: Path,
 }
 
 impl TieredPartition {
     /// Offset after the last record (exclusive), local and remote alike.
-    pub(crate) fn log_end_offset(&self) -> i64 {
+    pub fn log_end_offset(&self) -> i64 {
         self.log.log_end_offset()
     }
 
     /// The object path of `segment`'s file of `kind`.
-    pub(crate) fn object_path(&self, segment: &RemoteSegmentMetadata, kind: ObjectKind) -> Path {
+    pub fn object_path(&self, segment: &RemoteSegmentMetadata, kind: ObjectKind) -> Path {
         segment_object(
             &self.prefix,
             &self.partition.topic,
@@ -126,7 +163,7 @@ impl TieredPartition {
     }
 
     /// A reader over this partition's store with a fresh cache.
-    pub(crate) async fn reader(&self, config: ChunkCacheConfig) -> RemoteLogReader {
+    pub async fn reader(&self, config: ChunkCacheConfig) -> RemoteLogReader {
         let cache = ChunkCache::new(config).await.expect("chunk cache");
         RemoteLogReader::new(
             Arc::clone(&self.store),
@@ -137,7 +174,7 @@ impl TieredPartition {
     }
 
     /// The local log's answer to a fetch of `offset`, as the remote reader must give it.
-    pub(crate) fn local_read(&self, offset: i64, max_bytes: usize) -> Bytes {
+    pub fn local_read(&self, offset: i64, max_bytes: usize) -> Bytes {
         self.log
             .read(offset, max_bytes, i64::MAX, true)
             .expect("local read")
@@ -146,7 +183,7 @@ impl TieredPartition {
 
     /// Registers a copy of `segment`'s offsets that never finishes (state `CopyStarted`)
     /// and returns it.
-    pub(crate) async fn begin_unfinished_copy(
+    pub async fn begin_unfinished_copy(
         &self,
         base_offset: i64,
         end_offset: i64,
@@ -199,7 +236,7 @@ fn max_timestamp_of(log_bytes: &[u8]) -> i64 {
 /// records, values up to 300 bytes, timestamps mostly increasing with some going back)
 /// into segments of about `segment_bytes`, then ships every segment to `store` under
 /// `prefix` and commits it through a fresh controller.
-pub(crate) async fn tiered_partition(
+pub async fn tiered_partition(
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     batches: usize,
@@ -299,7 +336,10 @@ fn write_log(dir: &FsPath, batches: usize, segment_bytes: u64) -> PartitionLog {
             3 => Compression::Zstd,
             _ => Compression::None,
         };
-        let batch = encode_batch(&timestamps, value_size, compression);
+        let batch = BatchSpec::with_timestamps(timestamps)
+            .value_size(value_size)
+            .compression(compression)
+            .encode();
         let _appended = log
             .append_as_leader(&batch, LEADER_EPOCH, FIRST_TIMESTAMP)
             .expect("append");
@@ -355,7 +395,7 @@ async fn ship_segment(
 
 /// The cache configurations every store is checked with: memory only, and a hybrid
 /// cache whose memory tier is too small for the log, so chunks move to disk.
-pub(crate) fn cache_configs(disk_dir: &FsPath) -> Vec<(&'static str, ChunkCacheConfig)> {
+pub fn cache_configs(disk_dir: &FsPath) -> Vec<(&'static str, ChunkCacheConfig)> {
     vec![
         (
             "memory",
@@ -374,57 +414,57 @@ pub(crate) fn cache_configs(disk_dir: &FsPath) -> Vec<(&'static str, ChunkCacheC
     ]
 }
 
-/// The whole suite: every check below, with every cache configuration, on a partition
-/// of about 20 segments written under `prefix` in `store`.
-pub(crate) async fn remote_log_conformance(store: Arc<dyn ObjectStore>, prefix: Path) {
-    let tiered = tiered_partition(store, prefix, 400, 16 * 1024).await;
+/// The read checks of the suite, against `remote` serving `tiered`'s partition: offsets,
+/// byte-for-byte reads of every batch, of every offset and of large sequential reads,
+/// `max_bytes` bounds, out-of-range errors and timestamp lookups, each compared with
+/// the local log the segments came from. Leaves `tiered` unchanged.
+///
+/// # Panics
+/// On the first check `remote` fails, naming the offset or timestamp.
+pub async fn remote_log_conformance(remote: &dyn RemoteLog, tiered: &TieredPartition) {
     assert!(
         tiered.segments.len() >= 5,
         "the fixture should span several segments, got {}",
         tiered.segments.len()
     );
-    eprintln!(
-        "remote log conformance: {} segments, {} records",
-        tiered.segments.len(),
-        tiered.log_end_offset()
-    );
-    let disk_dir = tempfile::tempdir().expect("disk cache dir");
-    for (name, config) in cache_configs(disk_dir.path()) {
-        eprintln!("remote log conformance: {name} cache");
-        let reader = tiered.reader(config).await;
-        offsets_come_from_committed_segments(&tiered, &reader);
-        batch_by_batch_reads_equal_the_local_log(&tiered, &reader).await;
-        large_sequential_reads_equal_the_local_log(&tiered, &reader).await;
-        every_offset_starts_at_its_batch(&tiered, &reader).await;
-        max_bytes_is_respected_with_one_batch_minimum(&tiered, &reader).await;
-        out_of_range_offsets_are_errors(&tiered, &reader).await;
-        timestamp_lookups_equal_the_local_log(&tiered, &reader).await;
-        warm_pass_hits_the_cache(&tiered, &reader).await;
-    }
-    uncommitted_and_deleted_segments_are_not_served(&tiered).await;
+    offsets_come_from_committed_segments(remote, tiered);
+    batch_by_batch_reads_equal_the_local_log(remote, tiered).await;
+    large_sequential_reads_equal_the_local_log(remote, tiered).await;
+    every_offset_starts_at_its_batch(remote, tiered).await;
+    max_bytes_is_respected_with_one_batch_minimum(remote, tiered).await;
+    out_of_range_offsets_are_errors(remote, tiered).await;
+    timestamp_lookups_equal_the_local_log(remote, tiered).await;
 }
 
-pub(crate) fn offsets_come_from_committed_segments(
-    tiered: &TieredPartition,
-    reader: &RemoteLogReader,
-) {
-    assert_eq!(reader.log_start_offset(&tiered.partition), Some(0));
+/// The segment life-cycle checks of the suite: a copy that never finished and a
+/// segment whose deletion started are not served, and the remote log start moves past
+/// the deleted segment. Changes `tiered`'s remote metadata (deletes its first segment),
+/// so run it after [`remote_log_conformance`].
+///
+/// # Panics
+/// On the first check `remote` fails.
+pub async fn remote_log_lifecycle_conformance(remote: &dyn RemoteLog, tiered: &TieredPartition) {
+    uncommitted_and_deleted_segments_are_not_served(remote, tiered).await;
+}
+
+fn offsets_come_from_committed_segments(remote: &dyn RemoteLog, tiered: &TieredPartition) {
+    assert_eq!(remote.log_start_offset(&tiered.partition), Some(0));
     assert_eq!(
-        reader.log_end_offset(&tiered.partition),
+        remote.log_end_offset(&tiered.partition),
         Some(tiered.log_end_offset())
     );
 }
 
 /// Reading from 0 to the end one batch at a time gives exactly the local log's bytes.
-pub(crate) async fn batch_by_batch_reads_equal_the_local_log(
+async fn batch_by_batch_reads_equal_the_local_log(
+    remote: &dyn RemoteLog,
     tiered: &TieredPartition,
-    reader: &RemoteLogReader,
 ) {
     let mut next = 0;
     let mut remote_bytes = Vec::new();
     let mut local_bytes = Vec::new();
     while next < tiered.log_end_offset() {
-        let remote = reader
+        let remote = remote
             .read(&tiered.partition, next, 1)
             .await
             .unwrap_or_else(|error| panic!("remote read at {next}: {error}"));
@@ -456,14 +496,14 @@ pub(crate) async fn batch_by_batch_reads_equal_the_local_log(
 
 /// Reading from 0 to the end with a large `max_bytes`, as a catching-up consumer does,
 /// makes progress on every read and gives exactly the local log's bytes.
-pub(crate) async fn large_sequential_reads_equal_the_local_log(
+async fn large_sequential_reads_equal_the_local_log(
+    remote: &dyn RemoteLog,
     tiered: &TieredPartition,
-    reader: &RemoteLogReader,
 ) {
     let mut next = 0;
     let mut remote_bytes = Vec::new();
     while next < tiered.log_end_offset() {
-        let remote = reader
+        let remote = remote
             .read(&tiered.partition, next, 1024 * 1024)
             .await
             .unwrap_or_else(|error| panic!("remote read at {next}: {error}"));
@@ -495,12 +535,9 @@ pub(crate) async fn large_sequential_reads_equal_the_local_log(
 
 /// A read of any offset, including one in the middle of a batch, starts with the batch
 /// holding it.
-pub(crate) async fn every_offset_starts_at_its_batch(
-    tiered: &TieredPartition,
-    reader: &RemoteLogReader,
-) {
+async fn every_offset_starts_at_its_batch(remote: &dyn RemoteLog, tiered: &TieredPartition) {
     for offset in 0..tiered.log_end_offset() {
-        let remote = reader
+        let remote = remote
             .read(&tiered.partition, offset, 1)
             .await
             .unwrap_or_else(|error| panic!("remote read at {offset}: {error}"));
@@ -521,9 +558,9 @@ pub(crate) async fn every_offset_starts_at_its_batch(
 
 /// Reads stop at `max_bytes` on a batch boundary and within one segment, but always
 /// return the first batch, as local reads do.
-pub(crate) async fn max_bytes_is_respected_with_one_batch_minimum(
+async fn max_bytes_is_respected_with_one_batch_minimum(
+    remote: &dyn RemoteLog,
     tiered: &TieredPartition,
-    reader: &RemoteLogReader,
 ) {
     let mut random = Lcg::new(74);
     for _ in 0..300 {
@@ -534,7 +571,7 @@ pub(crate) async fn max_bytes_is_respected_with_one_batch_minimum(
             2 => random.below(8 * 1024) as usize,
             _ => 1024 * 1024,
         };
-        let remote = reader
+        let remote = remote
             .read(&tiered.partition, offset, max_bytes)
             .await
             .unwrap_or_else(|error| panic!("remote read at {offset}: {error}"));
@@ -561,7 +598,7 @@ pub(crate) async fn max_bytes_is_respected_with_one_batch_minimum(
 }
 
 /// Last offset of the last batch of `records`.
-pub(crate) fn last_offset_of(records: &[u8]) -> i64 {
+pub fn last_offset_of(records: &[u8]) -> i64 {
     let mut position = 0;
     let mut last = -1;
     while position < records.len() {
@@ -572,10 +609,11 @@ pub(crate) fn last_offset_of(records: &[u8]) -> i64 {
     last
 }
 
-pub(crate) fn assert_out_of_range(
-    result: Result<impl std::fmt::Debug, RemoteLogError>,
-    offset: i64,
-) {
+/// Asserts that `result` is `OffsetOutOfRange` for `offset`.
+///
+/// # Panics
+/// When it is anything else.
+pub fn assert_out_of_range(result: Result<impl std::fmt::Debug, RemoteLogError>, offset: i64) {
     match result {
         Err(RemoteLogError::OffsetOutOfRange {
             offset: reported, ..
@@ -584,23 +622,20 @@ pub(crate) fn assert_out_of_range(
     }
 }
 
-pub(crate) async fn out_of_range_offsets_are_errors(
-    tiered: &TieredPartition,
-    reader: &RemoteLogReader,
-) {
+async fn out_of_range_offsets_are_errors(remote: &dyn RemoteLog, tiered: &TieredPartition) {
     let end = tiered.log_end_offset();
     for offset in [-1, end, end + 1, i64::MAX] {
-        assert_out_of_range(reader.read(&tiered.partition, offset, 1024).await, offset);
+        assert_out_of_range(remote.read(&tiered.partition, offset, 1024).await, offset);
     }
     let unknown = RemotePartition {
         topic_id: silt_controller::TopicId::random(),
         ..tiered.partition.clone()
     };
-    assert_out_of_range(reader.read(&unknown, 0, 1024).await, 0);
-    assert_eq!(reader.log_start_offset(&unknown), None);
-    assert_eq!(reader.log_end_offset(&unknown), None);
+    assert_out_of_range(remote.read(&unknown, 0, 1024).await, 0);
+    assert_eq!(remote.log_start_offset(&unknown), None);
+    assert_eq!(remote.log_end_offset(&unknown), None);
     assert_eq!(
-        reader
+        remote
             .offset_for_timestamp(&unknown, FIRST_TIMESTAMP)
             .await
             .expect("lookup on an empty partition"),
@@ -610,10 +645,7 @@ pub(crate) async fn out_of_range_offsets_are_errors(
 
 /// ListOffsets by timestamp answers like the local log for timestamps before, inside
 /// and after the log.
-pub(crate) async fn timestamp_lookups_equal_the_local_log(
-    tiered: &TieredPartition,
-    reader: &RemoteLogReader,
-) {
+async fn timestamp_lookups_equal_the_local_log(remote: &dyn RemoteLog, tiered: &TieredPartition) {
     let max_timestamp = tiered
         .segments
         .iter()
@@ -629,7 +661,7 @@ pub(crate) async fn timestamp_lookups_equal_the_local_log(
         i64::MAX,
     ]);
     for timestamp in timestamps {
-        let remote = reader
+        let remote = remote
             .offset_for_timestamp(&tiered.partition, timestamp)
             .await
             .unwrap_or_else(|error| panic!("remote lookup of {timestamp}: {error}"));
@@ -641,50 +673,15 @@ pub(crate) async fn timestamp_lookups_equal_the_local_log(
     }
 }
 
-/// A second full pass is served from the cache: hits grow; with a memory tier that holds
-/// the whole log, no chunk is fetched twice.
-pub(crate) async fn warm_pass_hits_the_cache(tiered: &TieredPartition, reader: &RemoteLogReader) {
-    let read_everything = || async {
-        let mut next = 0;
-        while next < tiered.log_end_offset() {
-            let read = reader
-                .read(&tiered.partition, next, 64 * 1024)
-                .await
-                .expect("remote read");
-            next = last_offset_of(&read.records) + 1;
-        }
-    };
-    read_everything().await;
-    // Let read-ahead started by the last reads settle.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let cold = reader.cache().stats();
-    read_everything().await;
-    let warm = reader.cache().stats();
-    eprintln!("cache after the cold pass {cold:?}, after the warm pass {warm:?}");
-    assert!(
-        warm.hits() > cold.hits(),
-        "second pass must hit the cache: {cold:?} then {warm:?}"
-    );
-    let log_bytes: u64 = tiered
-        .segments
-        .iter()
-        .map(|segment| segment.size_bytes)
-        .sum();
-    if reader.cache().config().memory_bytes as u64 > 2 * log_bytes {
-        assert_eq!(warm.misses, cold.misses, "nothing fetched twice: {warm:?}");
-        assert_eq!(warm.bytes_fetched, cold.bytes_fetched);
-    }
-}
-
 /// Segments that are still being copied, or whose deletion started, are never read.
-pub(crate) async fn uncommitted_and_deleted_segments_are_not_served(tiered: &TieredPartition) {
+async fn uncommitted_and_deleted_segments_are_not_served(
+    remote: &dyn RemoteLog,
+    tiered: &TieredPartition,
+) {
     let end = tiered.log_end_offset();
     let _unfinished = tiered.begin_unfinished_copy(end, end + 100).await;
-    let reader = tiered
-        .reader(ChunkCacheConfig::memory_only(TEST_CHUNK_BYTES, 1024 * 1024))
-        .await;
-    assert_eq!(reader.log_end_offset(&tiered.partition), Some(end));
-    assert_out_of_range(reader.read(&tiered.partition, end, 1024).await, end);
+    assert_eq!(remote.log_end_offset(&tiered.partition), Some(end));
+    assert_out_of_range(remote.read(&tiered.partition, end, 1024).await, end);
 
     let first = &tiered.segments[0];
     tiered
@@ -694,21 +691,21 @@ pub(crate) async fn uncommitted_and_deleted_segments_are_not_served(tiered: &Tie
         .expect("begin delete");
     let second_base = tiered.segments[1].base_offset;
     assert_eq!(
-        reader.log_start_offset(&tiered.partition),
+        remote.log_start_offset(&tiered.partition),
         Some(second_base)
     );
-    assert_out_of_range(reader.read(&tiered.partition, 0, 1024).await, 0);
+    assert_out_of_range(remote.read(&tiered.partition, 0, 1024).await, 0);
     assert_out_of_range(
-        reader.read(&tiered.partition, second_base - 1, 1024).await,
+        remote.read(&tiered.partition, second_base - 1, 1024).await,
         second_base - 1,
     );
-    let read = reader
+    let read = remote
         .read(&tiered.partition, second_base, 1)
         .await
         .expect("the next segment is still served");
     assert_eq!(read.records, tiered.local_read(second_base, 1));
     // Timestamp lookups start at the new remote start too.
-    let found = reader
+    let found = remote
         .offset_for_timestamp(&tiered.partition, i64::MIN)
         .await
         .expect("lookup");
