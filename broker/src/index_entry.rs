@@ -99,6 +99,7 @@ pub(crate) struct IndexFile<E> {
 
 impl<E: IndexEntry> IndexFile<E> {
     /// Opens (creating if missing) the index at `path` and loads its whole entries.
+    /// Content is not checked here; each index type has its `sanity_check`.
     pub(crate) fn open(path: &Path, base_offset: i64) -> io::Result<IndexFile<E>> {
         let file = OpenOptions::new()
             .read(true)
@@ -120,16 +121,24 @@ impl<E: IndexEntry> IndexFile<E> {
         })
     }
 
+    /// Path of the index file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Base offset of the segment the index belongs to.
     pub(crate) fn base_offset(&self) -> i64 {
         self.base_offset
     }
 
+    /// Every entry, in file order.
     pub(crate) fn entries(&self) -> &[E] {
         &self.entries
+    }
+
+    /// The last entry, if any.
+    pub(crate) fn last_entry(&self) -> Option<E> {
+        self.entries.last().copied()
     }
 
     /// Bytes after the last whole entry, as found at open (a torn write).

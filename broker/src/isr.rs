@@ -3,8 +3,7 @@
 //! [`ControllerIsrUpdater`], its implementation over the controller client.
 
 use silt_controller::{
-    AlterPartitionRequest, BrokerId, CommandError, Controller, ControllerError,
-    PartitionAssignment, TopicId,
+    AlterPartitionRequest, CommandError, Controller, ControllerError, PartitionAssignment,
 };
 
 /// Why the controller did not apply an ISR change.
@@ -36,19 +35,16 @@ pub enum IsrUpdateError {
 /// Asks the controller to change the ISR of partitions this broker leads.
 #[async_trait::async_trait]
 pub trait IsrUpdater: Send + Sync + std::fmt::Debug {
-    /// KIP-497 AlterPartition: asks the controller to set the ISR of a partition this
-    /// broker leads at `leader_epoch`, from the assignment at `partition_epoch`.
+    /// KIP-497 AlterPartition: asks the controller to set the ISR of a partition the
+    /// request's broker leads at its `leader_epoch`, from the assignment at its
+    /// `partition_epoch`.
     ///
     /// # Errors
     /// [`IsrUpdateError`] when the controller refuses or cannot commit the change; the
     /// leader retries later, or a newer assignment supersedes it.
     async fn alter_isr(
         &self,
-        topic_id: TopicId,
-        partition: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        new_isr: Vec<BrokerId>,
+        request: AlterPartitionRequest,
     ) -> Result<PartitionAssignment, IsrUpdateError>;
 }
 
@@ -56,16 +52,12 @@ pub trait IsrUpdater: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct ControllerIsrUpdater {
     controller: Controller,
-    broker_id: BrokerId,
 }
 
 impl ControllerIsrUpdater {
-    /// An updater acting as broker `broker_id`.
-    pub fn new(controller: Controller, broker_id: BrokerId) -> Self {
-        ControllerIsrUpdater {
-            controller,
-            broker_id,
-        }
+    /// An updater sending requests through `controller`.
+    pub fn new(controller: Controller) -> Self {
+        ControllerIsrUpdater { controller }
     }
 }
 
@@ -73,20 +65,9 @@ impl ControllerIsrUpdater {
 impl IsrUpdater for ControllerIsrUpdater {
     async fn alter_isr(
         &self,
-        topic_id: TopicId,
-        partition: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        new_isr: Vec<BrokerId>,
+        request: AlterPartitionRequest,
     ) -> Result<PartitionAssignment, IsrUpdateError> {
-        let request = AlterPartitionRequest {
-            broker_id: self.broker_id,
-            topic_id,
-            partition,
-            leader_epoch,
-            partition_epoch,
-            new_isr,
-        };
+        let (leader_epoch, partition_epoch) = (request.leader_epoch, request.partition_epoch);
         self.controller
             .alter_partition(request)
             .await

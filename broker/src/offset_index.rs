@@ -6,40 +6,27 @@
 //! `index.interval.bytes` of appended log. Entries are appended to the file
 //! (no preallocation) and mirrored in memory for lookups.
 
-use std::fs::File;
 use std::io;
-use std::path::Path;
 
 use crate::index_entry::IndexFile;
 
 pub(crate) use crate::index_entry::OffsetPosition;
 
 /// The offset index of one segment.
-#[derive(Debug)]
-pub(crate) struct OffsetIndex {
-    file: IndexFile<OffsetPosition>,
-}
+pub(crate) type OffsetIndex = IndexFile<OffsetPosition>;
 
-impl OffsetIndex {
-    /// Opens (creating if missing) the index at `path` and loads its entries.
-    /// Content is not checked here; see [`OffsetIndex::sanity_check`].
-    pub(crate) fn open(path: &Path, base_offset: i64) -> io::Result<OffsetIndex> {
-        Ok(OffsetIndex {
-            file: IndexFile::open(path, base_offset)?,
-        })
-    }
-
+impl IndexFile<OffsetPosition> {
     /// Checks the loaded entries against the segment: whole entries only,
     /// offsets strictly increasing and not below the base offset, positions
     /// increasing and inside a log file of `log_size` bytes. Returns what is
     /// wrong, for the caller to rebuild the index.
     pub(crate) fn sanity_check(&self, log_size: u64) -> Result<(), String> {
-        if self.file.trailing_bytes() != 0 {
-            return Err(format!("{} trailing bytes", self.file.trailing_bytes()));
+        if self.trailing_bytes() != 0 {
+            return Err(format!("{} trailing bytes", self.trailing_bytes()));
         }
         let mut previous: Option<OffsetPosition> = None;
-        for entry in self.file.entries() {
-            if entry.offset < self.file.base_offset() || u64::from(entry.position) >= log_size {
+        for entry in self.entries() {
+            if entry.offset < self.base_offset() || u64::from(entry.position) >= log_size {
                 return Err(format!("entry {entry:?} outside the segment"));
             }
             if let Some(previous) = previous
@@ -52,72 +39,35 @@ impl OffsetIndex {
         Ok(())
     }
 
-    /// Path of the `.index` file.
-    pub(crate) fn path(&self) -> &Path {
-        self.file.path()
-    }
-
-    /// All entries, in offset order.
-    pub(crate) fn entries(&self) -> &[OffsetPosition] {
-        self.file.entries()
-    }
-
-    /// The last entry, if any.
-    pub(crate) fn last_entry(&self) -> Option<OffsetPosition> {
-        self.file.entries().last().copied()
-    }
-
     /// The entry with the largest offset `<= target_offset`; None means
     /// "scan from position 0".
     pub(crate) fn lookup(&self, target_offset: i64) -> Option<OffsetPosition> {
         let after = self
-            .file
             .entries()
             .partition_point(|entry| entry.offset <= target_offset);
-        after.checked_sub(1).map(|index| self.file.entries()[index])
+        after.checked_sub(1).map(|index| self.entries()[index])
     }
 
     /// Appends an entry: `offset` is absolute and must be above the last
     /// entry's, `position` must be after the last entry's.
     pub(crate) fn append(&mut self, offset: i64, position: u32) -> io::Result<()> {
-        debug_assert!(offset >= self.file.base_offset());
-        debug_assert!(offset - self.file.base_offset() <= i64::from(u32::MAX));
-        if let Some(last) = self.file.entries().last() {
+        debug_assert!(offset >= self.base_offset());
+        debug_assert!(offset - self.base_offset() <= i64::from(u32::MAX));
+        if let Some(last) = self.entries().last() {
             debug_assert!(offset > last.offset, "offset index must grow");
             debug_assert!(position > last.position, "index positions must grow");
         }
         let entry = OffsetPosition { offset, position };
-        self.file.push(entry)?;
+        self.push(entry)?;
         Ok(())
-    }
-
-    /// Replaces the whole index with `entries` (used after a rebuild).
-    pub(crate) fn rewrite(&mut self, entries: Vec<OffsetPosition>) -> io::Result<()> {
-        self.file.rewrite(entries)
     }
 
     /// Drops every entry pointing at `position` or beyond (log truncation).
     pub(crate) fn truncate_to_position(&mut self, position: u64) -> io::Result<()> {
         let keep = self
-            .file
             .entries()
             .partition_point(|entry| u64::from(entry.position) < position);
-        self.file.truncate(keep)
-    }
-
-    /// fsyncs the index file.
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        self.file.flush()
-    }
-
-    /// A second handle on the index file, to fsync it off the append path.
-    pub(crate) fn try_clone_file(&self) -> io::Result<File> {
-        self.file.try_clone_file()
-    }
-
-    /// Removes the index file.
-    pub(crate) fn delete(self) -> io::Result<()> {
-        self.file.delete()
+        self.truncate(keep)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use parking_lot::RwLock;
-use silt_controller::{BrokerId, ClusterMetadata, TopicId};
+use silt_controller::{AlterPartitionRequest, BrokerId, ClusterMetadata, TopicId};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
@@ -1120,15 +1120,17 @@ impl ReplicaManager {
             return;
         };
         let hosted = Arc::clone(hosted);
+        let hosted_broker_id = self.config.broker_id;
         let _task = tokio::spawn(async move {
             let outcome = updater
-                .alter_isr(
-                    request.topic_id,
-                    request.partition,
-                    request.leader_epoch,
-                    request.partition_epoch,
-                    request.new_isr.clone(),
-                )
+                .alter_isr(AlterPartitionRequest {
+                    broker_id: hosted_broker_id,
+                    topic_id: request.topic_id,
+                    partition: request.partition,
+                    leader_epoch: request.leader_epoch,
+                    partition_epoch: request.partition_epoch,
+                    new_isr: request.new_isr.clone(),
+                })
                 .await;
             match outcome {
                 Ok(assignment) => {

@@ -6,9 +6,7 @@
 //! alongside offset-index entries and only when the timestamp grows, so
 //! timestamps are strictly increasing.
 
-use std::fs::File;
 use std::io;
-use std::path::Path;
 
 use crate::index_entry::IndexFile;
 use crate::record_batch::NO_TIMESTAMP;
@@ -16,29 +14,18 @@ use crate::record_batch::NO_TIMESTAMP;
 pub(crate) use crate::index_entry::TimestampOffset;
 
 /// The time index of one segment.
-#[derive(Debug)]
-pub(crate) struct TimeIndex {
-    file: IndexFile<TimestampOffset>,
-}
+pub(crate) type TimeIndex = IndexFile<TimestampOffset>;
 
-impl TimeIndex {
-    /// Opens (creating if missing) the index at `path` and loads its entries.
-    /// Content is not checked here; see [`TimeIndex::sanity_check`].
-    pub(crate) fn open(path: &Path, base_offset: i64) -> io::Result<TimeIndex> {
-        Ok(TimeIndex {
-            file: IndexFile::open(path, base_offset)?,
-        })
-    }
-
+impl IndexFile<TimestampOffset> {
     /// Checks whole entries only, timestamps strictly increasing, offsets
     /// non-decreasing within `[base_offset, next_offset)`.
     pub(crate) fn sanity_check(&self, next_offset: i64) -> Result<(), String> {
-        if self.file.trailing_bytes() != 0 {
-            return Err(format!("{} trailing bytes", self.file.trailing_bytes()));
+        if self.trailing_bytes() != 0 {
+            return Err(format!("{} trailing bytes", self.trailing_bytes()));
         }
         let mut previous: Option<TimestampOffset> = None;
-        for entry in self.file.entries() {
-            if entry.offset < self.file.base_offset() || entry.offset >= next_offset {
+        for entry in self.entries() {
+            if entry.offset < self.base_offset() || entry.offset >= next_offset {
                 return Err(format!("entry {entry:?} outside the segment"));
             }
             if let Some(previous) = previous
@@ -51,78 +38,40 @@ impl TimeIndex {
         Ok(())
     }
 
-    /// Path of the `.timeindex` file.
-    pub(crate) fn path(&self) -> &Path {
-        self.file.path()
-    }
-
-    /// All entries, in timestamp order.
-    pub(crate) fn entries(&self) -> &[TimestampOffset] {
-        self.file.entries()
-    }
-
-    /// The last entry, if any: the largest timestamp indexed.
-    pub(crate) fn last_entry(&self) -> Option<TimestampOffset> {
-        self.file.entries().last().copied()
-    }
-
     /// The entry with the largest timestamp `<= target_ts`; None means
     /// "scan from the start of the segment".
     pub(crate) fn lookup(&self, target_ts: i64) -> Option<TimestampOffset> {
         let after = self
-            .file
             .entries()
             .partition_point(|entry| entry.timestamp <= target_ts);
-        after.checked_sub(1).map(|index| self.file.entries()[index])
+        after.checked_sub(1).map(|index| self.entries()[index])
     }
 
     /// Appends an entry if `timestamp` is larger than the last one's (and
     /// than -1, "no timestamp"); returns whether it did.
     pub(crate) fn maybe_append(&mut self, timestamp: i64, offset: i64) -> io::Result<bool> {
-        debug_assert!(offset >= self.file.base_offset());
+        debug_assert!(offset >= self.base_offset());
         let last_timestamp = self
-            .file
             .entries()
             .last()
             .map_or(NO_TIMESTAMP, |last| last.timestamp);
         if timestamp <= last_timestamp {
             return Ok(false);
         }
-        if let Some(last) = self.file.entries().last() {
+        if let Some(last) = self.entries().last() {
             debug_assert!(offset >= last.offset, "time index offsets must not go back");
         }
         let entry = TimestampOffset { timestamp, offset };
-        self.file.push(entry)?;
+        self.push(entry)?;
         Ok(true)
-    }
-
-    /// Replaces the whole index with `entries` (used after a rebuild).
-    pub(crate) fn rewrite(&mut self, entries: Vec<TimestampOffset>) -> io::Result<()> {
-        self.file.rewrite(entries)
     }
 
     /// Drops every entry whose offset is `>= offset` (log truncation).
     pub(crate) fn truncate_to_offset(&mut self, offset: i64) -> io::Result<()> {
         let keep = self
-            .file
             .entries()
             .partition_point(|entry| entry.offset < offset);
-        self.file.truncate(keep)
-    }
-
-    /// fsyncs the index file.
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        self.file.flush()
-    }
-
-    /// A second handle on the index file, to fsync it off the append path.
-    pub(crate) fn try_clone_file(&self) -> io::Result<File> {
-        self.file.try_clone_file()
-    }
-
-    /// Removes the index file.
-    pub(crate) fn delete(self) -> io::Result<()> {
-        self.file.delete()
+        self.truncate(keep)
     }
 }
 

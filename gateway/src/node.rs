@@ -123,10 +123,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         preallocate_max_bytes: config.segment_preallocate_bytes,
         writeback: config.writeback,
     });
-    replica_manager.set_isr_updater(Arc::new(ControllerIsrUpdater::new(
-        controller.clone(),
-        config.node_id,
-    )));
+    replica_manager.set_isr_updater(Arc::new(ControllerIsrUpdater::new(controller.clone())));
     // Neither a partition that cannot be opened nor a coordinator load that fails (this
     // broker not yet the partition's leader, say) stops the node: the metadata follower
     // retries both until they succeed. These first passes only spare clients a wait.

@@ -11,7 +11,9 @@ use silt_broker::isr::{IsrUpdateError, IsrUpdater};
 use silt_broker::partition::Partition;
 use silt_broker::replica_manager::{PartitionError, ReplicaManager, ReplicaManagerConfig};
 use silt_broker::test_util::batch;
-use silt_controller::{BrokerId, ClusterMetadata, PartitionAssignment, TopicId, TopicMetadata};
+use silt_controller::{
+    AlterPartitionRequest, BrokerId, ClusterMetadata, PartitionAssignment, TopicId, TopicMetadata,
+};
 
 const TOPIC: &str = "orders";
 const LEADER: BrokerId = 1;
@@ -80,21 +82,18 @@ struct RecordingIsrUpdater {
 impl IsrUpdater for RecordingIsrUpdater {
     async fn alter_isr(
         &self,
-        _topic_id: TopicId,
-        _partition: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        new_isr: Vec<BrokerId>,
+        request: AlterPartitionRequest,
     ) -> Result<PartitionAssignment, IsrUpdateError> {
-        self.requests.lock().push(new_isr.clone());
+        assert_eq!(request.broker_id, LEADER, "only the leader alters the isr");
+        self.requests.lock().push(request.new_isr.clone());
         if self.refuse {
             return Err(IsrUpdateError::Unavailable("test".to_string()));
         }
         Ok(assignment(
             LEADER,
-            leader_epoch,
-            partition_epoch + 1,
-            new_isr,
+            request.leader_epoch,
+            request.partition_epoch + 1,
+            request.new_isr,
         ))
     }
 }
