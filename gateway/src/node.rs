@@ -316,13 +316,14 @@ async fn start_tiering(
     );
     replica_manager.set_remote_log(Arc::new(reader));
     info!(object_store = %config.object_store.url, "tiered storage ready");
-    Ok(RemoteLogManager::start(
+    Ok(RemoteLogManager::new(
         config.tiering.clone(),
         store,
         prefix,
         controller.clone(),
         Arc::clone(replica_manager),
-    ))
+    )
+    .start())
 }
 
 /// Creates `__consumer_offsets` if it does not exist, with

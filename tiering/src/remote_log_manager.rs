@@ -111,9 +111,9 @@ impl Drop for InProgressGuard<'_> {
     }
 }
 
-/// The remote log manager of one broker. Create it with [`RemoteLogManager::start`]
-/// (periodic task) or [`RemoteLogManager::new`] (rounds driven by
-/// [`RemoteLogManager::run_round`]).
+/// The remote log manager of one broker. Create it with [`RemoteLogManager::new`], then
+/// [`RemoteLogManager::start`] its periodic task or drive rounds with
+/// [`RemoteLogManager::run_round`].
 pub struct RemoteLogManager {
     config: TieringConfig,
     store: Arc<dyn ObjectStore>,
@@ -140,7 +140,8 @@ impl std::fmt::Debug for RemoteLogManager {
 }
 
 impl RemoteLogManager {
-    /// A manager without a background task; call [`RemoteLogManager::run_round`].
+    /// A manager without a background task: [`RemoteLogManager::start`] one, or call
+    /// [`RemoteLogManager::run_round`].
     /// `store` and `prefix` come from [`open_object_store`](crate::open_object_store).
     pub fn new(
         config: TieringConfig,
@@ -164,18 +165,12 @@ impl RemoteLogManager {
         })
     }
 
-    /// Creates the manager and spawns its task on the current tokio runtime: a round
-    /// right away, then one every `config.task_interval_ms` (after the previous round
-    /// ends). The task stops on [`RemoteLogManager::shutdown`] or when the last `Arc` of
-    /// the manager is dropped.
-    pub fn start(
-        config: TieringConfig,
-        store: Arc<dyn ObjectStore>,
-        prefix: Path,
-        controller: Controller,
-        replica_manager: Arc<ReplicaManager>,
-    ) -> Arc<Self> {
-        let manager = RemoteLogManager::new(config, store, prefix, controller, replica_manager);
+    /// Spawns the manager's task on the current tokio runtime: a round right away,
+    /// then one every `config.task_interval_ms` (after the previous round ends). The task
+    /// stops on [`RemoteLogManager::shutdown`] or when the last `Arc` of the manager is
+    /// dropped. Returns the manager.
+    pub fn start(self: Arc<Self>) -> Arc<Self> {
+        let manager = self;
         let weak = Arc::downgrade(&manager);
         let shutdown = manager.shutdown.subscribe();
         let interval = Duration::from_millis(manager.config.task_interval_ms.max(1));

@@ -205,13 +205,14 @@ async fn started_manager_copies_on_its_own_until_shut_down() {
     let (store, prefix) = open_object_store(&store_config).await.expect("store");
     cluster.append_now(12).await;
     let sealed = cluster.sealed_base_offsets().await;
-    let manager = RemoteLogManager::start(
+    let manager = RemoteLogManager::new(
         test_tiering_config(),
         store,
         prefix,
         cluster.controller.clone(),
         Arc::clone(&cluster.replica_manager),
-    );
+    )
+    .start();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let copied = cluster
