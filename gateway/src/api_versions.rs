@@ -4,6 +4,7 @@
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use silt_broker::error::error_code;
 
 /// Every API handled, with the inclusive version range handled. Minimums are the oldest
 /// versions the kafka-protocol crate still decodes (Kafka 4.0 removed older ones);
@@ -59,7 +60,7 @@ fn api_version_list() -> Vec<ApiVersion> {
 /// The ApiVersions answer.
 pub(crate) fn api_versions_response() -> ApiVersionsResponse {
     ApiVersionsResponse::default()
-        .with_error_code(0)
+        .with_error_code(error_code(None))
         .with_api_keys(api_version_list())
 }
 
