@@ -683,25 +683,18 @@ fn check_order_and_timestamps(seen: &[Seen], failures: &mut Vec<String>) {
         by_key.len()
     );
     println!("check: record timestamp = scheduled departure: {wrong_timestamps} mismatches");
-    if out_of_order_reads > 0 {
-        failures.push(format!(
-            "{out_of_order_reads} records were read at a lower offset than the previous one"
-        ));
-    }
-    if split_keys > 0 {
-        failures.push(format!(
-            "{split_keys} tailnums were spread over several partitions"
-        ));
-    }
-    if misordered_keys > 0 {
-        failures.push(format!(
-            "{misordered_keys} tailnums lost their departure order"
-        ));
-    }
-    if wrong_timestamps > 0 {
-        failures.push(format!(
-            "{wrong_timestamps} records carry the wrong timestamp"
-        ));
+    for (count, what) in [
+        (
+            out_of_order_reads,
+            "records were read at a lower offset than the previous one",
+        ),
+        (split_keys, "tailnums were spread over several partitions"),
+        (misordered_keys, "tailnums lost their departure order"),
+        (wrong_timestamps, "records carry the wrong timestamp"),
+    ] {
+        if count > 0 {
+            failures.push(format!("{count} {what}"));
+        }
     }
 }
 

@@ -85,7 +85,7 @@ mod tests {
 
     use super::*;
     use crate::cluster_metadata::{BrokerRegistration, TopicId};
-    use crate::command::{CommandError, CommandOutput};
+    use crate::command::{CommandError, CommandOutput, NewTopic};
 
     fn cluster() -> ClusterMetadata {
         let mut metadata = ClusterMetadata::default();
@@ -106,14 +106,14 @@ mod tests {
     }
 
     fn create(name: &str) -> Command {
-        Command::CreateTopic {
+        Command::CreateTopic(NewTopic {
             name: name.to_owned(),
             topic_id: TopicId::random(),
             num_partitions: 3,
             replication_factor: 3,
             configs: BTreeMap::new(),
             internal: false,
-        }
+        })
     }
 
     fn once(request_id: uuid::Uuid, command: Command) -> Command {

@@ -48,14 +48,7 @@ pub(crate) enum Command {
     /// fenced (it restarted), the same incarnation is a no-op.
     RegisterBroker(BrokerRegistration),
     /// Creates a topic, placing replicas on unfenced brokers.
-    CreateTopic {
-        name: String,
-        topic_id: TopicId,
-        num_partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        internal: bool,
-    },
+    CreateTopic(NewTopic),
     /// Deletes a topic.
     DeleteTopic { name: String },
     /// Grows a topic to `new_total` partitions.
@@ -145,6 +138,24 @@ pub(crate) enum CommandOutput {
     },
 }
 
+/// A topic to create. Serialized inside [`Command::CreateTopic`] exactly as that
+/// variant's fields were when it was a struct variant, so older logs still load.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NewTopic {
+    /// Topic name (Kafka's naming rules).
+    pub(crate) name: String,
+    /// The id the proposer drew (KIP-516); never the nil uuid.
+    pub(crate) topic_id: TopicId,
+    /// Partitions, `>= 1`.
+    pub(crate) num_partitions: i32,
+    /// Replicas per partition, `>= 1` and at most the unfenced brokers.
+    pub(crate) replication_factor: i16,
+    /// Topic configs by Kafka name.
+    pub(crate) configs: BTreeMap<String, String>,
+    /// Internal topic (`__consumer_offsets`).
+    pub(crate) internal: bool,
+}
+
 /// A request the controller refused, by the state machine (the metadata is left
 /// unchanged) or by the checks before it. Each maps onto one Kafka error code. Part
 /// of the raft log's format (serde_json): renaming a variant is a format change.
@@ -208,3 +219,26 @@ pub enum CommandError {
 
 /// The raft response of one applied entry.
 pub(crate) type CommandResult = Result<CommandOutput, CommandError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raft logs and snapshots written before `CreateTopic` held a [`NewTopic`] still
+    /// decode, and new entries are written the same way.
+    #[test]
+    fn create_topic_keeps_its_log_format() {
+        let written = r#"{"CreateTopic":{"name":"orders","topic_id":"6f1c4c3e-93b4-4d9e-a0a4-2f8d3c1b5e77","num_partitions":6,"replication_factor":3,"configs":{"retention.ms":"1000"},"internal":false}}"#;
+        let command: Command = serde_json::from_str(written).expect("an old entry decodes");
+        let Command::CreateTopic(new_topic) = &command else {
+            panic!("decoded as {command:?}");
+        };
+        assert_eq!(new_topic.name, "orders");
+        assert_eq!(new_topic.num_partitions, 6);
+        assert_eq!(
+            serde_json::to_string(&command).expect("encodes"),
+            written,
+            "written as before"
+        );
+    }
+}

@@ -38,6 +38,7 @@ use crate::error::ControllerError;
 
 use crate::command::Command;
 use crate::command::CommandOutput;
+use crate::command::NewTopic;
 use crate::command::NodeId;
 use crate::command::TypeConfig;
 use crate::liveness::Liveness;
@@ -648,14 +649,14 @@ impl Controller {
         internal: bool,
     ) -> Result<TopicMetadata, ControllerError> {
         crate::state_machine::validate_topic_name(name)?;
-        let command = Command::CreateTopic {
+        let command = Command::CreateTopic(NewTopic {
             name: name.to_owned(),
             topic_id: TopicId::random(),
             num_partitions,
             replication_factor,
             configs,
             internal,
-        };
+        });
         match self.propose(command).await? {
             CommandOutput::Topic(topic) => Ok(topic),
             other => Err(unexpected_output(other)),

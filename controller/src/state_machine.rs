@@ -18,6 +18,7 @@ use crate::command::Command;
 use crate::command::CommandError;
 use crate::command::CommandOutput;
 use crate::command::CommandResult;
+use crate::command::NewTopic;
 use crate::election;
 use crate::placement::assign_replicas;
 
@@ -35,24 +36,7 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
         Command::Once { command, .. } => apply(metadata, *command),
         Command::SetClusterId { cluster_id } => set_cluster_id(metadata, cluster_id),
         Command::RegisterBroker(registration) => register_broker(metadata, registration),
-        Command::CreateTopic {
-            name,
-            topic_id,
-            num_partitions,
-            replication_factor,
-            configs,
-            internal,
-        } => create_topic(
-            metadata,
-            NewTopic {
-                name,
-                topic_id,
-                num_partitions,
-                replication_factor,
-                configs,
-                internal,
-            },
-        ),
+        Command::CreateTopic(new_topic) => create_topic(metadata, new_topic),
         Command::DeleteTopic { name } => delete_topic(metadata, &name),
         Command::CreatePartitions { name, new_total } => {
             create_partitions(metadata, &name, new_total)
@@ -203,15 +187,6 @@ fn register_broker(
         .broker_epochs
         .insert(broker_id, metadata.metadata_offset);
     Ok(CommandOutput::Done)
-}
-
-struct NewTopic {
-    name: String,
-    topic_id: TopicId,
-    num_partitions: i32,
-    replication_factor: i16,
-    configs: BTreeMap<String, String>,
-    internal: bool,
 }
 
 fn create_topic(metadata: &mut ClusterMetadata, new_topic: NewTopic) -> CommandResult {
@@ -630,7 +605,7 @@ mod tests {
     }
 
     fn create(name: &str, partitions: i32, replication_factor: i16) -> Command {
-        Command::CreateTopic {
+        Command::CreateTopic(NewTopic {
             name: name.to_owned(),
             topic_id: TopicId(uuid::Uuid::from_u128(
                 name.bytes().fold(17u128, |hash, byte| {
@@ -641,7 +616,7 @@ mod tests {
             replication_factor,
             configs: BTreeMap::from([("retention.ms".to_owned(), "1000".to_owned())]),
             internal: false,
-        }
+        })
     }
 
     fn topic_of(result: CommandResult) -> TopicMetadata {
@@ -740,16 +715,16 @@ mod tests {
         let mut metadata = cluster_with_brokers(&[1]);
         let topic = topic_of(apply(&mut metadata, create("a", 1, 1)));
         let mut reuse = create("b", 1, 1);
-        if let Command::CreateTopic { topic_id, .. } = &mut reuse {
-            *topic_id = topic.topic_id;
+        if let Command::CreateTopic(new_topic) = &mut reuse {
+            new_topic.topic_id = topic.topic_id;
         }
         assert!(matches!(
             apply(&mut metadata, reuse),
             Err(CommandError::InvalidTopic(_))
         ));
         let mut nil = create("c", 1, 1);
-        if let Command::CreateTopic { topic_id, .. } = &mut nil {
-            *topic_id = TopicId(uuid::Uuid::nil());
+        if let Command::CreateTopic(new_topic) = &mut nil {
+            new_topic.topic_id = TopicId(uuid::Uuid::nil());
         }
         assert!(matches!(
             apply(&mut metadata, nil),

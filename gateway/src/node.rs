@@ -1,7 +1,7 @@
 //! Starting and stopping one Silt node: controller, replica manager, group coordinator,
 //! Kafka listener and admin HTTP, wired in that order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +12,14 @@ use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::isr::ControllerIsrUpdater;
 use silt_broker::log_manager::{LogManager, LogManagerConfig};
 use silt_broker::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
-use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
+use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig, now_ms};
 use silt_controller::{
     BrokerId, ClusterMetadata, CommandError, Controller, ControllerConfig, ControllerError,
     ControllerTuning,
 };
-use silt_tiering::RemoteLogManager;
 use silt_tiering::chunk_cache::ChunkCache;
 use silt_tiering::remote_reader::RemoteLogReader;
+use silt_tiering::{RemoteLogManager, claim_prefix, topic_dir_name};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -295,6 +295,20 @@ fn led_offsets_partitions(metadata: &ClusterMetadata, broker_id: BrokerId) -> BT
         .unwrap_or_default()
 }
 
+/// The applied metadata once it carries the cluster id (set when the quorum first forms).
+async fn cluster_id_known(controller: &Controller) -> Arc<ClusterMetadata> {
+    let mut updates = controller.subscribe();
+    loop {
+        let metadata = controller.metadata();
+        if !metadata.cluster_id.is_empty() {
+            return metadata;
+        }
+        if updates.changed().await.is_err() {
+            return controller.metadata();
+        }
+    }
+}
+
 /// Opens the object store and the remote read cache, attaches the remote reader to the
 /// replica manager and starts the upload/retention task (KIP-405).
 async fn start_tiering(
@@ -305,6 +319,22 @@ async fn start_tiering(
     let (store, prefix) = silt_tiering::open_object_store(&config.object_store)
         .await
         .map_err(|error| NodeError::Tiering(error.to_string()))?;
+    // Nothing is written under the prefix before it is known to be this cluster's.
+    let metadata = cluster_id_known(controller).await;
+    let own_topic_dirs: HashSet<String> = metadata
+        .topics
+        .values()
+        .map(|topic| topic_dir_name(&topic.name, topic.topic_id))
+        .collect();
+    claim_prefix(
+        store.as_ref(),
+        &prefix,
+        &metadata.cluster_id,
+        &own_topic_dirs,
+        now_ms(),
+    )
+    .await
+    .map_err(|error| NodeError::Tiering(error.to_string()))?;
     let cache = ChunkCache::new(config.remote_cache.clone())
         .await
         .map_err(|error| NodeError::Tiering(error.to_string()))?;

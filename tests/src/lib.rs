@@ -395,6 +395,26 @@ impl SiltProcess {
         }
     }
 
+    /// Waits up to `timeout` for the broker to exit by itself (a refused start);
+    /// returns its status.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("silt is not running")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "silt still runs {timeout:?} after it was started\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the broker with SIGKILL and reaps it.
     pub fn kill9(&mut self) -> Result<()> {
         let mut child = self.child.take().context("silt is not running")?;

@@ -13,6 +13,7 @@ pub mod chunk_cache;
 pub mod config;
 pub mod object_layout;
 mod orphan_cleanup;
+mod prefix_owner;
 mod remote_log_manager;
 pub mod remote_reader;
 mod remote_retention;
@@ -23,8 +24,9 @@ pub mod testsuite;
 
 pub use crate::config::TieringConfig;
 pub use crate::object_layout::{
-    ObjectKind, parse_segment_object, segment_object, segment_object_prefix,
+    ObjectKind, parse_segment_object, segment_object, segment_object_prefix, topic_dir_name,
 };
+pub use crate::prefix_owner::{CLUSTER_MARKER, claim_prefix};
 pub use crate::remote_log_manager::{RemoteLogManager, RoundSummary};
 pub use crate::store::{ObjectStoreConfig, open_object_store};
 
@@ -53,6 +55,42 @@ pub enum TieringError {
     /// A blocking task failed to complete (panicked or was cancelled).
     #[error("blocking task failed: {0}")]
     Task(String),
+    /// The object-store prefix belongs to another cluster (its `cluster.json` names it).
+    #[error(
+        "object store prefix '{prefix}' belongs to cluster {owner}, not to this cluster ({cluster_id}): \
+         two clusters must never share a prefix; give this cluster an --object-store prefix of its own"
+    )]
+    PrefixOwned {
+        /// The prefix.
+        prefix: String,
+        /// The cluster id in the prefix's marker.
+        owner: String,
+        /// This cluster's id.
+        cluster_id: String,
+    },
+    /// An unmarked prefix holds objects of a topic this cluster does not know: another
+    /// cluster's archive.
+    #[error(
+        "object store prefix '{prefix}' holds another cluster's data (topic folder {topic_dir}) \
+         and this cluster ({cluster_id}) did not write it: give this cluster an --object-store \
+         prefix of its own"
+    )]
+    ForeignObjects {
+        /// The prefix.
+        prefix: String,
+        /// The first unknown `<topic>-<topicId>` folder.
+        topic_dir: String,
+        /// This cluster's id.
+        cluster_id: String,
+    },
+    /// The prefix's `cluster.json` cannot be read as a marker.
+    #[error("corrupt cluster marker {object}: {reason}; fix or remove it if this prefix is yours")]
+    CorruptMarker {
+        /// The marker object's path.
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The partition changed under the upload (leadership or leader epoch moved, or the
     /// segment is gone); the copy was abandoned and will be retried by the new leader.
     #[error("partition changed during the copy: {0}")]

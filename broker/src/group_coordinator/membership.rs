@@ -295,15 +295,20 @@ impl GroupCoordinator {
         }
         group.add_member(member);
         self.watch_member_session(group, &member_id);
+        self.rebalance_for_join(group, &member_id, &params.reason, "new member joined");
+        receiver
+    }
+
+    /// Logs a (re)join and starts a rebalance for it.
+    fn rebalance_for_join(&self, group: &mut Group, member_id: &str, reason: &str, what: &str) {
         info!(
             group_id = %group.group_id,
-            member_id = %member_id,
+            member_id,
             generation = group.generation_id,
-            reason = %params.reason,
-            "member joined"
+            reason,
+            "{what}"
         );
-        self.maybe_prepare_rebalance(group, "new member joined");
-        receiver
+        self.maybe_prepare_rebalance(group, what);
     }
 
     fn update_member_and_rebalance(
@@ -318,14 +323,7 @@ impl GroupCoordinator {
             member.session_timeout_ms = params.session_timeout_ms;
             member.awaiting_join = Some(waiter);
         }
-        info!(
-            group_id = %group.group_id,
-            member_id = %params.member_id,
-            generation = group.generation_id,
-            reason = %params.reason,
-            "member rejoined"
-        );
-        self.maybe_prepare_rebalance(group, "member rejoined");
+        self.rebalance_for_join(group, &params.member_id, &params.reason, "member rejoined");
         receiver
     }
 
