@@ -1,20 +1,15 @@
 //! The `silt-bench` binary: `bench` and `flights`, reached as `silt bench ...` and
 //! `silt flights ...` (the `silt` binary hands over to this one) or directly.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+/// The subcommands are the top level: `silt-bench bench ...`, `silt-bench flights ...`.
 #[derive(Parser, Debug)]
 #[command(
     name = "silt-bench",
     version,
     about = "Silt's client tools: benchmarks and the flights example"
 )]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
 enum Command {
     /// Benchmark any Kafka-compatible broker: produce, consume, end-to-end, disk.
     Bench(silt_bench::bench::BenchArgs),
@@ -24,7 +19,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    match Command::parse() {
         Command::Bench(args) => silt_bench::bench::run(args).await,
         Command::Flights(args) => silt_bench::flights::run(args).await,
     }

@@ -346,23 +346,22 @@ async fn read_file(
         .map_err(|error| storage_error(subject, ErrorVerb::Read, error))
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<RaftEntry>, StorageError<NodeId>> {
-        Ok(self.index.lock().range(range))
-    }
+/// openraft reads entries through the store and through separate readers; both read
+/// the one in-memory index.
+macro_rules! read_from_index {
+    ($($reader:ty),+) => {$(
+        impl RaftLogReader<TypeConfig> for $reader {
+            async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+                &mut self,
+                range: RB,
+            ) -> Result<Vec<RaftEntry>, StorageError<NodeId>> {
+                Ok(self.index.lock().range(range))
+            }
+        }
+    )+};
 }
 
-impl RaftLogReader<TypeConfig> for LogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<RaftEntry>, StorageError<NodeId>> {
-        Ok(self.index.lock().range(range))
-    }
-}
+read_from_index!(LogStore, LogReader);
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;

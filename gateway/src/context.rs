@@ -1,12 +1,11 @@
 //! What request handlers share: configuration, the controller, the replica manager,
 //! the group coordinator, fetch sessions and the producer id block.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::replica_manager::ReplicaManager;
-use silt_controller::{Controller, ControllerError, TopicMetadata};
+use silt_controller::{Controller, ControllerError};
 
 use crate::config::BrokerConfig;
 use crate::fetch_session::FetchSessionCache;
@@ -90,28 +89,8 @@ impl BrokerContext {
         Ok(producer_id)
     }
 
-    /// Creates a topic through the controller and opens its logs here before returning,
-    /// so a Produce right after CreateTopics finds the partitions.
-    ///
-    /// # Errors
-    /// The controller's validation errors (exists, invalid name, partitions, replication).
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        num_partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-    ) -> Result<TopicMetadata, ControllerError> {
-        let internal = name.starts_with("__");
-        let created = self
-            .controller
-            .create_topic(name, num_partitions, replication_factor, configs, internal)
-            .await?;
-        self.sync_replicas().await;
-        Ok(created)
-    }
-
-    /// Applies the controller's latest metadata to the replica manager now.
+    /// Applies the controller's latest metadata to the replica manager now: after a
+    /// topic is created, so a Produce right after CreateTopics finds the partitions.
     pub async fn sync_replicas(&self) {
         let metadata = self.controller.metadata();
         if let Err(error) = self.replica_manager.apply_metadata(&metadata).await {

@@ -53,12 +53,18 @@ async fn a_second_cluster_on_a_claimed_prefix_refuses_to_start() -> Result<()> {
     )
     .await?;
     // Batches must fit in a segment.
-    let first = producer(&owner.bootstrap(), &[("acks", "all"), ("batch.size", "8192")])?;
+    let first = producer(
+        &owner.bootstrap(),
+        &[("acks", "all"), ("batch.size", "8192")],
+    )?;
     let _positions = produce_numbered(&first, "archived", 0, 5_000).await?;
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.segment_objects("archived").await?.is_empty() {
-        ensure!(Instant::now() < deadline, "no segment was tiered within 60 s");
+        ensure!(
+            Instant::now() < deadline,
+            "no segment was tiered within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let before = store.list().await?;

@@ -99,13 +99,16 @@ async fn resolve_topic(
         return unknown();
     }
     let created = context
+        .controller
         .create_topic(
             &name,
             context.config.num_partitions,
             context.config.default_replication_factor,
             BTreeMap::new(),
+            false,
         )
         .await;
+    context.sync_replicas().await;
     match created {
         Ok(topic) => {
             tracing::info!(topic = %name, partitions = topic.partitions.len(), "auto-created topic");

@@ -137,10 +137,19 @@ async fn create_one(
         }
         return Ok((uuid::Uuid::nil(), partitions, replication_factor, overrides));
     }
-    match context
-        .create_topic(name, partitions, replication_factor, overrides.clone())
-        .await
-    {
+    let internal = name.starts_with("__");
+    let created = context
+        .controller
+        .create_topic(
+            name,
+            partitions,
+            replication_factor,
+            overrides.clone(),
+            internal,
+        )
+        .await;
+    context.sync_replicas().await;
+    match created {
         Ok(created) => {
             tracing::info!(topic = %name, partitions, replication_factor, "created topic");
             Ok((
