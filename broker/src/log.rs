@@ -132,6 +132,10 @@ pub struct PartitionLog {
     epoch_cache: LeaderEpochCache,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    /// Wall-clock time (ms) the active segment was first seen holding records, by an
+    /// append or by [`PartitionLog::roll_if_idle`]; `None` while it is empty or not yet
+    /// seen (after a roll, a truncation, or at open).
+    active_since_ms: Option<i64>,
     /// fsyncs of rolled segments still running, oldest first.
     background_flushes: std::collections::VecDeque<BackgroundFlush>,
     /// Bumped by every truncation: a background flush started before one no longer
@@ -266,6 +270,7 @@ impl PartitionLog {
             epoch_cache,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
+            active_since_ms: None,
             background_flushes: std::collections::VecDeque::new(),
             truncations: 0,
             recovery_checkpoint: RecoveryCheckpoint::new(
@@ -927,6 +932,7 @@ impl PartitionLog {
             .unwrap_or(NO_TIMESTAMP);
         self.maybe_roll(records.len(), max_timestamp, &first, &last, now_ms)?;
         self.active_segment_mut()?.append(records, headers)?;
+        let _since = self.active_since_ms.get_or_insert(now_ms);
         self.preallocate_ahead(records.len());
         self.start_writeback();
 
@@ -1010,6 +1016,27 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// For a topic with `remote.storage.enable=true`: seals the active segment once it
+    /// has held records for `segment.ms` of wall-clock time, even with no further
+    /// append, so that idle or slow partitions reach the object store within a bound
+    /// (Kafka rolls only on an append). The first call that finds records in a segment
+    /// not yet timed starts its clock. Returns whether it rolled.
+    ///
+    /// # Errors
+    /// The roll's I/O errors.
+    pub fn roll_if_idle(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        if !self.config.remote_storage_enable || self.active_segment()?.is_empty() {
+            return Ok(false);
+        }
+        let since = *self.active_since_ms.get_or_insert(now_ms);
+        if now_ms.saturating_sub(since) < self.config.segment_ms {
+            return Ok(false);
+        }
+        info!(topic = %self.topic, partition = self.partition, segment_ms = self.config.segment_ms, log_end_offset = self.log_end_offset, "rolling an idle log segment for tiering");
+        self.roll_to(self.log_end_offset, now_ms)?;
+        Ok(true)
+    }
+
     /// Seals the active segment and starts a new one at the log end offset;
     /// does nothing when the active segment is empty. Writes a producer
     /// snapshot named after the new base offset and the recovery point.
@@ -1022,6 +1049,7 @@ impl PartitionLog {
 
     fn roll_to(&mut self, new_base_offset: i64, now_ms: i64) -> Result<(), LogError> {
         debug_assert!(new_base_offset >= self.log_end_offset);
+        self.active_since_ms = None;
         let started = std::time::Instant::now();
         let active = self.active_segment_mut()?;
         let active_base = active.base_offset();
@@ -1515,6 +1543,7 @@ impl PartitionLog {
     /// Realigns derived state with a log end offset that went down.
     fn after_truncation(&mut self) -> Result<(), LogError> {
         self.truncations += 1;
+        self.active_since_ms = None;
         if let Some(writeback) = &mut self.writeback {
             writeback.reset();
         }

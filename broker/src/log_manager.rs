@@ -1,7 +1,8 @@
 //! Kafka's `LogManager` duties over the logs this broker hosts: the periodic retention
 //! pass (`log.retention.check.interval.ms`) that applies `retention.ms`,
-//! `retention.bytes` and the tiered local retention, and the periodic flush
-//! (`log.flush.interval.ms`). The logs themselves are owned by the [`ReplicaManager`];
+//! `retention.bytes` and the tiered local retention, and rolls idle active segments of
+//! tiered topics after `segment.ms` (so their records reach the object store within a
+//! bound), and the periodic flush (`log.flush.interval.ms`). The logs themselves are owned by the [`ReplicaManager`];
 //! the recovery-point checkpoint is written by each log (`checkpoint`), the
 //! high-watermark checkpoint by the replica manager, as in Kafka.
 
@@ -57,11 +58,17 @@ impl LogManager {
         tasks
     }
 
-    /// One pass of time/size retention over every hosted partition; returns the number
+    /// One pass of time/size retention over every hosted partition, after rolling the
+    /// idle active segments of tiered partitions this broker leads; returns the number
     /// of segments deleted. A partition that fails is logged and skipped.
     pub async fn run_retention_pass(&self) -> usize {
         let mut deleted_segments = 0;
         for hosted in self.replica_manager.all_partitions() {
+            if hosted.is_leader()
+                && let Err(error) = with_log(&hosted, |log| log.roll_if_idle(now_ms())).await
+            {
+                warn!(topic = %hosted.topic, partition = hosted.partition, %error, "rolling an idle segment failed");
+            }
             let outcome = with_log_refreshed(&hosted, |log| {
                 Ok((log.apply_retention(now_ms())?, log.log_start_offset()))
             })

@@ -373,6 +373,68 @@ fn segment_ms_rolls_on_record_time() {
 }
 
 #[test]
+fn idle_tiered_segments_roll_after_segment_ms_of_wall_clock() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let tiered = LogConfig {
+        segment_ms: 1_000,
+        remote_storage_enable: true,
+        ..LogConfig::default()
+    };
+    let dir = partition_dir(&root);
+    let mut log = open(&dir, tiered.clone());
+    assert!(
+        !log.roll_if_idle(5_000).expect("check"),
+        "an empty segment never rolls"
+    );
+    let _a = log
+        .append_as_leader(&batch(3, 10_000), 0, 10_000)
+        .expect("append");
+    assert!(
+        !log.roll_if_idle(10_999).expect("check"),
+        "not idle for segment.ms yet"
+    );
+    assert!(
+        log.roll_if_idle(11_000).expect("check"),
+        "idle for segment.ms"
+    );
+    assert_eq!(log.sealed_segment_base_offsets(), vec![0]);
+    assert_eq!(log.active_segment_base_offset(), 3);
+    assert!(
+        !log.roll_if_idle(60_000).expect("check"),
+        "the new segment is empty"
+    );
+
+    // After a restart the clock starts at the first check that finds records.
+    let _b = log
+        .append_as_leader(&batch(2, 20_000), 0, 20_000)
+        .expect("append");
+    log.close().expect("close");
+    let mut reopened = open(&dir, tiered);
+    assert!(
+        !reopened.roll_if_idle(90_000).expect("check"),
+        "clock starts now"
+    );
+    assert!(!reopened.roll_if_idle(90_999).expect("check"));
+    assert!(reopened.roll_if_idle(91_000).expect("check"));
+    assert_eq!(reopened.sealed_segment_base_offsets(), vec![0, 3]);
+
+    // Topics that do not tier roll only on appends, as in Kafka.
+    let plain_root = tempfile::tempdir().expect("tempdir");
+    let mut plain = open(
+        &partition_dir(&plain_root),
+        LogConfig {
+            segment_ms: 1_000,
+            ..LogConfig::default()
+        },
+    );
+    let _c = plain
+        .append_as_leader(&batch(1, 10_000), 0, 10_000)
+        .expect("append");
+    assert!(!plain.roll_if_idle(1_000_000).expect("check"));
+    assert_eq!(plain.segment_count(), 1);
+}
+
+#[test]
 fn segment_index_lookups_find_the_containing_batch() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path();
