@@ -33,7 +33,9 @@ async fn a_second_cluster_on_a_claimed_prefix_refuses_to_start() -> Result<()> {
     let store = TierStore::from_env_or_local(&work.path().join("objects"));
     eprintln!("tiering to {}", store.describe());
 
-    let mut owner = SiltProcess::start_with(store.apply(SiltOptions::new()))?;
+    let mut owner = SiltProcess::start_with(
+        store.apply(SiltOptions::new().override_config("remote.log.manager.task.interval.ms", 500)),
+    )?;
     let owner_id = claimed_cluster_id(&owner)?;
     let marker = store
         .list()
@@ -67,8 +69,9 @@ async fn a_second_cluster_on_a_claimed_prefix_refuses_to_start() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let before = store.list().await?;
     ensure!(owner.sigterm()?.success(), "the owner stops cleanly");
+    // Listed once the owner stopped: its last round may still have uploaded.
+    let before = store.list().await?;
 
     // Another cluster (a data dir of its own, so a new cluster id) on the same prefix.
     let mut intruder = SiltProcess::launch(store.apply(SiltOptions::new()))?;

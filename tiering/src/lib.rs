@@ -26,7 +26,7 @@ pub use crate::config::TieringConfig;
 pub use crate::object_layout::{
     ObjectKind, parse_segment_object, segment_object, segment_object_prefix, topic_dir_name,
 };
-pub use crate::prefix_owner::{CLUSTER_MARKER, claim_prefix};
+pub use crate::prefix_owner::{CLUSTER_MARKER, claim_prefix, owns_prefix};
 pub use crate::remote_log_manager::{RemoteLogManager, RoundSummary};
 pub use crate::store::{ObjectStoreConfig, open_object_store};
 

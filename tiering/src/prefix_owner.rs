@@ -112,6 +112,24 @@ pub async fn claim_prefix(
     }
 }
 
+/// Whether `prefix`'s marker names `cluster_id`. Checked before anything under the
+/// prefix is deleted as an orphan, so that a cluster that lost its claim (a marker
+/// replaced by another cluster, or removed) never deletes what it may not have written.
+///
+/// # Errors
+/// [`TieringError::CorruptMarker`] for an unreadable marker, [`TieringError::ObjectStore`]
+/// when the store fails.
+pub async fn owns_prefix(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+    cluster_id: &str,
+) -> Result<bool, TieringError> {
+    let marker_path = prefix.clone().join(CLUSTER_MARKER);
+    Ok(read_marker(store, &marker_path)
+        .await?
+        .is_some_and(|marker| marker.cluster_id == cluster_id))
+}
+
 async fn read_marker(
     store: &dyn ObjectStore,
     marker_path: &Path,
@@ -172,6 +190,30 @@ mod tests {
             }
             other => panic!("expected PrefixOwned, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn ownership_follows_the_marker() {
+        let store = Arc::new(InMemory::new());
+        let prefix = Path::from("archive");
+        assert!(
+            !owns_prefix(store.as_ref(), &prefix, "a")
+                .await
+                .expect("check")
+        );
+        claim_prefix(store.as_ref(), &prefix, "a", &dirs(&[]), 1)
+            .await
+            .expect("claim");
+        assert!(
+            owns_prefix(store.as_ref(), &prefix, "a")
+                .await
+                .expect("check")
+        );
+        assert!(
+            !owns_prefix(store.as_ref(), &prefix, "b")
+                .await
+                .expect("check")
+        );
     }
 
     #[tokio::test]

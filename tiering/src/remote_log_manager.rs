@@ -678,6 +678,12 @@ impl RemoteLogManager {
     /// and that are older than the grace period, for partitions this broker leads (or of
     /// deleted topics, when this broker is the janitor).
     async fn delete_unreferenced_objects(&self) -> Result<usize, TieringError> {
+        let cluster_id = self.controller.metadata().cluster_id.clone();
+        if !crate::prefix_owner::owns_prefix(self.store.as_ref(), &self.prefix, &cluster_id).await?
+        {
+            warn!(prefix = %self.prefix, cluster_id, "the object store prefix's cluster.json does not name this cluster: deleting no objects without metadata");
+            return Ok(0);
+        }
         let grace_ms = i64::try_from(self.config.orphan_grace_ms).unwrap_or(i64::MAX);
         let in_progress = self.uploads_in_progress.lock().clone();
         crate::orphan_cleanup::delete_unreferenced_objects(

@@ -12,6 +12,7 @@ use futures::FutureExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use silt_broker::replica_manager::now_ms;
 use silt_controller::{RemoteSegmentMetadata, RemoteSegmentState};
+use silt_tiering::CLUSTER_MARKER;
 use silt_tiering::RemoteLogManager;
 use silt_tiering::object_layout::{ObjectKind, parse_segment_object, segment_object};
 
@@ -213,6 +214,48 @@ async fn deleted_topics_and_objects_without_metadata_are_removed() {
         let old = manager.run_round().await;
         assert_eq!(old.orphan_objects_deleted, 1, "{old:?}");
         assert!(!segment_ids_in_store(&cluster).await.contains(&stray_id));
+
+        // A prefix whose marker names another cluster: nothing is deleted as an orphan.
+        let marker = cluster.prefix.clone().join(CLUSTER_MARKER);
+        let ours = cluster.object_bytes(&marker).await;
+        let _put = cluster
+            .store
+            .put(
+                &marker,
+                PutPayload::from_static(
+                    br#"{"version":1,"cluster_id":"someone-else","created_ms":0}"#,
+                ),
+            )
+            .await
+            .expect("put");
+        let second_stray = uuid::Uuid::new_v4();
+        let _put = cluster
+            .store
+            .put(
+                &segment_object(
+                    &cluster.prefix,
+                    &cluster.topic,
+                    cluster.topic_id,
+                    PARTITION,
+                    88_888,
+                    second_stray,
+                    ObjectKind::Log,
+                ),
+                PutPayload::from_static(b"stray"),
+            )
+            .await
+            .expect("put");
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        let lost_claim = manager.run_round().await;
+        assert_eq!(lost_claim.orphan_objects_deleted, 0, "{lost_claim:?}");
+        assert!(segment_ids_in_store(&cluster).await.contains(&second_stray));
+        let _put = cluster
+            .store
+            .put(&marker, PutPayload::from(ours))
+            .await
+            .expect("put");
+        let reclaimed = manager.run_round().await;
+        assert_eq!(reclaimed.orphan_objects_deleted, 1, "{reclaimed:?}");
 
         let _topic_id = cluster
             .controller

@@ -2,7 +2,7 @@
 //! tiered topic, real record batches, and object stores to copy to (a local directory,
 //! plus the S3 server named by `SILT_TEST_S3_*` when set).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig, now_ms}
 use silt_broker::test_util::BatchSpec;
 use silt_controller::{BrokerRegistration, Controller, ControllerConfig, TopicId};
 use silt_tiering::testsuite::s3_test_settings;
-use silt_tiering::{ObjectStoreConfig, TieringConfig, open_object_store};
+use silt_tiering::{ObjectStoreConfig, TieringConfig, claim_prefix, open_object_store};
 use tempfile::TempDir;
 
 /// This broker's id.
@@ -134,6 +134,15 @@ impl Cluster {
             .await
             .expect("apply metadata");
         let (store, prefix) = open_object_store(store_config).await.expect("object store");
+        claim_prefix(
+            store.as_ref(),
+            &prefix,
+            &controller.metadata().cluster_id,
+            &HashSet::new(),
+            now_ms(),
+        )
+        .await
+        .expect("claim the prefix");
         Cluster {
             _dir: dir,
             controller,
