@@ -80,6 +80,7 @@ fn hand_over_to_silt_bench(command: &str, args: Vec<OsString>) -> anyhow::Error 
         .filter(|path| path.is_file());
     let program = beside.unwrap_or_else(|| "silt-bench".into());
     let error = std::process::Command::new(&program)
+        .env("SILT_BENCH_BIN_NAME", "silt")
         .arg(command)
         .args(args)
         .exec();
