@@ -1,5 +1,6 @@
 //! Threads that do the log's housekeeping: starting writeback, allocating standby
-//! segment files, fsyncing rolled segments.
+//! segment files, fsyncing rolled segments; and [`every`], the loop of the periodic
+//! async passes (retention, flush, ISR maintenance).
 //!
 //! They run at a lower CPU priority (nice [`BACKGROUND_NICE`]) than the threads
 //! serving requests. On a machine with few cores, six partitions rolling at once put
@@ -10,6 +11,7 @@
 
 use std::io;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tracing::debug;
 
@@ -49,6 +51,20 @@ fn lower_priority() {
     });
     if let Err(error) = lowered {
         debug!(%error, "could not lower a background thread's priority");
+    }
+}
+
+/// Runs `pass` every `interval` (at least 1 ms; a late tick delays the next ones).
+pub(crate) async fn every<F, Fut>(interval: Duration, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+{
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let _ = ticker.tick().await;
+        let _ = pass().await;
     }
 }
 

@@ -75,25 +75,14 @@ pub(crate) fn write_offset_checkpoint_unsynced(path: &Path, offset: i64) -> io::
     write_file_replacing(path, format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
 }
 
-/// Reads `<partition dir>/high-watermark` (`0\n<offset>\n`); `None` when missing or
-/// unreadable.
+/// Reads `<partition dir>/high-watermark`; `None` when missing or unreadable.
 pub(crate) fn read_high_watermark_checkpoint(dir: &Path) -> Option<i64> {
-    let content = std::fs::read_to_string(dir.join(HIGH_WATERMARK_CHECKPOINT_FILE)).ok()?;
-    let mut lines = content.lines();
-    let version: i64 = lines.next()?.trim().parse().ok()?;
-    let offset: i64 = lines.next()?.trim().parse().ok()?;
-    (version == CHECKPOINT_VERSION && offset >= 0).then_some(offset)
+    read_offset_checkpoint(&dir.join(HIGH_WATERMARK_CHECKPOINT_FILE))
 }
 
 /// Writes the high-watermark checkpoint atomically; call on the blocking pool only.
-pub(crate) fn write_high_watermark_checkpoint(
-    dir: &Path,
-    high_watermark: i64,
-) -> std::io::Result<()> {
-    write_file_atomically(
-        &dir.join(HIGH_WATERMARK_CHECKPOINT_FILE),
-        format!("{CHECKPOINT_VERSION}\n{high_watermark}\n").as_bytes(),
-    )
+pub(crate) fn write_high_watermark_checkpoint(dir: &Path, high_watermark: i64) -> io::Result<()> {
+    write_offset_checkpoint(&dir.join(HIGH_WATERMARK_CHECKPOINT_FILE), high_watermark)
 }
 
 /// Offsets of the `.snapshot` files in `dir`, ascending.

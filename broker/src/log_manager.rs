@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::background::every;
 use crate::replica_manager::{ReplicaManager, now_ms, with_log, with_log_refreshed};
 
 /// When the log manager's loops run.
@@ -64,17 +65,22 @@ impl LogManager {
     pub async fn run_retention_pass(&self) -> usize {
         let mut deleted_segments = 0;
         for hosted in self.replica_manager.all_partitions() {
-            if hosted.is_leader()
-                && let Err(error) = with_log(&hosted, |log| log.roll_if_idle(now_ms())).await
-            {
-                warn!(topic = %hosted.topic, partition = hosted.partition, %error, "rolling an idle segment failed");
-            }
-            let outcome = with_log_refreshed(&hosted, |log| {
-                Ok((log.apply_retention(now_ms())?, log.log_start_offset()))
+            let leader = hosted.is_leader();
+            let outcome = with_log_refreshed(&hosted, move |log| {
+                let now = now_ms();
+                let rolled = if leader {
+                    log.roll_if_idle(now)
+                } else {
+                    Ok(false)
+                };
+                Ok((rolled, log.apply_retention(now)?, log.log_start_offset()))
             })
             .await;
             match outcome {
-                Ok((deleted, log_start_offset)) => {
+                Ok((rolled, deleted, log_start_offset)) => {
+                    if let Err(error) = rolled {
+                        warn!(topic = %hosted.topic, partition = hosted.partition, %error, "rolling an idle segment failed");
+                    }
                     if deleted > 0 {
                         debug!(topic = %hosted.topic, partition = hosted.partition, deleted, log_start_offset, "retention deleted segments");
                     }
@@ -97,19 +103,5 @@ impl LogManager {
             }
         }
         self.replica_manager.checkpoint_high_watermarks().await;
-    }
-}
-
-/// Runs `pass` every `interval` (at least 1 ms; a late tick delays the next ones).
-async fn every<F, Fut>(interval: Duration, mut pass: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future,
-{
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let _ = ticker.tick().await;
-        let _ = pass().await;
     }
 }

@@ -1196,12 +1196,7 @@ impl ReplicaManager {
     /// Runs [`Self::run_isr_maintenance_pass`] every `interval` (see
     /// [`Self::isr_check_interval`]) until the task is dropped.
     pub async fn run_isr_maintenance_loop(self: Arc<Self>, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let _ = ticker.tick().await;
-            let _ = self.run_isr_maintenance_pass().await;
-        }
+        crate::background::every(interval, || self.run_isr_maintenance_pass()).await;
     }
 
     /// Writes the high-watermark checkpoint of every partition whose high watermark

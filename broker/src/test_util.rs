@@ -72,10 +72,10 @@ impl BatchSpec {
 
     /// One record per timestamp (ms), in that order.
     pub fn with_timestamps(timestamps: Vec<i64>) -> BatchSpec {
-        let first = timestamps.first().copied().unwrap_or(0);
+        let spec = BatchSpec::new(timestamps.len(), timestamps.first().copied().unwrap_or(0));
         BatchSpec {
-            timestamps: Some(timestamps.clone()),
-            ..BatchSpec::new(timestamps.len(), first)
+            timestamps: Some(timestamps),
+            ..spec
         }
     }
 
