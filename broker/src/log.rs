@@ -36,8 +36,8 @@ use crate::record_batch::{
     validate_replicated_batches,
 };
 use crate::segment::{
-    INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, TIME_INDEX_FILE_SUFFIX, offset_file_path,
-    parse_offset_file_name,
+    INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, ReadLimits, SegmentFile,
+    TIME_INDEX_FILE_SUFFIX, offset_file_path, parse_offset_file_name,
 };
 use crate::writeback::{WritebackConfig, WritebackState};
 
@@ -207,12 +207,23 @@ impl PartitionLog {
         for (index, base_offset) in base_offsets.iter().copied().enumerate() {
             if discard_rest {
                 warn!(%topic, partition, base_offset, "deleting segment after a truncated one");
-                LogSegment::open(dir, base_offset, config.index_interval_bytes, now_ms)?
-                    .delete()?;
+                LogSegment::open(
+                    dir,
+                    base_offset,
+                    config.index_interval_bytes,
+                    now_ms,
+                    SegmentFile::Existing,
+                )?
+                .delete()?;
                 continue;
             }
-            let mut segment =
-                LogSegment::open(dir, base_offset, config.index_interval_bytes, now_ms)?;
+            let mut segment = LogSegment::open(
+                dir,
+                base_offset,
+                config.index_interval_bytes,
+                now_ms,
+                SegmentFile::Existing,
+            )?;
             let next_base = base_offsets.get(index + 1).copied();
             let may_hold_unflushed =
                 !clean_shutdown && next_base.is_none_or(|next| next > recovery_point);
@@ -243,7 +254,13 @@ impl PartitionLog {
 
         if segments.is_empty() {
             let start = checkpointed_start.unwrap_or(0);
-            let segment = LogSegment::create(dir, start, config.index_interval_bytes, now_ms)?;
+            let segment = LogSegment::open(
+                dir,
+                start,
+                config.index_interval_bytes,
+                now_ms,
+                SegmentFile::Empty,
+            )?;
             let _previous = segments.insert(start, segment);
         }
         let first_base = segments.keys().next().copied().unwrap_or(0);
@@ -863,13 +880,15 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         if let Some(standby) = self.standby.take_if(|standby| standby.is_finished()) {
             match standby.finish() {
-                Ok((path, bytes)) => match LogSegment::create_from_standby(
+                Ok((path, bytes)) => match LogSegment::open(
                     &self.dir,
                     base_offset,
                     interval,
                     now_ms,
-                    &path,
-                    bytes,
+                    SegmentFile::Standby {
+                        path: &path,
+                        allocated_bytes: bytes,
+                    },
                 ) {
                     Ok(segment) => {
                         metrics::counter!("silt_log_standby_segments_total").increment(1);
@@ -889,7 +908,7 @@ impl PartitionLog {
                 }
             }
         }
-        LogSegment::create(&self.dir, base_offset, interval, now_ms)
+        LogSegment::open(&self.dir, base_offset, interval, now_ms, SegmentFile::Empty)
     }
 
     /// Whether the next segment's file is allocated and a roll would take it
@@ -1219,9 +1238,12 @@ impl PartitionLog {
             .range(floor_base..)
             .map(|(_, segment)| segment)
         {
-            if let Some(records) =
-                segment.read(start_offset, max_bytes, max_offset, min_one_batch)?
-            {
+            let limits = ReadLimits {
+                max_bytes,
+                max_offset,
+                min_one_batch,
+            };
+            if let Some(records) = segment.read(start_offset, limits)? {
                 info.records = Bytes::from(records);
                 break;
             }
@@ -1526,8 +1548,13 @@ impl PartitionLog {
         while let Some((_, segment)) = self.segments.pop_first() {
             segment.delete()?;
         }
-        let segment =
-            LogSegment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms)?;
+        let segment = LogSegment::open(
+            &self.dir,
+            offset,
+            self.config.index_interval_bytes,
+            now_ms,
+            SegmentFile::Empty,
+        )?;
         let _previous = self.segments.insert(offset, segment);
         info!(topic = %self.topic, partition = self.partition, offset, "log emptied and restarted");
         self.log_start_offset = offset;

@@ -544,7 +544,8 @@ impl Fetcher {
         let previous_log_end_offset = hosted.log_end_offset();
         match self
             .replica_manager
-            .truncate_as_follower(hosted, target.leader_epoch, offset.max(0))
+            .follower(hosted, target.leader_epoch)
+            .truncate_to(offset.max(0))
             .await
         {
             Ok(log_end_offset) => {
@@ -661,7 +662,8 @@ impl Fetcher {
                 // Behind the leader's log start: restart our log there.
                 match self
                     .replica_manager
-                    .truncate_fully_as_follower(hosted, target.leader_epoch, data.log_start_offset)
+                    .follower(hosted, target.leader_epoch)
+                    .truncate_fully_and_start_at(data.log_start_offset)
                     .await
                 {
                     Ok(()) => {
@@ -691,7 +693,8 @@ impl Fetcher {
         if let Some(records) = data.records.filter(|records| !records.is_empty()) {
             match self
                 .replica_manager
-                .append_as_follower(hosted, target.leader_epoch, records)
+                .follower(hosted, target.leader_epoch)
+                .append(records)
                 .await
             {
                 Ok(_) => {}
@@ -711,7 +714,8 @@ impl Fetcher {
         if data.log_start_offset > hosted.log_start_offset()
             && let Err(error) = self
                 .replica_manager
-                .follow_log_start_offset(hosted, target.leader_epoch, data.log_start_offset)
+                .follower(hosted, target.leader_epoch)
+                .follow_log_start_offset(data.log_start_offset)
                 .await
         {
             warn!(topic = %key.0, partition = key.1, %error, "following the leader's log start offset failed");

@@ -797,8 +797,8 @@ impl ReplicaManager {
             .collect()
     }
 
-    /// Reads committed batches for a consumer, starting at `fetch_offset`, at most
-    /// `max_bytes` (the first batch always, if `min_one_batch`), up to the high watermark.
+    /// Reads committed batches for a consumer, from `fetch.fetch_offset` up to the high
+    /// watermark, within `fetch`'s byte limits.
     ///
     /// # Errors
     /// Unknown partition, not leader, fenced/unknown leader epoch, or offset out of range.
@@ -806,21 +806,10 @@ impl ReplicaManager {
         &self,
         topic: &str,
         partition: i32,
-        fetch_offset: i64,
-        current_leader_epoch: i32,
-        max_bytes: usize,
-        min_one_batch: bool,
+        fetch: FetchPartition,
     ) -> Result<PartitionRead, PartitionError> {
-        self.read_as_leader(
-            topic,
-            partition,
-            fetch_offset,
-            current_leader_epoch,
-            max_bytes,
-            min_one_batch,
-            ReadBound::HighWatermark,
-        )
-        .await
+        self.read_as_leader(topic, partition, fetch, ReadBound::HighWatermark)
+            .await
     }
 
     /// Reads batches of a partition this broker leads up to its log end offset, not the
@@ -838,29 +827,29 @@ impl ReplicaManager {
         fetch_offset: i64,
         max_bytes: usize,
     ) -> Result<PartitionRead, PartitionError> {
-        self.read_as_leader(
-            topic,
-            partition,
+        let fetch = FetchPartition {
             fetch_offset,
-            -1,
+            current_leader_epoch: -1,
             max_bytes,
-            true,
-            ReadBound::LogEnd,
-        )
-        .await
+            min_one_batch: true,
+        };
+        self.read_as_leader(topic, partition, fetch, ReadBound::LogEnd)
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn read_as_leader(
         &self,
         topic: &str,
         partition: i32,
-        fetch_offset: i64,
-        current_leader_epoch: i32,
-        max_bytes: usize,
-        min_one_batch: bool,
+        fetch: FetchPartition,
         bound: ReadBound,
     ) -> Result<PartitionRead, PartitionError> {
+        let FetchPartition {
+            fetch_offset,
+            current_leader_epoch,
+            max_bytes,
+            min_one_batch,
+        } = fetch;
         let hosted = self.require_leader(topic, partition)?;
         Self::check_leader_epoch(&hosted, current_leader_epoch)?;
         let high_watermark = hosted.high_watermark();
@@ -996,8 +985,8 @@ impl ReplicaManager {
     }
 
     /// Fetch from a follower (`replica_id >= 0`): reads whole batches from
-    /// `fetch_offset` up to the log end offset (not the high watermark), at most
-    /// `max_bytes` (the first batch always, if `min_one_batch`). Records
+    /// `fetch_offset` up to the log end offset (not the high watermark), within `fetch`'s
+    /// byte limits. Records
     /// `fetch_offset` as the follower's log end offset, which may advance the high
     /// watermark and start an ISR expansion. The answer carries the high watermark and
     /// the local log start offset.
@@ -1007,19 +996,16 @@ impl ReplicaManager {
     /// checked), `replica_id` not a replica, or `OffsetOutOfRange` when `fetch_offset`
     /// is below the local log start offset or above the log end offset (the follower
     /// then restarts at the local log start offset).
-    #[allow(clippy::too_many_arguments)]
     pub async fn read_records_for_replica(
         &self,
         topic: &str,
         partition: i32,
         replica_id: BrokerId,
-        fetch_offset: i64,
-        current_leader_epoch: i32,
-        max_bytes: usize,
-        min_one_batch: bool,
+        fetch: FetchPartition,
     ) -> Result<PartitionRead, PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
-        Self::check_leader_epoch(&hosted, current_leader_epoch)?;
+        Self::check_leader_epoch(&hosted, fetch.current_leader_epoch)?;
+        let fetch_offset = fetch.fetch_offset;
         let log_start_offset = hosted.log_start_offset();
         let log_end_offset = hosted.log_end_offset();
         if fetch_offset < log_start_offset || fetch_offset > log_end_offset {
@@ -1049,7 +1035,7 @@ impl ReplicaManager {
             });
         }
         let read: ReadInfo = with_log(&hosted, move |log| {
-            log.read(fetch_offset, max_bytes, i64::MAX, min_one_batch)
+            log.read(fetch_offset, fetch.max_bytes, i64::MAX, fetch.min_one_batch)
         })
         .await?;
         Ok(PartitionRead {
@@ -1232,123 +1218,13 @@ impl ReplicaManager {
         }
     }
 
-    fn require_follower(hosted: &Partition, leader_epoch: i32) -> Result<(), PartitionError> {
-        if hosted.is_leader() || hosted.leader_epoch() != leader_epoch {
-            return Err(PartitionError::NotFollower {
-                topic: hosted.topic.to_string(),
-                partition: hosted.partition,
-                leader_epoch,
-            });
+    /// The follower side of `hosted` as followed at `leader_epoch`, for the replica
+    /// fetcher's appends and truncations.
+    pub fn follower<'a>(&self, hosted: &'a Arc<Partition>, leader_epoch: i32) -> FollowerLog<'a> {
+        FollowerLog {
+            hosted,
+            leader_epoch,
         }
-        Ok(())
-    }
-
-    /// Runs a follower operation on the log if this broker still follows the partition
-    /// at `leader_epoch` (checked under the log lock), then refreshes its offsets.
-    async fn with_follower_log<T, F>(
-        &self,
-        hosted: &Arc<Partition>,
-        leader_epoch: i32,
-        operation: F,
-    ) -> Result<T, PartitionError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
-    {
-        let checked = Arc::clone(hosted);
-        tokio::task::spawn_blocking(move || {
-            checked.update_log(|log| {
-                Self::require_follower(&checked, leader_epoch)?;
-                Ok(operation(log)?)
-            })
-        })
-        .await
-        .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))?
-    }
-
-    /// Follower: appends batches fetched from the leader of `leader_epoch` (they carry
-    /// their offsets and leader epochs; the epoch cache follows them).
-    ///
-    /// # Errors
-    /// `NotFollower` when the partition is no longer followed at `leader_epoch`; the
-    /// log's errors (a first offset below the log end offset, bad framing or CRC).
-    pub async fn append_as_follower(
-        &self,
-        hosted: &Arc<Partition>,
-        leader_epoch: i32,
-        records: Bytes,
-    ) -> Result<AppendInfo, PartitionError> {
-        self.with_follower_log(hosted, leader_epoch, move |log| {
-            log.append_as_follower(&records)
-        })
-        .await
-    }
-
-    /// Follower: removes every batch at or after `offset` (exclusive new end); returns
-    /// the log end offset after it.
-    ///
-    /// # Errors
-    /// `NotFollower`, or the log's truncation errors.
-    pub async fn truncate_as_follower(
-        &self,
-        hosted: &Arc<Partition>,
-        leader_epoch: i32,
-        offset: i64,
-    ) -> Result<i64, PartitionError> {
-        let high_watermark = hosted.high_watermark();
-        let log_end_offset = self
-            .with_follower_log(hosted, leader_epoch, move |log| {
-                log.truncate_to(offset)?;
-                Ok(log.log_end_offset())
-            })
-            .await?;
-        if log_end_offset < high_watermark {
-            // Only an unclean leader election takes committed records away.
-            let lost = high_watermark - log_end_offset;
-            metrics::counter!("silt_truncated_committed_records_total")
-                .increment(u64::try_from(lost).unwrap_or(0));
-            warn!(topic = %hosted.topic, partition = hosted.partition, high_watermark, log_end_offset, lost, "truncated committed records: the leader was elected uncleanly and lacks them");
-        }
-        Ok(log_end_offset)
-    }
-
-    /// Follower: empties the log and restarts it at `offset` (behind the leader's log
-    /// start offset).
-    ///
-    /// # Errors
-    /// `NotFollower`, or the log's errors.
-    pub async fn truncate_fully_as_follower(
-        &self,
-        hosted: &Arc<Partition>,
-        leader_epoch: i32,
-        offset: i64,
-    ) -> Result<(), PartitionError> {
-        self.with_follower_log(hosted, leader_epoch, move |log| {
-            log.truncate_fully_and_start_at(offset, now_ms())
-        })
-        .await
-    }
-
-    /// Follower: moves the local log start offset up to the leader's
-    /// `leader_log_start_offset` (at most our log end offset); returns the new local log
-    /// start offset.
-    ///
-    /// # Errors
-    /// `NotFollower`, or the log's errors.
-    pub async fn follow_log_start_offset(
-        &self,
-        hosted: &Arc<Partition>,
-        leader_epoch: i32,
-        leader_log_start_offset: i64,
-    ) -> Result<i64, PartitionError> {
-        if leader_log_start_offset <= hosted.log_start_offset() {
-            return Ok(hosted.log_start_offset());
-        }
-        self.with_follower_log(hosted, leader_epoch, move |log| {
-            let target = leader_log_start_offset.min(log.log_end_offset());
-            log.delete_records_before(target)
-        })
-        .await
     }
 
     /// The local leader-epoch view a follower truncates with: the latest epoch in the
@@ -1534,6 +1410,117 @@ fn looks_like_partition_dir(path: &Path) -> bool {
                 && partition.bytes().all(|b| b.is_ascii_digit())
         }
         None => false,
+    }
+}
+
+/// One partition's part of a Fetch request (Kafka's `FetchRequest.PartitionData`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPartition {
+    /// The first offset wanted.
+    pub fetch_offset: i64,
+    /// The fetcher's view of the leader epoch, checked against the partition's (-1: not
+    /// checked; KIP-320).
+    pub current_leader_epoch: i32,
+    /// At most this many bytes of whole batches.
+    pub max_bytes: usize,
+    /// Return the first batch even when it is larger than `max_bytes` (KIP-74).
+    pub min_one_batch: bool,
+}
+
+/// The follower side of one hosted partition as followed at one leader epoch (the
+/// follower path of Kafka's `Partition`), from [`ReplicaManager::follower`].
+///
+/// Every operation first checks, under the log lock, that this broker still follows
+/// the partition at that leader epoch, and refreshes the partition's offsets after it.
+///
+/// # Errors
+/// Every operation returns `NotFollower` when the partition is led here or its leader
+/// epoch moved on, `StorageTask` when the blocking task failed, and the log's errors.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerLog<'a> {
+    hosted: &'a Arc<Partition>,
+    leader_epoch: i32,
+}
+
+impl FollowerLog<'_> {
+    fn require_follower(hosted: &Partition, leader_epoch: i32) -> Result<(), PartitionError> {
+        if hosted.is_leader() || hosted.leader_epoch() != leader_epoch {
+            return Err(PartitionError::NotFollower {
+                topic: hosted.topic.to_string(),
+                partition: hosted.partition,
+                leader_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    async fn with_log<T, F>(&self, operation: F) -> Result<T, PartitionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
+    {
+        let checked = Arc::clone(self.hosted);
+        let leader_epoch = self.leader_epoch;
+        tokio::task::spawn_blocking(move || {
+            checked.update_log(|log| {
+                Self::require_follower(&checked, leader_epoch)?;
+                Ok(operation(log)?)
+            })
+        })
+        .await
+        .map_err(|join_error| PartitionError::StorageTask(join_error.to_string()))?
+    }
+
+    /// Appends batches fetched from the leader (they carry their offsets and leader
+    /// epochs; the epoch cache follows them). The log rejects a first offset below its
+    /// log end offset, bad framing and bad CRCs.
+    pub async fn append(&self, records: Bytes) -> Result<AppendInfo, PartitionError> {
+        self.with_log(move |log| log.append_as_follower(&records))
+            .await
+    }
+
+    /// Removes every batch at or after `offset` (the new exclusive end); returns the log
+    /// end offset after it.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
+        let hosted = self.hosted;
+        let high_watermark = hosted.high_watermark();
+        let log_end_offset = self
+            .with_log(move |log| {
+                log.truncate_to(offset)?;
+                Ok(log.log_end_offset())
+            })
+            .await?;
+        if log_end_offset < high_watermark {
+            // Only an unclean leader election takes committed records away.
+            let lost = high_watermark - log_end_offset;
+            metrics::counter!("silt_truncated_committed_records_total")
+                .increment(u64::try_from(lost).unwrap_or(0));
+            warn!(topic = %hosted.topic, partition = hosted.partition, high_watermark, log_end_offset, lost, "truncated committed records: the leader was elected uncleanly and lacks them");
+        }
+        Ok(log_end_offset)
+    }
+
+    /// Empties the log and restarts it at `offset` (when behind the leader's log start
+    /// offset).
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), PartitionError> {
+        self.with_log(move |log| log.truncate_fully_and_start_at(offset, now_ms()))
+            .await
+    }
+
+    /// Moves the local log start offset up to the leader's `leader_log_start_offset` (at
+    /// most the log end offset); returns the new local log start offset.
+    pub async fn follow_log_start_offset(
+        &self,
+        leader_log_start_offset: i64,
+    ) -> Result<i64, PartitionError> {
+        if leader_log_start_offset <= self.hosted.log_start_offset() {
+            return Ok(self.hosted.log_start_offset());
+        }
+        self.with_log(move |log| {
+            let target = leader_log_start_offset.min(log.log_end_offset());
+            log.delete_records_before(target)
+        })
+        .await
     }
 }
 

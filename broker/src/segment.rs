@@ -116,6 +116,23 @@ impl SegmentState {
         }
     }
 
+    /// [`SegmentState::observe`] for a batch met by a scan of the file: the batch itself
+    /// is read from `scanner` only when it holds a new maximum timestamp.
+    fn observe_scanned(
+        &mut self,
+        scanner: &mut BatchScanner<'_>,
+        position: u64,
+        header: &BatchHeader,
+        index_interval_bytes: u64,
+    ) -> io::Result<Option<IndexPoint>> {
+        let mut batch_max_offset = header.base_offset;
+        if header.max_timestamp > self.max_timestamp {
+            let batch = scanner.bytes(position, header.size_bytes())?;
+            batch_max_offset = offset_of_batch_max(batch, header);
+        }
+        Ok(self.observe(position, header, batch_max_offset, index_interval_bytes))
+    }
+
     /// Accounts for `header` stored at `position` and returns the index
     /// entries due before it, following Kafka's `LogSegment.append`.
     fn observe(
@@ -316,108 +333,120 @@ pub struct LogSegment {
     load_problem: Option<String>,
 }
 
-impl LogSegment {
-    /// Creates a new, empty segment starting at `base_offset` in `dir`,
-    /// replacing any files of the same name.
-    pub fn create(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-        now_ms: i64,
-    ) -> Result<LogSegment, LogError> {
-        let log_path = offset_file_path(dir, base_offset, LOG_FILE_SUFFIX);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)?;
-        Self::create_with_file(
-            dir,
-            base_offset,
-            log_path,
-            file,
-            0,
-            index_interval_bytes,
-            now_ms,
-        )
-    }
+/// The bounds of one read from a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// At most this many bytes in total (whole batches only).
+    pub max_bytes: usize,
+    /// Only batches whose last offset is below this offset (exclusive; e.g. the high
+    /// watermark).
+    pub max_offset: i64,
+    /// Return the first batch even when it is larger than `max_bytes` (KIP-74).
+    pub min_one_batch: bool,
+}
 
-    /// [`LogSegment::create`] from a standby file ([`crate::preallocate::Standby`]):
-    /// renames the empty `standby` file, which has `allocated_bytes` of disk blocks
-    /// allocated past its end, to the segment's `.log` name, so the segment starts with
-    /// its blocks allocated and the roll does no allocation.
+/// Which files [`LogSegment::open`] starts a segment from (Kafka's `fileAlreadyExists`).
+#[derive(Debug, Clone, Copy)]
+pub enum SegmentFile<'a> {
+    /// The segment's existing files: its state is restored from the indexes plus a
+    /// header scan after the last offset-index entry.
+    Existing,
+    /// A new, empty segment, replacing any files of the same name.
+    Empty,
+    /// A new, empty segment from a standby file ([`crate::preallocate::Standby`]): the
+    /// empty file at `path`, which has `allocated_bytes` of disk blocks allocated past
+    /// its end, is renamed to the segment's `.log` name, so the roll does no allocation.
+    Standby {
+        /// The standby file.
+        path: &'a Path,
+        /// Bytes of disk blocks allocated past the file's end.
+        allocated_bytes: u64,
+    },
+}
+
+impl LogSegment {
+    /// Opens the segment starting at `base_offset` in `dir` from `file`, with an
+    /// offset-index entry every `index_interval_bytes`; `now_ms` is its creation time.
+    ///
+    /// For [`SegmentFile::Existing`], missing or inconsistent indexes, or a bad batch in
+    /// the scan, do not fail the open: they are reported by
+    /// [`LogSegment::needs_recovery`], and [`LogSegment::recover`] must run before the
+    /// segment is used.
     ///
     /// # Errors
-    /// The rename or an index file failed; on a failed rename nothing changed.
-    pub fn create_from_standby(
+    /// I/O errors opening or creating the files; for a standby, a failed rename leaves
+    /// nothing changed.
+    pub fn open(
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u32,
         now_ms: i64,
-        standby: &Path,
-        allocated_bytes: u64,
+        file: SegmentFile<'_>,
     ) -> Result<LogSegment, LogError> {
         let log_path = offset_file_path(dir, base_offset, LOG_FILE_SUFFIX);
-        fs::rename(standby, &log_path)?;
-        // No O_TRUNC: truncating frees the blocks allocated past the end.
-        let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
-        if file.metadata()?.len() != 0 {
-            file.set_len(0)?;
-        }
-        Self::create_with_file(
-            dir,
-            base_offset,
-            log_path,
-            file,
-            allocated_bytes,
-            index_interval_bytes,
-            now_ms,
-        )
+        let (file, allocated_end) = match file {
+            SegmentFile::Existing => {
+                return Self::load(dir, base_offset, index_interval_bytes, now_ms);
+            }
+            SegmentFile::Empty => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&log_path)?;
+                (file, 0)
+            }
+            SegmentFile::Standby {
+                path,
+                allocated_bytes,
+            } => {
+                fs::rename(path, &log_path)?;
+                // No O_TRUNC: truncating frees the blocks allocated past the end.
+                let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
+                if file.metadata()?.len() != 0 {
+                    file.set_len(0)?;
+                }
+                (file, allocated_bytes)
+            }
+        };
+        let mut segment = Self::from_files(dir, base_offset, file, index_interval_bytes, now_ms)?;
+        segment.offset_index.rewrite(Vec::new())?;
+        segment.time_index.rewrite(Vec::new())?;
+        segment.allocated_end = allocated_end;
+        segment.allocated_ahead = allocated_end > 0;
+        debug!(base_offset, path = %segment.log_path.display(), "created log segment");
+        Ok(segment)
     }
 
-    /// A new segment over an empty, open `.log` file: fresh indexes, empty state.
-    fn create_with_file(
+    /// A segment over its open `.log` file and its index files (opened or created as
+    /// they are), with empty state and nothing allocated ahead.
+    fn from_files(
         dir: &Path,
         base_offset: i64,
-        log_path: PathBuf,
         file: File,
-        allocated_end: u64,
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<LogSegment, LogError> {
-        let mut offset_index = OffsetIndex::open(
-            &offset_file_path(dir, base_offset, INDEX_FILE_SUFFIX),
-            base_offset,
-        )?;
-        offset_index.rewrite(Vec::new())?;
-        let mut time_index = TimeIndex::open(
-            &offset_file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX),
-            base_offset,
-        )?;
-        time_index.rewrite(Vec::new())?;
-        debug!(base_offset, path = %log_path.display(), "created log segment");
+        let index_path = offset_file_path(dir, base_offset, INDEX_FILE_SUFFIX);
+        let time_index_path = offset_file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX);
         Ok(LogSegment {
             base_offset,
-            log_path,
+            log_path: offset_file_path(dir, base_offset, LOG_FILE_SUFFIX),
             file,
-            offset_index,
-            time_index,
+            offset_index: OffsetIndex::open(&index_path, base_offset)?,
+            time_index: TimeIndex::open(&time_index_path, base_offset)?,
             index_interval_bytes: u64::from(index_interval_bytes),
             state: SegmentState::empty(base_offset),
-            allocated_end,
-            allocated_ahead: allocated_end > 0,
+            allocated_end: 0,
+            allocated_ahead: false,
             created_ms: now_ms,
             load_problem: None,
         })
     }
 
-    /// Opens an existing segment and restores its state from the indexes
-    /// plus a header scan after the last offset-index entry. Missing or
-    /// inconsistent indexes, or a bad batch in that scan, do not fail the
-    /// open: they are reported by [`LogSegment::needs_recovery`], and
-    /// [`LogSegment::recover`] must run before the segment is used.
-    pub fn open(
+    /// Restores an existing segment's state (see [`LogSegment::open`]).
+    fn load(
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u32,
@@ -429,24 +458,9 @@ impl LogSegment {
             .write(true)
             .create(false)
             .open(&log_path)?;
-        let index_path = offset_file_path(dir, base_offset, INDEX_FILE_SUFFIX);
-        let time_index_path = offset_file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX);
-        let indexes_existed = index_path.exists() && time_index_path.exists();
-        let offset_index = OffsetIndex::open(&index_path, base_offset)?;
-        let time_index = TimeIndex::open(&time_index_path, base_offset)?;
-        let mut segment = LogSegment {
-            base_offset,
-            log_path,
-            file,
-            offset_index,
-            time_index,
-            index_interval_bytes: u64::from(index_interval_bytes),
-            state: SegmentState::empty(base_offset),
-            allocated_end: 0,
-            allocated_ahead: false,
-            created_ms: now_ms,
-            load_problem: None,
-        };
+        let indexes_existed = offset_file_path(dir, base_offset, INDEX_FILE_SUFFIX).exists()
+            && offset_file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX).exists();
+        let mut segment = Self::from_files(dir, base_offset, file, index_interval_bytes, now_ms)?;
         let metadata = segment.file.metadata()?;
         let file_size = metadata.len();
         // Blocks preallocated before a crash show here, so sealing still frees them. A
@@ -516,19 +530,15 @@ impl LogSegment {
                     header.last_offset()
                 ));
             }
-            let mut batch_max_offset = header.base_offset;
-            if header.max_timestamp > state.max_timestamp {
-                let batch = scanner
-                    .bytes(location.position, header.size_bytes())
-                    .map_err(|error| format!("reading batch: {error}"))?;
-                batch_max_offset = offset_of_batch_max(batch, &header);
-            }
-            if let Some(point) = state.observe(
-                location.position,
-                &header,
-                batch_max_offset,
-                self.index_interval_bytes,
-            ) {
+            if let Some(point) = state
+                .observe_scanned(
+                    &mut scanner,
+                    location.position,
+                    &header,
+                    self.index_interval_bytes,
+                )
+                .map_err(|error| format!("reading batch: {error}"))?
+            {
                 repaired_entries.push(point);
             }
             minimum_base_offset = header.next_offset();
@@ -570,17 +580,12 @@ impl LogSegment {
                 warn!(log = %self.log_path.display(), position = location.position, "segment exceeds the addressable size");
                 break location.position;
             }
-            let mut batch_max_offset = header.base_offset;
-            if header.max_timestamp > state.max_timestamp {
-                let batch = scanner.bytes(location.position, header.size_bytes())?;
-                batch_max_offset = offset_of_batch_max(batch, &header);
-            }
-            if let Some(point) = state.observe(
+            if let Some(point) = state.observe_scanned(
+                &mut scanner,
                 location.position,
                 &header,
-                batch_max_offset,
                 self.index_interval_bytes,
-            ) {
+            )? {
                 offset_entries.push(point.offset_entry);
                 let grows = time_entries
                     .last()
@@ -711,19 +716,19 @@ impl LogSegment {
         }
     }
 
-    /// Reads whole batches starting with the batch containing `start_offset`
-    /// (or the first batch after it), at most `max_bytes` in total, only
-    /// batches whose last offset is `< max_offset`. With `min_one_batch` the
-    /// first batch is returned even if larger than `max_bytes`. Returns None
-    /// when the segment has no batch at or after `start_offset`, otherwise
-    /// the bytes (possibly empty) from one positional read.
-    pub fn read(
-        &self,
-        start_offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-        min_one_batch: bool,
-    ) -> Result<Option<Vec<u8>>, LogError> {
+    /// Reads whole batches starting with the batch containing `start_offset` (or the
+    /// first batch after it), within `limits`. Returns None when the segment has no batch
+    /// at or after `start_offset`, otherwise the bytes (possibly empty) from one
+    /// positional read.
+    ///
+    /// # Errors
+    /// I/O errors, and `Corrupt` when the first batch in range cannot be framed.
+    pub fn read(&self, start_offset: i64, limits: ReadLimits) -> Result<Option<Vec<u8>>, LogError> {
+        let ReadLimits {
+            max_bytes,
+            max_offset,
+            min_one_batch,
+        } = limits;
         let Some(first) = self.find_offset_position(start_offset)? else {
             return Ok(None);
         };

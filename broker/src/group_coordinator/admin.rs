@@ -203,12 +203,15 @@ fn describe(group: &Group, group_id: GroupId, version: i16) -> DescribedGroup {
         .values()
         .map(|member| {
             let mut described = DescribedGroupMember::default()
-                .with_member_id(StrBytes::from_string(member.member_id.clone()))
-                .with_client_id(StrBytes::from_string(member.client_id.clone()))
-                .with_client_host(StrBytes::from_string(member.client_host.clone()));
+                .with_member_id(StrBytes::from_string(member.identity.member_id.clone()))
+                .with_client_id(StrBytes::from_string(member.identity.client_id.clone()))
+                .with_client_host(StrBytes::from_string(member.identity.client_host.clone()));
             if version >= 4 {
-                described.group_instance_id =
-                    member.group_instance_id.clone().map(StrBytes::from_string);
+                described.group_instance_id = member
+                    .identity
+                    .group_instance_id
+                    .clone()
+                    .map(StrBytes::from_string);
             }
             if let Some(protocol) = stable_protocol {
                 described.member_metadata = member.metadata(protocol);

@@ -12,7 +12,9 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::records::{self, GroupMetadataValue, MemberMetadataValue, OffsetCommitValue};
+use super::records::{
+    self, GroupMetadataValue, MemberInfo, MemberMetadataValue, OffsetCommitValue,
+};
 
 /// Protocol type of groups formed by Kafka consumers.
 pub(crate) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
@@ -119,12 +121,7 @@ impl SyncResult {
 /// One member of a group (Kafka's `MemberMetadata`).
 #[derive(Debug)]
 pub(crate) struct Member {
-    pub(crate) member_id: String,
-    pub(crate) group_instance_id: Option<String>,
-    pub(crate) client_id: String,
-    pub(crate) client_host: String,
-    pub(crate) rebalance_timeout_ms: i32,
-    pub(crate) session_timeout_ms: i32,
+    pub(crate) identity: MemberInfo,
     pub(crate) protocol_type: String,
     /// Supported protocols in the member's order of preference.
     pub(crate) protocols: Vec<(String, Bytes)>,
@@ -163,7 +160,8 @@ impl Member {
 
     /// Moves the session deadline to `session_timeout_ms` from now.
     pub(crate) fn refresh_session(&mut self) {
-        let timeout = Duration::from_millis(u64::try_from(self.session_timeout_ms).unwrap_or(0));
+        let timeout =
+            Duration::from_millis(u64::try_from(self.identity.session_timeout_ms).unwrap_or(0));
         let deadline = Instant::now() + timeout;
         if deadline < self.session_deadline {
             self.session_wakeup.notify_one();
@@ -328,21 +326,23 @@ impl Group {
             self.protocol_type = Some(member.protocol_type.clone());
         }
         if self.leader_id.is_none() {
-            self.leader_id = Some(member.member_id.clone());
+            self.leader_id = Some(member.identity.member_id.clone());
         }
-        if let Some(instance_id) = &member.group_instance_id {
+        if let Some(instance_id) = &member.identity.group_instance_id {
             let _ = self
                 .static_members
-                .insert(instance_id.clone(), member.member_id.clone());
+                .insert(instance_id.clone(), member.identity.member_id.clone());
         }
-        let _ = self.pending_members.remove(&member.member_id);
-        let _ = self.members.insert(member.member_id.clone(), member);
+        let _ = self.pending_members.remove(&member.identity.member_id);
+        let _ = self
+            .members
+            .insert(member.identity.member_id.clone(), member);
     }
 
     /// Removes a member; the leadership passes to the oldest remaining member.
     pub(crate) fn remove_member(&mut self, member_id: &str) -> Option<Member> {
         let member = self.members.shift_remove(member_id)?;
-        if let Some(instance_id) = &member.group_instance_id
+        if let Some(instance_id) = &member.identity.group_instance_id
             && self.static_member_id(instance_id) == Some(member_id)
         {
             let _ = self.static_members.remove(instance_id);
@@ -373,7 +373,7 @@ impl Group {
         if let Some(waiter) = member.awaiting_sync.take() {
             let _ = waiter.send(SyncResult::error(ResponseError::FencedInstanceId));
         }
-        member.member_id = new_member_id.to_string();
+        member.identity.member_id = new_member_id.to_string();
         if self.is_leader(old_member_id) {
             self.leader_id = Some(new_member_id.to_string());
         }
@@ -391,7 +391,7 @@ impl Group {
     pub(crate) fn rebalance_timeout_ms(&self) -> i32 {
         self.members
             .values()
-            .map(|member| member.rebalance_timeout_ms)
+            .map(|member| member.identity.rebalance_timeout_ms)
             .max()
             .unwrap_or(0)
             .max(0)
@@ -424,7 +424,7 @@ impl Group {
             .find(|member| member.awaiting_join.is_some())
         {
             Some(joined) => {
-                self.leader_id = Some(joined.member_id.clone());
+                self.leader_id = Some(joined.identity.member_id.clone());
                 true
             }
             None => false,
@@ -486,8 +486,8 @@ impl Group {
         self.members
             .values()
             .map(|member| JoinedMember {
-                member_id: member.member_id.clone(),
-                group_instance_id: member.group_instance_id.clone(),
+                member_id: member.identity.member_id.clone(),
+                group_instance_id: member.identity.group_instance_id.clone(),
                 metadata: member.metadata(protocol),
             })
             .collect()
@@ -546,16 +546,11 @@ impl Group {
             .members
             .values()
             .map(|member| MemberMetadataValue {
-                member_id: member.member_id.clone(),
-                group_instance_id: member.group_instance_id.clone(),
-                client_id: member.client_id.clone(),
-                client_host: member.client_host.clone(),
-                rebalance_timeout_ms: member.rebalance_timeout_ms,
-                session_timeout_ms: member.session_timeout_ms,
+                identity: member.identity.clone(),
                 subscription: member.metadata(protocol),
                 assignment: match assignment {
                     Some(assignment) => assignment
-                        .get(&member.member_id)
+                        .get(&member.identity.member_id)
                         .cloned()
                         .unwrap_or_default(),
                     None => member.assignment.clone(),
@@ -587,15 +582,11 @@ impl Group {
         group.state_timestamp_ms = value.current_state_timestamp_ms;
         let protocol = group.protocol_name.clone().unwrap_or_default();
         for stored in value.members {
-            let session_timeout =
-                Duration::from_millis(u64::try_from(stored.session_timeout_ms).unwrap_or(0));
+            let session_timeout = Duration::from_millis(
+                u64::try_from(stored.identity.session_timeout_ms).unwrap_or(0),
+            );
             let member = Member {
-                member_id: stored.member_id,
-                group_instance_id: stored.group_instance_id,
-                client_id: stored.client_id,
-                client_host: stored.client_host,
-                rebalance_timeout_ms: stored.rebalance_timeout_ms,
-                session_timeout_ms: stored.session_timeout_ms,
+                identity: stored.identity,
                 protocol_type: group.protocol_type.clone().unwrap_or_default(),
                 protocols: vec![(protocol.clone(), stored.subscription)],
                 assignment: stored.assignment,
@@ -684,12 +675,14 @@ mod tests {
             })
             .collect();
         Member {
-            member_id: member_id.to_string(),
-            group_instance_id: None,
-            client_id: "client".to_string(),
-            client_host: "/127.0.0.1".to_string(),
-            rebalance_timeout_ms: 1000,
-            session_timeout_ms: 1000,
+            identity: MemberInfo {
+                member_id: member_id.to_string(),
+                group_instance_id: None,
+                client_id: "client".to_string(),
+                client_host: "/127.0.0.1".to_string(),
+                rebalance_timeout_ms: 1000,
+                session_timeout_ms: 1000,
+            },
             protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
             protocols,
             assignment: Bytes::new(),

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::group::{Group, GroupState, JoinResult, Member, PendingJoin, SyncResult};
+use super::records::MemberInfo;
 use super::timers::{TimerAction, millis};
 use super::{GroupCoordinator, GroupHandle, now_ms, storage_error_code};
 use crate::error::error_code;
@@ -274,12 +275,14 @@ impl GroupCoordinator {
     ) -> oneshot::Receiver<JoinResult> {
         let (waiter, receiver) = oneshot::channel();
         let member = Member {
-            member_id: member_id.clone(),
-            group_instance_id: params.group_instance_id,
-            client_id: params.client_id,
-            client_host: params.client_host,
-            rebalance_timeout_ms: params.rebalance_timeout_ms,
-            session_timeout_ms: params.session_timeout_ms,
+            identity: MemberInfo {
+                member_id: member_id.clone(),
+                group_instance_id: params.group_instance_id,
+                client_id: params.client_id,
+                client_host: params.client_host,
+                rebalance_timeout_ms: params.rebalance_timeout_ms,
+                session_timeout_ms: params.session_timeout_ms,
+            },
             protocol_type: params.protocol_type,
             protocols: params.protocols,
             assignment: Bytes::new(),
@@ -319,8 +322,8 @@ impl GroupCoordinator {
         let (waiter, receiver) = oneshot::channel();
         if let Some(member) = group.members.get_mut(&params.member_id) {
             member.protocols = params.protocols;
-            member.rebalance_timeout_ms = params.rebalance_timeout_ms;
-            member.session_timeout_ms = params.session_timeout_ms;
+            member.identity.rebalance_timeout_ms = params.rebalance_timeout_ms;
+            member.identity.session_timeout_ms = params.session_timeout_ms;
             member.awaiting_join = Some(waiter);
         }
         self.rebalance_for_join(group, &params.member_id, &params.reason, "member rejoined");
@@ -348,11 +351,13 @@ impl GroupCoordinator {
         };
         let previous_protocols = std::mem::replace(&mut member.protocols, params.protocols);
         let previous_rebalance_timeout_ms = std::mem::replace(
-            &mut member.rebalance_timeout_ms,
+            &mut member.identity.rebalance_timeout_ms,
             params.rebalance_timeout_ms,
         );
-        let previous_session_timeout_ms =
-            std::mem::replace(&mut member.session_timeout_ms, params.session_timeout_ms);
+        let previous_session_timeout_ms = std::mem::replace(
+            &mut member.identity.session_timeout_ms,
+            params.session_timeout_ms,
+        );
         member.awaiting_join = Some(waiter);
         member.refresh_session();
         self.watch_member_session(group, &new_member_id);
@@ -450,8 +455,8 @@ impl GroupCoordinator {
                 };
                 let waiter = member.awaiting_join.take();
                 member.protocols = replacement.previous_protocols;
-                member.rebalance_timeout_ms = replacement.previous_rebalance_timeout_ms;
-                member.session_timeout_ms = replacement.previous_session_timeout_ms;
+                member.identity.rebalance_timeout_ms = replacement.previous_rebalance_timeout_ms;
+                member.identity.session_timeout_ms = replacement.previous_session_timeout_ms;
                 let _ = group.replace_static_member(
                     &replacement.group_instance_id,
                     new_member_id,
@@ -531,8 +536,10 @@ impl GroupCoordinator {
         let not_rejoined: Vec<String> = group
             .members
             .values()
-            .filter(|member| member.awaiting_join.is_none() && member.group_instance_id.is_none())
-            .map(|member| member.member_id.clone())
+            .filter(|member| {
+                member.awaiting_join.is_none() && member.identity.group_instance_id.is_none()
+            })
+            .map(|member| member.identity.member_id.clone())
             .collect();
         for member_id in &not_rejoined {
             info!(group_id = %group.group_id, member_id = %member_id, "member did not rejoin in time, removing");
@@ -936,7 +943,7 @@ impl GroupCoordinator {
 /// Answers a removed member's blocked JoinGroup or SyncGroup.
 pub(super) fn fail_member(mut member: Member, error: ResponseError) {
     if let Some(waiter) = member.awaiting_join.take() {
-        let _ = waiter.send(JoinResult::error(error, &member.member_id));
+        let _ = waiter.send(JoinResult::error(error, &member.identity.member_id));
     }
     if let Some(waiter) = member.awaiting_sync.take() {
         let _ = waiter.send(SyncResult::error(error));
@@ -947,7 +954,7 @@ pub(super) fn fail_member(mut member: Member, error: ResponseError) {
 pub(super) fn fail_waiting_members(group: &mut Group, error: ResponseError) {
     for member in group.members.values_mut() {
         if let Some(waiter) = member.awaiting_join.take() {
-            let _ = waiter.send(JoinResult::error(error, &member.member_id));
+            let _ = waiter.send(JoinResult::error(error, &member.identity.member_id));
         }
         if let Some(waiter) = member.awaiting_sync.take() {
             let _ = waiter.send(SyncResult::error(error));
@@ -969,7 +976,7 @@ fn propagate_assignment(group: &mut Group, assignment: &HashMap<String, Bytes>) 
     let protocol_name = group.protocol_name.clone();
     for member in group.members.values_mut() {
         member.assignment = assignment
-            .get(&member.member_id)
+            .get(&member.identity.member_id)
             .cloned()
             .unwrap_or_default();
         if let Some(waiter) = member.awaiting_sync.take() {

@@ -47,15 +47,22 @@ pub(crate) struct OffsetCommitValue {
     pub(crate) expire_timestamp_ms: Option<i64>,
 }
 
-/// One member inside a `GroupMetadataValue`.
+/// Who a group member is and its timeouts: what a live member and its stored
+/// `GroupMetadataValue` entry share.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MemberMetadataValue {
+pub(crate) struct MemberInfo {
     pub(crate) member_id: String,
     pub(crate) group_instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_host: String,
     pub(crate) rebalance_timeout_ms: i32,
     pub(crate) session_timeout_ms: i32,
+}
+
+/// One member inside a `GroupMetadataValue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberMetadataValue {
+    pub(crate) identity: MemberInfo,
     pub(crate) subscription: Bytes,
     pub(crate) assignment: Bytes,
 }
@@ -129,12 +136,12 @@ pub(crate) fn encode_group_value(value: &GroupMetadataValue) -> Result<Bytes, Gr
         .map_err(|_| GroupError::InvalidRecord("too many members to encode".to_string()))?;
     buffer.put_i32(member_count);
     for member in &value.members {
-        put_string(&mut buffer, &member.member_id)?;
-        put_nullable_string(&mut buffer, member.group_instance_id.as_deref())?;
-        put_string(&mut buffer, &member.client_id)?;
-        put_string(&mut buffer, &member.client_host)?;
-        buffer.put_i32(member.rebalance_timeout_ms);
-        buffer.put_i32(member.session_timeout_ms);
+        put_string(&mut buffer, &member.identity.member_id)?;
+        put_nullable_string(&mut buffer, member.identity.group_instance_id.as_deref())?;
+        put_string(&mut buffer, &member.identity.client_id)?;
+        put_string(&mut buffer, &member.identity.client_host)?;
+        buffer.put_i32(member.identity.rebalance_timeout_ms);
+        buffer.put_i32(member.identity.session_timeout_ms);
         put_bytes(&mut buffer, &member.subscription)?;
         put_bytes(&mut buffer, &member.assignment)?;
     }
@@ -255,12 +262,14 @@ pub(crate) fn decode_group_value(bytes: &[u8]) -> Result<GroupMetadataValue, Gro
         let subscription = reader.bytes()?;
         let assignment = reader.bytes()?;
         members.push(MemberMetadataValue {
-            member_id,
-            group_instance_id,
-            client_id,
-            client_host,
-            rebalance_timeout_ms,
-            session_timeout_ms,
+            identity: MemberInfo {
+                member_id,
+                group_instance_id,
+                client_id,
+                client_host,
+                rebalance_timeout_ms,
+                session_timeout_ms,
+            },
             subscription,
             assignment,
         });
@@ -464,12 +473,14 @@ mod tests {
             leader_id: Some("client-1-abc".to_string()),
             current_state_timestamp_ms: Some(1_700_000_000_000),
             members: vec![MemberMetadataValue {
-                member_id: "client-1-abc".to_string(),
-                group_instance_id: Some("instance-1".to_string()),
-                client_id: "client-1".to_string(),
-                client_host: "/127.0.0.1".to_string(),
-                rebalance_timeout_ms: 300_000,
-                session_timeout_ms: 45_000,
+                identity: MemberInfo {
+                    member_id: "client-1-abc".to_string(),
+                    group_instance_id: Some("instance-1".to_string()),
+                    client_id: "client-1".to_string(),
+                    client_host: "/127.0.0.1".to_string(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                },
                 subscription: Bytes::from_static(b"\x00\x01subscription"),
                 assignment: Bytes::from_static(b"\x00\x01assignment"),
             }],

@@ -160,7 +160,7 @@ impl GroupCoordinator {
             return Some(member.session_deadline);
         }
         if member.heartbeat_not_required() {
-            member.session_deadline = now + millis(i64::from(member.session_timeout_ms));
+            member.session_deadline = now + millis(i64::from(member.identity.session_timeout_ms));
             return Some(member.session_deadline);
         }
         info!(

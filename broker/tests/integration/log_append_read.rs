@@ -4,7 +4,7 @@ use kafka_protocol::records::Compression;
 use silt_broker::log::LogError;
 use silt_broker::log_config::LogConfig;
 use silt_broker::record_batch::{TimestampType, parse_header, validate_batches};
-use silt_broker::segment::LogSegment;
+use silt_broker::segment::{LogSegment, SegmentFile};
 use silt_broker::test_util::{BatchSpec, batch, decode, log_files, open, read_all, small_segments};
 
 fn partition_dir(root: &tempfile::TempDir) -> std::path::PathBuf {
@@ -438,7 +438,7 @@ fn idle_tiered_segments_roll_after_segment_ms_of_wall_clock() {
 fn segment_index_lookups_find_the_containing_batch() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path();
-    let mut segment = LogSegment::create(dir, 1_000, 128, 0).expect("create");
+    let mut segment = LogSegment::open(dir, 1_000, 128, 0, SegmentFile::Empty).expect("create");
     let mut offset = 1_000i64;
     for index in 0..40 {
         let mut bytes = BatchSpec::new(3, index * 10).value_size(50).encode();
@@ -479,7 +479,7 @@ fn segment_index_lookups_find_the_containing_batch() {
     segment.seal().expect("seal");
     drop(segment);
 
-    let reopened = LogSegment::open(dir, 1_000, 128, 0).expect("open");
+    let reopened = LogSegment::open(dir, 1_000, 128, 0, SegmentFile::Existing).expect("open");
     assert_eq!(reopened.needs_recovery(), None);
     assert_eq!(reopened.offset_index_entries(), entries.as_slice());
     assert_eq!(reopened.next_offset(), offset);

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::str_bytes;
 use crate::context::BrokerContext;
 use crate::fetch_session::{SessionKey, SessionPartition, SessionResolution};
+use silt_broker::replica_manager::FetchPartition;
 
 /// Upper bound on `max_wait_ms`, so a client cannot park a connection for hours.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -163,31 +164,21 @@ async fn read_partitions(
             None
         } else {
             let replica_manager = &context.replica_manager;
-            let min_one_batch = total_bytes == 0;
+            let fetch = FetchPartition {
+                fetch_offset: position.fetch_offset,
+                current_leader_epoch: position.current_leader_epoch,
+                max_bytes: partition_limit,
+                min_one_batch: total_bytes == 0,
+            };
             Some(match replica_id {
                 Some(replica_id) => {
                     replica_manager
-                        .read_records_for_replica(
-                            topic_name,
-                            *partition_index,
-                            replica_id,
-                            position.fetch_offset,
-                            position.current_leader_epoch,
-                            partition_limit,
-                            min_one_batch,
-                        )
+                        .read_records_for_replica(topic_name, *partition_index, replica_id, fetch)
                         .await
                 }
                 None => {
                     replica_manager
-                        .read_records(
-                            topic_name,
-                            *partition_index,
-                            position.fetch_offset,
-                            position.current_leader_epoch,
-                            partition_limit,
-                            min_one_batch,
-                        )
+                        .read_records(topic_name, *partition_index, fetch)
                         .await
                 }
             })

@@ -12,6 +12,8 @@ use silt_broker::group_coordinator::GroupCoordinator;
 use silt_broker::replica_fetcher::{ReplicaFetcherConfig, ReplicaFetcherManager};
 use silt_broker::replica_manager::{ReplicaManager, ReplicaManagerConfig};
 use silt_broker::test_util::BatchSpec;
+
+use crate::fetch_from;
 use silt_controller::{
     BrokerId, BrokerRegistration, ClusterMetadata, Controller, ControllerConfig,
     PartitionAssignment, TopicId, TopicMetadata,
@@ -225,12 +227,13 @@ async fn divergent_follower_truncates_by_leader_epoch() {
         .await
         .expect("append");
     let copied = broker_2
-        .read_records_for_replica(TOPIC, 0, LEADER, 0, 1, 1 << 20, true)
+        .read_records_for_replica(TOPIC, 0, LEADER, fetch_from(0, 1, 1 << 20))
         .await
         .expect("copy");
     let on_broker_1 = broker_1.partition(TOPIC, 0).expect("partition");
     let _ = broker_1
-        .append_as_follower(&on_broker_1, 1, copied.records)
+        .follower(&on_broker_1, 1)
+        .append(copied.records)
         .await
         .expect("append as follower");
     // Two records broker 1 never gets.

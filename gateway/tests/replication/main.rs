@@ -5,3 +5,16 @@
 
 mod fetcher;
 mod replica_manager;
+
+use silt_broker::replica_manager::FetchPartition;
+
+/// A fetch of at most `max_bytes` from `fetch_offset` at `current_leader_epoch`, the
+/// first batch always.
+fn fetch_from(fetch_offset: i64, current_leader_epoch: i32, max_bytes: usize) -> FetchPartition {
+    FetchPartition {
+        fetch_offset,
+        current_leader_epoch,
+        max_bytes,
+        min_one_batch: true,
+    }
+}

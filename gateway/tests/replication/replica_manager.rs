@@ -11,6 +11,8 @@ use silt_broker::isr::{IsrUpdateError, IsrUpdater};
 use silt_broker::partition::Partition;
 use silt_broker::replica_manager::{PartitionError, ReplicaManager, ReplicaManagerConfig};
 use silt_broker::test_util::batch;
+
+use crate::fetch_from;
 use silt_controller::{
     AlterPartitionRequest, BrokerId, ClusterMetadata, PartitionAssignment, TopicId, TopicMetadata,
 };
@@ -106,17 +108,19 @@ async fn replicate_once(leader: &ReplicaManager, follower: &ReplicaManager) -> u
             TOPIC,
             0,
             FOLLOWER,
-            following.log_end_offset(),
-            following.leader_epoch(),
-            1 << 20,
-            true,
+            fetch_from(
+                following.log_end_offset(),
+                following.leader_epoch(),
+                1 << 20,
+            ),
         )
         .await
         .expect("replica fetch");
     let bytes = read.records.len();
     if bytes > 0 {
         let _ = follower
-            .append_as_follower(&following, following.leader_epoch(), read.records)
+            .follower(&following, following.leader_epoch())
+            .append(read.records)
             .await
             .expect("follower append");
     }
@@ -159,7 +163,7 @@ async fn high_watermark_waits_for_the_isr_follower_then_follows_it() {
     assert_eq!((hosted.log_end_offset(), hosted.high_watermark()), (3, 0));
     // Consumers see nothing uncommitted.
     let consumer_read = leader
-        .read_records(TOPIC, 0, 0, -1, 1 << 20, true)
+        .read_records(TOPIC, 0, fetch_from(0, -1, 1 << 20))
         .await
         .expect("consumer read");
     assert!(consumer_read.records.is_empty());
@@ -196,7 +200,7 @@ async fn replica_fetches_are_refused_by_followers_and_below_the_log_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (leader, follower) = pair(dir.path(), vec![LEADER, FOLLOWER]).await;
     let refused = follower
-        .read_records_for_replica(TOPIC, 0, LEADER, 0, 1, 1024, true)
+        .read_records_for_replica(TOPIC, 0, LEADER, fetch_from(0, 1, 1024))
         .await
         .expect_err("follower refuses");
     assert_eq!(refused.kafka_error_code(), 6);
@@ -206,17 +210,17 @@ async fn replica_fetches_are_refused_by_followers_and_below_the_log_start() {
         .expect_err("not leader");
     assert_eq!(produce.kafka_error_code(), 6);
     let fenced = leader
-        .read_records_for_replica(TOPIC, 0, FOLLOWER, 0, 0, 1024, true)
+        .read_records_for_replica(TOPIC, 0, FOLLOWER, fetch_from(0, 0, 1024))
         .await
         .expect_err("fenced");
     assert_eq!(fenced.kafka_error_code(), 74);
     let out_of_range = leader
-        .read_records_for_replica(TOPIC, 0, FOLLOWER, 5, 1, 1024, true)
+        .read_records_for_replica(TOPIC, 0, FOLLOWER, fetch_from(5, 1, 1024))
         .await
         .expect_err("past the end");
     assert_eq!(out_of_range.kafka_error_code(), 1);
     let stranger = leader
-        .read_records_for_replica(TOPIC, 0, 9, 0, 1, 1024, true)
+        .read_records_for_replica(TOPIC, 0, 9, fetch_from(0, 1, 1024))
         .await
         .expect_err("not a replica");
     assert_eq!(stranger.kafka_error_code(), 6);
@@ -438,7 +442,7 @@ async fn lagging_follower_is_removed_from_the_isr_after_the_lag_time() {
         .await
         .expect("append");
     let _ = leader
-        .read_records_for_replica(TOPIC, 0, FOLLOWER, 0, 1, 1 << 20, true)
+        .read_records_for_replica(TOPIC, 0, FOLLOWER, fetch_from(0, 1, 1 << 20))
         .await
         .expect("fetch");
     assert_eq!(
@@ -565,14 +569,16 @@ async fn follower_truncates_and_restarts_at_the_leader_log_start() {
     );
     assert_eq!(
         follower
-            .truncate_as_follower(&following, 1, 1)
+            .follower(&following, 1)
+            .truncate_to(1)
             .await
             .expect("truncate"),
         0,
         "the batch straddles 1"
     );
     follower
-        .truncate_fully_as_follower(&following, 1, 7)
+        .follower(&following, 1)
+        .truncate_fully_and_start_at(7)
         .await
         .expect("restart");
     assert_eq!(
@@ -580,7 +586,8 @@ async fn follower_truncates_and_restarts_at_the_leader_log_start() {
         (7, 7)
     );
     let wrong_epoch = follower
-        .truncate_as_follower(&following, 5, 0)
+        .follower(&following, 5)
+        .truncate_to(0)
         .await
         .expect_err("not following epoch 5");
     assert_eq!(wrong_epoch.kafka_error_code(), 6);
@@ -651,10 +658,7 @@ async fn list_offsets_is_answered_by_the_leader_once_its_high_watermark_reaches_
             TOPIC,
             0,
             LEADER,
-            following.log_end_offset(),
-            2,
-            1 << 20,
-            true,
+            fetch_from(following.log_end_offset(), 2, 1 << 20),
         )
         .await
         .expect("replica fetch");
