@@ -119,7 +119,7 @@ pub(crate) fn write_file_replacing(path: &Path, content: &[u8]) -> io::Result<()
 
 /// Writes `content` to `path` through a temp file, fsyncs, renames and
 /// fsyncs the directory, so readers see the old or the new file.
-pub(crate) fn write_file_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
+pub fn write_file_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
     let temp_path = temp_path_for(path);
     {
         let mut file = fs::File::create(&temp_path)?;

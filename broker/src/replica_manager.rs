@@ -501,8 +501,16 @@ impl ReplicaManager {
                 }
                 let key: PartitionKey = (Arc::clone(&topic_name), assignment.partition);
                 wanted.insert(key.clone());
+                let remote_log_end_offset =
+                    metadata.remote_log_end_offset(topic.topic_id, assignment.partition);
                 if let Err(error) = self
-                    .apply_partition(key, topic.topic_id, &config, assignment)
+                    .apply_partition(
+                        key,
+                        topic.topic_id,
+                        &config,
+                        assignment,
+                        remote_log_end_offset,
+                    )
                     .await
                 {
                     failures += 1;
@@ -539,13 +547,16 @@ impl ReplicaManager {
     }
 
     /// Applies one assigned partition: opens it if new (or recreated under a new topic
-    /// id), else applies its leader, ISR and config changes.
+    /// id), else applies its leader, ISR and config changes. A partition new to this
+    /// broker starts at `remote_log_end_offset` (the end of its copied remote segments,
+    /// e.g. after a restore): what lies below is read from the remote log.
     async fn apply_partition(
         &self,
         key: PartitionKey,
         topic_id: TopicId,
         config: &LogConfig,
         assignment: &silt_controller::PartitionAssignment,
+        remote_log_end_offset: Option<i64>,
     ) -> Result<(), PartitionError> {
         let existing = self.partitions.read().get(&key).cloned();
         match existing {
@@ -561,14 +572,18 @@ impl ReplicaManager {
                 })
                 .await
             }
-            Some(stale) => {
-                self.remove_partition(&key, &stale).await;
-                self.open_partition(key, topic_id, config.clone(), assignment)
-                    .await
-            }
-            None => {
-                self.open_partition(key, topic_id, config.clone(), assignment)
-                    .await
+            stale => {
+                if let Some(stale) = stale {
+                    self.remove_partition(&key, &stale).await;
+                }
+                self.open_partition(
+                    key,
+                    topic_id,
+                    config.clone(),
+                    assignment,
+                    remote_log_end_offset,
+                )
+                .await
             }
         }
     }
@@ -579,6 +594,7 @@ impl ReplicaManager {
         topic_id: TopicId,
         config: LogConfig,
         assignment: &silt_controller::PartitionAssignment,
+        remote_log_end_offset: Option<i64>,
     ) -> Result<(), PartitionError> {
         let dir_name = format!("{}-{}", key.0, key.1);
         let log_dirs = self.config.log_dirs.clone();
@@ -587,9 +603,16 @@ impl ReplicaManager {
         let preallocate_max_bytes = self.config.preallocate_max_bytes;
         let writeback = self.config.writeback;
         let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
-            let dir = existing_partition_dir(&log_dirs, &dir_name)
-                .unwrap_or_else(|| least_loaded.join(&dir_name));
+            let existing = existing_partition_dir(&log_dirs, &dir_name);
+            let is_new = existing.is_none();
+            let dir = existing.unwrap_or_else(|| least_loaded.join(&dir_name));
             let mut log = PartitionLog::open(&dir, config, now_ms())?;
+            if let Some(remote_end) = remote_log_end_offset
+                && is_new
+                && remote_end > log.log_end_offset()
+            {
+                log.truncate_fully_and_start_at(remote_end, now_ms())?;
+            }
             log.set_preallocation(preallocate_max_bytes);
             log.set_writeback(writeback);
             let checkpoint = read_high_watermark_checkpoint(&dir);

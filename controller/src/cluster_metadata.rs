@@ -232,6 +232,55 @@ pub enum RemoteSegmentState {
     DeleteFinished,
 }
 
+/// One topic as a restore point holds it and a restore brings it back (see
+/// `docs/disaster-recovery.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredTopic {
+    /// Topic name.
+    pub name: String,
+    /// Topic id, kept by the restore (the remote objects' keys hold it).
+    pub topic_id: TopicId,
+    /// Topic-level config overrides, under Kafka's names.
+    pub configs: BTreeMap<String, String>,
+    /// Internal topic (`__consumer_offsets`).
+    pub internal: bool,
+    /// Replicas per partition in the cluster the restore point was taken of; a restore
+    /// onto fewer brokers uses as many as it has.
+    pub replication_factor: i16,
+    /// Every partition, in partition order.
+    pub partitions: Vec<RestoredPartition>,
+}
+
+/// One partition of a [`RestoredTopic`]: its cut and the remote segments below it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredPartition {
+    /// Partition id, `>= 0`.
+    pub partition: i32,
+    /// The partition's leader epoch when the restore point was taken; the restored
+    /// partition's leader epoch is above it, so no restored record carries a later epoch.
+    pub leader_epoch: i32,
+    /// The cut, exclusive: every record below it is in `segments`, none at or above it is
+    /// restored. Equal to the end of the last segment, or `0` without segments.
+    pub cut_offset: i64,
+    /// The `CopyFinished` remote segments, contiguous, in offset order, all below
+    /// `cut_offset`.
+    pub segments: Vec<RemoteSegmentMetadata>,
+}
+
+impl RestoredPartition {
+    /// The first restored offset (the remote log start), or `cut_offset` without segments.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments
+            .first()
+            .map_or(self.cut_offset, |segment| segment.base_offset)
+    }
+
+    /// Restored bytes: the size of every segment.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.size_bytes).sum()
+    }
+}
+
 /// Remote segments of every partition: (topic id, partition) -> segment id -> segment.
 /// Partitions without segments have no entry.
 pub type RemoteSegments = BTreeMap<(TopicId, i32), BTreeMap<uuid::Uuid, RemoteSegmentMetadata>>;
@@ -264,6 +313,10 @@ pub struct ClusterMetadata {
     /// in snapshots written before broker liveness existed.
     #[serde(default)]
     pub broker_epochs: BTreeMap<BrokerId, u64>,
+    /// The restore point this cluster was restored from, once the restore is applied
+    /// (absent for a cluster that was never restored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 impl Default for ClusterMetadata {
@@ -277,6 +330,7 @@ impl Default for ClusterMetadata {
             metadata_offset: 0,
             remote_segments: BTreeMap::new(),
             broker_epochs: BTreeMap::new(),
+            restored_from: None,
         }
     }
 }

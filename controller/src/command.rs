@@ -14,6 +14,7 @@ use crate::cluster_metadata::BrokerId;
 use crate::cluster_metadata::BrokerRegistration;
 use crate::cluster_metadata::PartitionAssignment;
 use crate::cluster_metadata::RemoteSegmentMetadata;
+use crate::cluster_metadata::RestoredTopic;
 use crate::cluster_metadata::TopicId;
 use crate::cluster_metadata::TopicMetadata;
 
@@ -110,6 +111,15 @@ pub(crate) enum Command {
     /// Moves leadership to the preferred replica (the first one) wherever it is unfenced
     /// and in the ISR.
     ElectPreferredLeaders,
+    /// Brings back a cluster from a restore point: its topics with their ids and
+    /// configs, partitions led above their old leader epochs, the `CopyFinished` remote
+    /// segments below each cut, and producer ids above every id handed out. Applied once:
+    /// again with the same restore point id it is a no-op.
+    RestoreCluster {
+        restore_point_id: String,
+        topics: Vec<RestoredTopic>,
+        next_producer_id: i64,
+    },
 }
 
 /// What a successfully applied entry answers.
@@ -123,6 +133,12 @@ pub(crate) enum CommandOutput {
     Topic(TopicMetadata),
     /// The id of the topic that was deleted.
     TopicDeleted(TopicId),
+    /// The restore point the cluster was restored from, and how many topics it created
+    /// (`0` when it had been applied before).
+    Restored {
+        restore_point_id: String,
+        topics_created: usize,
+    },
     /// The first id of an allocated producer id block.
     ProducerIdBlock { first_producer_id: i64 },
     /// A remote segment after the change.

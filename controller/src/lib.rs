@@ -42,6 +42,8 @@ pub use crate::cluster_metadata::PartitionAssignment;
 pub use crate::cluster_metadata::RemoteSegmentMetadata;
 pub use crate::cluster_metadata::RemoteSegmentState;
 pub use crate::cluster_metadata::RemoteSegments;
+pub use crate::cluster_metadata::RestoredPartition;
+pub use crate::cluster_metadata::RestoredTopic;
 pub use crate::cluster_metadata::TopicId;
 pub use crate::cluster_metadata::TopicMetadata;
 pub use crate::cluster_metadata::generate_cluster_id;

@@ -31,6 +31,7 @@ use crate::cluster_metadata::ClusterMetadata;
 use crate::cluster_metadata::HeartbeatResponse;
 use crate::cluster_metadata::PartitionAssignment;
 use crate::cluster_metadata::RemoteSegmentMetadata;
+use crate::cluster_metadata::RestoredTopic;
 use crate::cluster_metadata::TopicId;
 use crate::cluster_metadata::TopicMetadata;
 use crate::command::CommandError;
@@ -718,6 +719,34 @@ impl Controller {
         };
         match self.propose(command).await? {
             CommandOutput::Topic(topic) => Ok(topic),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
+    /// Brings back the topics of a restore point (see [`Command`]'s `RestoreCluster`):
+    /// topics with their ids and configs, partitions led above their old leader epochs,
+    /// the remote segments below each cut, producer ids above `next_producer_id`.
+    /// Returns how many topics it created; `0` when the same restore point was applied
+    /// before, so a restarted restore can propose it again.
+    ///
+    /// Errors: [`CommandError::InvalidRequest`] when the cluster already has topics of its
+    /// own or was restored from another restore point; [`CommandError::InvalidTopic`],
+    /// [`CommandError::InvalidPartitions`], [`CommandError::InvalidConfig`] or
+    /// [`CommandError::InvalidRemoteSegment`] for a restore point that does not hold
+    /// together (nothing is applied then).
+    pub async fn restore_cluster(
+        &self,
+        restore_point_id: &str,
+        topics: Vec<RestoredTopic>,
+        next_producer_id: i64,
+    ) -> Result<usize, ControllerError> {
+        let command = Command::RestoreCluster {
+            restore_point_id: restore_point_id.to_owned(),
+            topics,
+            next_producer_id,
+        };
+        match self.propose(command).await? {
+            CommandOutput::Restored { topics_created, .. } => Ok(topics_created),
             other => Err(unexpected_output(other)),
         }
     }

@@ -12,6 +12,8 @@ use crate::cluster_metadata::ClusterMetadata;
 use crate::cluster_metadata::PartitionAssignment;
 use crate::cluster_metadata::RemoteSegmentMetadata;
 use crate::cluster_metadata::RemoteSegmentState;
+use crate::cluster_metadata::RestoredPartition;
+use crate::cluster_metadata::RestoredTopic;
 use crate::cluster_metadata::TopicId;
 use crate::cluster_metadata::TopicMetadata;
 use crate::command::Command;
@@ -108,6 +110,11 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
         ),
         Command::AlterPartition(request) => election::alter_partition(metadata, request),
         Command::ElectPreferredLeaders => election::elect_preferred_leaders(metadata),
+        Command::RestoreCluster {
+            restore_point_id,
+            topics,
+            next_producer_id,
+        } => restore_cluster(metadata, restore_point_id, topics, next_producer_id),
     }
 }
 
@@ -301,6 +308,126 @@ fn allocate_producer_ids(metadata: &mut ClusterMetadata, count: i64) -> CommandR
     };
     metadata.next_producer_id = next;
     Ok(CommandOutput::ProducerIdBlock { first_producer_id })
+}
+
+/// Applies [`Command::RestoreCluster`]. Every check runs before the first change, so
+/// a refused restore leaves the metadata as it was. Topics that exist already with the
+/// same id (the restore applied before) or that are internal (`__consumer_offsets`, made
+/// by the brokers) are left as they are.
+fn restore_cluster(
+    metadata: &mut ClusterMetadata,
+    restore_point_id: String,
+    topics: Vec<RestoredTopic>,
+    next_producer_id: i64,
+) -> CommandResult {
+    if metadata.restored_from.as_deref() == Some(restore_point_id.as_str()) {
+        return Ok(CommandOutput::Restored {
+            restore_point_id,
+            topics_created: 0,
+        });
+    }
+    if let Some(previous) = &metadata.restored_from {
+        return Err(CommandError::InvalidRequest(format!(
+            "the cluster was restored from restore point {previous} already"
+        )));
+    }
+    if let Some(topic) = metadata.topics.values().find(|topic| !topic.internal) {
+        return Err(CommandError::InvalidRequest(format!(
+            "a restore needs a cluster without topics, but topic '{}' exists",
+            topic.name
+        )));
+    }
+    let brokers = metadata.unfenced_brokers().count();
+    let mut to_create = Vec::new();
+    for restored in topics {
+        if let Some(existing) = metadata.topics.get(&restored.name)
+            && (existing.internal || existing.topic_id == restored.topic_id)
+        {
+            continue;
+        }
+        validate_topic_name(&restored.name)?;
+        validate_config_keys(restored.configs.keys())?;
+        let count = i32::try_from(restored.partitions.len()).unwrap_or(i32::MAX);
+        validate_partition_growth(count, count)?;
+        if restored.topic_id.is_nil() || metadata.topic_by_id(restored.topic_id).is_some() {
+            return Err(CommandError::InvalidTopic(format!(
+                "restored topic '{}' has a nil or used topic id {}",
+                restored.name, restored.topic_id
+            )));
+        }
+        for (index, partition) in restored.partitions.iter().enumerate() {
+            if usize::try_from(partition.partition).ok() != Some(index) {
+                return Err(CommandError::InvalidPartitions(format!(
+                    "restored topic '{}' lists partition {} at position {index}",
+                    restored.name, partition.partition
+                )));
+            }
+            validate_restored_segments(&restored, partition)?;
+        }
+        let replication_factor =
+            usize::from(restored.replication_factor.max(1).unsigned_abs()).min(brokers.max(1));
+        to_create.push((restored, replication_factor));
+    }
+    let topics_created = to_create.len();
+    for (restored, replication_factor) in to_create {
+        let count = i32::try_from(restored.partitions.len()).unwrap_or(i32::MAX);
+        let mut partitions = place_partitions(metadata, 0, count, replication_factor)?;
+        for (assignment, partition) in partitions.iter_mut().zip(&restored.partitions) {
+            assignment.leader_epoch = partition.leader_epoch.saturating_add(1).max(0);
+            let key = (restored.topic_id, partition.partition);
+            for segment in &partition.segments {
+                let mut segment = segment.clone();
+                segment.state = RemoteSegmentState::CopyFinished;
+                let _previous = metadata
+                    .remote_segments
+                    .entry(key)
+                    .or_default()
+                    .insert(segment.segment_id, segment);
+            }
+        }
+        let topic = TopicMetadata {
+            name: restored.name.clone(),
+            topic_id: restored.topic_id,
+            partitions,
+            configs: restored.configs,
+            internal: restored.internal,
+        };
+        let _previous = metadata.topics.insert(restored.name, topic);
+    }
+    metadata.next_producer_id = metadata.next_producer_id.max(next_producer_id);
+    metadata.restored_from = Some(restore_point_id.clone());
+    Ok(CommandOutput::Restored {
+        restore_point_id,
+        topics_created,
+    })
+}
+
+/// A restored partition's segments belong to it, are valid and lie below its cut.
+fn validate_restored_segments(
+    topic: &RestoredTopic,
+    partition: &RestoredPartition,
+) -> Result<(), CommandError> {
+    for segment in &partition.segments {
+        if segment.topic_id != topic.topic_id
+            || segment.partition != partition.partition
+            || segment.segment_id.is_nil()
+            || segment.base_offset < 0
+            || segment.base_offset > segment.end_offset
+            || segment.end_offset >= partition.cut_offset
+        {
+            return Err(invalid_segment(format!(
+                "restored segment {} of topic '{}' partition {} [{}, {}] does not belong \
+                 below the cut {}",
+                segment.segment_id,
+                topic.name,
+                partition.partition,
+                segment.base_offset,
+                segment.end_offset,
+                partition.cut_offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Identifies one remote segment.
@@ -1404,5 +1531,114 @@ mod tests {
             .push(first);
         let error = serde_json::from_value::<ClusterMetadata>(duplicated).unwrap_err();
         assert!(error.to_string().contains("listed twice"), "{error}");
+    }
+
+    fn restored_topic(name: &str, topic_id: TopicId, cut: i64) -> RestoredTopic {
+        let mut first = segment(topic_id, 1, 0, 9);
+        first.state = RemoteSegmentState::CopyFinished;
+        first.leader_epoch = 4;
+        let mut second = segment(topic_id, 2, 10, cut - 1);
+        second.state = RemoteSegmentState::CopyFinished;
+        RestoredTopic {
+            name: name.to_owned(),
+            topic_id,
+            configs: BTreeMap::from([("remote.storage.enable".to_owned(), "true".to_owned())]),
+            internal: false,
+            replication_factor: 3,
+            partitions: vec![RestoredPartition {
+                partition: 0,
+                leader_epoch: 4,
+                cut_offset: cut,
+                segments: vec![first, second],
+            }],
+        }
+    }
+
+    fn restore(topics: Vec<RestoredTopic>) -> Command {
+        Command::RestoreCluster {
+            restore_point_id: "rp-1".to_owned(),
+            topics,
+            next_producer_id: 7_000,
+        }
+    }
+
+    #[test]
+    fn restore_brings_back_topics_segments_epochs_and_producer_ids_once() {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let topic_id = TopicId(uuid::Uuid::from_u128(77));
+        let restored = apply(
+            &mut metadata,
+            restore(vec![restored_topic("orders", topic_id, 25)]),
+        );
+        assert_eq!(
+            restored,
+            Ok(CommandOutput::Restored {
+                restore_point_id: "rp-1".to_owned(),
+                topics_created: 1
+            })
+        );
+        let topic = metadata.topic("orders").expect("restored topic");
+        assert_eq!(topic.topic_id, topic_id);
+        assert_eq!(topic.partitions.len(), 1);
+        assert_eq!(
+            topic.partitions[0].replicas,
+            vec![1],
+            "as many replicas as brokers"
+        );
+        assert_eq!(
+            topic.partitions[0].leader_epoch, 5,
+            "above the restored epoch"
+        );
+        assert_eq!(metadata.remote_log_start_offset(topic_id, 0), Some(0));
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(25));
+        assert_eq!(metadata.next_producer_id, 7_000);
+        assert_eq!(metadata.restored_from.as_deref(), Some("rp-1"));
+
+        let again = apply(
+            &mut metadata,
+            restore(vec![restored_topic("orders", topic_id, 25)]),
+        );
+        assert_eq!(
+            again,
+            Ok(CommandOutput::Restored {
+                restore_point_id: "rp-1".to_owned(),
+                topics_created: 0
+            }),
+            "the same restore point applies once"
+        );
+        let other = apply(
+            &mut metadata,
+            Command::RestoreCluster {
+                restore_point_id: "rp-2".to_owned(),
+                topics: Vec::new(),
+                next_producer_id: 0,
+            },
+        );
+        assert!(matches!(other, Err(CommandError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn restore_is_refused_on_a_cluster_with_topics_or_with_segments_past_the_cut() {
+        let mut used = cluster_with_brokers(&[1]);
+        let _ = topic_of(apply(&mut used, create("mine", 1, 1)));
+        let before = used.clone();
+        let topic_id = TopicId(uuid::Uuid::from_u128(78));
+        let refused = apply(
+            &mut used,
+            restore(vec![restored_topic("orders", topic_id, 25)]),
+        );
+        assert!(matches!(refused, Err(CommandError::InvalidRequest(_))));
+        assert_eq!(used, before);
+
+        let mut fresh = cluster_with_brokers(&[1]);
+        let before = fresh.clone();
+        let mut past_cut = restored_topic("orders", topic_id, 25);
+        past_cut.partitions[0].cut_offset = 20;
+        let refused = apply(&mut fresh, restore(vec![past_cut]));
+        assert!(matches!(
+            refused,
+            Err(CommandError::InvalidRemoteSegment(_))
+        ));
+        assert_eq!(fresh, before, "a refused restore changes nothing");
     }
 }

@@ -1,11 +1,14 @@
-//! Admin HTTP: `/healthz` for liveness and `/metrics` in Prometheus text format.
+//! Admin HTTP: `/healthz` for liveness, `/metrics` in Prometheus text format, and
+//! `POST /restore-points`, which writes a restore point now (`silt restore-points
+//! create`) and answers with its summary as JSON.
 
 use std::sync::{Arc, OnceLock};
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -41,6 +44,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
+        .route("/restore-points", post(create_restore_point))
         .with_state(context);
     let stopped = async move {
         let _ = shutdown.changed().await;
@@ -51,6 +55,31 @@ pub async fn serve(
     {
         tracing::warn!(%error, "admin http server failed");
     }
+}
+
+/// Writes a restore point: 200 with `{id, created_ms, partitions, bytes, groups}`; 503
+/// when tiered storage is off (no object store), 500 with the reason when it failed.
+async fn create_restore_point(
+    State(context): State<Arc<BrokerContext>>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let Some(writer) = &context.restore_points else {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "restore points need tiered storage (remote.log.storage.system.enable=true)"
+                .to_string(),
+        ));
+    };
+    let restore_point = writer
+        .create()
+        .await
+        .map_err(|error| (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    Ok(Json(serde_json::json!({
+        "id": restore_point.id,
+        "created_ms": restore_point.created_ms,
+        "partitions": restore_point.partition_count(),
+        "bytes": restore_point.size_bytes(),
+        "groups": restore_point.groups.len(),
+    })))
 }
 
 async fn healthz() -> &'static str {

@@ -283,6 +283,16 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "how often sealed segments are uploaded and remote retention runs",
     ),
     def(
+        "restore.point.interval.ms",
+        Some("30000"),
+        "how often the active controller writes a restore point to the object store, 0 = only with `silt restore-points create`",
+    ),
+    def(
+        "restore.point.retention.ms",
+        Some("86400000"),
+        "how long restore points are kept (the newest is always kept; remote retention keeps the segments they name)",
+    ),
+    def(
         "remote.log.cache.chunk.bytes",
         Some("4194304"),
         "size of the byte ranges cached from remote segments",
@@ -528,6 +538,10 @@ pub struct BrokerConfig {
     pub tiering: TieringConfig,
     /// The remote read cache (`remote.log.cache.*`).
     pub remote_cache: ChunkCacheConfig,
+    /// `restore.point.interval.ms`: 0 = restore points only on demand.
+    pub restore_point_interval_ms: u64,
+    /// `restore.point.retention.ms`.
+    pub restore_point_retention_ms: i64,
 }
 
 impl BrokerConfig {
@@ -786,6 +800,8 @@ impl BrokerConfig {
             leader_imbalance_check_interval_ms: leader_imbalance_check_interval_s
                 .saturating_mul(1000),
             remote_storage_system_enable: parse_bool(&raw, "remote.log.storage.system.enable")?,
+            restore_point_interval_ms: parse_number(&raw, "restore.point.interval.ms")?,
+            restore_point_retention_ms: parse_number(&raw, "restore.point.retention.ms")?,
             object_store,
             tiering,
             remote_cache,

@@ -9,6 +9,7 @@ use silt_controller::{Controller, ControllerError};
 
 use crate::config::BrokerConfig;
 use crate::fetch_session::FetchSessionCache;
+use crate::restore_point_writer::RestorePointWriter;
 
 /// Producer ids fetched from the controller per request for a block (KIP-730 style).
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -37,6 +38,8 @@ pub struct BrokerContext {
     pub advertised_host: String,
     /// Port clients connect to.
     pub advertised_port: u16,
+    /// Writes restore points when tiered storage runs (for `silt restore-points create`).
+    pub restore_points: Option<Arc<RestorePointWriter>>,
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
 }
 
@@ -58,6 +61,7 @@ impl BrokerContext {
             fetch_sessions: FetchSessionCache::new(1000),
             advertised_host,
             advertised_port,
+            restore_points: None,
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
         }
     }

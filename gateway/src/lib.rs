@@ -12,4 +12,6 @@ mod handlers;
 pub mod kafka_connection;
 pub mod leader_end_point;
 pub mod node;
+pub mod restore;
+pub mod restore_point_writer;
 pub mod server;

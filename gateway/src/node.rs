@@ -29,6 +29,11 @@ use crate::admin_http;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::leader_end_point::KafkaLeaderConnector;
+use crate::restore::{
+    RestoreError, apply_restore, read_pending_restore, remove_pending_restore,
+    restore_group_offsets,
+};
+use crate::restore_point_writer::RestorePointWriter;
 use crate::server;
 
 /// How long the metadata follower waits before applying the same metadata again after a
@@ -52,6 +57,9 @@ pub enum NodeError {
     /// Tiered storage could not be started (object store or cache).
     #[error("tiered storage: {0}")]
     Tiering(String),
+    /// The pending restore (`silt restore`) could not be applied.
+    #[error("restore: {0}")]
+    Restore(#[from] RestoreError),
 }
 
 /// A running node; [`RunningNode::shutdown`] stops it cleanly.
@@ -72,12 +80,27 @@ pub struct RunningNode {
 ///
 /// # Errors
 /// Bind failures, controller start/registration failures, log recovery failures.
-pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
+pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
     let io_error = |what: String| move |source: std::io::Error| NodeError::Io { what, source };
     for log_dir in &config.log_dirs {
         tokio::fs::create_dir_all(log_dir)
             .await
             .map_err(io_error(format!("creating log dir {}", log_dir.display())))?;
+    }
+    // A restored cluster keeps the cluster id of the restore point (its prefix's owner).
+    let pending_restore = read_pending_restore(&config.log_dirs[0])?;
+    if let Some(restore_point) = &pending_restore {
+        match &config.cluster_id {
+            Some(configured) if *configured != restore_point.cluster_id => {
+                return Err(RestoreError::ClusterIdMismatch {
+                    configured: configured.clone(),
+                    restored: restore_point.cluster_id.clone(),
+                }
+                .into());
+            }
+            _ => config.cluster_id = Some(restore_point.cluster_id.clone()),
+        }
+        info!(restore_point = %restore_point.id, cluster_id = %restore_point.cluster_id, "starting from a pending restore");
     }
     export_replication_metrics();
     let controller = start_controller(&config).await?;
@@ -135,6 +158,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         () = membership.wait_until_unfenced() => {}
         error = controller.failed() => return Err(NodeError::Controller(error)),
     }
+    let ensure_offsets_topic = tokio::spawn(ensure_consumer_offsets_topic(
+        controller.clone(),
+        config.clone(),
+    ));
+    if let Some(restore_point) = &pending_restore {
+        let cluster_size = config.quorum_voters.len().max(1);
+        apply_restore(&controller, restore_point, cluster_size).await?;
+    }
     apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
 
     let remote_log_manager = if config.remote_storage_system_enable {
@@ -142,6 +173,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     } else {
         None
     };
+    let restore_points = remote_log_manager.as_ref().map(|manager| {
+        RestorePointWriter::new(
+            controller.clone(),
+            Arc::clone(manager.store()),
+            manager.prefix().clone(),
+            config.restore_point_interval_ms,
+            config.restore_point_retention_ms,
+        )
+    });
 
     let group_coordinator = GroupCoordinator::new(
         Arc::new(ConsumerOffsetsLog::new(Arc::clone(&replica_manager))),
@@ -158,11 +198,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
 
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = vec![
+        ensure_offsets_topic,
         tokio::spawn(Arc::clone(&membership).run_heartbeats()),
-        tokio::spawn(ensure_consumer_offsets_topic(
-            controller.clone(),
-            config.clone(),
-        )),
         tokio::spawn(follow_metadata(
             controller.clone(),
             Arc::clone(&replica_manager),
@@ -186,6 +223,24 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     );
     tasks.extend(log_manager.start());
 
+    if let Some(restore_point) = &pending_restore {
+        // Before the listener serves: a consumer must not find its group without offsets.
+        let restored = restore_group_offsets(
+            &controller,
+            &group_coordinator,
+            config.node_id,
+            &restore_point.groups,
+        )
+        .await;
+        remove_pending_restore(&config.log_dirs[0])?;
+        info!(restore_point = %restore_point.id, group_offsets = restored, "the restore is complete");
+    }
+    if let Some(writer) = &restore_points {
+        tasks.push(tokio::spawn(
+            Arc::clone(writer).run(shutdown_receiver.clone()),
+        ));
+    }
+
     let admin_listener = TcpListener::bind(config.admin_listener)
         .await
         .map_err(io_error(format!(
@@ -195,14 +250,16 @@ pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
     let admin_addr = admin_listener
         .local_addr()
         .map_err(io_error("reading the admin listener address".to_string()))?;
-    let context = Arc::new(BrokerContext::new(
+    let mut context = BrokerContext::new(
         config,
         controller,
         replica_manager,
         group_coordinator,
         advertised_host,
         advertised_port,
-    ));
+    );
+    context.restore_points = restore_points;
+    let context = Arc::new(context);
     tasks.push(tokio::spawn(admin_http::serve(
         admin_listener,
         Arc::clone(&context),

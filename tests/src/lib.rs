@@ -300,6 +300,14 @@ impl SiltProcess {
     /// Spawns a broker without waiting for it to become healthy (members of a cluster
     /// wait for each other's quorum); call [`SiltProcess::wait_healthy`] afterwards.
     pub fn launch(options: SiltOptions) -> Result<Self> {
+        let mut process = Self::prepare(options)?;
+        process.spawn()?;
+        Ok(process)
+    }
+
+    /// A broker's ports and empty data directory, not started: run commands on its
+    /// settings ([`SiltProcess::run_with_settings`]), then [`SiltProcess::start_again`].
+    pub fn prepare(options: SiltOptions) -> Result<Self> {
         let options = with_test_object_store(options);
         let tempdir = tempfile::Builder::new()
             .prefix("silt-test-")
@@ -315,7 +323,7 @@ impl SiltProcess {
             Some(identity) => (identity.kafka_port, identity.admin_port),
             None => (free_port()?, free_port()?),
         };
-        let mut process = SiltProcess {
+        let process = SiltProcess {
             child: None,
             options,
             kafka_port,
@@ -326,8 +334,19 @@ impl SiltProcess {
             _data_mount: data_mount,
             tempdir,
         };
-        process.spawn()?;
         Ok(process)
+    }
+
+    /// Runs `silt <command...>` with this broker's `serve` settings (log dirs, object
+    /// store, listeners, overrides) appended, as `silt restore` takes them.
+    pub fn run_with_settings(&self, command: &[&str]) -> Result<Output> {
+        let settings = self.serve_args();
+        Command::new(silt_bin()?)
+            .args(command)
+            .args(&settings[1..])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running silt {}", command.join(" ")))
     }
 
     /// The IP the broker listens on (127.0.0.1 unless it is a cluster node with its own).

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -355,6 +355,25 @@ impl TierStore {
         objects.retain(|object| !object.key.contains('#'));
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
+    }
+
+    /// Writes `bytes` at `key` (relative to the store's prefix), replacing what is there.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            TierStore::S3 { env, prefix } => {
+                let store = env.object_store()?;
+                let location = object_store::path::Path::from(format!("{prefix}/{key}"));
+                store
+                    .put(&location, bytes.into())
+                    .await
+                    .with_context(|| format!("writing {key} to {}", self.describe()))?;
+            }
+            TierStore::Local { dir } => {
+                std::fs::write(dir.join(key), bytes)
+                    .with_context(|| format!("writing {key} under {}", dir.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes every object under the store's prefix of an S3 store, so that runs

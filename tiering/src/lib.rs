@@ -17,6 +17,7 @@ mod prefix_owner;
 mod remote_log_manager;
 pub mod remote_reader;
 mod remote_retention;
+pub mod restore_point;
 mod segment_upload;
 mod store;
 #[cfg(feature = "testsuite")]
@@ -90,6 +91,25 @@ pub enum TieringError {
         object: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A restore point object does not check out (torn, damaged, or not a restore point).
+    #[error("restore point {object} is unusable: {reason}")]
+    CorruptRestorePoint {
+        /// The object's path (or the restore point id before it is written).
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No restore point under the prefix matches what was asked for.
+    #[error(
+        "no usable restore point under '{prefix}' matches {wanted}; list them with \
+         `silt restore-points list`"
+    )]
+    NoRestorePoint {
+        /// The prefix.
+        prefix: String,
+        /// What was asked for.
+        wanted: String,
     },
     /// The partition changed under the upload (leadership or leader epoch moved, or the
     /// segment is gone); the copy was abandoned and will be retried by the new leader.

@@ -40,6 +40,7 @@ use crate::TieringError;
 use crate::config::TieringConfig;
 use crate::object_layout::{segment_object_prefix, topics_root};
 use crate::remote_retention::{RemoteRetention, expired_segments};
+use crate::restore_point::PinnedSegments;
 use crate::segment_upload::{
     SealedSegment, SegmentObjects, UploadSettings, delete_segment_objects,
     delete_segment_objects_by_listing, upload_segment,
@@ -125,6 +126,11 @@ pub struct RemoteLogManager {
     retries: Mutex<HashMap<(TopicId, i32), RetryState>>,
     /// Serializes rounds; holds when the unreferenced-object scan last ran.
     round: tokio::sync::Mutex<Option<Instant>>,
+    /// Segments kept restore points name, refreshed every round.
+    pinned: tokio::sync::Mutex<PinnedSegments>,
+    /// This round's pinned segment ids; `None` when they could not be read, and then
+    /// the round deletes no remote segment or object.
+    pinned_now: Mutex<Option<HashSet<Uuid>>>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -160,6 +166,8 @@ impl RemoteLogManager {
             uploads_in_progress: Mutex::new(HashSet::new()),
             retries: Mutex::new(HashMap::new()),
             round: tokio::sync::Mutex::new(None),
+            pinned: tokio::sync::Mutex::new(PinnedSegments::default()),
+            pinned_now: Mutex::new(None),
             shutdown,
             task: Mutex::new(None),
         })
@@ -218,6 +226,20 @@ impl RemoteLogManager {
     pub async fn run_round(&self) -> RoundSummary {
         let mut last_orphan_scan = self.round.lock().await;
         let mut summary = RoundSummary::default();
+        let refreshed = {
+            let mut pinned = self.pinned.lock().await;
+            pinned
+                .refresh(self.store.as_ref(), &self.prefix)
+                .await
+                .map(|()| pinned.ids())
+        };
+        *self.pinned_now.lock() = match refreshed {
+            Ok(ids) => Some(ids),
+            Err(error) => {
+                warn!(%error, "reading the restore points failed: this round deletes nothing remote");
+                None
+            }
+        };
         let broker_id = self.replica_manager.broker_id();
         for partition in self.replica_manager.all_partitions() {
             if partition.leader() != broker_id {
@@ -534,7 +556,14 @@ impl RemoteLogManager {
             retention_bytes: config.retention_bytes,
             local_only_bytes,
         };
-        let expired = expired_segments(&copied, retention, now_ms());
+        let Some(pinned) = self.pinned_now.lock().clone() else {
+            return Ok(0);
+        };
+        // A segment a kept restore point names stays, and so does every later one.
+        let expired: Vec<&RemoteSegmentMetadata> = expired_segments(&copied, retention, now_ms())
+            .into_iter()
+            .take_while(|segment| !pinned.contains(&segment.segment_id))
+            .collect();
         for segment in &expired {
             info!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, base_offset = segment.base_offset, end_offset = segment.end_offset, max_timestamp_ms = segment.max_timestamp_ms, "remote retention deleting segment");
             self.delete_remote_segment(Some(&partition.topic), segment, "retention")
@@ -655,6 +684,9 @@ impl RemoteLogManager {
         if !self.is_janitor(&metadata) {
             return Ok(0);
         }
+        let Some(pinned) = self.pinned_now.lock().clone() else {
+            return Ok(0);
+        };
         let mut deleted = 0usize;
         for (topic_id, partition) in metadata.remote_partitions() {
             if metadata.topic_by_id(topic_id).is_some() {
@@ -664,7 +696,10 @@ impl RemoteLogManager {
                 .remote_segments(topic_id, partition)
                 .cloned()
                 .collect();
-            for segment in &segments {
+            for segment in segments
+                .iter()
+                .filter(|segment| !pinned.contains(&segment.segment_id))
+            {
                 info!(%topic_id, partition, segment_id = %segment.segment_id, "deleting remote segment of a deleted topic");
                 self.delete_remote_segment(None, segment, "deleted_topic")
                     .await?;
@@ -685,7 +720,13 @@ impl RemoteLogManager {
             return Ok(0);
         }
         let grace_ms = i64::try_from(self.config.orphan_grace_ms).unwrap_or(i64::MAX);
-        let in_progress = self.uploads_in_progress.lock().clone();
+        let Some(pinned) = self.pinned_now.lock().clone() else {
+            return Ok(0);
+        };
+        // Objects a kept restore point names are never orphans, even without metadata
+        // (a cluster restored from an older restore point does not know them).
+        let mut in_progress = self.uploads_in_progress.lock().clone();
+        in_progress.extend(pinned);
         crate::orphan_cleanup::delete_unreferenced_objects(
             self.store.as_ref(),
             &self.prefix,

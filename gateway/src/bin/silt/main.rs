@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 mod admin_client;
 mod cli;
+mod restore_cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +42,28 @@ enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
+    /// Prepare a fresh node's log dir from a restore point in the object store; the
+    /// next `silt serve` with the same settings brings the cluster back. Takes the
+    /// `serve` settings (--log-dirs, --object-store, --s3-*).
+    Restore {
+        #[command(flatten)]
+        settings: ServeArgs,
+        /// `latest` (the newest intact one) or a restore point id.
+        #[arg(long, default_value = "latest")]
+        restore_point: String,
+        /// Use the newest restore point taken at or before this time (RFC 3339, or ms
+        /// since the epoch).
+        #[arg(long, conflicts_with = "restore_point")]
+        before: Option<String>,
+        /// Restore even if the cluster seems to be still writing restore points.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the restore points in an object store, or have a node write one now.
+    RestorePoints {
+        #[command(subcommand)]
+        command: RestorePointsCommand,
+    },
     /// Benchmark any Kafka-compatible broker: produce, consume, end-to-end, disk
     /// (runs `silt-bench bench`; see `silt bench --help`).
     #[command(disable_help_flag = true)]
@@ -54,6 +77,22 @@ enum Command {
     Flights {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RestorePointsCommand {
+    /// Print every restore point (id, time, cluster, partitions, bytes, groups), newest
+    /// first. Takes the `serve` settings (--object-store, --s3-*, --log-dirs).
+    List {
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Write a restore point now, through a running node's admin listener.
+    Create {
+        /// The node's admin listener, HOST:PORT (`admin.listener`).
+        #[arg(long, env = "SILT_ADMIN_LISTENER", default_value = "127.0.0.1:9644")]
+        admin: String,
     },
 }
 
@@ -150,6 +189,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Groups { broker, command } => {
             Ok(cli::run_groups(&broker.bootstrap_server, command).await?)
         }
+        Command::Restore {
+            settings,
+            restore_point,
+            before,
+            force,
+        } => {
+            let selector = restore_cli::selector(&restore_point, before.as_deref())?;
+            restore_cli::restore(&settings, selector, force).await
+        }
+        Command::RestorePoints { command } => match command {
+            RestorePointsCommand::List { settings } => restore_cli::list(&settings).await,
+            RestorePointsCommand::Create { admin } => restore_cli::create(&admin).await,
+        },
         Command::Bench { args } => Err(hand_over_to_silt_bench("bench", args)),
         Command::Flights { args } => Err(hand_over_to_silt_bench("flights", args)),
     }
