@@ -547,9 +547,9 @@ impl ReplicaManager {
     }
 
     /// Applies one assigned partition: opens it if new (or recreated under a new topic
-    /// id), else applies its leader, ISR and config changes. A partition new to this
-    /// broker starts at `remote_log_end_offset` (the end of its copied remote segments,
-    /// e.g. after a restore): what lies below is read from the remote log.
+    /// id), else applies its leader, ISR and config changes. An empty log below
+    /// `remote_log_end_offset` (the end of its copied remote segments, e.g. after a
+    /// restore) starts there: what lies below is read from the remote log.
     async fn apply_partition(
         &self,
         key: PartitionKey,
@@ -603,12 +603,13 @@ impl ReplicaManager {
         let preallocate_max_bytes = self.config.preallocate_max_bytes;
         let writeback = self.config.writeback;
         let (dir, log, checkpointed_high_watermark) = tokio::task::spawn_blocking(move || {
-            let existing = existing_partition_dir(&log_dirs, &dir_name);
-            let is_new = existing.is_none();
-            let dir = existing.unwrap_or_else(|| least_loaded.join(&dir_name));
+            let dir = existing_partition_dir(&log_dirs, &dir_name)
+                .unwrap_or_else(|| least_loaded.join(&dir_name));
             let mut log = PartitionLog::open(&dir, config, now_ms())?;
+            // An empty log below the copied remote segments (a new replica, a restore, or
+            // one killed before it got here) starts where they end.
             if let Some(remote_end) = remote_log_end_offset
-                && is_new
+                && log.log_end_offset() == log.log_start_offset()
                 && remote_end > log.log_end_offset()
             {
                 log.truncate_fully_and_start_at(remote_end, now_ms())?;
