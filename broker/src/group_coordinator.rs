@@ -19,7 +19,7 @@ mod offsets;
 mod records;
 mod timers;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -123,7 +123,9 @@ pub struct GroupCoordinator {
     partition_write_locks: Vec<tokio::sync::Mutex<()>>,
     /// The `__consumer_offsets` partitions this broker coordinates (it leads them), and
     /// whether their groups are loaded yet.
-    owned: RwLock<HashMap<i32, PartitionLoad>>,
+    /// With the leader epoch each was loaded at: a partition led again at a later epoch
+    /// is replayed again, since commits may have been made elsewhere in between.
+    owned: RwLock<HashMap<i32, (PartitionLoad, i32)>>,
     /// Set by the first [`GroupCoordinator::load`] or [`GroupCoordinator::sync_leadership`].
     started: AtomicBool,
     loading: tokio::sync::Mutex<()>,
@@ -181,26 +183,30 @@ impl GroupCoordinator {
     /// replays them (committed offsets, group metadata, tombstones) and starts serving.
     /// Undecodable records are skipped with a warning. Loading twice is a no-op.
     pub async fn load(&self) -> Result<(), GroupError> {
-        let all: BTreeSet<i32> = (0..self.config.offsets_topic_num_partitions.max(1)).collect();
+        let all: BTreeMap<i32, i32> = (0..self.config.offsets_topic_num_partitions.max(1))
+            .map(|partition| (partition, 0))
+            .collect();
         self.sync_leadership(&all).await
     }
 
     /// Follows leadership of `__consumer_offsets` (Kafka's `onElection`/`onResignation`):
-    /// partitions in `led` that were not coordinated here are replayed and their groups
-    /// served; groups of partitions no longer in `led` are dropped (their waiting members
-    /// get `NOT_COORDINATOR` and rejoin at the new coordinator). Starts the offsets
+    /// `led` maps each partition this broker leads to its leader epoch. Partitions not
+    /// coordinated here at that epoch are replayed and their groups served; groups of
+    /// partitions no longer in `led`, or led at another epoch than they were loaded at
+    /// (leadership went elsewhere and came back, possibly unseen), are dropped first
+    /// (their waiting members get `NOT_COORDINATOR` and rejoin). Starts the offsets
     /// retention task on the first call.
     ///
     /// Errors: reading a newly led partition failed; that partition stays unowned and the
     /// next call retries it.
-    pub async fn sync_leadership(&self, led: &BTreeSet<i32>) -> Result<(), GroupError> {
+    pub async fn sync_leadership(&self, led: &BTreeMap<i32, i32>) -> Result<(), GroupError> {
         let _loading = self.loading.lock().await;
         let resigned: Vec<i32> = self
             .owned
             .read()
-            .keys()
-            .filter(|partition| !led.contains(partition))
-            .copied()
+            .iter()
+            .filter(|(partition, (_, epoch))| led.get(partition) != Some(epoch))
+            .map(|(partition, _)| *partition)
             .collect();
         for partition in resigned {
             let _ = self.owned.write().remove(&partition);
@@ -223,18 +229,24 @@ impl GroupCoordinator {
             );
         }
         let mut first_error = None;
-        for partition in led.iter().copied() {
+        for (&partition, &leader_epoch) in led {
             if self.owned.read().contains_key(&partition) {
                 continue;
             }
-            let _ = self.owned.write().insert(partition, PartitionLoad::Loading);
+            let _ = self
+                .owned
+                .write()
+                .insert(partition, (PartitionLoad::Loading, leader_epoch));
             match self.load_partition(partition).await {
                 Ok(groups) => {
-                    let _ = self.owned.write().insert(partition, PartitionLoad::Loaded);
+                    let _ = self
+                        .owned
+                        .write()
+                        .insert(partition, (PartitionLoad::Loaded, leader_epoch));
                     if groups > 0 {
                         info!(
                             partition,
-                            groups, "loaded groups of a __consumer_offsets partition"
+                            leader_epoch, groups, "loaded groups of a __consumer_offsets partition"
                         );
                     }
                 }
@@ -378,7 +390,12 @@ impl GroupCoordinator {
         if let Some(error) = self.unavailable() {
             return Some(error);
         }
-        match self.owned.read().get(&self.partition_for(group_id)) {
+        match self
+            .owned
+            .read()
+            .get(&self.partition_for(group_id))
+            .map(|(load, _)| *load)
+        {
             None => Some(ResponseError::NotCoordinator),
             Some(PartitionLoad::Loading) => Some(ResponseError::CoordinatorLoadInProgress),
             Some(PartitionLoad::Loaded) => None,
@@ -654,6 +671,42 @@ mod tests {
             ]))
     }
 
+    /// A broker paused while leadership went elsewhere and came back sees only the later
+    /// epoch: it must replay the partition, not serve the offsets it had cached.
+    #[tokio::test]
+    async fn leadership_regained_at_a_later_epoch_replays_the_partition() {
+        let log = Arc::new(MemoryLog::default());
+        let config = GroupConfig {
+            offsets_topic_num_partitions: 4,
+            ..GroupConfig::default()
+        };
+        let paused = GroupCoordinator::new(log.clone(), config.clone());
+        let group = "ledger";
+        let partition = paused.partition_for(group);
+        paused
+            .sync_leadership(&BTreeMap::from([(partition, 3)]))
+            .await
+            .expect("sync");
+        let first = paused.offset_commit(commit(group, 10), 8).await;
+        assert_eq!(first.topics[0].partitions[0].error_code, 0);
+
+        let other = GroupCoordinator::new(log, config);
+        other
+            .sync_leadership(&BTreeMap::from([(partition, 4)]))
+            .await
+            .expect("sync");
+        let later = other.offset_commit(commit(group, 11), 8).await;
+        assert_eq!(later.topics[0].partitions[0].error_code, 0);
+
+        // Same epoch: nothing to reload; a later epoch: the commit made elsewhere shows.
+        paused
+            .sync_leadership(&BTreeMap::from([(partition, 5)]))
+            .await
+            .expect("sync");
+        let fetched = paused.offset_fetch(fetch(group), 5).await;
+        assert_eq!(fetched.topics[0].partitions[0].committed_offset, 11);
+    }
+
     #[tokio::test]
     async fn leadership_moves_groups_between_coordinators() {
         let log = Arc::new(MemoryLog::default());
@@ -667,7 +720,7 @@ mod tests {
         let other = (partition + 1) % 4;
 
         first
-            .sync_leadership(&BTreeSet::from([other]))
+            .sync_leadership(&BTreeMap::from([(other, 0)]))
             .await
             .expect("sync");
         let refused = first.offset_commit(commit(group, 42), 8).await;
@@ -677,7 +730,7 @@ mod tests {
         );
 
         first
-            .sync_leadership(&BTreeSet::from([partition]))
+            .sync_leadership(&BTreeMap::from([(partition, 0)]))
             .await
             .expect("sync");
         let committed = first.offset_commit(commit(group, 42), 8).await;
@@ -685,7 +738,7 @@ mod tests {
         assert!(first.is_coordinator_for(group));
 
         // Resigning drops the group; the broker that takes over replays it from the log.
-        first.sync_leadership(&BTreeSet::new()).await.expect("sync");
+        first.sync_leadership(&BTreeMap::new()).await.expect("sync");
         assert!(!first.is_coordinator_for(group));
         assert_eq!(
             first.offset_fetch(fetch(group), 5).await.error_code,
@@ -693,7 +746,7 @@ mod tests {
         );
         let second = GroupCoordinator::new(log, config);
         second
-            .sync_leadership(&BTreeSet::from([partition]))
+            .sync_leadership(&BTreeMap::from([(partition, 0)]))
             .await
             .expect("sync");
         let fetched = second.offset_fetch(fetch(group), 5).await;

@@ -1,7 +1,7 @@
 //! Starting and stopping one Silt node: controller, replica manager, group coordinator,
 //! Kafka listener and admin HTTP, wired in that order.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,8 +337,9 @@ async fn start_controller(config: &BrokerConfig) -> Result<Controller, Controlle
     Controller::start_with_tuning(controller_config, tuning).await
 }
 
-/// The `__consumer_offsets` partitions `broker_id` leads: the groups it coordinates.
-fn led_offsets_partitions(metadata: &ClusterMetadata, broker_id: BrokerId) -> BTreeSet<i32> {
+/// The `__consumer_offsets` partitions `broker_id` leads (the groups it coordinates),
+/// with their leader epochs.
+fn led_offsets_partitions(metadata: &ClusterMetadata, broker_id: BrokerId) -> BTreeMap<i32, i32> {
     metadata
         .topic(CONSUMER_OFFSETS_TOPIC)
         .map(|topic| {
@@ -346,7 +347,7 @@ fn led_offsets_partitions(metadata: &ClusterMetadata, broker_id: BrokerId) -> BT
                 .partitions
                 .iter()
                 .filter(|assignment| assignment.leader == broker_id)
-                .map(|assignment| assignment.partition)
+                .map(|assignment| (assignment.partition, assignment.leader_epoch))
                 .collect()
         })
         .unwrap_or_default()
