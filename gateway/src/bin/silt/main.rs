@@ -88,6 +88,14 @@ enum RestorePointsCommand {
         #[command(flatten)]
         settings: ServeArgs,
     },
+    /// Print one restore point as JSON (its format: docs/disaster-recovery.md). Takes
+    /// the `serve` settings.
+    Show {
+        /// The restore point's id, or `latest`.
+        id: String,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
     /// Write a restore point now, through a running node's admin listener.
     Create {
         /// The node's admin listener, HOST:PORT (`admin.listener`).
@@ -200,6 +208,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RestorePoints { command } => match command {
             RestorePointsCommand::List { settings } => restore_cli::list(&settings).await,
+            RestorePointsCommand::Show { id, settings } => {
+                restore_cli::show(&settings, restore_cli::selector(&id, None)?).await
+            }
             RestorePointsCommand::Create { admin } => restore_cli::create(&admin).await,
         },
         Command::Bench { args } => Err(hand_over_to_silt_bench("bench", args)),

@@ -6,7 +6,9 @@ use anyhow::{Context, bail};
 use silt_gateway::config::{BrokerConfig, ServeArgs};
 use silt_gateway::restore::prepare_restore;
 use silt_tiering::open_object_store;
-use silt_tiering::restore_point::{RestorePointSelector, list_restore_points, read_restore_point};
+use silt_tiering::restore_point::{
+    RestorePointSelector, list_restore_points, read_restore_point, select_restore_point,
+};
 
 /// Which restore point `silt restore` uses, from `--restore-point` and `--before`.
 pub(crate) fn selector(
@@ -107,6 +109,21 @@ pub(crate) async fn list(settings: &ServeArgs) -> anyhow::Result<()> {
     if objects.is_empty() {
         eprintln!("no restore points under {}", config.object_store.url);
     }
+    Ok(())
+}
+
+/// `silt restore-points show`: one restore point as pretty JSON.
+pub(crate) async fn show(
+    settings: &ServeArgs,
+    selector: RestorePointSelector,
+) -> anyhow::Result<()> {
+    let config = BrokerConfig::load(settings)?;
+    let (store, prefix) = open_object_store(&config.object_store).await?;
+    let (restore_point, skipped) = select_restore_point(store.as_ref(), &prefix, &selector).await?;
+    for skipped in &skipped {
+        eprintln!("warning: skipped {skipped}");
+    }
+    println!("{}", serde_json::to_string_pretty(&restore_point)?);
     Ok(())
 }
 
