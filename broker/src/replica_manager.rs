@@ -253,6 +253,15 @@ where
     Ok(result?)
 }
 
+/// An empty log below the end of its copied remote segments (`remote_end`, exclusive)
+/// starts there: what lies below is read from the remote log. Any other log is left.
+fn start_empty_log_at(log: &mut PartitionLog, remote_end: i64) -> Result<(), LogError> {
+    if log.log_end_offset() == log.log_start_offset() && remote_end > log.log_end_offset() {
+        log.truncate_fully_and_start_at(remote_end, now_ms())?;
+    }
+    Ok(())
+}
+
 /// [`with_log`] for operations that change the log's offsets: they are published before
 /// the log lock is released ([`Partition::update_log`]).
 pub(crate) async fn with_log_refreshed<T, F>(
@@ -563,6 +572,15 @@ impl ReplicaManager {
             Some(hosted) if hosted.topic_id == topic_id => {
                 self.apply_assignment(&hosted, assignment).await?;
                 hosted.set_min_insync_replicas(config.min_insync_replicas);
+                if let Some(remote_end) = remote_log_end_offset
+                    && hosted.log_end_offset() == hosted.log_start_offset()
+                    && remote_end > hosted.log_end_offset()
+                {
+                    // Its remote segments moved past an empty log (a read-only replica
+                    // following a new restore point).
+                    with_log_refreshed(&hosted, move |log| start_empty_log_at(log, remote_end))
+                        .await?;
+                }
                 let new_config = config.clone();
                 with_log(&hosted, move |log| {
                     if log.config() != &new_config {
@@ -606,13 +624,9 @@ impl ReplicaManager {
             let dir = existing_partition_dir(&log_dirs, &dir_name)
                 .unwrap_or_else(|| least_loaded.join(&dir_name));
             let mut log = PartitionLog::open(&dir, config, now_ms())?;
-            // An empty log below the copied remote segments (a new replica, a restore, or
-            // one killed before it got here) starts where they end.
-            if let Some(remote_end) = remote_log_end_offset
-                && log.log_end_offset() == log.log_start_offset()
-                && remote_end > log.log_end_offset()
-            {
-                log.truncate_fully_and_start_at(remote_end, now_ms())?;
+            // A new replica, a restore, or one killed before it got here.
+            if let Some(remote_end) = remote_log_end_offset {
+                start_empty_log_at(&mut log, remote_end)?;
             }
             log.set_preallocation(preallocate_max_bytes);
             log.set_writeback(writeback);

@@ -120,6 +120,13 @@ pub(crate) enum Command {
         topics: Vec<RestoredTopic>,
         next_producer_id: i64,
     },
+    /// A read-only replica follows another cluster's restore point: its topics become
+    /// the restore point's (created, grown, configs set, remote segments replaced;
+    /// topics the restore point lacks are deleted).
+    FollowRestorePoint {
+        restore_point_id: String,
+        topics: Vec<RestoredTopic>,
+    },
 }
 
 /// What a successfully applied entry answers.

@@ -751,6 +751,27 @@ impl Controller {
         }
     }
 
+    /// Read-only replica: makes this cluster's topics those of another cluster's restore
+    /// point (see [`Command`]'s `FollowRestorePoint`). Returns how many topics it created.
+    ///
+    /// Errors: [`CommandError::InvalidTopic`], [`CommandError::InvalidPartitions`],
+    /// [`CommandError::InvalidConfig`] or [`CommandError::InvalidRemoteSegment`] for a
+    /// restore point that does not hold together (nothing is applied then).
+    pub async fn follow_restore_point(
+        &self,
+        restore_point_id: &str,
+        topics: Vec<RestoredTopic>,
+    ) -> Result<usize, ControllerError> {
+        let command = Command::FollowRestorePoint {
+            restore_point_id: restore_point_id.to_owned(),
+            topics,
+        };
+        match self.propose(command).await? {
+            CommandOutput::Restored { topics_created, .. } => Ok(topics_created),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
     /// Allocates a block of `count` producer ids durably (KIP-730 style) and returns the
     /// first; the block is `first..first + count`. Errors: [`CommandError::InvalidConfig`]
     /// if `count < 1` or the id space is exhausted.

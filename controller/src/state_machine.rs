@@ -115,6 +115,10 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
             topics,
             next_producer_id,
         } => restore_cluster(metadata, restore_point_id, topics, next_producer_id),
+        Command::FollowRestorePoint {
+            restore_point_id,
+            topics,
+        } => follow_restore_point(metadata, restore_point_id, topics),
     }
 }
 
@@ -337,7 +341,6 @@ fn restore_cluster(
             topic.name
         )));
     }
-    let brokers = metadata.unfenced_brokers().count();
     let mut to_create = Vec::new();
     for restored in topics {
         if let Some(existing) = metadata.topics.get(&restored.name)
@@ -345,54 +348,18 @@ fn restore_cluster(
         {
             continue;
         }
-        validate_topic_name(&restored.name)?;
-        validate_config_keys(restored.configs.keys())?;
-        let count = i32::try_from(restored.partitions.len()).unwrap_or(i32::MAX);
-        validate_partition_growth(count, count)?;
-        if restored.topic_id.is_nil() || metadata.topic_by_id(restored.topic_id).is_some() {
+        validate_restored_topic(&restored)?;
+        if metadata.topic_by_id(restored.topic_id).is_some() {
             return Err(CommandError::InvalidTopic(format!(
-                "restored topic '{}' has a nil or used topic id {}",
+                "restored topic '{}' has a used topic id {}",
                 restored.name, restored.topic_id
             )));
         }
-        for (index, partition) in restored.partitions.iter().enumerate() {
-            if usize::try_from(partition.partition).ok() != Some(index) {
-                return Err(CommandError::InvalidPartitions(format!(
-                    "restored topic '{}' lists partition {} at position {index}",
-                    restored.name, partition.partition
-                )));
-            }
-            validate_restored_segments(&restored, partition)?;
-        }
-        let replication_factor =
-            usize::from(restored.replication_factor.max(1).unsigned_abs()).min(brokers.max(1));
-        to_create.push((restored, replication_factor));
+        to_create.push(restored);
     }
     let topics_created = to_create.len();
-    for (restored, replication_factor) in to_create {
-        let count = i32::try_from(restored.partitions.len()).unwrap_or(i32::MAX);
-        let mut partitions = place_partitions(metadata, 0, count, replication_factor)?;
-        for (assignment, partition) in partitions.iter_mut().zip(&restored.partitions) {
-            assignment.leader_epoch = partition.leader_epoch.saturating_add(1).max(0);
-            let key = (restored.topic_id, partition.partition);
-            for segment in &partition.segments {
-                let mut segment = segment.clone();
-                segment.state = RemoteSegmentState::CopyFinished;
-                let _previous = metadata
-                    .remote_segments
-                    .entry(key)
-                    .or_default()
-                    .insert(segment.segment_id, segment);
-            }
-        }
-        let topic = TopicMetadata {
-            name: restored.name.clone(),
-            topic_id: restored.topic_id,
-            partitions,
-            configs: restored.configs,
-            internal: restored.internal,
-        };
-        let _previous = metadata.topics.insert(restored.name, topic);
+    for restored in to_create {
+        create_restored_topic(metadata, restored)?;
     }
     metadata.next_producer_id = metadata.next_producer_id.max(next_producer_id);
     metadata.restored_from = Some(restore_point_id.clone());
@@ -400,6 +367,150 @@ fn restore_cluster(
         restore_point_id,
         topics_created,
     })
+}
+
+/// Applies [`Command::FollowRestorePoint`]: the cluster's own (non-internal) topics
+/// become those of the restore point. A topic is created (or re-created under a new
+/// id), grown, given the restore point's configs, and its remote segments replaced by
+/// the restore point's; a topic the restore point lacks is deleted. Every check runs
+/// before the first change.
+fn follow_restore_point(
+    metadata: &mut ClusterMetadata,
+    restore_point_id: String,
+    topics: Vec<RestoredTopic>,
+) -> CommandResult {
+    let wanted: BTreeMap<String, RestoredTopic> = topics
+        .into_iter()
+        .filter(|topic| !topic.internal)
+        .map(|topic| (topic.name.clone(), topic))
+        .collect();
+    for restored in wanted.values() {
+        validate_restored_topic(restored)?;
+        if let Some(other) = metadata.topic_by_id(restored.topic_id)
+            && other.name != restored.name
+        {
+            return Err(CommandError::InvalidTopic(format!(
+                "topic id {} of '{}' is used by '{}'",
+                restored.topic_id, restored.name, other.name
+            )));
+        }
+    }
+    let gone: Vec<String> = metadata
+        .topics
+        .values()
+        .filter(|topic| !topic.internal)
+        .filter(|topic| {
+            wanted
+                .get(&topic.name)
+                .is_none_or(|restored| restored.topic_id != topic.topic_id)
+        })
+        .map(|topic| topic.name.clone())
+        .collect();
+    for name in gone {
+        if let Some(topic) = metadata.topics.remove(&name) {
+            metadata
+                .remote_segments
+                .retain(|(topic_id, _), _| *topic_id != topic.topic_id);
+        }
+    }
+    let mut topics_created = 0;
+    for (name, restored) in wanted {
+        let Some(topic) = metadata.topics.get(&name) else {
+            create_restored_topic(metadata, restored)?;
+            topics_created += 1;
+            continue;
+        };
+        let have = partition_count(topic);
+        let want = i32::try_from(restored.partitions.len()).unwrap_or(i32::MAX);
+        if want > have {
+            let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+            let added = place_partitions(metadata, have, want - have, replication_factor)?;
+            if let Some(topic) = metadata.topics.get_mut(&name) {
+                topic.partitions.extend(added);
+            }
+        }
+        if let Some(topic) = metadata.topics.get_mut(&name) {
+            topic.configs = restored.configs.clone();
+        }
+        for partition in &restored.partitions {
+            install_restored_segments(metadata, restored.topic_id, partition);
+        }
+    }
+    metadata.restored_from = Some(restore_point_id.clone());
+    Ok(CommandOutput::Restored {
+        restore_point_id,
+        topics_created,
+    })
+}
+
+/// A restored topic holds together: a valid name, configs and id, partitions listed in
+/// order, segments below their cuts.
+fn validate_restored_topic(restored: &RestoredTopic) -> Result<(), CommandError> {
+    validate_topic_name(&restored.name)?;
+    validate_config_keys(restored.configs.keys())?;
+    let count = i32::try_from(restored.partitions.len()).unwrap_or(i32::MAX);
+    validate_partition_growth(count, count)?;
+    if restored.topic_id.is_nil() {
+        return Err(CommandError::InvalidTopic(format!(
+            "restored topic '{}' has the nil topic id",
+            restored.name
+        )));
+    }
+    for (index, partition) in restored.partitions.iter().enumerate() {
+        if usize::try_from(partition.partition).ok() != Some(index) {
+            return Err(CommandError::InvalidPartitions(format!(
+                "restored topic '{}' lists partition {} at position {index}",
+                restored.name, partition.partition
+            )));
+        }
+        validate_restored_segments(restored, partition)?;
+    }
+    Ok(())
+}
+
+/// Creates a validated restored topic on the unfenced brokers (as many replicas as it
+/// had, at most one per broker), led above its old leader epochs, with its segments.
+fn create_restored_topic(
+    metadata: &mut ClusterMetadata,
+    restored: RestoredTopic,
+) -> Result<(), CommandError> {
+    let brokers = metadata.unfenced_brokers().count();
+    let replication_factor =
+        usize::from(restored.replication_factor.max(1).unsigned_abs()).min(brokers.max(1));
+    let count = i32::try_from(restored.partitions.len()).unwrap_or(i32::MAX);
+    let mut partitions = place_partitions(metadata, 0, count, replication_factor)?;
+    for (assignment, partition) in partitions.iter_mut().zip(&restored.partitions) {
+        assignment.leader_epoch = partition.leader_epoch.saturating_add(1).max(0);
+        install_restored_segments(metadata, restored.topic_id, partition);
+    }
+    let topic = TopicMetadata {
+        name: restored.name.clone(),
+        topic_id: restored.topic_id,
+        partitions,
+        configs: restored.configs,
+        internal: restored.internal,
+    };
+    let _previous = metadata.topics.insert(restored.name, topic);
+    Ok(())
+}
+
+/// Makes `partition`'s segments the partition's remote segments, all `CopyFinished`.
+fn install_restored_segments(
+    metadata: &mut ClusterMetadata,
+    topic_id: TopicId,
+    partition: &RestoredPartition,
+) {
+    let segments = partition
+        .segments
+        .iter()
+        .map(|segment| {
+            let mut segment = segment.clone();
+            segment.state = RemoteSegmentState::CopyFinished;
+            (segment.segment_id, segment)
+        })
+        .collect();
+    let key = (topic_id, partition.partition);
+    let _previous = metadata.remote_segments.insert(key, segments);
 }
 
 /// A restored partition's segments belong to it, are valid and lie below its cut.
@@ -1640,5 +1751,70 @@ mod tests {
             Err(CommandError::InvalidRemoteSegment(_))
         ));
         assert_eq!(fresh, before, "a refused restore changes nothing");
+    }
+
+    #[test]
+    fn following_restore_points_tracks_topics_segments_and_deletions() {
+        let mut metadata = cluster_with_brokers(&[1]);
+        let topic_id = TopicId(uuid::Uuid::from_u128(90));
+        let follow = |id: &str, topics: Vec<RestoredTopic>| Command::FollowRestorePoint {
+            restore_point_id: id.to_owned(),
+            topics,
+        };
+        let first = apply(
+            &mut metadata,
+            follow("rp-1", vec![restored_topic("orders", topic_id, 25)]),
+        );
+        assert!(matches!(
+            first,
+            Ok(CommandOutput::Restored {
+                topics_created: 1,
+                ..
+            })
+        ));
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(25));
+
+        // A later restore point: more segments, a new config, a second partition.
+        let mut later = restored_topic("orders", topic_id, 25);
+        let mut third = segment(topic_id, 3, 25, 39);
+        third.state = RemoteSegmentState::CopyFinished;
+        later.partitions[0].segments.push(third);
+        later.partitions[0].segments.remove(0);
+        later.partitions[0].cut_offset = 40;
+        later
+            .configs
+            .insert("retention.ms".to_owned(), "1000".to_owned());
+        let mut second_partition = later.partitions[0].clone();
+        second_partition.partition = 1;
+        second_partition.segments.clear();
+        second_partition.cut_offset = 0;
+        later.partitions.push(second_partition);
+        let followed = apply(&mut metadata, follow("rp-2", vec![later]));
+        assert!(matches!(
+            followed,
+            Ok(CommandOutput::Restored {
+                topics_created: 0,
+                ..
+            })
+        ));
+        let topic = metadata.topic("orders").expect("still there");
+        assert_eq!(topic.partitions.len(), 2);
+        assert_eq!(
+            topic.configs.get("retention.ms").map(String::as_str),
+            Some("1000")
+        );
+        assert_eq!(
+            metadata.remote_log_start_offset(topic_id, 0),
+            Some(10),
+            "old segment gone"
+        );
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(40));
+        assert_eq!(metadata.restored_from.as_deref(), Some("rp-2"));
+
+        // The source deleted the topic.
+        let emptied = apply(&mut metadata, follow("rp-3", Vec::new()));
+        assert!(emptied.is_ok());
+        assert!(metadata.topic("orders").is_none());
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), None);
     }
 }

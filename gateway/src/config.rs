@@ -283,6 +283,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "how often sealed segments are uploaded and remote retention runs",
     ),
     def(
+        "remote.read.only",
+        Some("false"),
+        "serve consumers read-only from another cluster's bucket (object.store), following its restore points; produce is refused",
+    ),
+    def(
         "restore.point.interval.ms",
         Some("30000"),
         "how often the active controller writes a restore point to the object store, 0 = only with `silt restore-points create`",
@@ -538,6 +543,9 @@ pub struct BrokerConfig {
     pub tiering: TieringConfig,
     /// The remote read cache (`remote.log.cache.*`).
     pub remote_cache: ChunkCacheConfig,
+    /// `remote.read.only`: a read-only replica of the bucket at `object.store`, which
+    /// another cluster writes.
+    pub remote_read_only: bool,
     /// `restore.point.interval.ms`: 0 = restore points only on demand.
     pub restore_point_interval_ms: u64,
     /// `restore.point.retention.ms`.
@@ -800,6 +808,7 @@ impl BrokerConfig {
             leader_imbalance_check_interval_ms: leader_imbalance_check_interval_s
                 .saturating_mul(1000),
             remote_storage_system_enable: parse_bool(&raw, "remote.log.storage.system.enable")?,
+            remote_read_only: parse_bool(&raw, "remote.read.only")?,
             restore_point_interval_ms: parse_number(&raw, "restore.point.interval.ms")?,
             restore_point_retention_ms: parse_number(&raw, "restore.point.retention.ms")?,
             object_store,
@@ -819,7 +828,9 @@ impl BrokerConfig {
                 .cloned(),
             num_partitions,
             default_replication_factor: parse_number(&raw, "default.replication.factor")?,
-            auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?,
+            // A read-only replica has only the topics of the bucket it follows.
+            auto_create_topics_enable: parse_bool(&raw, "auto.create.topics.enable")?
+                && !parse_bool(&raw, "remote.read.only")?,
             delete_topic_enable: parse_bool(&raw, "delete.topic.enable")?,
             log_defaults,
             retention_check_interval_ms: parse_number(&raw, "log.retention.check.interval.ms")?,

@@ -12,6 +12,7 @@ mod handlers;
 pub mod kafka_connection;
 pub mod leader_end_point;
 pub mod node;
+pub mod read_replica;
 pub mod restore;
 pub mod restore_point_writer;
 pub mod server;

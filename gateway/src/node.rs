@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
 use silt_broker::broker_lifecycle::BrokerLifecycleManager;
 use silt_broker::consumer_offsets::{CONSUMER_OFFSETS_TOPIC, ConsumerOffsetsLog};
 use silt_broker::group_coordinator::GroupCoordinator;
@@ -29,6 +31,7 @@ use crate::admin_http;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::leader_end_point::KafkaLeaderConnector;
+use crate::read_replica::follow_restore_points;
 use crate::restore::{
     RestoreError, apply_restore, read_pending_restore, remove_pending_restore,
     restore_group_offsets,
@@ -168,7 +171,12 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
     }
     apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
 
-    let remote_log_manager = if config.remote_storage_system_enable {
+    let mut read_replica = None;
+    let remote_log_manager = if config.remote_read_only {
+        // Reads only: no claim of the prefix, no uploads, no cleanup, no restore points.
+        read_replica = Some(start_remote_reads(&config, &controller, &replica_manager).await?);
+        None
+    } else if config.remote_storage_system_enable {
         Some(start_tiering(&config, &controller, &replica_manager).await?)
     } else {
         None
@@ -239,6 +247,15 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
         tasks.push(tokio::spawn(
             Arc::clone(writer).run(shutdown_receiver.clone()),
         ));
+    }
+    if let Some((store, prefix)) = read_replica {
+        tasks.push(tokio::spawn(follow_restore_points(
+            controller.clone(),
+            store,
+            prefix,
+            Duration::from_millis(config.restore_point_interval_ms.max(100)),
+            shutdown_receiver.clone(),
+        )));
     }
 
     let admin_listener = TcpListener::bind(config.admin_listener)
@@ -393,6 +410,39 @@ async fn start_tiering(
     )
     .await
     .map_err(|error| NodeError::Tiering(error.to_string()))?;
+    let (store, prefix) =
+        start_remote_reads_from(config, controller, replica_manager, store, prefix).await?;
+    Ok(RemoteLogManager::new(
+        config.tiering.clone(),
+        store,
+        prefix,
+        controller.clone(),
+        Arc::clone(replica_manager),
+    )
+    .start())
+}
+
+/// The read path of remote segments only (a read-only replica): the object store, and
+/// the remote reader over it.
+async fn start_remote_reads(
+    config: &BrokerConfig,
+    controller: &Controller,
+    replica_manager: &Arc<ReplicaManager>,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath), NodeError> {
+    let (store, prefix) = silt_tiering::open_object_store(&config.object_store)
+        .await
+        .map_err(|error| NodeError::Tiering(error.to_string()))?;
+    start_remote_reads_from(config, controller, replica_manager, store, prefix).await
+}
+
+/// Gives the replica manager a remote reader over `store` under `prefix`.
+async fn start_remote_reads_from(
+    config: &BrokerConfig,
+    controller: &Controller,
+    replica_manager: &Arc<ReplicaManager>,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath), NodeError> {
     let cache = ChunkCache::new(config.remote_cache.clone())
         .await
         .map_err(|error| NodeError::Tiering(error.to_string()))?;
@@ -403,15 +453,8 @@ async fn start_tiering(
         Arc::new(cache),
     );
     replica_manager.set_remote_log(Arc::new(reader));
-    info!(object_store = %config.object_store.url, "tiered storage ready");
-    Ok(RemoteLogManager::new(
-        config.tiering.clone(),
-        store,
-        prefix,
-        controller.clone(),
-        Arc::clone(replica_manager),
-    )
-    .start())
+    info!(object_store = %config.object_store.url, read_only = config.remote_read_only, "tiered storage ready");
+    Ok((store, prefix))
 }
 
 /// Creates `__consumer_offsets` if it does not exist, with

@@ -25,6 +25,7 @@ pub(super) async fn handle_produce(
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let deadline = tokio::time::Instant::now() + timeout;
     let transactional = request.transactional_id.is_some();
+    let read_only = context.config.remote_read_only;
     // Validate per partition, then append every valid partition in one storage trip.
     let mut pending: Vec<(usize, usize, String, i32, Bytes)> = Vec::new();
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
@@ -37,6 +38,14 @@ pub(super) async fn handle_produce(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1);
             let refusal = match &partition.records {
+                _ if read_only => Some((
+                    ResponseError::PolicyViolation.code(),
+                    format!(
+                        "this broker is a read-only replica of the bucket {}: produce to the \
+                         cluster that writes it",
+                        context.config.object_store.url
+                    ),
+                )),
                 _ if transactional => Some((
                     ResponseError::InvalidRequest.code(),
                     "transactional produce is not supported".to_string(),

@@ -22,6 +22,19 @@ use crate::context::BrokerContext;
 /// A refused topic: Kafka error code and a message for the client.
 type Refusal = (i16, String);
 
+/// The refusal of a topic change on a read-only replica (`remote.read.only`), whose
+/// topics are those of the bucket it follows.
+fn read_only_refusal(context: &BrokerContext) -> Refusal {
+    (
+        ResponseError::PolicyViolation.code(),
+        format!(
+            "this broker is a read-only replica of the bucket {}: change topics on the \
+             cluster that writes it",
+            context.config.object_store.url
+        ),
+    )
+}
+
 /// Answers CreateTopics v2..=7.
 pub(super) async fn handle_create_topics(
     context: &BrokerContext,
@@ -65,6 +78,9 @@ async fn create_one(
     topic: CreatableTopic,
     validate_only: bool,
 ) -> Result<(uuid::Uuid, i32, i16, BTreeMap<String, String>), Refusal> {
+    if context.config.remote_read_only {
+        return Err(read_only_refusal(context));
+    }
     let overrides = validate_topic_configs(topic.configs.iter().map(|config| {
         (
             config.name.as_str().to_string(),
@@ -249,6 +265,7 @@ pub(super) async fn handle_delete_topics(
             result
         };
         let outcome = match resolved {
+            _ if context.config.remote_read_only => Err(read_only_refusal(context)),
             None => Err((
                 ResponseError::UnknownTopicOrPartition.code(),
                 "unknown topic".to_string(),
@@ -312,6 +329,7 @@ pub(super) async fn handle_create_partitions(
             .topic(&name)
             .map(|existing| existing.partitions.len() as i32)
         {
+            _ if context.config.remote_read_only => Err(read_only_refusal(context)),
             None => Err((
                 ResponseError::UnknownTopicOrPartition.code(),
                 format!("unknown topic '{name}'"),
