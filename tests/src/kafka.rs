@@ -92,6 +92,27 @@ pub async fn create_topic(
     create_replicated_topic(bootstrap, topic, partitions, 1, configs).await
 }
 
+/// Configs of a tiered topic with small segments (16 KiB, so a few thousand records
+/// make several), kept forever: what the restore and replica tests archive.
+pub const ARCHIVED_TOPIC_CONFIGS: [(&str, &str); 3] = [
+    ("remote.storage.enable", "true"),
+    ("segment.bytes", "16384"),
+    ("retention.ms", "-1"),
+];
+
+/// An idempotent acks=all producer whose batches fit [`ARCHIVED_TOPIC_CONFIGS`]'
+/// segments.
+pub fn archiving_producer(bootstrap: &str) -> Result<FutureProducer> {
+    producer(
+        bootstrap,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("batch.size", "8192"),
+        ],
+    )
+}
+
 /// Creates a topic with `replication_factor` replicas per partition and waits until its
 /// metadata shows every partition with a leader.
 pub async fn create_replicated_topic(

@@ -18,7 +18,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use silt_tests::kafka::{
-    admin, base_consumer_in_group, create_topic, produce_numbered, producer, read_all, watermarks,
+    ARCHIVED_TOPIC_CONFIGS, admin, archiving_producer, base_consumer_in_group, create_topic,
+    produce_numbered, producer, read_all, watermarks,
 };
 use silt_tests::s3::TierStore;
 use silt_tests::{SiltOptions, SiltProcess};
@@ -61,21 +62,10 @@ async fn a_read_only_replica_serves_and_follows_another_clusters_bucket() -> Res
         &writer.bootstrap(),
         TOPIC,
         PARTITIONS,
-        &[
-            ("remote.storage.enable", "true"),
-            ("segment.bytes", "16384"),
-            ("retention.ms", "-1"),
-        ],
+        &ARCHIVED_TOPIC_CONFIGS,
     )
     .await?;
-    let to_writer = producer(
-        &writer.bootstrap(),
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("batch.size", "8192"),
-        ],
-    )?;
+    let to_writer = archiving_producer(&writer.bootstrap())?;
     let mut acknowledged: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for (index, position) in produce_numbered(&to_writer, TOPIC, 0, 3_000)
         .await?

@@ -17,8 +17,8 @@ use anyhow::{Context, Result, ensure};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use silt_tests::kafka::{
-    base_consumer_in_group, create_topic, produce_numbered, producer, read_all, receive,
-    stream_consumer, watermarks,
+    ARCHIVED_TOPIC_CONFIGS, archiving_producer, base_consumer_in_group, create_topic,
+    produce_numbered, producer, read_all, receive, stream_consumer, watermarks,
 };
 use silt_tests::s3::TierStore;
 use silt_tests::{SiltOptions, SiltProcess};
@@ -83,26 +83,9 @@ async fn a_cluster_comes_back_from_its_restore_points_alone() -> Result<()> {
     eprintln!("archive in {}", store.describe());
 
     let mut old = SiltProcess::start_with(options(&store))?;
-    create_topic(
-        &old.bootstrap(),
-        TOPIC,
-        PARTITIONS,
-        &[
-            ("remote.storage.enable", "true"),
-            ("segment.bytes", "16384"),
-            ("retention.ms", "-1"),
-        ],
-    )
-    .await?;
+    create_topic(&old.bootstrap(), TOPIC, PARTITIONS, &ARCHIVED_TOPIC_CONFIGS).await?;
     let topic_id = topic_id_of(&old)?;
-    let idempotent = producer(
-        &old.bootstrap(),
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("batch.size", "8192"),
-        ],
-    )?;
+    let idempotent = archiving_producer(&old.bootstrap())?;
     let positions = produce_numbered(&idempotent, TOPIC, 0, RECORDS).await?;
     drop(idempotent);
     // Acknowledged value of every (partition, offset).

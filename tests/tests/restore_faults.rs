@@ -9,7 +9,8 @@ use anyhow::{Context, Result, ensure};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use silt_tests::kafka::{
-    base_consumer_in_group, create_topic, produce_numbered, producer, read_all, watermarks,
+    ARCHIVED_TOPIC_CONFIGS, archiving_producer, base_consumer_in_group, create_topic,
+    produce_numbered, read_all, watermarks,
 };
 use silt_tests::s3::{S3Server, TierStore};
 use silt_tests::{SiltOptions, SiltProcess, silt_bin};
@@ -51,21 +52,10 @@ async fn fill(silt: &SiltProcess) -> Result<Vec<i64>> {
         &silt.bootstrap(),
         TOPIC,
         PARTITIONS,
-        &[
-            ("remote.storage.enable", "true"),
-            ("segment.bytes", "16384"),
-            ("retention.ms", "-1"),
-        ],
+        &ARCHIVED_TOPIC_CONFIGS,
     )
     .await?;
-    let producer = producer(
-        &silt.bootstrap(),
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("batch.size", "8192"),
-        ],
-    )?;
+    let producer = archiving_producer(&silt.bootstrap())?;
     let _positions = produce_numbered(&producer, TOPIC, 0, 4_000).await?;
     let committed = vec![25_i64, 30];
     let committer = base_consumer_in_group(&silt.bootstrap(), GROUP)?;
