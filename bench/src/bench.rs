@@ -192,7 +192,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             ensure_topic(&produce.target).await?;
             let report = produce_off_runtime(produce).await?;
             report.print();
-            Ok(())
+            report.fail_on_failed_deliveries()
         }
         BenchCommand::E2e(produce) => {
             ensure_topic(&produce.target).await?;
@@ -200,7 +200,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .await
                 .context("e2e thread panicked")??;
             report.print();
-            Ok(())
+            report.fail_on_failed_deliveries()
         }
         BenchCommand::Consume(consume) => {
             let report = tokio::task::spawn_blocking(move || run_consume(&consume))
@@ -637,6 +637,20 @@ impl ProduceReport {
                 self.first_error.as_deref().unwrap_or("?")
             );
         }
+    }
+}
+
+impl ProduceReport {
+    /// A run with failed deliveries is an error (after its report), so scripts stop.
+    fn fail_on_failed_deliveries(&self) -> Result<()> {
+        if self.failed > 0 {
+            anyhow::bail!(
+                "{} deliveries failed (first: {})",
+                self.failed,
+                self.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        Ok(())
     }
 }
 

@@ -128,23 +128,6 @@ fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError> {
         .collect()
 }
 
-/// `println!` that ends the process quietly when stdout is a closed pipe (`| head`),
-/// as command line tools do, instead of panicking.
-macro_rules! out {
-    () => { out!("") };
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut stdout = std::io::stdout().lock();
-        if let Err(error) = writeln!(stdout, $($arg)*) {
-            if error.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-            eprintln!("error: writing to stdout: {error}");
-            std::process::exit(1);
-        }
-    }};
-}
-
 /// Prints rows under headers, columns padded to their widest cell.
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();

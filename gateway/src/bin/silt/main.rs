@@ -9,6 +9,23 @@ use cli::{GroupsCommand, TopicsCommand};
 use silt_gateway::config::{BrokerConfig, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
+/// `println!` that ends the process quietly when stdout is a closed pipe (`| head`),
+/// as command line tools do, instead of panicking.
+macro_rules! out {
+    () => { out!("") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = writeln!(stdout, $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to stdout: {error}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod admin_client;
 mod cli;
 mod restore_cli;

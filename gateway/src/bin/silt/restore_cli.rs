@@ -57,7 +57,7 @@ pub(crate) async fn restore(
         eprintln!("warning: skipped {skipped}");
     }
     let restore_point = &prepared.restore_point;
-    println!(
+    out!(
         "restore point {} of cluster {} ({}): {} topics, {} partitions, {} bytes, {} groups",
         restore_point.id,
         restore_point.cluster_id,
@@ -71,7 +71,7 @@ pub(crate) async fn restore(
         restore_point.size_bytes(),
         restore_point.groups.len()
     );
-    println!(
+    out!(
         "{} is ready: start `silt serve` with the same --log-dirs and --object-store to \
          bring the cluster back",
         log_dir.display()
@@ -84,13 +84,18 @@ pub(crate) async fn list(settings: &ServeArgs) -> anyhow::Result<()> {
     let config = BrokerConfig::load(settings)?;
     let (store, prefix) = open_object_store(&config.object_store).await?;
     let objects = list_restore_points(store.as_ref(), &prefix).await?;
-    println!(
+    out!(
         "{:<24} {:<24} {:<16} {:>10} {:>14} {:>7}",
-        "ID", "CREATED", "CLUSTER", "PARTITIONS", "BYTES", "GROUPS"
+        "ID",
+        "CREATED",
+        "CLUSTER",
+        "PARTITIONS",
+        "BYTES",
+        "GROUPS"
     );
     for object in objects.iter().rev() {
         match read_restore_point(store.as_ref(), object).await {
-            Ok(point) => println!(
+            Ok(point) => out!(
                 "{:<24} {:<24} {:<16} {:>10} {:>14} {:>7}",
                 point.id,
                 rfc3339(point.created_ms),
@@ -99,7 +104,7 @@ pub(crate) async fn list(settings: &ServeArgs) -> anyhow::Result<()> {
                 point.size_bytes(),
                 point.groups.len()
             ),
-            Err(error) => println!(
+            Err(error) => out!(
                 "{:<24} {:<24} unusable: {error}",
                 object.id,
                 rfc3339(object.created_ms)
@@ -123,7 +128,7 @@ pub(crate) async fn show(
     for skipped in &skipped {
         eprintln!("warning: skipped {skipped}");
     }
-    println!("{}", serde_json::to_string_pretty(&restore_point)?);
+    out!("{}", serde_json::to_string_pretty(&restore_point)?);
     Ok(())
 }
 
@@ -143,7 +148,7 @@ pub(crate) async fn create(admin: &str) -> anyhow::Result<()> {
     }
     let summary: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("unexpected answer {body}"))?;
-    println!(
+    out!(
         "restore point {} ({}): {} partitions, {} bytes, {} groups",
         summary["id"].as_str().unwrap_or("?"),
         rfc3339(summary["created_ms"].as_i64().unwrap_or(0)),
