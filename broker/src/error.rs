@@ -95,6 +95,10 @@ pub enum LogError {
     /// On-disk state that cannot be repaired automatically.
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// A batch out of sequence while the log's last append failed on the disk: it
+    /// waits behind the failed batches, which the producer retries first.
+    #[error("an earlier append failed in the log directory; retry once it has room")]
+    AppendsFailing,
 }
 
 impl LogError {
@@ -113,7 +117,9 @@ impl LogError {
             LogError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
             LogError::InvalidConfig { .. } => ResponseError::InvalidConfig,
             LogError::InvalidOffset(_) => ResponseError::UnknownServerError,
-            LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError,
+            LogError::Io(_) | LogError::Corrupt(_) | LogError::AppendsFailing => {
+                ResponseError::KafkaStorageError
+            }
         }
     }
 

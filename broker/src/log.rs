@@ -138,6 +138,9 @@ pub struct PartitionLog {
     active_since_ms: Option<i64>,
     /// fsyncs of rolled segments still running, oldest first.
     background_flushes: std::collections::VecDeque<BackgroundFlush>,
+    /// The last append as leader failed with an i/o error (a full disk) and none has
+    /// succeeded since: the batches of that request are missing from the log.
+    append_failing: bool,
     /// Bumped by every truncation: a background flush started before one no longer
     /// proves the offsets below its `up_to` durable.
     truncations: u64,
@@ -289,6 +292,7 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             active_since_ms: None,
             background_flushes: std::collections::VecDeque::new(),
+            append_failing: false,
             truncations: 0,
             recovery_checkpoint: RecoveryCheckpoint::new(
                 dir.join(RECOVERY_POINT_FILE),
@@ -636,7 +640,15 @@ impl PartitionLog {
                 max: self.config.segment_bytes,
             });
         }
-        let checks = self.producer_state.check_batches(&headers)?;
+        let checks = match self.producer_state.check_batches(&headers) {
+            // A producer's pipelined request behind one that failed on the disk: answer
+            // with the storage error, as Kafka does once the log dir is offline, so the
+            // client retries both in order instead of resetting its sequences.
+            Err(LogError::OutOfOrderSequence { .. }) if self.append_failing => {
+                return Err(LogError::AppendsFailing);
+            }
+            checks => checks?,
+        };
         if let Some(info) = self.duplicate_append_info(&headers, &checks)? {
             debug!(topic = %self.topic, partition = self.partition, first_offset = info.first_offset, last_offset = info.last_offset, "duplicate produce ignored");
             return Ok(info);
@@ -646,7 +658,7 @@ impl PartitionLog {
         // partitionLeaderEpoch) from these headers and the rest as received: no copy
         // to assign offsets.
         let mut next_offset = self.log_end_offset;
-        let mut assigned_headers: Vec<BatchHeader> = headers
+        let assigned_headers: Vec<BatchHeader> = headers
             .iter()
             .map(|header| {
                 let assigned = BatchHeader {
@@ -658,6 +670,19 @@ impl PartitionLog {
                 assigned
             })
             .collect();
+        let result = self.stamp_and_append(records, assigned_headers, now_ms);
+        self.append_failing = matches!(result, Err(LogError::Io(_)));
+        result
+    }
+
+    /// Appends batches with their final offsets, stamping `LogAppendTime` topics'
+    /// batches with `now_ms` first.
+    fn stamp_and_append(
+        &mut self,
+        records: &[u8],
+        mut assigned_headers: Vec<BatchHeader>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
         if self.config.message_timestamp_type != TimestampType::LogAppendTime {
             return self.append_batches(records, &assigned_headers, now_ms);
         }

@@ -214,11 +214,33 @@ async fn an_idempotent_producer_keeps_its_epoch_and_order_through_a_full_log_dir
         ],
     )?;
     const RECORDS: usize = 1_500;
+    // The disk fills after the first records were acknowledged, while the producer
+    // still has 1,200 records (19 MiB) to send: it cannot finish before the disk is full.
+    const BEFORE_FULL: usize = 300;
+    let (acknowledged_some, before_full) = tokio::sync::oneshot::channel::<()>();
+    let (filled_tx, filled_rx) = tokio::sync::oneshot::channel::<()>();
     let sending = {
         let producer = producer.clone();
         tokio::spawn(async move {
+            let mut acknowledged_some = Some(acknowledged_some);
+            let mut filled_rx = Some(filled_rx);
             let mut deliveries = Vec::new();
             for index in 0..RECORDS {
+                if index == BEFORE_FULL {
+                    if let Some(last) = deliveries.pop() {
+                        let delivered = last.await;
+                        ensure!(
+                            matches!(delivered, Ok(Ok(_))),
+                            "before the disk filled: {delivered:?}"
+                        );
+                    }
+                    if let (Some(signal), Some(filled)) =
+                        (acknowledged_some.take(), filled_rx.take())
+                    {
+                        let _ = signal.send(());
+                        filled.await.context("the disk was not filled")?;
+                    }
+                }
                 let payload = value("ledger", index);
                 loop {
                     match producer
@@ -242,10 +264,12 @@ async fn an_idempotent_producer_keeps_its_epoch_and_order_through_a_full_log_dir
                     failed += 1;
                 }
             }
-            failed
+            anyhow::Ok(failed)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    before_full
+        .await
+        .context("the producer stopped before the disk filled")?;
     let filler = silt.data_dir().join("filler");
     let filled = {
         let filler = filler.clone();
@@ -264,11 +288,12 @@ async fn an_idempotent_producer_keeps_its_epoch_and_order_through_a_full_log_dir
         })
         .await??
     };
+    let _ = filled_tx.send(());
     tokio::time::sleep(Duration::from_secs(2)).await;
     std::fs::remove_file(&filler)?;
     let failed = tokio::time::timeout(Duration::from_secs(150), sending)
         .await
-        .context("the producer did not finish")??;
+        .context("the producer did not finish")???;
     ensure!(failed == 0, "{failed} records not delivered");
     ensure!(
         silt.log().contains("append failed in the log directory"),
