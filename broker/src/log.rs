@@ -1592,6 +1592,39 @@ impl PartitionLog {
         self.after_truncation()
     }
 
+    /// Takes the idempotent producers' state at the log end offset from `snapshot` (the
+    /// bytes of a producer snapshot file taken at `offset`, such as the one copied with
+    /// the remote segment ending there), so that a log restarted at the end of its remote
+    /// segments deduplicates retries and checks sequences as before. Returns false, and
+    /// changes nothing, unless the log is empty at `offset` and tracks no producer.
+    ///
+    /// # Errors
+    /// [`LogError::Corrupt`] when the snapshot fails its checksum or is taken at another
+    /// offset; [`LogError::Io`] when it cannot be written to the log dir.
+    pub fn install_producer_snapshot(
+        &mut self,
+        offset: i64,
+        snapshot: &[u8],
+        source: &str,
+    ) -> Result<bool, LogError> {
+        if offset != self.log_end_offset
+            || self.log_start_offset != self.log_end_offset
+            || !self.producer_state.is_empty()
+        {
+            return Ok(false);
+        }
+        let (snapshot_offset, state) = ProducerStateManager::parse_snapshot(snapshot, source)?;
+        if snapshot_offset != offset {
+            return Err(LogError::Corrupt(format!(
+                "{source}: producer snapshot at offset {snapshot_offset}, expected {offset}"
+            )));
+        }
+        let _path = state.write_snapshot(&self.dir, offset)?;
+        info!(topic = %self.topic, partition = self.partition, offset, producers = state.len(), "installed producer state from {source}");
+        self.producer_state = state;
+        Ok(true)
+    }
+
     /// Realigns derived state with a log end offset that went down.
     fn after_truncation(&mut self) -> Result<(), LogError> {
         self.truncations += 1;

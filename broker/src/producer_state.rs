@@ -208,7 +208,16 @@ impl ProducerStateManager {
     /// [`LogError::Corrupt`].
     pub fn read_snapshot(path: &Path) -> Result<(i64, ProducerStateManager), LogError> {
         let content = fs::read(path)?;
-        let corrupt = |what: &str| LogError::Corrupt(format!("{}: {what}", path.display()));
+        Self::parse_snapshot(&content, &path.display().to_string())
+    }
+
+    /// [`Self::read_snapshot`] of a snapshot's bytes (for example one copied to remote
+    /// storage); `source` names them in errors.
+    pub fn parse_snapshot(
+        content: &[u8],
+        source: &str,
+    ) -> Result<(i64, ProducerStateManager), LogError> {
+        let corrupt = |what: &str| LogError::Corrupt(format!("{source}: {what}"));
         let newline = content
             .iter()
             .position(|byte| *byte == b'\n')

@@ -90,4 +90,18 @@ pub trait RemoteLog: Send + Sync + std::fmt::Debug + 'static {
         partition: &'a RemotePartition,
         timestamp_ms: i64,
     ) -> BoxFuture<'a, Result<Option<(i64, i64)>, RemoteLogError>>;
+
+    /// The producer snapshot copied with the remote segment that ends just below
+    /// `end_offset` (exclusive): the idempotent producers' state at that offset, in the
+    /// `.snapshot` file format of [`crate::producer_state`]. `None` when no copied
+    /// segment ends there or it was copied without a snapshot. Kafka fetches the same
+    /// object to rebuild a replica's state from the remote log (KIP-405).
+    ///
+    /// # Errors
+    /// `Storage` when the object store fails.
+    fn producer_snapshot<'a>(
+        &'a self,
+        partition: &'a RemotePartition,
+        end_offset: i64,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, RemoteLogError>>;
 }

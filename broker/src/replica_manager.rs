@@ -655,9 +655,46 @@ impl ReplicaManager {
         if let Some(checkpointed) = checkpointed_high_watermark {
             hosted.mark_high_watermark_checkpointed(checkpointed);
         }
+        if let Some(remote_end) = remote_log_end_offset {
+            self.restore_producer_state(&hosted, remote_end).await;
+        }
         self.apply_assignment(&hosted, assignment).await?;
         self.partitions.write().insert(key, hosted);
         Ok(())
+    }
+
+    /// An empty log that starts at the end of its remote segments (`remote_end`) takes
+    /// the idempotent producers' state from the producer snapshot copied with the last
+    /// remote segment, as Kafka rebuilds a replica's auxiliary state from the remote log
+    /// (KIP-405). Without it producers still go on, but a retry of a batch written
+    /// before `remote_end` would be appended again. A failure is logged, not fatal.
+    async fn restore_producer_state(&self, hosted: &Arc<Partition>, remote_end: i64) {
+        let Some(remote_log) = self.remote_log.get() else {
+            return;
+        };
+        if hosted.log_start_offset() != remote_end || hosted.log_end_offset() != remote_end {
+            return;
+        }
+        let partition = Self::remote_partition(hosted);
+        let snapshot = match remote_log.producer_snapshot(&partition, remote_end).await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(topic = %hosted.topic, partition = hosted.partition, %error, "could not read the remote producer snapshot: retries of batches below the remote log end are not deduplicated");
+                return;
+            }
+        };
+        let source = format!(
+            "the remote producer snapshot of {}-{} at offset {remote_end}",
+            hosted.topic, hosted.partition
+        );
+        let installed = with_log(hosted, move |log| {
+            log.install_producer_snapshot(remote_end, &snapshot, &source)
+        })
+        .await;
+        if let Err(error) = installed {
+            warn!(topic = %hosted.topic, partition = hosted.partition, %error, "could not install the remote producer snapshot: retries of batches below the remote log end are not deduplicated");
+        }
     }
 
     /// Applies an assignment to a hosted partition; a new leader records its epoch in

@@ -155,6 +155,13 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
     // retries both until they succeed. These first passes only spare clients a wait.
     let mut apply_errors = RepeatedError::new("applying metadata");
     let mut load_errors = RepeatedError::new("loading __consumer_offsets");
+    // Remote reads before any partition opens: a log that starts at the end of its remote
+    // segments (a restore, a new replica) takes its producer state from them.
+    let remote_store = if config.remote_read_only || config.remote_storage_system_enable {
+        Some(start_remote_reads(&config, &controller, &replica_manager).await?)
+    } else {
+        None
+    };
     apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
     // A restarted broker is fenced until it has caught up with the metadata (KRaft).
     tokio::select! {
@@ -171,15 +178,15 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
     }
     apply_errors.record(replica_manager.apply_metadata(&controller.metadata()).await);
 
-    let mut read_replica = None;
-    let remote_log_manager = if config.remote_read_only {
-        // Reads only: no claim of the prefix, no uploads, no cleanup, no restore points.
-        read_replica = Some(start_remote_reads(&config, &controller, &replica_manager).await?);
-        None
-    } else if config.remote_storage_system_enable {
-        Some(start_tiering(&config, &controller, &replica_manager).await?)
-    } else {
-        None
+    // A read-only replica only reads: no claim of the prefix, no uploads, no cleanup,
+    // no restore points.
+    let (read_replica, remote_log_manager) = match remote_store {
+        Some(remote) if config.remote_read_only => (Some(remote), None),
+        Some((store, prefix)) => (
+            None,
+            Some(start_tiering(&config, &controller, &replica_manager, store, prefix).await?),
+        ),
+        None => (None, None),
     };
     let restore_points = remote_log_manager.as_ref().map(|manager| {
         RestorePointWriter::new(
@@ -384,16 +391,15 @@ async fn cluster_id_known(controller: &Controller) -> Arc<ClusterMetadata> {
     }
 }
 
-/// Opens the object store and the remote read cache, attaches the remote reader to the
-/// replica manager and starts the upload/retention task (KIP-405).
+/// Claims `prefix` of `store` for this cluster and starts the upload/retention task
+/// (KIP-405).
 async fn start_tiering(
     config: &BrokerConfig,
     controller: &Controller,
     replica_manager: &Arc<ReplicaManager>,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
 ) -> Result<Arc<RemoteLogManager>, NodeError> {
-    let (store, prefix) = silt_tiering::open_object_store(&config.object_store)
-        .await
-        .map_err(|error| NodeError::Tiering(error.to_string()))?;
     // Nothing is written under the prefix before it is known to be this cluster's.
     let metadata = cluster_id_known(controller).await;
     let own_topic_dirs: HashSet<String> = metadata
@@ -410,8 +416,6 @@ async fn start_tiering(
     )
     .await
     .map_err(|error| NodeError::Tiering(error.to_string()))?;
-    let (store, prefix) =
-        start_remote_reads_from(config, controller, replica_manager, store, prefix).await?;
     Ok(RemoteLogManager::new(
         config.tiering.clone(),
         store,
@@ -422,8 +426,8 @@ async fn start_tiering(
     .start())
 }
 
-/// The read path of remote segments only (a read-only replica): the object store, and
-/// the remote reader over it.
+/// Opens the object store and the remote read cache and gives the replica manager a
+/// remote reader over them. Returns the store and the prefix of this cluster's objects.
 async fn start_remote_reads(
     config: &BrokerConfig,
     controller: &Controller,
@@ -432,17 +436,6 @@ async fn start_remote_reads(
     let (store, prefix) = silt_tiering::open_object_store(&config.object_store)
         .await
         .map_err(|error| NodeError::Tiering(error.to_string()))?;
-    start_remote_reads_from(config, controller, replica_manager, store, prefix).await
-}
-
-/// Gives the replica manager a remote reader over `store` under `prefix`.
-async fn start_remote_reads_from(
-    config: &BrokerConfig,
-    controller: &Controller,
-    replica_manager: &Arc<ReplicaManager>,
-    store: Arc<dyn ObjectStore>,
-    prefix: ObjectPath,
-) -> Result<(Arc<dyn ObjectStore>, ObjectPath), NodeError> {
     let cache = ChunkCache::new(config.remote_cache.clone())
         .await
         .map_err(|error| NodeError::Tiering(error.to_string()))?;

@@ -78,6 +78,21 @@ impl S3Env {
         })
     }
 
+    /// [`S3Env::from_env`] for a test that runs against S3 only: `None` (the test
+    /// skips, saying so) when no server is configured, an error under `CI` so that
+    /// a CI run never passes without the S3 variant.
+    pub fn required_in_ci() -> Result<Option<S3Env>> {
+        let env = S3Env::from_env();
+        if env.is_none() {
+            ensure!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but the S3 test server is not: run `eval \"$(minio-dev/start)\"`"
+            );
+            eprintln!("skipping: no S3 test server (eval \"$(minio-dev/start)\" sets one)");
+        }
+        Ok(env)
+    }
+
     /// Parses the `export NAME=VALUE` lines `minio-dev/start` prints.
     pub fn from_exports(text: &str) -> Result<S3Env> {
         let mut values = BTreeMap::new();

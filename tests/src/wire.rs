@@ -127,6 +127,23 @@ impl WireClient {
         partition: i32,
         offset: i64,
     ) -> Result<(i64, i16, i32)> {
+        let batch = self.batch_holding(topic, partition, offset)?;
+        let record = batch
+            .iter()
+            .find(|record| record.offset == offset)
+            .context("the batch holds the offset")?;
+        Ok((record.producer_id, record.producer_epoch, record.sequence))
+    }
+
+    /// The records of the batch holding `offset` of `topic`-`partition` (decompressed,
+    /// in offset order), read with a consumer Fetch (v11) from this broker, which must
+    /// lead it. Each record carries its batch's producer id and epoch and its sequence.
+    pub fn batch_holding(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<kafka_protocol::records::Record>> {
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(0)
@@ -157,8 +174,8 @@ impl WireClient {
         let mut records = data.records.clone().unwrap_or_default();
         while records.has_remaining() {
             let batch = RecordBatchDecoder::decode(&mut records).context("decoding a batch")?;
-            if let Some(record) = batch.records.iter().find(|record| record.offset == offset) {
-                return Ok((record.producer_id, record.producer_epoch, record.sequence));
+            if batch.records.iter().any(|record| record.offset == offset) {
+                return Ok(batch.records);
             }
         }
         bail!("no record at offset {offset} of {topic}-{partition}")

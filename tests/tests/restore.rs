@@ -6,21 +6,24 @@
 //! for byte and nothing else, the group's offsets (never above the cut), and producing
 //! and consuming go on.
 //!
-//! Runs against the S3 server named by `SILT_TEST_S3_*` when set, else against a
-//! local-directory store.
+//! Runs twice: against a local-directory store, and against the S3 server named by
+//! `SILT_TEST_S3_*` (skipped without one, except under `CI`).
 
 use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use kafka_protocol::ResponseError;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+use silt_broker::test_util::BatchSpec;
 use silt_tests::kafka::{
     ARCHIVED_TOPIC_CONFIGS, archiving_producer, base_consumer_in_group, create_topic,
     produce_numbered, producer, read_all, receive, stream_consumer, watermarks,
 };
-use silt_tests::s3::TierStore;
+use silt_tests::s3::{S3Env, TierStore};
+use silt_tests::wire::WireClient;
 use silt_tests::{SiltOptions, SiltProcess};
 
 const TOPIC: &str = "orders";
@@ -77,9 +80,23 @@ fn topic_id_of(silt: &SiltProcess) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_comes_back_from_its_restore_points_alone() -> Result<()> {
+async fn a_cluster_comes_back_from_its_restore_points_in_a_local_directory() -> Result<()> {
     let work = tempfile::tempdir()?;
-    let store = TierStore::from_env_or_local(&work.path().join("objects"));
+    comes_back_from_its_restore_points_alone(TierStore::Local {
+        dir: work.path().join("objects"),
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_comes_back_from_its_restore_points_in_s3() -> Result<()> {
+    let Some(env) = S3Env::required_in_ci()? else {
+        return Ok(());
+    };
+    comes_back_from_its_restore_points_alone(TierStore::s3(env)).await
+}
+
+async fn comes_back_from_its_restore_points_alone(store: TierStore) -> Result<()> {
     eprintln!("archive in {}", store.describe());
 
     let mut old = SiltProcess::start_with(options(&store))?;
@@ -250,6 +267,55 @@ async fn a_cluster_comes_back_from_its_restore_points_alone() -> Result<()> {
         );
     }
     drop(fetcher);
+
+    // The idempotent producers' state came back with the cut: a retry of the last batch
+    // below it is answered as a duplicate, not written again, and a sequence gap is
+    // refused.
+    let cut = restored_ends[0].1;
+    let mut wire = WireClient::connect(new.kafka_addr())?;
+    let version = wire.negotiated_version(0, 9)?;
+    let last_batch = wire.batch_holding(TOPIC, 0, cut - 1)?;
+    let (Some(first), Some(last)) = (last_batch.first(), last_batch.last()) else {
+        anyhow::bail!("an empty batch below the cut");
+    };
+    ensure!(
+        first.producer_id >= 0 && last.offset == cut - 1,
+        "the batch below the cut is an idempotent producer's and ends there: {first:?}"
+    );
+    let retry = BatchSpec::new(last_batch.len(), first.timestamp)
+        .idempotent(first.producer_id, first.producer_epoch, first.sequence)
+        .encode_bytes();
+    let answer = wire.produce_batch(version, TOPIC, 0, retry)?;
+    let answered = answer
+        .responses
+        .first()
+        .and_then(|topic| topic.partition_responses.first())
+        .context("produce response without the partition")?;
+    ensure!(
+        answered.error_code == 0 && answered.base_offset == first.offset,
+        "a retry of the batch at {} after the restore: error {}, base offset {}",
+        first.offset,
+        answered.error_code,
+        answered.base_offset
+    );
+    let gap = BatchSpec::new(1, last.timestamp)
+        .idempotent(first.producer_id, first.producer_epoch, last.sequence + 5)
+        .encode_bytes();
+    let answer = wire.produce_batch(version, TOPIC, 0, gap)?;
+    let code = answer
+        .responses
+        .first()
+        .and_then(|topic| topic.partition_responses.first())
+        .map(|partition| partition.error_code);
+    ensure!(
+        code == Some(ResponseError::OutOfOrderSequenceNumber.code()),
+        "a sequence gap after the restore: error {code:?}"
+    );
+    ensure!(
+        watermarks(&new.bootstrap(), TOPIC, PARTITIONS)?[0].1 == cut,
+        "nothing was appended to {TOPIC}-0 by the retry or the gap"
+    );
+    drop(wire);
 
     // Producing goes on from the cut, with a new idempotent producer.
     let again = producer(

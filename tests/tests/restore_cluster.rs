@@ -8,8 +8,8 @@
 //! its offsets (never above the cut), take new records from the cut, and let the group
 //! resume, with every process still running.
 //!
-//! Runs against the S3 server named by `SILT_TEST_S3_*` when set, else against a
-//! shared local-directory store.
+//! Runs twice: against a shared local-directory store, and against the S3 server named
+//! by `SILT_TEST_S3_*` (skipped without one, except under `CI`).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
@@ -23,6 +23,7 @@ use silt_tests::kafka::{
     Received, base_consumer_in_group, produce_numbered, producer, read_all, receive,
     stream_consumer, watermarks,
 };
+use silt_tests::s3::{S3Env, TierStore};
 use silt_tests::{SiltOptions, SiltProcess, flights_dataset, silt_bin};
 
 const TOPIC: &str = "flights";
@@ -200,11 +201,31 @@ fn all_running(cluster: &mut SiltCluster) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_node_cluster_comes_back_from_its_bucket_on_one_node_and_on_three() -> Result<()> {
+async fn a_three_node_cluster_comes_back_from_its_local_directory_store() -> Result<()> {
+    let objects = tempfile::Builder::new()
+        .prefix("silt-restore-objects-")
+        .tempdir()?;
+    let store = TierStore::Local {
+        dir: objects.path().to_path_buf(),
+    };
+    comes_back_on_one_node_and_on_three(cluster_options().object_store_flags(store.flags())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_comes_back_from_its_s3_bucket() -> Result<()> {
+    let Some(env) = S3Env::required_in_ci()? else {
+        return Ok(());
+    };
+    let store = TierStore::s3(env);
+    comes_back_on_one_node_and_on_three(cluster_options().object_store_flags(store.flags())).await
+}
+
+/// The whole scenario on the cluster `options` describe, archiving to their store.
+async fn comes_back_on_one_node_and_on_three(options: ClusterOptions) -> Result<()> {
     let Some(csv) = flights_dataset()? else {
         return Ok(());
     };
-    let mut old = cluster_options().start()?;
+    let mut old = options.start()?;
     let store_flags = old.store_flags();
     let flights = Command::new(silt_bin()?)
         .arg("flights")

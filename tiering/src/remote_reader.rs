@@ -401,6 +401,32 @@ impl RemoteLogReader {
             .map_err(storage_error)
     }
 
+    async fn copied_producer_snapshot(
+        &self,
+        partition: &RemotePartition,
+        end_offset: i64,
+    ) -> Result<Option<Bytes>, RemoteLogError> {
+        let Some(metadata) = self
+            .controller
+            .metadata()
+            .remote_segment_for_offset(partition.topic_id, partition.partition, end_offset - 1)
+            .filter(|segment| segment.end_offset + 1 == end_offset)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let path = self.object_path(partition, &metadata, ObjectKind::ProducerSnapshot);
+        match self.store.get(&path).await {
+            Ok(object) => object.bytes().await.map(Some).map_err(|error| {
+                RemoteLogError::Storage(format!("reading {path} failed: {error}"))
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(RemoteLogError::Storage(format!(
+                "reading {path} failed: {error}"
+            ))),
+        }
+    }
+
     async fn find_by_timestamp(
         &self,
         partition: &RemotePartition,
@@ -508,6 +534,14 @@ impl RemoteLog for RemoteLogReader {
         timestamp_ms: i64,
     ) -> BoxFuture<'a, Result<Option<(i64, i64)>, RemoteLogError>> {
         Box::pin(self.find_by_timestamp(partition, timestamp_ms))
+    }
+
+    fn producer_snapshot<'a>(
+        &'a self,
+        partition: &'a RemotePartition,
+        end_offset: i64,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, RemoteLogError>> {
+        Box::pin(self.copied_producer_snapshot(partition, end_offset))
     }
 }
 
