@@ -161,4 +161,10 @@ impl OffsetsLog for ConsumerOffsetsLog {
     ) -> BoxFuture<'_, Result<Vec<(Bytes, Option<Bytes>)>, GroupError>> {
         Box::pin(self.replay(partition))
     }
+
+    fn leads_at(&self, partition: i32, leader_epoch: i32) -> bool {
+        self.replica_manager
+            .partition(CONSUMER_OFFSETS_TOPIC, partition)
+            .is_some_and(|hosted| hosted.is_leader() && hosted.leader_epoch() == leader_epoch)
+    }
 }

@@ -62,6 +62,15 @@ pub trait OffsetsLog: Send + Sync + 'static {
 
     /// Every record of the partition from its log start offset, in offset order.
     fn read_all(&self, partition: i32) -> BoxFuture<'_, Result<Vec<OffsetsRecord>, GroupError>>;
+
+    /// Whether this broker leads `partition` at `leader_epoch` right now. Checked on every
+    /// request, so that a deposed leader stops answering from its cache at once rather
+    /// than when [`GroupCoordinator::sync_leadership`] next runs. A log without a notion
+    /// of leadership (tests) answers true.
+    fn leads_at(&self, partition: i32, leader_epoch: i32) -> bool {
+        let _ = (partition, leader_epoch);
+        true
+    }
 }
 
 /// Group coordinator settings, named after Kafka's broker configs.
@@ -390,15 +399,15 @@ impl GroupCoordinator {
         if let Some(error) = self.unavailable() {
             return Some(error);
         }
-        match self
-            .owned
-            .read()
-            .get(&self.partition_for(group_id))
-            .map(|(load, _)| *load)
-        {
+        let partition = self.partition_for(group_id);
+        let owned = self.owned.read().get(&partition).copied();
+        match owned {
             None => Some(ResponseError::NotCoordinator),
-            Some(PartitionLoad::Loading) => Some(ResponseError::CoordinatorLoadInProgress),
-            Some(PartitionLoad::Loaded) => None,
+            Some((PartitionLoad::Loading, _)) => Some(ResponseError::CoordinatorLoadInProgress),
+            Some((PartitionLoad::Loaded, epoch)) if !self.log.leads_at(partition, epoch) => {
+                Some(ResponseError::NotCoordinator)
+            }
+            Some((PartitionLoad::Loaded, _)) => None,
         }
     }
 

@@ -68,6 +68,10 @@ pub trait RemoteLog: Send + Sync + std::fmt::Debug + 'static {
     /// The offset after the last remotely committed record (exclusive), or `None`.
     fn log_end_offset(&self, partition: &RemotePartition) -> Option<i64>;
 
+    /// The log start offset DeleteRecords set for the partition through the controller
+    /// (`0` when never moved): no record below it is served, whichever tier holds it.
+    fn records_deleted_before(&self, partition: &RemotePartition) -> i64;
+
     /// Reads whole batches from `offset`, at most `max_bytes` (always the first batch).
     ///
     /// # Errors

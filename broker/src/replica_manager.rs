@@ -237,6 +237,18 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What a DeleteRecords request asks of one partition
+/// ([`ReplicaManager::delete_records_target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteRecordsTarget {
+    /// The new log start offset, at most the high watermark.
+    pub offset: i64,
+    /// The partition's topic id.
+    pub topic_id: TopicId,
+    /// Whether the topic has `remote.storage.enable=true`.
+    pub tiered: bool,
+}
+
 /// Runs a closure on the blocking pool against one partition's log.
 pub(crate) async fn with_log<T, F>(partition: &Partition, operation: F) -> Result<T, PartitionError>
 where
@@ -330,17 +342,18 @@ impl ReplicaManager {
     }
 
     /// The partition's log start offset as clients see it: the first remote offset when
-    /// older data lives in tiered storage, else the local log start offset.
+    /// older data lives in tiered storage, else the local log start offset; never below
+    /// the log start offset DeleteRecords set through the controller.
     pub fn log_start_offset(&self, hosted: &Partition) -> i64 {
         let local = hosted.log_start_offset();
-        let remote = self
-            .remote_log
-            .get()
-            .and_then(|remote_log| remote_log.log_start_offset(&Self::remote_partition(hosted)));
-        match remote {
-            Some(remote_start) => remote_start.min(local),
-            None => local,
-        }
+        let Some(remote_log) = self.remote_log.get() else {
+            return local;
+        };
+        let partition = Self::remote_partition(hosted);
+        let start = remote_log
+            .log_start_offset(&partition)
+            .map_or(local, |remote_start| remote_start.min(local));
+        start.max(remote_log.records_deleted_before(&partition))
     }
 
     /// This broker's id.
@@ -934,6 +947,14 @@ impl ReplicaManager {
         };
         let local_log_start_offset = hosted.log_start_offset();
         let log_start_offset = self.log_start_offset(&hosted);
+        if fetch_offset < log_start_offset && fetch_offset >= local_log_start_offset {
+            // Below a log start offset DeleteRecords moved past the local one.
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start_offset,
+                log_end_offset: upper_bound,
+            }));
+        }
         if fetch_offset == upper_bound && fetch_offset >= local_log_start_offset {
             return Ok(PartitionRead {
                 records: Bytes::new(),
@@ -992,8 +1013,12 @@ impl ReplicaManager {
             let remote_found = remote_log
                 .offset_for_timestamp(&remote_partition, timestamp_ms)
                 .await?;
-            if remote_found.is_some() {
-                return Ok(remote_found);
+            if let Some((offset, timestamp)) = remote_found {
+                // Never an offset DeleteRecords removed.
+                return Ok(Some((
+                    offset.max(self.log_start_offset(&hosted)),
+                    timestamp,
+                )));
             }
         }
         let found = with_log(&hosted, move |log| log.offset_for_timestamp(timestamp_ms)).await?;
@@ -1011,11 +1036,45 @@ impl ReplicaManager {
         with_log(&hosted, |log| Ok(log.max_timestamp_offset())).await
     }
 
-    /// DeleteRecords: advances the log start offset to `offset` (-1 = the high
-    /// watermark); returns the new log start offset (the "low watermark").
+    /// DeleteRecords, first step: the log start offset `offset` asks for (-1 = the high
+    /// watermark) on a partition this broker leads, and whether the partition is tiered.
+    /// A tiered partition's new start must be committed through the controller before
+    /// [`Self::delete_records`], so that it binds the remote log and every replica.
     ///
     /// # Errors
-    /// `OffsetOutOfRange` when `offset` is past the high watermark.
+    /// Unknown partition, not leader, or `OffsetOutOfRange` when `offset` is negative
+    /// (other than -1) or past the high watermark.
+    pub async fn delete_records_target(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<DeleteRecordsTarget, PartitionError> {
+        let hosted = self.require_leader(topic, partition)?;
+        let high_watermark = hosted.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target > high_watermark || target < 0 {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset: target,
+                log_start_offset: self.log_start_offset(&hosted),
+                log_end_offset: high_watermark,
+            }));
+        }
+        let tiered = with_log(&hosted, |log| Ok(log.config().remote_storage_enable)).await?;
+        Ok(DeleteRecordsTarget {
+            offset: target,
+            topic_id: hosted.topic_id,
+            tiered,
+        })
+    }
+
+    /// DeleteRecords: advances the local log start offset to `offset` (from
+    /// [`Self::delete_records_target`]), deleting the local segments wholly below it;
+    /// returns the partition's log start offset afterwards (the "low watermark").
+    ///
+    /// # Errors
+    /// Unknown partition, not leader, or `OffsetOutOfRange` when `offset` is past the
+    /// log end offset.
     pub async fn delete_records(
         &self,
         topic: &str,
@@ -1023,16 +1082,9 @@ impl ReplicaManager {
         offset: i64,
     ) -> Result<i64, PartitionError> {
         let hosted = self.require_leader(topic, partition)?;
-        let high_watermark = hosted.high_watermark();
-        let target = if offset == -1 { high_watermark } else { offset };
-        if target > high_watermark || target < 0 {
-            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
-                offset: target,
-                log_start_offset: hosted.log_start_offset(),
-                log_end_offset: high_watermark,
-            }));
-        }
-        with_log_refreshed(&hosted, move |log| log.delete_records_before(target)).await
+        let _local =
+            with_log_refreshed(&hosted, move |log| log.delete_records_before(offset)).await?;
+        Ok(self.log_start_offset(&hosted))
     }
 
     /// OffsetForLeaderEpoch (KIP-101, KIP-279), answered by the leader from its

@@ -108,6 +108,13 @@ pub struct TopicMetadata {
     pub configs: BTreeMap<String, String>,
     /// Internal topics (e.g. `__consumer_offsets`) are hidden from some client listings.
     pub internal: bool,
+    /// Log start offsets moved by DeleteRecords on tiered partitions, by partition: no
+    /// record below is served, and remote segments wholly below are deleted (Kafka keeps
+    /// this `logStartOffset` in each replica's checkpoint; here it also governs the remote
+    /// log, which the controller tracks). Absent for partitions never moved; absent in
+    /// snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log_start_offsets: BTreeMap<i32, i64>,
 }
 
 impl TopicMetadata {
@@ -115,6 +122,11 @@ impl TopicMetadata {
     pub fn partition(&self, partition: i32) -> Option<&PartitionAssignment> {
         let index = usize::try_from(partition).ok()?;
         self.partitions.get(index)
+    }
+
+    /// The log start offset DeleteRecords set for `partition`, or `0`.
+    pub fn records_deleted_before(&self, partition: i32) -> i64 {
+        self.log_start_offsets.get(&partition).copied().unwrap_or(0)
     }
 }
 
@@ -265,14 +277,26 @@ pub struct RestoredPartition {
     /// The `CopyFinished` remote segments, contiguous, in offset order, all below
     /// `cut_offset`.
     pub segments: Vec<RemoteSegmentMetadata>,
+    /// The log start offset DeleteRecords had set ([`TopicMetadata::log_start_offsets`]),
+    /// `0` when never moved: records below it are not restored even where a segment holds
+    /// them. Absent in restore points written before it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub records_deleted_before: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 impl RestoredPartition {
-    /// The first restored offset (the remote log start), or `cut_offset` without segments.
+    /// The first restored offset: the remote log start, raised to
+    /// `records_deleted_before`, never above `cut_offset`.
     pub fn log_start_offset(&self) -> i64 {
         self.segments
             .first()
             .map_or(self.cut_offset, |segment| segment.base_offset)
+            .max(self.records_deleted_before)
+            .min(self.cut_offset)
     }
 
     /// Restored bytes: the size of every segment.

@@ -127,6 +127,12 @@ pub(crate) enum Command {
         restore_point_id: String,
         topics: Vec<RestoredTopic>,
     },
+    /// DeleteRecords on a tiered partition: raises its log start offset to `offset`.
+    DeleteRecords {
+        topic_id: TopicId,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// What a successfully applied entry answers.
@@ -146,6 +152,8 @@ pub(crate) enum CommandOutput {
         restore_point_id: String,
         topics_created: usize,
     },
+    /// A partition's log start offset after [`Command::DeleteRecords`].
+    LogStartOffset(i64),
     /// The first id of an allocated producer id block.
     ProducerIdBlock { first_producer_id: i64 },
     /// A remote segment after the change.

@@ -353,6 +353,7 @@ mod tests {
             topic_id: TOPIC_ID,
             partitions,
             configs: BTreeMap::new(),
+            log_start_offsets: BTreeMap::new(),
             internal: false,
         };
         let _previous = metadata.topics.insert("t".to_owned(), topic);

@@ -856,6 +856,30 @@ impl Controller {
         }
     }
 
+    /// DeleteRecords on a tiered partition: raises the partition's log start offset
+    /// ([`crate::TopicMetadata::log_start_offsets`]) to `offset`, never lowering it.
+    /// Returns the log start offset in force. The caller checks `offset` against the
+    /// partition's high watermark.
+    ///
+    /// Errors: [`CommandError::UnknownTopicOrPartition`] if the topic id or partition
+    /// does not exist; [`CommandError::InvalidRequest`] for a negative offset.
+    pub async fn delete_records(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, ControllerError> {
+        let command = Command::DeleteRecords {
+            topic_id,
+            partition,
+            offset,
+        };
+        match self.propose(command).await? {
+            CommandOutput::LogStartOffset(start) => Ok(start),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
     /// KIP-405 DELETE_FINISHED: the segment's objects are gone; removes its entry from
     /// [`ClusterMetadata::remote_segments`].
     ///

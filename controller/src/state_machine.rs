@@ -119,6 +119,11 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
             restore_point_id,
             topics,
         } => follow_restore_point(metadata, restore_point_id, topics),
+        Command::DeleteRecords {
+            topic_id,
+            partition,
+            offset,
+        } => delete_records(metadata, topic_id, partition, offset),
     }
 }
 
@@ -232,6 +237,7 @@ fn create_topic(metadata: &mut ClusterMetadata, new_topic: NewTopic) -> CommandR
         topic_id: new_topic.topic_id,
         partitions,
         configs: new_topic.configs,
+        log_start_offsets: BTreeMap::new(),
         internal: new_topic.internal,
     };
     let _previous = metadata.topics.insert(new_topic.name, topic.clone());
@@ -431,6 +437,7 @@ fn follow_restore_point(
         }
         if let Some(topic) = metadata.topics.get_mut(&name) {
             topic.configs = restored.configs.clone();
+            topic.log_start_offsets = restored_log_start_offsets(&restored);
         }
         for partition in &restored.partitions {
             install_restored_segments(metadata, restored.topic_id, partition);
@@ -487,11 +494,53 @@ fn create_restored_topic(
         name: restored.name.clone(),
         topic_id: restored.topic_id,
         partitions,
+        log_start_offsets: restored_log_start_offsets(&restored),
         configs: restored.configs,
         internal: restored.internal,
     };
     let _previous = metadata.topics.insert(restored.name, topic);
     Ok(())
+}
+
+/// The log start offsets DeleteRecords had set in a restored topic.
+fn restored_log_start_offsets(restored: &RestoredTopic) -> BTreeMap<i32, i64> {
+    restored
+        .partitions
+        .iter()
+        .filter(|partition| partition.records_deleted_before > 0)
+        .map(|partition| (partition.partition, partition.records_deleted_before))
+        .collect()
+}
+
+/// DeleteRecords on a tiered partition: its log start offset moves up to `offset` (never
+/// down). Records below are no longer served, and tiering deletes the remote segments
+/// wholly below it. The caller checks `offset` against the high watermark.
+fn delete_records(
+    metadata: &mut ClusterMetadata,
+    topic_id: TopicId,
+    partition: i32,
+    offset: i64,
+) -> CommandResult {
+    let topic = metadata
+        .topics
+        .values_mut()
+        .find(|topic| topic.topic_id == topic_id)
+        .ok_or_else(|| CommandError::UnknownTopicOrPartition(format!("topic id {topic_id}")))?;
+    if topic.partition(partition).is_none() {
+        return Err(CommandError::UnknownTopicOrPartition(format!(
+            "{}-{partition}",
+            topic.name
+        )));
+    }
+    if offset < 0 {
+        return Err(CommandError::InvalidRequest(format!(
+            "log start offset {offset} of {}-{partition} is negative",
+            topic.name
+        )));
+    }
+    let start = topic.log_start_offsets.entry(partition).or_insert(0);
+    *start = (*start).max(offset);
+    Ok(CommandOutput::LogStartOffset(*start))
 }
 
 /// Makes `partition`'s segments the partition's remote segments, all `CopyFinished`.
@@ -1601,6 +1650,55 @@ mod tests {
     }
 
     #[test]
+    fn delete_records_raises_the_log_start_offset_and_survives_json() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        let delete = |offset| Command::DeleteRecords {
+            topic_id,
+            partition: 0,
+            offset,
+        };
+        assert_eq!(
+            apply(&mut metadata, delete(120)).unwrap(),
+            CommandOutput::LogStartOffset(120)
+        );
+        // Never down.
+        assert_eq!(
+            apply(&mut metadata, delete(50)).unwrap(),
+            CommandOutput::LogStartOffset(120)
+        );
+        let topic = metadata.topic_by_id(topic_id).unwrap();
+        assert_eq!(topic.records_deleted_before(0), 120);
+        assert_eq!(topic.records_deleted_before(1), 0);
+        let decoded: ClusterMetadata =
+            serde_json::from_value(serde_json::to_value(&metadata).unwrap()).unwrap();
+        assert_eq!(decoded, metadata);
+        for refused in [
+            Command::DeleteRecords {
+                topic_id,
+                partition: 99,
+                offset: 1,
+            },
+            delete(-5),
+            Command::DeleteRecords {
+                topic_id: TopicId(uuid::Uuid::from_u128(0xdead)),
+                partition: 0,
+                offset: 1,
+            },
+        ] {
+            let before = metadata.clone();
+            let result = apply(&mut metadata, refused);
+            assert!(
+                matches!(
+                    result,
+                    Err(CommandError::UnknownTopicOrPartition(_) | CommandError::InvalidRequest(_))
+                ),
+                "{result:?}"
+            );
+            assert_eq!(metadata, before, "a refused command changed the metadata");
+        }
+    }
+
+    #[test]
     fn remote_segments_round_trip_through_json() {
         let (mut metadata, topic_id) = tiered_cluster();
         apply(
@@ -1661,6 +1759,7 @@ mod tests {
                 leader_epoch: 4,
                 cut_offset: cut,
                 segments: vec![first, second],
+                records_deleted_before: 0,
             }],
         }
     }

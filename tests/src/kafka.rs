@@ -8,6 +8,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -132,13 +133,21 @@ pub async fn create_replicated_topic(
         new_topic = new_topic.set(key, value);
     }
     let options = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .context("create_topics request")?;
+    // A request that timed out in the client (a cluster just started on a loaded
+    // machine) is sent again; the topic it may have created then already exists.
+    let mut attempt = 1;
+    let results = loop {
+        match admin.create_topics([&new_topic], &options).await {
+            Err(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut)) if attempt < 3 => {
+                attempt += 1;
+            }
+            other => break other.context("create_topics request")?,
+        }
+    };
     for result in results {
         match result {
             Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if attempt > 1 => {}
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 bail!("topic {name} already exists")
             }

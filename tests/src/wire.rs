@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ListOffsetsRequest,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -144,6 +145,51 @@ impl WireClient {
         partition: i32,
         offset: i64,
     ) -> Result<Vec<kafka_protocol::records::Record>> {
+        let (error_code, mut records) = self.fetch_from(topic, partition, offset)?;
+        if error_code != 0 {
+            bail!("fetch of {topic}-{partition} at {offset}: error code {error_code}");
+        }
+        while records.has_remaining() {
+            let batch = RecordBatchDecoder::decode(&mut records).context("decoding a batch")?;
+            if batch.records.iter().any(|record| record.offset == offset) {
+                return Ok(batch.records);
+            }
+        }
+        bail!("no record at offset {offset} of {topic}-{partition}")
+    }
+
+    /// The first offset of `topic`-`partition`'s local log on this broker, which must lead
+    /// it: ListOffsets v8 with EARLIEST_LOCAL_TIMESTAMP (-4, KIP-405).
+    pub fn earliest_local_offset(&mut self, topic: &str, partition: i32) -> Result<i64> {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_timestamp(-4),
+                    ]),
+            ]);
+        let response = self.call(8, &request)?;
+        let answer = response
+            .topics
+            .first()
+            .and_then(|topic| topic.partitions.first())
+            .context("list offsets response without the partition")?;
+        if answer.error_code != 0 {
+            bail!(
+                "list offsets of {topic}-{partition}: error code {}",
+                answer.error_code
+            );
+        }
+        Ok(answer.offset)
+    }
+
+    /// One consumer Fetch (v11, up to 1 MiB, no wait) of `topic`-`partition` from
+    /// `offset` on this broker: the partition's error code and its record batches.
+    pub fn fetch_from(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(i16, Bytes)> {
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(0)
@@ -165,20 +211,7 @@ impl WireClient {
             .first()
             .and_then(|topic| topic.partitions.first())
             .context("fetch response without the partition")?;
-        if data.error_code != 0 {
-            bail!(
-                "fetch of {topic}-{partition} at {offset}: error code {}",
-                data.error_code
-            );
-        }
-        let mut records = data.records.clone().unwrap_or_default();
-        while records.has_remaining() {
-            let batch = RecordBatchDecoder::decode(&mut records).context("decoding a batch")?;
-            if batch.records.iter().any(|record| record.offset == offset) {
-                return Ok(batch.records);
-            }
-        }
-        bail!("no record at offset {offset} of {topic}-{partition}")
+        Ok((data.error_code, data.records.clone().unwrap_or_default()))
     }
 
     /// Reads one response frame, or reports EOF / timeout.

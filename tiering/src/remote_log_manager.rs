@@ -54,8 +54,8 @@ pub(crate) const METRIC_UPLOADED_BYTES: &str = "silt_tiering_uploaded_bytes_tota
 pub(crate) const METRIC_UPLOADED_SEGMENTS: &str = "silt_tiering_uploaded_segments_total";
 /// Counter: failed partition rounds (copy, cleanup or retention), per topic.
 pub(crate) const METRIC_UPLOAD_ERRORS: &str = "silt_tiering_upload_errors_total";
-/// Counter: remote segments deleted, per reason (`retention`, `abandoned`, `duplicate`,
-/// `deleted_topic`).
+/// Counter: remote segments deleted, per reason (`retention`, `delete_records`,
+/// `abandoned`, `duplicate`, `deleted_topic`).
 pub(crate) const METRIC_DELETED_SEGMENTS: &str = "silt_tiering_deleted_segments_total";
 /// Counter: objects without metadata deleted by the orphan scan.
 pub(crate) const METRIC_DELETED_OBJECTS: &str = "silt_tiering_orphan_objects_deleted_total";
@@ -537,24 +537,38 @@ impl RemoteLogManager {
         Ok(abandoned.len())
     }
 
-    /// Remote retention of one partition; returns the number of segments deleted.
+    /// Remote retention of one partition, and the deletion of the segments wholly below
+    /// a log start offset DeleteRecords set; returns the number of segments deleted.
     async fn apply_remote_retention(
         &self,
         partition: &Partition,
         config: &LogConfig,
         local_only_bytes: u64,
     ) -> Result<usize, TieringError> {
-        if !config.deletes_by_retention() {
+        let metadata = self.controller.metadata();
+        let log_start_offset = metadata
+            .topic_by_id(partition.topic_id)
+            .map_or(0, |topic| topic.records_deleted_before(partition.partition));
+        let by_retention = config.deletes_by_retention();
+        if !by_retention && log_start_offset == 0 {
             return Ok(0);
         }
-        let metadata = self.controller.metadata();
         let copied: Vec<&RemoteSegmentMetadata> = metadata
             .copied_remote_segments(partition.topic_id, partition.partition)
             .collect();
         let retention = RemoteRetention {
-            retention_ms: config.retention_ms,
-            retention_bytes: config.retention_bytes,
+            retention_ms: if by_retention {
+                config.retention_ms
+            } else {
+                -1
+            },
+            retention_bytes: if by_retention {
+                config.retention_bytes
+            } else {
+                -1
+            },
             local_only_bytes,
+            log_start_offset,
         };
         let Some(pinned) = self.pinned_now.lock().clone() else {
             return Ok(0);
@@ -565,8 +579,13 @@ impl RemoteLogManager {
             .take_while(|segment| !pinned.contains(&segment.segment_id))
             .collect();
         for segment in &expired {
-            info!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, base_offset = segment.base_offset, end_offset = segment.end_offset, max_timestamp_ms = segment.max_timestamp_ms, "remote retention deleting segment");
-            self.delete_remote_segment(Some(&partition.topic), segment, "retention")
+            let reason = if segment.next_offset() <= log_start_offset {
+                "delete_records"
+            } else {
+                "retention"
+            };
+            info!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, base_offset = segment.base_offset, end_offset = segment.end_offset, max_timestamp_ms = segment.max_timestamp_ms, reason, "remote retention deleting segment");
+            self.delete_remote_segment(Some(&partition.topic), segment, reason)
                 .await?;
         }
         Ok(expired.len())

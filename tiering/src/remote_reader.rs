@@ -519,6 +519,13 @@ impl RemoteLog for RemoteLogReader {
             .remote_log_end_offset(partition.topic_id, partition.partition)
     }
 
+    fn records_deleted_before(&self, partition: &RemotePartition) -> i64 {
+        self.controller
+            .metadata()
+            .topic_by_id(partition.topic_id)
+            .map_or(0, |topic| topic.records_deleted_before(partition.partition))
+    }
+
     fn read<'a>(
         &'a self,
         partition: &'a RemotePartition,

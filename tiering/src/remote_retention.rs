@@ -14,12 +14,16 @@ pub(crate) struct RemoteRetention {
     /// Bytes of the local log not yet in remote storage (they count towards
     /// `retention.bytes` but are never deleted here).
     pub(crate) local_only_bytes: u64,
+    /// The log start offset DeleteRecords set (`0` when never): segments wholly below
+    /// it go whatever their age.
+    pub(crate) log_start_offset: i64,
 }
 
 /// The leading run of `copied` (readable segments ordered by base offset) that retention
-/// deletes at `now_ms`: segments whose largest timestamp is more than `retention_ms` old
-/// (a segment without timestamps goes by the time its copy finished), then while the whole
-/// log minus the segment stays above `retention_bytes`.
+/// deletes at `now_ms`: segments wholly below `log_start_offset`, segments whose largest
+/// timestamp is more than `retention_ms` old (a segment without timestamps goes by the
+/// time its copy finished), then while the whole log minus the segment stays above
+/// `retention_bytes`.
 pub(crate) fn expired_segments<'a>(
     copied: &[&'a RemoteSegmentMetadata],
     retention: RemoteRetention,
@@ -53,7 +57,15 @@ pub(crate) fn expired_segments<'a>(
             by_size += 1;
         }
     }
-    copied.iter().take(by_time.max(by_size)).copied().collect()
+    let by_log_start = copied
+        .iter()
+        .take_while(|segment| segment.next_offset() <= retention.log_start_offset)
+        .count();
+    copied
+        .iter()
+        .take(by_time.max(by_size).max(by_log_start))
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]
@@ -94,6 +106,7 @@ mod tests {
             retention_ms: 1_000,
             retention_bytes: -1,
             local_only_bytes: 0,
+            log_start_offset: 0,
         };
         let expired = expired_segments(&refs, retention, 5_500);
         assert_eq!(expired.len(), 1);
@@ -108,6 +121,7 @@ mod tests {
             retention_ms: -1,
             retention_bytes: 250,
             local_only_bytes: 100,
+            log_start_offset: 0,
         };
         // 400 bytes in all: without the oldest segment 300 remain; without two, 200 < 250.
         assert_eq!(expired_segments(&refs, retention, 0).len(), 1);
@@ -116,5 +130,33 @@ mod tests {
             ..retention
         };
         assert!(expired_segments(&refs, unlimited, 0).is_empty());
+    }
+
+    #[test]
+    fn segments_wholly_below_the_log_start_offset_go_whatever_their_age() {
+        let segments = [
+            segment(0, 100, 10),
+            segment(10, 100, 10),
+            segment(20, 100, 10),
+        ];
+        let refs: Vec<&RemoteSegmentMetadata> = segments.iter().collect();
+        let keep_all = RemoteRetention {
+            retention_ms: -1,
+            retention_bytes: -1,
+            local_only_bytes: 0,
+            log_start_offset: 0,
+        };
+        assert!(expired_segments(&refs, keep_all, 0).is_empty());
+        // 15 lies inside the second segment [10, 19]: only the first is wholly below it.
+        let below_15 = RemoteRetention {
+            log_start_offset: 15,
+            ..keep_all
+        };
+        assert_eq!(expired_segments(&refs, below_15, 0).len(), 1);
+        let below_20 = RemoteRetention {
+            log_start_offset: 20,
+            ..keep_all
+        };
+        assert_eq!(expired_segments(&refs, below_20, 0).len(), 2);
     }
 }

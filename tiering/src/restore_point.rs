@@ -148,6 +148,8 @@ impl RestorePoint {
                             leader_epoch: assignment.leader_epoch,
                             cut_offset: segments.last().map_or(0, |last| last.next_offset()),
                             segments,
+                            records_deleted_before: topic
+                                .records_deleted_before(assignment.partition),
                         }
                     })
                     .collect(),
@@ -559,6 +561,7 @@ mod tests {
                 partitions: vec![assignment(0), assignment(1)],
                 configs: BTreeMap::from([("remote.storage.enable".into(), "true".into())]),
                 internal: false,
+                log_start_offsets: BTreeMap::new(),
             },
         );
         let segments = metadata.remote_segments.entry((topic_id(), 0)).or_default();

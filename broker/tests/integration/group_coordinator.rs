@@ -39,6 +39,8 @@ use silt_broker::group_coordinator::{
 struct MemoryOffsetsLog {
     partitions: Mutex<HashMap<i32, Vec<OffsetsRecord>>>,
     fail_appends: AtomicBool,
+    /// Leadership of every partition went elsewhere (the coordinator has not heard yet).
+    deposed: AtomicBool,
 }
 
 impl MemoryOffsetsLog {
@@ -88,6 +90,10 @@ impl OffsetsLog for MemoryOffsetsLog {
                 .cloned()
                 .unwrap_or_default())
         })
+    }
+
+    fn leads_at(&self, _partition: i32, _leader_epoch: i32) -> bool {
+        !self.deposed.load(Ordering::SeqCst)
     }
 }
 
@@ -1311,6 +1317,36 @@ async fn requests_before_load_get_coordinator_load_in_progress() {
         commit_errors(&commit.send(&coordinator, GROUP).await),
         vec![0]
     );
+    coordinator.shutdown();
+}
+
+#[tokio::test]
+async fn a_deposed_leader_answers_not_coordinator_before_it_resigns() {
+    let log = Arc::new(MemoryOffsetsLog::default());
+    let coordinator = started(&log, test_config()).await;
+    let commit = Commit {
+        version: 8,
+        member_id: "",
+        generation_id: -1,
+        offsets: vec![("orders", 0, 7, None)],
+    };
+    assert_eq!(
+        commit_errors(&commit.send(&coordinator, GROUP).await),
+        vec![0]
+    );
+    // The partition's leadership moved, and commits go on elsewhere: this broker's cache
+    // must not answer, although `sync_leadership` has not told it yet.
+    log.deposed.store(true, Ordering::SeqCst);
+    assert_eq!(
+        fetch(&coordinator, GROUP, None).await.0,
+        code(ResponseError::NotCoordinator)
+    );
+    assert_eq!(
+        commit_errors(&commit.send(&coordinator, GROUP).await),
+        vec![code(ResponseError::NotCoordinator)]
+    );
+    log.deposed.store(false, Ordering::SeqCst);
+    assert_eq!(fetch(&coordinator, GROUP, None).await.0, 0);
     coordinator.shutdown();
 }
 

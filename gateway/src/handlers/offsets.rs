@@ -125,15 +125,16 @@ pub(super) async fn handle_delete_records(
             let result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(partition.partition_index);
             partitions.push(
-                match context
-                    .replica_manager
-                    .delete_records(&topic_name, partition.partition_index, partition.offset)
-                    .await
+                match delete_partition_records(
+                    context,
+                    &topic_name,
+                    partition.partition_index,
+                    partition.offset,
+                )
+                .await
                 {
                     Ok(low_watermark) => result.with_low_watermark(low_watermark),
-                    Err(error) => result
-                        .with_error_code(error.kafka_error_code())
-                        .with_low_watermark(-1),
+                    Err(code) => result.with_error_code(code).with_low_watermark(-1),
                 },
             );
         }
@@ -144,6 +145,36 @@ pub(super) async fn handle_delete_records(
         );
     }
     DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// DeleteRecords of one partition; returns the low watermark or the Kafka error code.
+/// A tiered partition's new log start offset is committed through the controller first:
+/// it then binds the remote log (tiering deletes the segments wholly below it) and every
+/// replica. Other partitions move only the leader's log, without a controller write,
+/// so a full disk can be freed this way.
+async fn delete_partition_records(
+    context: &BrokerContext,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<i64, i16> {
+    let replica_manager = &context.replica_manager;
+    let target = replica_manager
+        .delete_records_target(topic, partition, offset)
+        .await
+        .map_err(|error| error.kafka_error_code())?;
+    if target.tiered {
+        let _start = context
+            .controller
+            .delete_records(target.topic_id, partition, target.offset)
+            .await
+            .map_err(|error| super::controller_error_code(&error))?;
+    }
+    let low_watermark = replica_manager
+        .delete_records(topic, partition, target.offset)
+        .await
+        .map_err(|error| error.kafka_error_code())?;
+    Ok(low_watermark.max(target.offset))
 }
 
 /// Answers OffsetForLeaderEpoch v2..=4 (KIP-101, KIP-320) from the leader's epoch

@@ -52,6 +52,7 @@ fn cluster(
         }],
         configs: BTreeMap::new(),
         internal: false,
+        log_start_offsets: BTreeMap::new(),
     };
     let registration = BrokerRegistration {
         broker_id: LEADER,

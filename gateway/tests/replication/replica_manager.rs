@@ -51,6 +51,7 @@ fn metadata(assignment: PartitionAssignment, configs: &[(&str, &str)]) -> Cluste
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect(),
         internal: false,
+        log_start_offsets: BTreeMap::new(),
     };
     ClusterMetadata {
         topics: BTreeMap::from([(TOPIC.to_string(), topic)]),
