@@ -95,6 +95,18 @@ pub enum LogError {
     /// On-disk state that cannot be repaired automatically.
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// A record without a key produced to a compacted topic (`cleanup.policy` with
+    /// `compact`), which keeps the latest record of each key and so needs one. Kafka's
+    /// LogValidator refuses it the same way.
+    #[error(
+        "compacted topic {topic} cannot accept a record without a key (partition {partition}): give every record a key, or produce to a topic whose cleanup.policy is delete"
+    )]
+    RecordWithoutKey {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+    },
     /// A batch out of sequence while the log's last append failed on the disk: it
     /// waits behind the failed batches, which the producer retries first.
     #[error("an earlier append failed in the log directory; retry once it has room")]
@@ -116,6 +128,7 @@ impl LogError {
             LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             LogError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
             LogError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+            LogError::RecordWithoutKey { .. } => ResponseError::InvalidRecord,
             LogError::InvalidOffset(_) => ResponseError::UnknownServerError,
             LogError::Io(_) | LogError::Corrupt(_) | LogError::AppendsFailing => {
                 ResponseError::KafkaStorageError

@@ -32,8 +32,8 @@ use crate::log_config::LogConfig;
 use crate::preallocate::{AppendRate, STANDBY_FILE_NAME, Standby};
 use crate::producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 use crate::record_batch::{
-    BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, set_log_append_time, validate_batches,
-    validate_replicated_batches,
+    BatchError, BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, set_log_append_time,
+    validate_batches, validate_replicated_batches,
 };
 use crate::segment::{
     INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, ReadLimits, SegmentFile,
@@ -640,6 +640,9 @@ impl PartitionLog {
                 max: self.config.segment_bytes,
             });
         }
+        if self.config.is_compacted() {
+            self.check_keys(records)?;
+        }
         let checks = match self.producer_state.check_batches(&headers) {
             // A producer's pipelined request behind one that failed on the disk: answer
             // with the storage error, as Kafka does once the log dir is offline, so the
@@ -702,6 +705,23 @@ impl PartitionLog {
         let mut info = self.append_batches(&stamped, &assigned_headers, now_ms)?;
         info.log_append_time_ms = now_ms;
         Ok(info)
+    }
+
+    /// Every record of a compacted topic must have a key. Decodes (and decompresses) the
+    /// batches, which only compacted topics pay for.
+    fn check_keys(&self, records: &[u8]) -> Result<(), LogError> {
+        let mut buffer = bytes::Bytes::copy_from_slice(records);
+        while bytes::Buf::has_remaining(&buffer) {
+            let batch = kafka_protocol::records::RecordBatchDecoder::decode(&mut buffer)
+                .map_err(|error| BatchError::Undecodable(error.to_string()))?;
+            if batch.records.iter().any(|record| record.key.is_none()) {
+                return Err(LogError::RecordWithoutKey {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// If every batch is a duplicate, the append result to answer with;

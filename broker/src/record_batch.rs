@@ -116,6 +116,10 @@ pub enum BatchError {
         /// Last offset of the batch before it.
         previous_last_offset: i64,
     },
+    /// The records inside a batch whose header is valid cannot be decoded (a corrupt
+    /// compressed payload, a record running past the batch).
+    #[error("records of the batch cannot be decoded: {0}")]
+    Undecodable(String),
 }
 
 /// Compression codec of a batch (attributes bits 0-2).

@@ -37,6 +37,8 @@ pub struct BatchSpec {
     pub base_sequence: i32,
     /// Prefix of every generated value, so tests can tell batches apart.
     pub tag: String,
+    /// Records carry keys (`key-<i>`); false for records without a key.
+    pub keyed: bool,
 }
 
 impl BatchSpec {
@@ -54,6 +56,7 @@ impl BatchSpec {
             producer_epoch: -1,
             base_sequence: -1,
             tag: "v".to_string(),
+            keyed: true,
         }
     }
 
@@ -94,6 +97,12 @@ impl BatchSpec {
     /// Sets the codec.
     pub fn compression(mut self, compression: Compression) -> BatchSpec {
         self.compression = compression;
+        self
+    }
+
+    /// Records without a key.
+    pub fn without_keys(mut self) -> BatchSpec {
+        self.keyed = false;
         self
     }
 
@@ -159,7 +168,7 @@ impl BatchSpec {
                     index as i32 - 1
                 },
                 timestamp: self.timestamp(index),
-                key: Some(Bytes::from(format!("key-{index}"))),
+                key: self.keyed.then(|| Bytes::from(format!("key-{index}"))),
                 value: Some(Bytes::from(self.value(index))),
                 headers: Default::default(),
             })

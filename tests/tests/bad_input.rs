@@ -281,3 +281,73 @@ fn unknown_topic_with_auto_create_off_gets_unknown_topic_or_partition() -> Resul
     }
     Ok(())
 }
+
+/// Kafka's LogValidator rule: a compacted topic keeps the latest record of each key, so
+/// a record without a key is refused with INVALID_RECORD and a message saying why, and
+/// nothing of its request is appended; keyed records go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_refuses_records_without_a_key() -> Result<()> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::FutureRecord;
+
+    let silt = SiltProcess::start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(&bootstrap, "changelog", 1, &[("cleanup.policy", "compact")]).await?;
+    let producer = kafka::producer(&bootstrap, &[("retries", "0"), ("linger.ms", "0")])?;
+    let keyless = producer
+        .send(
+            FutureRecord::<(), str>::to("changelog").payload("no key"),
+            Duration::from_secs(10),
+        )
+        .await;
+    ensure!(
+        matches!(
+            &keyless,
+            Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord),
+                _
+            ))
+        ),
+        "a keyless record on a compacted topic answered {keyless:?}"
+    );
+    let keyed = producer
+        .send(
+            FutureRecord::to("changelog").key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await;
+    ensure!(
+        matches!(&keyed, Ok(delivery) if delivery.partition == 0 && delivery.offset == 0),
+        "a keyed record is appended at offset 0: {keyed:?}"
+    );
+
+    // The message names the rule, for clients that show it.
+    let mut client = WireClient::connect(silt.kafka_addr())?;
+    let version = produce_version(&mut client)?;
+    let unkeyed = silt_broker::test_util::BatchSpec::with_values(&["v"], 1_700_000_000_000)
+        .without_keys()
+        .encode_bytes();
+    let response = client.produce_batch(version, "changelog", 0, unkeyed)?;
+    let partition = response
+        .responses
+        .first()
+        .and_then(|topic| topic.partition_responses.first())
+        .context("produce response without a partition")?;
+    let message = partition
+        .error_message
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    ensure!(
+        partition.error_code == kafka_protocol::ResponseError::InvalidRecord.code()
+            && message.contains("without a key"),
+        "raw produce: error {} {message:?}",
+        partition.error_code
+    );
+    let (low, high) = kafka::watermarks(&bootstrap, "changelog", 1)?[0];
+    ensure!(
+        (low, high) == (0, 1),
+        "only the keyed record is in the log: ({low}, {high})"
+    );
+    Ok(())
+}
