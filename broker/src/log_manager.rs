@@ -1,8 +1,8 @@
 //! Kafka's `LogManager` duties over the logs this broker hosts: the periodic retention
 //! pass (`log.retention.check.interval.ms`) that applies `retention.ms`,
-//! `retention.bytes` and the tiered local retention, and rolls idle active segments of
-//! tiered topics after `segment.ms` (so their records reach the object store within a
-//! bound), and the periodic flush (`log.flush.interval.ms`). The logs themselves are owned by the [`ReplicaManager`];
+//! `retention.bytes` and the tiered local retention; every second, the roll of idle
+//! active segments of tiered topics after `segment.ms` (so their records reach the
+//! object store within a bound); and the periodic flush (`log.flush.interval.ms`). The logs themselves are owned by the [`ReplicaManager`];
 //! the recovery-point checkpoint is written by each log (`checkpoint`), the
 //! high-watermark checkpoint by the replica manager, as in Kafka.
 
@@ -14,6 +14,11 @@ use tracing::{debug, warn};
 
 use crate::background::every;
 use crate::replica_manager::{ReplicaManager, now_ms, with_log, with_log_refreshed};
+
+/// How often the active segments of tiered partitions are checked against `segment.ms`
+/// (at most [`LogManagerConfig::retention_check_interval`]): the delay a roll can add to
+/// a record's way to the object store.
+pub const IDLE_ROLL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// When the log manager's loops run.
 #[derive(Debug, Clone)]
@@ -41,14 +46,19 @@ impl LogManager {
         })
     }
 
-    /// Spawns the retention loop and, when configured, the flush loop. The tasks run
-    /// until aborted.
+    /// Spawns the retention loop, the idle-roll loop and, when configured, the flush
+    /// loop. The tasks run until aborted.
     pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
-        let mut tasks = Vec::with_capacity(2);
+        let mut tasks = Vec::with_capacity(3);
         let retention = Arc::clone(self);
         let interval = self.config.retention_check_interval;
         tasks.push(tokio::spawn(async move {
             every(interval, || retention.run_retention_pass()).await;
+        }));
+        let rolling = Arc::clone(self);
+        let roll_interval = IDLE_ROLL_CHECK_INTERVAL.min(interval);
+        tasks.push(tokio::spawn(async move {
+            every(roll_interval, || rolling.roll_idle_segments()).await;
         }));
         if let Some(interval) = self.config.flush_interval {
             let flushing = Arc::clone(self);
@@ -59,28 +69,37 @@ impl LogManager {
         tasks
     }
 
-    /// One pass of time/size retention over every hosted partition, after rolling the
-    /// idle active segments of tiered partitions this broker leads; returns the number
+    /// Rolls the active segment of every tiered partition this broker leads that has
+    /// held records for `segment.ms` ([`crate::log::PartitionLog::roll_if_idle`]);
+    /// returns how many rolled. A partition that fails is logged and skipped.
+    pub async fn roll_idle_segments(&self) -> usize {
+        let mut rolled = 0;
+        for hosted in self.replica_manager.all_partitions() {
+            if !hosted.is_leader() {
+                continue;
+            }
+            match with_log(&hosted, |log| log.roll_if_idle(now_ms())).await {
+                Ok(true) => rolled += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    warn!(topic = %hosted.topic, partition = hosted.partition, %error, "rolling an idle segment failed");
+                }
+            }
+        }
+        rolled
+    }
+
+    /// One pass of time/size retention over every hosted partition; returns the number
     /// of segments deleted. A partition that fails is logged and skipped.
     pub async fn run_retention_pass(&self) -> usize {
         let mut deleted_segments = 0;
         for hosted in self.replica_manager.all_partitions() {
-            let leader = hosted.is_leader();
             let outcome = with_log_refreshed(&hosted, move |log| {
-                let now = now_ms();
-                let rolled = if leader {
-                    log.roll_if_idle(now)
-                } else {
-                    Ok(false)
-                };
-                Ok((rolled, log.apply_retention(now)?, log.log_start_offset()))
+                Ok((log.apply_retention(now_ms())?, log.log_start_offset()))
             })
             .await;
             match outcome {
-                Ok((rolled, deleted, log_start_offset)) => {
-                    if let Err(error) = rolled {
-                        warn!(topic = %hosted.topic, partition = hosted.partition, %error, "rolling an idle segment failed");
-                    }
+                Ok((deleted, log_start_offset)) => {
                     if deleted > 0 {
                         debug!(topic = %hosted.topic, partition = hosted.partition, deleted, log_start_offset, "retention deleted segments");
                     }

@@ -19,13 +19,11 @@ const RECORDS: usize = 50;
 async fn an_idle_tiered_segment_is_rolled_and_uploaded_after_segment_ms() -> Result<()> {
     let work = tempfile::tempdir()?;
     let store = TierStore::from_env_or_local(&work.path().join("objects"));
-    let silt = SiltProcess::start_with(
-        store.apply(
-            SiltOptions::new()
-                .override_config("log.retention.check.interval.ms", 200)
-                .override_config("remote.log.manager.task.interval.ms", 200),
-        ),
-    )?;
+    let silt = SiltProcess::start_with(store.apply(
+        // The default log.retention.check.interval.ms (5 minutes): idle rolls have
+        // a loop of their own.
+        SiltOptions::new().override_config("remote.log.manager.task.interval.ms", 200),
+    ))?;
     create_topic(
         &silt.bootstrap(),
         TOPIC,
