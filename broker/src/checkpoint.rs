@@ -41,6 +41,10 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 /// Checkpoint of the offset below which everything is known to be on disk.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// The cleaner checkpoint: offsets below it were cleaned by an earlier pass (Kafka keeps
+/// one `cleaner-offset-checkpoint` per log dir; one per partition here, like the high
+/// watermark).
+pub const CLEANER_OFFSET_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// Kafka's leader-epoch checkpoint.
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 /// Version line of Kafka's checkpoint files.

@@ -111,6 +111,10 @@ pub enum LogError {
     /// waits behind the failed batches, which the producer retries first.
     #[error("an earlier append failed in the log directory; retry once it has room")]
     AppendsFailing,
+    /// A cleaning pass found the log changed under it (a truncation, retention deleting
+    /// a segment it read) and installed nothing; a later pass starts over.
+    #[error("cleaning aborted: {0}")]
+    CleaningAborted(String),
 }
 
 impl LogError {
@@ -129,7 +133,9 @@ impl LogError {
             LogError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
             LogError::InvalidConfig { .. } => ResponseError::InvalidConfig,
             LogError::RecordWithoutKey { .. } => ResponseError::InvalidRecord,
-            LogError::InvalidOffset(_) => ResponseError::UnknownServerError,
+            LogError::InvalidOffset(_) | LogError::CleaningAborted(_) => {
+                ResponseError::UnknownServerError
+            }
             LogError::Io(_) | LogError::Corrupt(_) | LogError::AppendsFailing => {
                 ResponseError::KafkaStorageError
             }

@@ -275,7 +275,9 @@ impl GroupCoordinator {
 
     /// Replays one partition into the group map; returns how many groups it holds.
     async fn load_partition(&self, partition: i32) -> Result<usize, GroupError> {
+        let started = std::time::Instant::now();
         let records = self.log.read_all(partition).await?;
+        let record_count = records.len();
         // Decoding a large partition takes a while: keep it off the async workers.
         let replay = tokio::task::spawn_blocking(move || {
             let mut replay = Replay::default();
@@ -290,7 +292,18 @@ impl GroupCoordinator {
         .map_err(|error| {
             GroupError::Storage(format!("replaying __consumer_offsets-{partition}: {error}"))
         })?;
-        Ok(self.install_replay(replay))
+        let groups = self.install_replay(replay);
+        // The log cleaner keeps this bounded by the live groups and offsets.
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        info!(
+            partition,
+            records = record_count,
+            groups,
+            elapsed_ms,
+            "replayed a __consumer_offsets partition"
+        );
+        metrics::histogram!("silt_group_coordinator_load_seconds").record(elapsed_ms / 1000.0);
+        Ok(groups)
     }
 
     /// Joins a member to a group (JoinGroup v0..=9); blocks until the rebalance completes.

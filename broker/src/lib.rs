@@ -10,6 +10,7 @@
 mod background;
 pub mod broker_lifecycle;
 pub mod checkpoint;
+pub mod cleaning;
 pub mod consumer_offsets;
 pub mod error;
 pub mod group_coordinator;

@@ -21,10 +21,12 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::checkpoint::{
-    CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_CHECKPOINT_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
-    RecoveryCheckpoint, SNAPSHOT_FILE_SUFFIX, fsync_dir, list_snapshots, read_offset_checkpoint,
-    remove_if_exists, write_file_atomically, write_offset_checkpoint,
+    CLEAN_SHUTDOWN_FILE, CLEANER_OFFSET_CHECKPOINT_FILE, LEADER_EPOCH_CHECKPOINT_FILE,
+    LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, RecoveryCheckpoint, SNAPSHOT_FILE_SUFFIX,
+    fsync_dir, list_snapshots, read_offset_checkpoint, remove_if_exists, write_file_atomically,
+    write_offset_checkpoint,
 };
+use crate::cleaning::{CleaningView, ReplacementSegment, SealedSegment, StopAfter};
 pub use crate::error::LogError;
 pub use crate::leader_epoch_cache::EpochEntry;
 use crate::leader_epoch_cache::LeaderEpochCache;
@@ -158,6 +160,9 @@ pub struct PartitionLog {
     standby: Option<Standby>,
     /// Writeback started every `log.writeback.interval.bytes` of appends; None when off.
     writeback: Option<WritebackState>,
+    /// The cleaner checkpoint: offsets below it were cleaned by an earlier pass (0 when
+    /// never cleaned); lowered by truncations.
+    cleaner_checkpoint: i64,
 }
 
 /// A rolled segment being fsynced on its own thread. Kafka flushes a rolled segment
@@ -303,6 +308,8 @@ impl PartitionLog {
             preallocation: None,
             standby: None,
             writeback: None,
+            cleaner_checkpoint: read_offset_checkpoint(&dir.join(CLEANER_OFFSET_CHECKPOINT_FILE))
+                .unwrap_or(0),
         };
         if log.log_start_offset > log.log_end_offset {
             warn!(topic = %log.topic, partition = log.partition, log_start_offset, log_end_offset, "log start offset beyond the recovered log; emptying it");
@@ -333,6 +340,7 @@ impl PartitionLog {
     /// Lists segment base offsets and removes leftovers: temp files of our
     /// checkpoints, indexes whose `.log` is gone, and a standby segment file.
     fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
+        crate::cleaning::recover_interrupted_swaps(dir)?;
         let mut log_offsets = Vec::new();
         let mut index_files = Vec::new();
         for dir_entry in fs::read_dir(dir)? {
@@ -354,6 +362,7 @@ impl PartitionLog {
                     RECOVERY_POINT_FILE,
                     LEADER_EPOCH_CHECKPOINT_FILE,
                     CLEAN_SHUTDOWN_FILE,
+                    CLEANER_OFFSET_CHECKPOINT_FILE,
                 ]
                 .contains(&stem)
                     || parse_offset_file_name(stem, SNAPSHOT_FILE_SUFFIX).is_some();
@@ -1612,6 +1621,178 @@ impl PartitionLog {
         self.after_truncation()
     }
 
+    /// A view of the sealed segments for one cleaning pass (see [`crate::cleaning`]).
+    pub fn cleaning_view(&self) -> CleaningView {
+        let active_base_offset = self.active_segment_base_offset();
+        CleaningView {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            log_start_offset: self.log_start_offset,
+            active_base_offset,
+            sealed: self
+                .sealed_segments()
+                .map(|segment| SealedSegment {
+                    base_offset: segment.base_offset(),
+                    next_offset: segment.next_offset(),
+                    size_bytes: segment.size(),
+                    max_timestamp: segment.max_timestamp(),
+                    first_batch_timestamp: segment.first_batch_timestamp(),
+                    log_path: segment.log_path().to_path_buf(),
+                })
+                .collect(),
+            first_dirty_offset: self.cleaner_checkpoint.clamp(
+                self.log_start_offset,
+                active_base_offset.max(self.log_start_offset),
+            ),
+            producer_last_offsets: self.producer_state.last_offsets(),
+            truncations: self.truncations,
+        }
+    }
+
+    /// Replaces the sealed segments `replaced` (consecutive, as listed in `view`) by
+    /// `replacement`, crash safe (see [`crate::cleaning`]). The replacement must hold
+    /// only offsets in `[replaced[0].base_offset, end)`, `end` being the base offset of
+    /// the segment after the last replaced one.
+    ///
+    /// # Errors
+    /// [`LogError::CleaningAborted`] (the replacement is discarded, nothing changes) when
+    /// the log was truncated since `view`, a replaced segment is gone or changed, or the
+    /// replacement does not fit; I/O errors from the swap, after which reopening the log
+    /// completes or undoes it.
+    pub fn replace_segments(
+        &mut self,
+        view: &CleaningView,
+        replaced: &[SealedSegment],
+        replacement: ReplacementSegment,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        self.replace_segments_until(view, replaced, replacement, now_ms, None)
+    }
+
+    /// Test kit: [`Self::replace_segments`] stopping after `step` (1-3) of the swap as a
+    /// crash there would, leaving the log unusable until it is reopened.
+    ///
+    /// # Errors
+    /// As [`Self::replace_segments`].
+    #[cfg(feature = "test-util")]
+    pub fn replace_segments_crashing_after(
+        &mut self,
+        view: &CleaningView,
+        replaced: &[SealedSegment],
+        replacement: ReplacementSegment,
+        step: u8,
+    ) -> Result<(), LogError> {
+        self.replace_segments_until(view, replaced, replacement, 0, Some(step))
+    }
+
+    /// [`Self::replace_segments`] stopping after a step of the swap, as a crash would.
+    fn replace_segments_until(
+        &mut self,
+        view: &CleaningView,
+        replaced: &[SealedSegment],
+        replacement: ReplacementSegment,
+        now_ms: i64,
+        stop_after: StopAfter,
+    ) -> Result<(), LogError> {
+        let end = match self.replacement_end(view, replaced, &replacement) {
+            Ok(end) => end,
+            Err(reason) => {
+                replacement.discard();
+                return Err(LogError::CleaningAborted(reason));
+            }
+        };
+        let base = replacement.base_offset();
+        for segment in replaced {
+            if let Some(old) = self.segments.remove(&segment.base_offset) {
+                drop(old);
+            }
+        }
+        crate::cleaning::install(&self.dir, replacement, end, stop_after)?;
+        if stop_after.is_some() {
+            return Ok(());
+        }
+        let mut segment = LogSegment::open(
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+            now_ms,
+            SegmentFile::Existing,
+        )?;
+        if let Some(problem) = segment.needs_recovery() {
+            debug!(topic = %self.topic, partition = self.partition, base, %problem, "rebuilding the indexes of a replacement segment");
+            let _truncated = segment.recover()?;
+        }
+        let _previous = self.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// The exclusive end of the offsets `replaced` covers, if the replacement may go in.
+    fn replacement_end(
+        &self,
+        view: &CleaningView,
+        replaced: &[SealedSegment],
+        replacement: &ReplacementSegment,
+    ) -> Result<i64, String> {
+        if view.truncations != self.truncations {
+            return Err("the log was truncated".to_string());
+        }
+        let (Some(first), Some(last)) = (replaced.first(), replaced.last()) else {
+            return Err("no segment to replace".to_string());
+        };
+        if replacement.base_offset() != first.base_offset {
+            return Err(format!(
+                "replacement based at {}, replaced segments at {}",
+                replacement.base_offset(),
+                first.base_offset
+            ));
+        }
+        let active_base = self.active_segment_base_offset();
+        let current: Vec<&LogSegment> = self
+            .segments
+            .range(first.base_offset..=last.base_offset)
+            .map(|(_, segment)| segment)
+            .collect();
+        let unchanged = current.len() == replaced.len()
+            && current.iter().zip(replaced).all(|(segment, planned)| {
+                segment.base_offset() == planned.base_offset
+                    && segment.size() == planned.size_bytes
+                    && segment.base_offset() < active_base
+            });
+        if !unchanged {
+            return Err(format!(
+                "segments {}..={} changed since the pass began",
+                first.base_offset, last.base_offset
+            ));
+        }
+        let end = self
+            .segments
+            .range(last.base_offset + 1..)
+            .next()
+            .map_or(active_base, |(base, _)| *base);
+        if replacement.next_offset() > end {
+            return Err(format!(
+                "replacement ends at {}, past the next segment at {end}",
+                replacement.next_offset()
+            ));
+        }
+        Ok(end)
+    }
+
+    /// Offsets below this were cleaned by an earlier pass (0 when never cleaned).
+    pub fn cleaner_checkpoint(&self) -> i64 {
+        self.cleaner_checkpoint
+    }
+
+    /// Records that offsets below `offset` are clean (`cleaner-offset-checkpoint`).
+    ///
+    /// # Errors
+    /// I/O errors writing the checkpoint.
+    pub fn set_cleaner_checkpoint(&mut self, offset: i64) -> Result<(), LogError> {
+        write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT_FILE), offset)?;
+        self.cleaner_checkpoint = offset;
+        Ok(())
+    }
+
     /// Takes the idempotent producers' state at the log end offset from `snapshot` (the
     /// bytes of a producer snapshot file taken at `offset`, such as the one copied with
     /// the remote segment ending there), so that a log restarted at the end of its remote
@@ -1648,6 +1829,9 @@ impl PartitionLog {
     /// Realigns derived state with a log end offset that went down.
     fn after_truncation(&mut self) -> Result<(), LogError> {
         self.truncations += 1;
+        if self.cleaner_checkpoint > self.log_end_offset {
+            self.set_cleaner_checkpoint(self.log_end_offset)?;
+        }
         self.active_since_ms = None;
         if let Some(writeback) = &mut self.writeback {
             writeback.reset();

@@ -29,6 +29,12 @@ pub const CLEANUP_POLICY: &str = "cleanup.policy";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 /// `delete.retention.ms`
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+/// `min.cleanable.dirty.ratio`
+pub const MIN_CLEANABLE_DIRTY_RATIO: &str = "min.cleanable.dirty.ratio";
+/// `min.compaction.lag.ms`
+pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
+/// `max.compaction.lag.ms`
+pub const MAX_COMPACTION_LAG_MS: &str = "max.compaction.lag.ms";
 /// `remote.storage.enable`
 pub const REMOTE_STORAGE_ENABLE: &str = "remote.storage.enable";
 /// `unclean.leader.election.enable`
@@ -42,7 +48,7 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The log settings of one topic, resolved from broker defaults and topic
 /// overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would exceed this size (bytes). Default 1 GiB.
     pub segment_bytes: u64,
@@ -68,6 +74,14 @@ pub struct LogConfig {
     pub min_insync_replicas: i32,
     /// `delete.retention.ms`: how long compaction keeps tombstones (ms). Default 1 day.
     pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the share of a compacted log's bytes not yet cleaned
+    /// (0.0-1.0) at which the cleaner takes it. Default 0.5.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this stay uncompacted (ms). Default 0.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record older than this is compacted whatever the dirty
+    /// ratio (ms). Default `i64::MAX` (never forced).
+    pub max_compaction_lag_ms: i64,
     /// `remote.storage.enable`: whether sealed segments are tiered.
     pub remote_storage_enable: bool,
     /// `unclean.leader.election.enable`: whether the controller may elect a replica outside
@@ -94,6 +108,9 @@ impl Default for LogConfig {
             cleanup_policy: "delete".to_string(),
             min_insync_replicas: 1,
             delete_retention_ms: DAY_MS,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
             remote_storage_enable: false,
             unclean_leader_election_enable: false,
             local_retention_ms: -2,
@@ -126,6 +143,16 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, LogError> {
         _ => Err(LogError::invalid_config(
             key,
             format!("expected true or false, got {value:?}"),
+        )),
+    }
+}
+
+fn parse_ratio(key: &str, value: &str) -> Result<f64, LogError> {
+    match value.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(LogError::invalid_config(
+            key,
+            format!("expected a number in [0, 1], got {value:?}"),
         )),
     }
 }
@@ -204,6 +231,13 @@ impl LogConfig {
                 self.min_insync_replicas = parse_int(key, value, 1, i64::from(i32::MAX))? as i32;
             }
             DELETE_RETENTION_MS => self.delete_retention_ms = parse_int(key, value, 0, i64::MAX)?,
+            MIN_CLEANABLE_DIRTY_RATIO => self.min_cleanable_dirty_ratio = parse_ratio(key, value)?,
+            MIN_COMPACTION_LAG_MS => {
+                self.min_compaction_lag_ms = parse_int(key, value, 0, i64::MAX)?
+            }
+            MAX_COMPACTION_LAG_MS => {
+                self.max_compaction_lag_ms = parse_int(key, value, 1, i64::MAX)?
+            }
             REMOTE_STORAGE_ENABLE => self.remote_storage_enable = parse_bool(key, value)?,
             UNCLEAN_LEADER_ELECTION_ENABLE => {
                 self.unclean_leader_election_enable = parse_bool(key, value)?;
@@ -247,6 +281,18 @@ impl LogConfig {
             (CLEANUP_POLICY, self.cleanup_policy.clone()),
             (MIN_INSYNC_REPLICAS, self.min_insync_replicas.to_string()),
             (DELETE_RETENTION_MS, self.delete_retention_ms.to_string()),
+            (
+                MIN_CLEANABLE_DIRTY_RATIO,
+                self.min_cleanable_dirty_ratio.to_string(),
+            ),
+            (
+                MIN_COMPACTION_LAG_MS,
+                self.min_compaction_lag_ms.to_string(),
+            ),
+            (
+                MAX_COMPACTION_LAG_MS,
+                self.max_compaction_lag_ms.to_string(),
+            ),
             (
                 REMOTE_STORAGE_ENABLE,
                 self.remote_storage_enable.to_string(),

@@ -113,6 +113,20 @@ impl ProducerStateManager {
         self.producers.is_empty()
     }
 
+    /// For every producer with a batch in its current epoch, the last offset of its last
+    /// batch.
+    pub fn last_offsets(&self) -> std::collections::HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(producer_id, entry)| {
+                entry
+                    .batches
+                    .back()
+                    .map(|batch| (*producer_id, batch.last_offset))
+            })
+            .collect()
+    }
+
     /// Checks the batches of one produce request in order, as if each earlier
     /// one had been appended, without changing the state. Batches without a
     /// producer id are always accepted.

@@ -22,6 +22,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// Bytes before `partitionLeaderEpoch`: `baseOffset` and `batchLength`.
 pub const LOG_OVERHEAD: usize = 12;
 /// Size of a v2 batch header, i.e. of a batch with no records.
@@ -572,6 +574,166 @@ pub fn find_record_by_timestamp(
         cursor = record_end;
     }
     RecordLookup::NotFound
+}
+
+/// One record of a batch, located in the batch's decompressed records section
+/// ([`decompressed_records`]); ranges are byte positions in that section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordEntry {
+    /// Offset of the record (base offset + offset delta).
+    pub offset: i64,
+    /// Timestamp of the record (ms): base timestamp + delta, or the batch's max
+    /// timestamp for `LogAppendTime` batches.
+    pub timestamp: i64,
+    /// The key's bytes; None for a null key.
+    pub key: Option<std::ops::Range<usize>>,
+    /// Whether the value is non-null (a null value is a tombstone).
+    pub has_value: bool,
+    /// The whole record, its length prefix included.
+    pub bytes: std::ops::Range<usize>,
+}
+
+fn undecodable(what: impl fmt::Display) -> BatchError {
+    BatchError::Undecodable(what.to_string())
+}
+
+/// The records section of one complete `batch` (the bytes after its 61-byte
+/// header), decompressed with the codec `header` names.
+///
+/// # Errors
+/// [`BatchError::UnknownCompression`] for codecs 5-7, [`BatchError::Undecodable`] when
+/// the payload does not decompress.
+pub fn decompressed_records(batch: &[u8], header: &BatchHeader) -> Result<Bytes, BatchError> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let mut payload = Bytes::copy_from_slice(batch.get(BATCH_HEADER_SIZE..).unwrap_or_default());
+    let take = |buf: &mut Bytes| Ok(buf.split_off(0));
+    let decompressed = match header.compression() {
+        Compression::None => return Ok(payload),
+        Compression::Gzip => <Gzip as Decompressor<Bytes>>::decompress(&mut payload, take),
+        Compression::Snappy => <Snappy as Decompressor<Bytes>>::decompress(&mut payload, take),
+        Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(&mut payload, take),
+        Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(&mut payload, take),
+        Compression::Unknown(codec) => return Err(BatchError::UnknownCompression(codec)),
+    };
+    decompressed.map_err(undecodable)
+}
+
+/// Walks the `header.records_count` records of a decompressed records `section`
+/// (Kafka's v2 record format: length, attributes, timestamp delta, offset delta, key,
+/// value, headers).
+///
+/// # Errors
+/// [`BatchError::Undecodable`] when a record is truncated or malformed, or the
+/// section holds bytes after the last record.
+pub fn record_entries(
+    header: &BatchHeader,
+    section: &[u8],
+) -> Result<Vec<RecordEntry>, BatchError> {
+    let count = usize::try_from(header.records_count).map_err(undecodable)?;
+    let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+    let mut entries = Vec::with_capacity(count);
+    let mut cursor = 0usize;
+    let truncated = || undecodable("record truncated");
+    for _ in 0..count {
+        let (length, body) = read_varint(section, cursor).ok_or_else(truncated)?;
+        let length = usize::try_from(length).map_err(undecodable)?;
+        let end = body.checked_add(length).filter(|end| *end <= section.len());
+        let end = end.ok_or_else(truncated)?;
+        let record = &section[..end];
+        // attributes (1 byte), then the varints.
+        let (timestamp_delta, at) = read_varint(record, body + 1).ok_or_else(truncated)?;
+        let (offset_delta, at) = read_varint(record, at).ok_or_else(truncated)?;
+        let (key_length, at) = read_varint(record, at).ok_or_else(truncated)?;
+        let (key, at) = if key_length < 0 {
+            (None, at)
+        } else {
+            let key_end = at + usize::try_from(key_length).map_err(undecodable)?;
+            if key_end > end {
+                return Err(truncated());
+            }
+            (Some(at..key_end), key_end)
+        };
+        let (value_length, _) = read_varint(record, at).ok_or_else(truncated)?;
+        entries.push(RecordEntry {
+            offset: header.base_offset.saturating_add(offset_delta),
+            timestamp: if log_append_time {
+                header.max_timestamp
+            } else {
+                header.base_timestamp.saturating_add(timestamp_delta)
+            },
+            key,
+            has_value: value_length >= 0,
+            bytes: cursor..end,
+        });
+        cursor = end;
+    }
+    if cursor != section.len() {
+        return Err(undecodable(format!(
+            "{} bytes after the last record",
+            section.len() - cursor
+        )));
+    }
+    Ok(entries)
+}
+
+/// A batch like the one `header` describes holding only `records` (the raw,
+/// uncompressed records kept from its section, `records_count` of them), compressed
+/// with the same codec. Base offset, last offset delta, leader epoch, attributes, base
+/// timestamp, producer id, epoch and base sequence stay, so every kept record keeps its
+/// offset, timestamp and sequence and the batch still ends at the original last offset
+/// (what producer state needs); `max_timestamp` is the caller's; the CRC is recomputed.
+/// `records_count` 0 gives an empty batch, which Kafka's cleaner also keeps for a
+/// producer's last batch.
+///
+/// # Errors
+/// [`BatchError::UnknownCompression`], or [`BatchError::Undecodable`] when the codec
+/// fails.
+pub fn rebuild_batch(
+    header: &BatchHeader,
+    records: &[u8],
+    records_count: i32,
+    max_timestamp: i64,
+) -> Result<Vec<u8>, BatchError> {
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    let fill = |buf: &mut bytes::BytesMut| {
+        buf.extend_from_slice(records);
+        Ok(())
+    };
+    let mut payload = bytes::BytesMut::new();
+    let compressed = match header.compression() {
+        Compression::None => {
+            payload.extend_from_slice(records);
+            Ok(())
+        }
+        Compression::Gzip => <Gzip as Compressor<bytes::BytesMut>>::compress(&mut payload, fill),
+        Compression::Snappy => {
+            <Snappy as Compressor<bytes::BytesMut>>::compress(&mut payload, fill)
+        }
+        Compression::Lz4 => <Lz4 as Compressor<bytes::BytesMut>>::compress(&mut payload, fill),
+        Compression::Zstd => <Zstd as Compressor<bytes::BytesMut>>::compress(&mut payload, fill),
+        Compression::Unknown(codec) => return Err(BatchError::UnknownCompression(codec)),
+    };
+    compressed.map_err(undecodable)?;
+    let batch_length = i32::try_from(BATCH_HEADER_SIZE - LOG_OVERHEAD + payload.len())
+        .map_err(|_| BatchError::InvalidLength(payload.len() as i64))?;
+    let mut batch = Vec::with_capacity(BATCH_HEADER_SIZE + payload.len());
+    batch.extend_from_slice(&header.base_offset.to_be_bytes());
+    batch.extend_from_slice(&batch_length.to_be_bytes());
+    batch.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    batch.push(header.magic as u8);
+    batch.extend_from_slice(&0u32.to_be_bytes());
+    batch.extend_from_slice(&header.attributes.to_be_bytes());
+    batch.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    batch.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    batch.extend_from_slice(&max_timestamp.to_be_bytes());
+    batch.extend_from_slice(&header.producer_id.to_be_bytes());
+    batch.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&header.base_sequence.to_be_bytes());
+    batch.extend_from_slice(&records_count.to_be_bytes());
+    batch.extend_from_slice(&payload);
+    let crc = compute_crc(&batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(batch)
 }
 
 /// Reads a zig-zag varint (up to 64 bits) at `at`; returns the value and the

@@ -192,6 +192,51 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "delete or compact (topic config cleanup.policy)",
     ),
     def(
+        "log.cleaner.enable",
+        Some("true"),
+        "run the log cleaner, which compacts topics whose cleanup.policy includes compact (and __consumer_offsets)",
+    ),
+    def(
+        "log.cleaner.threads",
+        Some("1"),
+        "log cleaner threads; each cleans one partition at a time",
+    ),
+    def(
+        "log.cleaner.dedupe.buffer.size",
+        Some("134217728"),
+        "bytes of memory for the cleaners' key maps, shared by all threads; a pass over more keys covers part of the dirty section and the next pass goes on",
+    ),
+    def(
+        "log.cleaner.io.max.bytes.per.second",
+        Some("1.7976931348623157E308"),
+        "cap on the bytes per second the cleaners read and write together",
+    ),
+    def(
+        "log.cleaner.backoff.ms",
+        Some("15000"),
+        "how long a cleaner thread sleeps when no log is due for cleaning",
+    ),
+    def(
+        "log.cleaner.min.cleanable.ratio",
+        Some("0.5"),
+        "share of a compacted log not yet cleaned at which it is cleaned (topic config min.cleanable.dirty.ratio)",
+    ),
+    def(
+        "log.cleaner.delete.retention.ms",
+        Some("86400000"),
+        "how long tombstones stay after compaction (topic config delete.retention.ms)",
+    ),
+    def(
+        "log.cleaner.min.compaction.lag.ms",
+        Some("0"),
+        "records younger than this are not compacted (topic config min.compaction.lag.ms)",
+    ),
+    def(
+        "log.cleaner.max.compaction.lag.ms",
+        Some("9223372036854775807"),
+        "records older than this are compacted whatever the dirty ratio (topic config max.compaction.lag.ms)",
+    ),
+    def(
         "message.max.bytes",
         Some("1048588"),
         "largest record batch accepted, bytes (topic config max.message.bytes)",
@@ -205,6 +250,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "offsets.topic.num.partitions",
         Some("50"),
         "partitions of __consumer_offsets",
+    ),
+    def(
+        "offsets.topic.segment.bytes",
+        Some("104857600"),
+        "segment.bytes of __consumer_offsets, set when the topic is created: the log cleaner compacts sealed segments only",
     ),
     def(
         "offsets.topic.replication.factor",
@@ -335,6 +385,13 @@ pub const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
     ("log.index.interval.bytes", "index.interval.bytes"),
     ("log.message.timestamp.type", "message.timestamp.type"),
     ("log.cleanup.policy", "cleanup.policy"),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "min.cleanable.dirty.ratio",
+    ),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
     ("message.max.bytes", "max.message.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
     (
@@ -529,6 +586,8 @@ pub struct BrokerConfig {
     pub flush_interval_ms: Option<u64>,
     /// `offsets.topic.num.partitions`.
     pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.segment.bytes` (bytes).
+    pub offsets_topic_segment_bytes: u64,
     /// `offsets.topic.replication.factor`.
     pub offsets_topic_replication_factor: i16,
     /// Group coordinator settings.
@@ -550,6 +609,8 @@ pub struct BrokerConfig {
     pub restore_point_interval_ms: u64,
     /// `restore.point.retention.ms`.
     pub restore_point_retention_ms: i64,
+    /// `log.cleaner.*`: the key compaction threads.
+    pub log_cleaner: silt_compaction::LogCleanerConfig,
 }
 
 impl BrokerConfig {
@@ -838,12 +899,23 @@ impl BrokerConfig {
             writeback,
             flush_interval_ms,
             offsets_topic_num_partitions: group.offsets_topic_num_partitions,
+            offsets_topic_segment_bytes: parse_number(&raw, "offsets.topic.segment.bytes")?,
             offsets_topic_replication_factor: parse_number(
                 &raw,
                 "offsets.topic.replication.factor",
             )?,
             group,
             socket_request_max_bytes: parse_number(&raw, "socket.request.max.bytes")?,
+            log_cleaner: silt_compaction::LogCleanerConfig {
+                enable: parse_bool(&raw, "log.cleaner.enable")?,
+                threads: parse_number::<usize>(&raw, "log.cleaner.threads")?.max(1),
+                dedupe_buffer_bytes: parse_number(&raw, "log.cleaner.dedupe.buffer.size")?,
+                io_max_bytes_per_second: parse_number(&raw, "log.cleaner.io.max.bytes.per.second")?,
+                backoff: std::time::Duration::from_millis(parse_number(
+                    &raw,
+                    "log.cleaner.backoff.ms",
+                )?),
+            },
             raw,
         })
     }

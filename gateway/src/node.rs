@@ -77,6 +77,7 @@ pub struct RunningNode {
     tasks: Vec<JoinHandle<()>>,
     remote_log_manager: Option<Arc<RemoteLogManager>>,
     membership: Arc<BrokerLifecycleManager>,
+    log_cleaner: silt_compaction::LogCleaner,
 }
 
 /// Starts every component of a node from its configuration.
@@ -237,6 +238,10 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
         },
     );
     tasks.extend(log_manager.start());
+    let log_cleaner = silt_compaction::LogCleaner::start(
+        Arc::clone(&replica_manager),
+        config.log_cleaner.clone(),
+    );
 
     if let Some(restore_point) = &pending_restore {
         // Before the listener serves: a consumer must not find its group without offsets.
@@ -303,6 +308,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
         tasks,
         remote_log_manager,
         membership,
+        log_cleaner,
     })
 }
 
@@ -459,10 +465,13 @@ async fn start_remote_reads(
 /// the controller voters, with a log line: a single node gets 1 replica, a 3-voter
 /// cluster waits for its third broker instead of settling for fewer replicas.
 async fn ensure_consumer_offsets_topic(controller: Controller, config: BrokerConfig) {
-    // Kafka's settings for the offsets topic: compacted, 100 MiB segments.
+    // Kafka's settings for the offsets topic: compacted, 100 MiB segments by default.
     let configs = BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
-        ("segment.bytes".to_string(), "104857600".to_string()),
+        (
+            "segment.bytes".to_string(),
+            config.offsets_topic_segment_bytes.to_string(),
+        ),
     ]);
     let mut attempts = 0u32;
     let mut capped_logged = false;
@@ -623,6 +632,11 @@ impl RunningNode {
         }
         if let Some(remote_log_manager) = &self.remote_log_manager {
             remote_log_manager.shutdown().await;
+        }
+        // Before the logs close: a pass in progress finishes its current group.
+        let log_cleaner = self.log_cleaner;
+        if let Err(error) = tokio::task::spawn_blocking(move || log_cleaner.shutdown()).await {
+            warn!(%error, "stopping the log cleaner failed");
         }
         self.context.group_coordinator.shutdown();
         self.context.replica_manager.shutdown().await;

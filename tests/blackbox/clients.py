@@ -167,6 +167,102 @@ def confluent_suite(bootstrap):
     log(f"ok: confluent admin deleted {topic}")
 
 
+def compacted_suite(bootstrap):
+    """A compacted topic: kcat and confluent-kafka produce updates and tombstones, the
+    broker's cleaner compacts it, and both read every key's latest value back."""
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = unique("compacted")
+    config = {"cleanup.policy": "compact", "segment.bytes": "16384", "min.cleanable.dirty.ratio": "0.01"}
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=1, config=config)], request_timeout=TIMEOUT_S
+    )
+    futures[topic].result(timeout=TIMEOUT_S)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    described = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result(timeout=TIMEOUT_S)
+    for name, value in config.items():
+        check(described[name].value == value, f"{name} is {described[name].value}, set {value}")
+    log(f"ok: confluent admin created compacted topic {topic}: {config}")
+
+    # Expected state, in produce order (one partition, one producer at a time).
+    latest = {}
+    lines = []
+    for i in range(3000):
+        key = f"key-{i % 50}"
+        value = "" if i % 7 == 0 else f"kcat-{i}"
+        lines.append(f"{key}:{value}")
+        latest[key] = value or None
+    # -Z: an empty value is produced as NULL, a tombstone.
+    run_kcat(bootstrap, ["-P", "-t", topic, "-p", "0", "-K:", "-Z"], stdin="\n".join(lines) + "\n")
+    log("ok: kcat produced 3000 updates of 50 keys, with tombstones")
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    errors = []
+    for i in range(3000):
+        key = f"key-{(i * 3) % 60}"
+        value = None if i % 11 == 0 else f"confluent-{i}".encode()
+        producer.produce(topic, key=key.encode(), value=value, partition=0,
+                         on_delivery=lambda error, _message: error and errors.append(error))
+        latest[key] = value.decode() if value else None
+    remaining = producer.flush(TIMEOUT_S)
+    check(remaining == 0 and not errors, f"{remaining} undelivered, errors {errors[:3]}")
+    log("ok: confluent idempotent producer delivered 3000 more updates")
+
+    def read_confluent():
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("compacted-reader"),
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "enable.partition.eof": True})
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        records = []
+        deadline = time.time() + TIMEOUT_S
+        while time.time() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            if message.error() is not None:
+                check(message.error().code() == KafkaError._PARTITION_EOF, f"consumer error {message.error()}")
+                break
+            records.append((message.offset(), message.key().decode(),
+                            None if message.value() is None else message.value().decode()))
+        consumer.close()
+        return records
+
+    deadline = time.time() + 60
+    while True:
+        records = read_confluent()
+        if len(records) < 1500:
+            break
+        check(time.time() < deadline, f"{len(records)} of 6000 records left after 60 s of cleaning")
+        time.sleep(1)
+    offsets = [offset for offset, _, _ in records]
+    check(offsets == sorted(set(offsets)), "offsets not strictly increasing")
+    read_latest = {}
+    for _, key, value in records:
+        read_latest[key] = value
+    check(read_latest == latest, f"confluent read differs from the latest values: "
+          f"{[(k, read_latest.get(k), v) for k, v in latest.items() if read_latest.get(k) != v][:5]}")
+    log(f"ok: the cleaner compacted 6000 records to {len(records)}; confluent-kafka reads every key's latest value")
+
+    output = run_kcat(bootstrap, ["-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-J"])
+    kcat_latest = {}
+    for line in output.splitlines():
+        record = json.loads(line)
+        kcat_latest[record["key"]] = record["payload"]
+    check(kcat_latest == latest, "kcat read differs from the latest values")
+    log("ok: kcat -C reads every key's latest value of the compacted topic")
+
+    keyless = Producer({"bootstrap.servers": bootstrap, "acks": "all", "retries": 0})
+    outcome = []
+    keyless.produce(topic, value=b"no key", partition=0, on_delivery=lambda error, _m: outcome.append(error))
+    keyless.flush(TIMEOUT_S)
+    check(outcome and outcome[0] is not None and outcome[0].code() == KafkaError.INVALID_RECORD,
+          f"a keyless record got {outcome}")
+    log("ok: a record without a key is refused with INVALID_RECORD")
+    admin.delete_topics([topic], request_timeout=TIMEOUT_S)[topic].result(timeout=TIMEOUT_S)
+
+
 def kafka_python_suite(bootstrap):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
@@ -250,6 +346,7 @@ def main():
         ("kcat", kcat_suite),
         ("confluent-kafka", confluent_suite),
         ("kafka-python", kafka_python_suite),
+        ("compacted topic (kcat, confluent-kafka)", compacted_suite),
     ]:
         started = time.time()
         try:

@@ -286,6 +286,48 @@ pub async fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Result<V
     Ok(records)
 }
 
+/// Reads one partition from its log start up to the high watermark taken at the start,
+/// however many records compaction left: the read ends at the partition's end
+/// (`enable.partition.eof`), not at a record count. Any consumer error fails it.
+pub fn read_to_end(bootstrap: &str, topic: &str, partition: i32) -> Result<Vec<Received>> {
+    let (_, high) = base_consumer(bootstrap)?
+        .fetch_watermarks(topic, partition, CLIENT_TIMEOUT)
+        .with_context(|| format!("watermarks of {topic}-{partition}"))?;
+    let mut config = client_config(bootstrap);
+    let _ = config
+        .set("group.id", format!("read-to-end-{}", rand::random::<u64>()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = config.create().context("creating consumer")?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut records = Vec::new();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => records.push(Received::from_message(&message)),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                let position = consumer
+                    .position()?
+                    .find_partition(topic, partition)
+                    .and_then(|element| element.offset().to_raw())
+                    .unwrap_or(-1);
+                if position >= high {
+                    return Ok(records);
+                }
+            }
+            Some(Err(error)) => bail!("consumer error reading {topic}-{partition}: {error}"),
+            None => {}
+        }
+    }
+    bail!(
+        "read {} records of {topic}-{partition} but not its end {high} within 60 s",
+        records.len()
+    )
+}
+
 /// Produces `count` records `key-i`/`value-i` (0-based, starting at `first`)
 /// and returns (partition, offset) per record.
 pub async fn produce_numbered(

@@ -5,14 +5,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use silt_tests::SiltProcess;
+use silt_tests::SiltOptions;
 
 /// Exit code of clients.py when a client is not installed.
 const MISSING_CLIENT: i32 = 3;
 
 #[test]
 fn kcat_confluent_kafka_and_kafka_python_work_against_silt() -> Result<()> {
-    let silt = SiltProcess::start()?;
+    // A cleaner that looks for dirty logs every 100 ms, for the compacted-topic suite.
+    let silt = SiltOptions::new()
+        .override_config("log.cleaner.backoff.ms", 100)
+        .start()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("blackbox/clients.py");
     let output = Command::new("python3")
         .arg(&script)

@@ -5,6 +5,7 @@
 
 mod group_coordinator;
 mod log_append_read;
+mod log_cleaning_swap;
 mod log_follower;
 mod log_idempotence;
 mod log_preallocate;

@@ -1,0 +1,6 @@
+//! The compaction crate's integration tests: one binary.
+
+mod model;
+mod producers;
+mod support;
+mod tombstones;

@@ -1,0 +1,390 @@
+//! Key compaction end to end, with rdkafka against real `silt` processes: readers from
+//! the beginning while the cleaner runs, SIGKILL during cleaning, and
+//! `__consumer_offsets` load bounded by the live groups.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use parking_lot::Mutex;
+use rand::Rng;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use silt_tests::kafka::{Received, create_topic, producer, read_to_end};
+use silt_tests::{SiltOptions, SiltProcess};
+
+/// Key → (offset, value) of every acknowledged record, by offset.
+type Acked = BTreeMap<i64, (String, Option<String>)>;
+
+/// Topic configs that make the cleaner take a log as soon as a segment is sealed.
+const COMPACTED: [(&str, &str); 3] = [
+    ("cleanup.policy", "compact"),
+    ("segment.bytes", "32768"),
+    ("min.cleanable.dirty.ratio", "0.01"),
+];
+
+fn fast_cleaner() -> SiltOptions {
+    SiltOptions::new().override_config("log.cleaner.backoff.ms", 100)
+}
+
+/// Produces `count` records over `keys` keys (one in ten a tombstone) and records the
+/// acknowledged ones.
+async fn produce_updates(
+    producer: &FutureProducer,
+    topic: &str,
+    keys: usize,
+    count: usize,
+    round: usize,
+    acked: &Mutex<Acked>,
+) -> Result<()> {
+    let mut pending = Vec::with_capacity(count);
+    for index in 0..count {
+        let key = format!("key-{}", rand::rng().random_range(0..keys));
+        let value = (index % 10 != 9).then(|| format!("{key}-round{round}-{index}"));
+        let record = FutureRecord::to(topic).key(&key).partition(0);
+        let record = match &value {
+            Some(value) => record.payload(value),
+            None => record,
+        };
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(error, _)| anyhow::anyhow!("enqueue: {error}"))?;
+        pending.push((key, value, delivery));
+    }
+    for (key, value, delivery) in pending {
+        let delivered = delivery
+            .await
+            .context("delivery dropped")?
+            .map_err(|(error, _)| anyhow::anyhow!("produce failed: {error}"))?;
+        let offset = delivered.offset;
+        let _previous = acked.lock().insert(offset, (key, value));
+    }
+    Ok(())
+}
+
+/// Checks a read from the beginning up to `high` (exclusive) against the acknowledged
+/// records: every record is the one acknowledged at its offset, offsets increase, and
+/// the last record of every key is its latest acknowledged one below `high`.
+fn check_read(read: &[Received], acked: &Acked, high: i64) -> Result<()> {
+    let mut last_by_key: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
+    let mut previous = -1;
+    for record in read.iter().filter(|record| record.offset < high) {
+        ensure!(
+            record.offset > previous,
+            "offset {} after {previous}",
+            record.offset
+        );
+        previous = record.offset;
+        let value = record.value.as_ref().map(|_| record.value_str());
+        let expected = acked.get(&record.offset);
+        ensure!(
+            expected == Some(&(record.key_str(), value.clone())),
+            "record at {} is {:?}/{value:?}, acknowledged {expected:?}",
+            record.offset,
+            record.key_str()
+        );
+        let _previous = last_by_key.insert(record.key_str(), (record.offset, value));
+    }
+    let mut latest: BTreeMap<&str, (i64, &Option<String>)> = BTreeMap::new();
+    for (offset, (key, value)) in acked.range(..high) {
+        let _previous = latest.insert(key, (*offset, value));
+    }
+    for (key, (offset, value)) in latest {
+        let seen = last_by_key.get(key);
+        ensure!(
+            seen == Some(&(offset, value.clone())),
+            "key {key}: latest acknowledged {value:?} at {offset}, read ends with {seen:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_from_the_beginning_see_every_latest_value_while_the_cleaner_runs() -> Result<()> {
+    let mut silt = fast_cleaner().start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(&bootstrap, "changelog", 1, &COMPACTED).await?;
+    let producer = producer(&bootstrap, &[("acks", "all"), ("linger.ms", "5")])?;
+    let acked = Arc::new(Mutex::new(Acked::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (bootstrap, acked, stop) = (bootstrap.clone(), Arc::clone(&acked), Arc::clone(&stop));
+        tokio::task::spawn_blocking(move || -> Result<usize> {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Everything below the high watermark taken now was acknowledged before.
+                let high = acked.lock().keys().next_back().map_or(0, |last| last + 1);
+                if high == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                let snapshot = acked.lock().clone();
+                let read = read_to_end(&bootstrap, "changelog", 0)?;
+                check_read(&read, &snapshot, high)
+                    .with_context(|| format!("reader round {rounds}"))?;
+                rounds += 1;
+            }
+            Ok(rounds)
+        })
+    };
+    for round in 0..12 {
+        produce_updates(&producer, "changelog", 200, 2_000, round, &acked).await?;
+    }
+    // The cleaner catches up: what is left is about the live keys plus the active segment.
+    let produced = acked.lock().len();
+    let started = Instant::now();
+    let remaining = loop {
+        let read = read_to_end(&bootstrap, "changelog", 0)?;
+        if read.len() < produced / 4 || started.elapsed() > Duration::from_secs(60) {
+            break read.len();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    let rounds = reader.await??;
+    ensure!(rounds >= 2, "the reader completed only {rounds} rounds");
+    ensure!(
+        remaining < produced / 4,
+        "{remaining} of {produced} records left after 60 s of cleaning"
+    );
+    let high = acked.lock().keys().next_back().map_or(0, |last| last + 1);
+    check_read(
+        &read_to_end(&bootstrap, "changelog", 0)?,
+        &acked.lock(),
+        high,
+    )?;
+    ensure!(silt.is_running(), "silt exited:\n{}", silt.log_tail());
+    ensure!(
+        silt.log().contains("cleaned log"),
+        "no cleaning pass in the log:\n{}",
+        silt.log_tail()
+    );
+    println!(
+        "{produced} records produced, {remaining} left after cleaning; {rounds} reader rounds"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_cleaning_loses_nothing_and_resurrects_nothing() -> Result<()> {
+    // A slow cleaner, so kills land in the middle of passes.
+    let mut silt = fast_cleaner()
+        .override_config("log.cleaner.io.max.bytes.per.second", 400_000)
+        .start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(&bootstrap, "kill-clean", 1, &COMPACTED).await?;
+    let acked = Mutex::new(Acked::new());
+    let mut interrupted = 0;
+    for round in 0..5 {
+        let producer = producer(&bootstrap, &[("acks", "all"), ("linger.ms", "5")])?;
+        produce_updates(&producer, "kill-clean", 300, 4_000, round, &acked).await?;
+        drop(producer);
+        let wait_ms = rand::rng().random_range(300..1_500);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        silt.kill9()?;
+        ensure!(!silt.is_running(), "silt still running after SIGKILL");
+        silt.start_again()?;
+        ensure!(
+            silt.is_running(),
+            "silt did not restart:\n{}",
+            silt.log_tail()
+        );
+        if silt
+            .log()
+            .contains("finishing a segment replacement a crash interrupted")
+        {
+            interrupted += 1;
+        }
+        let high = acked.lock().keys().next_back().map_or(0, |last| last + 1);
+        let read = read_to_end(&bootstrap, "kill-clean", 0)?;
+        check_read(&read, &acked.lock(), high).with_context(|| format!("after kill {round}"))?;
+    }
+    // After the last restart the cleaner finishes the job.
+    let produced = acked.lock().len();
+    let started = Instant::now();
+    loop {
+        let read = read_to_end(&bootstrap, "kill-clean", 0)?;
+        if read.len() < produced / 4 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            bail!("{} of {produced} records left after 90 s", read.len());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let high = acked.lock().keys().next_back().map_or(0, |last| last + 1);
+    check_read(
+        &read_to_end(&bootstrap, "kill-clean", 0)?,
+        &acked.lock(),
+        high,
+    )?;
+    ensure!(silt.is_running(), "silt exited:\n{}", silt.log_tail());
+    println!("5 kills, {interrupted} restarts finished an interrupted swap");
+    Ok(())
+}
+
+const REPLAY_LINE: &str = "replayed a __consumer_offsets partition";
+
+/// Restarts `silt` (SIGTERM, start) and returns `records=` and `elapsed_ms=` of the
+/// `__consumer_offsets` replay of the new run.
+async fn restart_and_measure_load(silt: &mut SiltProcess) -> Result<(u64, f64)> {
+    let before = silt.log().matches(REPLAY_LINE).count();
+    silt.restart()?;
+    let started = Instant::now();
+    while silt.log().matches(REPLAY_LINE).count() <= before {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "no __consumer_offsets replay after the restart:\n{}",
+            silt.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last_offsets_replay(&silt.log())
+}
+
+/// `records=` and `elapsed_ms=` of the last `__consumer_offsets` replay in `log`.
+fn last_offsets_replay(log: &str) -> Result<(u64, f64)> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|line| line.contains(REPLAY_LINE))
+        .context("no __consumer_offsets replay in the log")?;
+    let field = |name: &str| -> Result<&str> {
+        let start = line
+            .find(&format!("{name}="))
+            .with_context(|| format!("no {name} in {line:?}"))?
+            + name.len()
+            + 1;
+        let rest = &line[start..];
+        Ok(rest.split_whitespace().next().unwrap_or_default())
+    };
+    Ok((field("records")?.parse()?, field("elapsed_ms")?.parse()?))
+}
+
+/// Bytes of the `.log` files of `__consumer_offsets-0`.
+fn offsets_log_bytes(silt: &SiltProcess) -> Result<u64> {
+    let dir = silt.data_dir().join("__consumer_offsets-0");
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|extension| extension == "log") {
+            bytes += path.metadata()?.len();
+        }
+    }
+    Ok(bytes)
+}
+
+/// Commits `rounds` offsets for each of `partitions` partitions of `topic` in each of
+/// `groups` groups (one OffsetCommit per round), the groups in parallel.
+fn commit_rounds(
+    bootstrap: &str,
+    topic: &str,
+    groups: usize,
+    partitions: i32,
+    rounds: usize,
+) -> Result<()> {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..groups)
+            .map(|group| {
+                scope.spawn(move || -> Result<()> {
+                    let consumer = silt_tests::kafka::base_consumer_in_group(
+                        bootstrap,
+                        &format!("group-{group}"),
+                    )?;
+                    for round in 0..rounds {
+                        let mut offsets = rdkafka::TopicPartitionList::new();
+                        for partition in 0..partitions {
+                            offsets.add_partition_offset(
+                                topic,
+                                partition,
+                                rdkafka::Offset::Offset(round as i64 + 1),
+                            )?;
+                        }
+                        consumer.commit(&offsets, CommitMode::Sync)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|handle| {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("committer panicked"))?
+        })
+    })
+}
+
+fn offsets_topic_options() -> SiltOptions {
+    fast_cleaner()
+        .flag("--offsets-topic-num-partitions", 1)
+        .override_config("offsets.topic.segment.bytes", 65_536)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_offsets_load_is_bounded_by_live_groups_not_history() -> Result<()> {
+    const GROUPS: usize = 10;
+    const PARTITIONS: i32 = 10;
+    // 10 groups x 10 partitions x 1,000 rounds = 100,000 offset commits.
+    let mut busy = offsets_topic_options().start()?;
+    create_topic(&busy.bootstrap(), "source", PARTITIONS, &[]).await?;
+    let bootstrap = busy.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        commit_rounds(&bootstrap, "source", GROUPS, PARTITIONS, 1_000)
+    })
+    .await??;
+    let history_bytes = offsets_log_bytes(&busy)?;
+    let started = Instant::now();
+    while offsets_log_bytes(&busy)? > history_bytes / 5 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "__consumer_offsets still holds {} of {history_bytes} bytes after 60 s",
+            offsets_log_bytes(&busy)?
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (busy_records, busy_ms) = restart_and_measure_load(&mut busy).await?;
+
+    let mut fresh = offsets_topic_options().start()?;
+    create_topic(&fresh.bootstrap(), "source", PARTITIONS, &[]).await?;
+    let bootstrap = fresh.bootstrap();
+    tokio::task::spawn_blocking(move || commit_rounds(&bootstrap, "source", GROUPS, PARTITIONS, 1))
+        .await??;
+    let (fresh_records, fresh_ms) = restart_and_measure_load(&mut fresh).await?;
+
+    println!(
+        "__consumer_offsets after 100k commits: {history_bytes} bytes before cleaning, {} after; load replayed {busy_records} records in {busy_ms:.1} ms; a fresh group's load {fresh_records} records in {fresh_ms:.1} ms; ratios {:.1}x records, {:.1}x time",
+        offsets_log_bytes(&busy)?,
+        busy_records as f64 / fresh_records.max(1) as f64,
+        busy_ms / fresh_ms.max(0.001),
+    );
+    ensure!(
+        busy_records <= 10 * fresh_records.max(1),
+        "the load replayed {busy_records} records, a fresh group's {fresh_records}"
+    );
+    ensure!(
+        busy_ms <= 20.0 * fresh_ms.max(5.0),
+        "the load took {busy_ms:.1} ms, a fresh group's {fresh_ms:.1} ms"
+    );
+    // The committed offsets are all there after the restart.
+    let consumer = silt_tests::kafka::base_consumer_in_group(&busy.bootstrap(), "group-3")?;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        wanted.add_partition("source", partition);
+    }
+    let committed = tokio::task::spawn_blocking(move || {
+        rdkafka::consumer::Consumer::committed_offsets(&consumer, wanted, Duration::from_secs(10))
+    })
+    .await??;
+    for element in committed.elements() {
+        ensure!(
+            element.offset() == rdkafka::Offset::Offset(1_000),
+            "group-3 {}: committed {:?}",
+            element.partition(),
+            element.offset()
+        );
+    }
+    ensure!(busy.is_running() && fresh.is_running(), "a broker exited");
+    Ok(())
+}
