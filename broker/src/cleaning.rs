@@ -276,6 +276,9 @@ fn finish_swap(
 pub(crate) fn recover_interrupted_swaps(dir: &Path) -> Result<(), LogError> {
     let scratch = dir.join(CLEANER_SCRATCH_DIR);
     if scratch.exists() {
+        if fs::read_dir(&scratch)?.next().is_some() {
+            info!(dir = %dir.display(), "removing an unfinished cleaner replacement");
+        }
         fs::remove_dir_all(&scratch)?;
     }
     let mut committed = Vec::new();

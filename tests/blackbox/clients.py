@@ -175,7 +175,8 @@ def compacted_suite(bootstrap):
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = unique("compacted")
-    config = {"cleanup.policy": "compact", "segment.bytes": "16384", "min.cleanable.dirty.ratio": "0.01"}
+    # Batches must fit a segment (RECORD_LIST_TOO_LARGE otherwise, as in Kafka).
+    config = {"cleanup.policy": "compact", "segment.bytes": "32768", "min.cleanable.dirty.ratio": "0.01"}
     futures = admin.create_topics(
         [NewTopic(topic, num_partitions=1, replication_factor=1, config=config)], request_timeout=TIMEOUT_S
     )
@@ -195,10 +196,12 @@ def compacted_suite(bootstrap):
         lines.append(f"{key}:{value}")
         latest[key] = value or None
     # -Z: an empty value is produced as NULL, a tombstone.
-    run_kcat(bootstrap, ["-P", "-t", topic, "-p", "0", "-K:", "-Z"], stdin="\n".join(lines) + "\n")
+    run_kcat(bootstrap, ["-P", "-t", topic, "-p", "0", "-K:", "-Z", "-X", "batch.size=16384"],
+             stdin="\n".join(lines) + "\n")
     log("ok: kcat produced 3000 updates of 50 keys, with tombstones")
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "batch.size": 16384})
     errors = []
     for i in range(3000):
         key = f"key-{(i * 3) % 60}"

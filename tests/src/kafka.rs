@@ -288,16 +288,21 @@ pub async fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Result<V
 
 /// Reads one partition from its log start up to the high watermark taken at the start,
 /// however many records compaction left: the read ends at the partition's end
-/// (`enable.partition.eof`), not at a record count. Any consumer error fails it.
-pub fn read_to_end(bootstrap: &str, topic: &str, partition: i32) -> Result<Vec<Received>> {
+/// (`enable.partition.eof`), not at a record count. Returns the records (possibly some
+/// past the high watermark) and that high watermark. Any consumer error fails it.
+pub fn read_to_end(bootstrap: &str, topic: &str, partition: i32) -> Result<(Vec<Received>, i64)> {
     let (_, high) = base_consumer(bootstrap)?
         .fetch_watermarks(topic, partition, CLIENT_TIMEOUT)
         .with_context(|| format!("watermarks of {topic}-{partition}"))?;
+    if high == 0 {
+        return Ok((Vec::new(), 0));
+    }
     let mut config = client_config(bootstrap);
     let _ = config
         .set("group.id", format!("read-to-end-{}", rand::random::<u64>()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "100")
         .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer = config.create().context("creating consumer")?;
     let mut assignment = rdkafka::TopicPartitionList::new();
@@ -315,7 +320,7 @@ pub fn read_to_end(bootstrap: &str, topic: &str, partition: i32) -> Result<Vec<R
                     .and_then(|element| element.offset().to_raw())
                     .unwrap_or(-1);
                 if position >= high {
-                    return Ok(records);
+                    return Ok((records, high));
                 }
             }
             Some(Err(error)) => bail!("consumer error reading {topic}-{partition}: {error}"),
