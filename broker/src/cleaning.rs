@@ -103,7 +103,12 @@ impl ReplacementSegment {
         now_ms: i64,
     ) -> Result<ReplacementSegment, LogError> {
         let scratch = log_dir.join(CLEANER_SCRATCH_DIR);
-        fs::create_dir_all(&scratch)?;
+        // Not `create_dir_all`: a log deleted meanwhile must not be brought back.
+        match fs::create_dir(&scratch) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error.into()),
+        }
         let segment = LogSegment::open(
             &scratch,
             base_offset,

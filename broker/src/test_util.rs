@@ -271,11 +271,11 @@ pub fn expected_values(batches: i64, spec: impl Fn(i64) -> BatchSpec) -> Vec<(i6
     expected
 }
 
-/// The `.log` file names in `dir`, sorted (so by base offset).
+/// Every file name in `dir`, sorted.
 ///
 /// # Panics
 /// When `dir` cannot be read.
-pub fn log_files(dir: &Path) -> Vec<String> {
+pub fn file_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("read dir")
         .map(|entry| {
@@ -285,8 +285,18 @@ pub fn log_files(dir: &Path) -> Vec<String> {
                 .to_string_lossy()
                 .into_owned()
         })
-        .filter(|name| name.ends_with(".log"))
         .collect();
     names.sort();
     names
+}
+
+/// The `.log` file names in `dir`, sorted (so by base offset).
+///
+/// # Panics
+/// When `dir` cannot be read.
+pub fn log_files(dir: &Path) -> Vec<String> {
+    file_names(dir)
+        .into_iter()
+        .filter(|name| name.ends_with(".log"))
+        .collect()
 }

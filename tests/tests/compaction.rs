@@ -353,10 +353,11 @@ fn offsets_log_bytes(silt: &SiltProcess) -> Result<u64> {
 }
 
 /// Commits `rounds` offsets for each of `partitions` partitions of `topic` in each of
-/// `groups` groups (one OffsetCommit per round), the groups in parallel.
+/// `groups` groups `<prefix>-<n>` (one OffsetCommit per round), the groups in parallel.
 fn commit_rounds(
     bootstrap: &str,
     topic: &str,
+    prefix: &str,
     groups: usize,
     partitions: i32,
     rounds: usize,
@@ -368,7 +369,7 @@ fn commit_rounds(
                 scope.spawn(move || -> Result<()> {
                     let consumer = silt_tests::kafka::base_consumer_in_group(
                         bootstrap,
-                        &format!("group-{group}"),
+                        &format!("{prefix}-{group}"),
                     )?;
                     for round in 0..rounds {
                         let mut offsets = rdkafka::TopicPartitionList::new();
@@ -408,7 +409,7 @@ async fn consumer_offsets_load_is_bounded_by_live_groups_not_history() -> Result
     create_topic(&busy.bootstrap(), "source", PARTITIONS, &[]).await?;
     let bootstrap = busy.bootstrap();
     tokio::task::spawn_blocking(move || {
-        commit_rounds(&bootstrap, "source", GROUPS, PARTITIONS, 1_000)
+        commit_rounds(&bootstrap, "source", "group", GROUPS, PARTITIONS, 1_000)
     })
     .await??;
     // Every commit is a record of __consumer_offsets-0: its high watermark is the history.
@@ -435,8 +436,10 @@ async fn consumer_offsets_load_is_bounded_by_live_groups_not_history() -> Result
     let mut fresh = offsets_topic_options().start()?;
     create_topic(&fresh.bootstrap(), "source", PARTITIONS, &[]).await?;
     let bootstrap = fresh.bootstrap();
-    tokio::task::spawn_blocking(move || commit_rounds(&bootstrap, "source", GROUPS, PARTITIONS, 1))
-        .await??;
+    tokio::task::spawn_blocking(move || {
+        commit_rounds(&bootstrap, "source", "group", GROUPS, PARTITIONS, 1)
+    })
+    .await??;
     let (fresh_records, fresh_ms) = restart_and_measure_load(&mut fresh).await?;
 
     println!(
@@ -472,5 +475,77 @@ async fn consumer_offsets_load_is_bounded_by_live_groups_not_history() -> Result
         );
     }
     ensure!(busy.is_running() && fresh.is_running(), "a broker exited");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_groups_tombstones_leave_consumer_offsets_after_delete_retention_ms() -> Result<()>
+{
+    let silt = offsets_topic_options()
+        .override_config("log.cleaner.delete.retention.ms", 1_000)
+        .start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(&bootstrap, "source", 2, &[]).await?;
+    let committer = bootstrap.clone();
+    tokio::task::spawn_blocking(move || commit_rounds(&committer, "source", "gone", 1, 2, 3))
+        .await??;
+    // DeleteGroups writes tombstones for the group's offsets and metadata.
+    let admin = silt_tests::kafka::admin(&bootstrap)?;
+    let deleted = admin
+        .delete_groups(&["gone-0"], &rdkafka::admin::AdminOptions::new())
+        .await?;
+    ensure!(
+        deleted.iter().all(Result::is_ok),
+        "DeleteGroups failed: {deleted:?}"
+    );
+    let mentions = |records: &[Received]| {
+        records
+            .iter()
+            .filter(|record| {
+                record
+                    .key
+                    .as_deref()
+                    .is_some_and(|key| key.windows(6).any(|window| window == b"gone-0"))
+            })
+            .count()
+    };
+    let (before, _) = read_to_end(&bootstrap, "__consumer_offsets", 0)?;
+    ensure!(
+        mentions(&before) > 0,
+        "no record of gone-0 in __consumer_offsets before cleaning"
+    );
+    // Other groups go on committing: segments roll, the cleaner maps the tombstones,
+    // and once the clean section is delete.retention.ms newer, they go.
+    let started = Instant::now();
+    let mut round = 0;
+    loop {
+        let committer = bootstrap.clone();
+        tokio::task::spawn_blocking(move || commit_rounds(&committer, "source", "live", 3, 2, 200))
+            .await??;
+        round += 1;
+        let (records, _) = read_to_end(&bootstrap, "__consumer_offsets", 0)?;
+        if mentions(&records) == 0 {
+            // The live groups' offsets are all still there.
+            let group_2 = records
+                .iter()
+                .filter(|record| {
+                    record.value.is_some()
+                        && record
+                            .key
+                            .as_deref()
+                            .is_some_and(|key| key.windows(6).any(|window| window == b"live-2"))
+                })
+                .count();
+            ensure!(group_2 >= 2, "live-2 has {group_2} live offset records");
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "gone-0's records still in __consumer_offsets after {round} rounds: {}",
+            mentions(&records)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!("gone-0's tombstones gone after {round} rounds of other groups' commits");
     Ok(())
 }

@@ -6,7 +6,7 @@ use silt_broker::PartitionLog;
 use silt_broker::cleaning::{CleaningView, ReplacementSegment, SealedSegment};
 use silt_broker::log::LogError;
 use silt_broker::record_batch::{batch_size_from_prefix, parse_header};
-use silt_broker::test_util::{BatchSpec, log_files, open, read_all, small_segments};
+use silt_broker::test_util::{BatchSpec, file_names, log_files, open, read_all, small_segments};
 
 const BATCHES: i64 = 12;
 
@@ -83,15 +83,8 @@ fn a_crash_after_any_step_of_the_swap_leaves_the_old_or_the_new_segments() {
         drop(log);
         let reopened = PartitionLog::open(dir.path(), small_segments(350), 0).expect("reopen");
         let after = offsets(&reopened);
-        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+        let leftovers: Vec<String> = file_names(dir.path())
+            .into_iter()
             .filter(|name| name.ends_with(".swap") || name == "cleaner-scratch")
             .collect();
         assert!(leftovers.is_empty(), "step {step}: leftovers {leftovers:?}");
