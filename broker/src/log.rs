@@ -1707,22 +1707,48 @@ impl PartitionLog {
                 drop(old);
             }
         }
-        crate::cleaning::install(&self.dir, replacement, end, stop_after)?;
+        let installed = crate::cleaning::install(&self.dir, replacement, end, stop_after);
         if stop_after.is_some() {
-            return Ok(());
+            return installed;
         }
-        let mut segment = LogSegment::open(
-            &self.dir,
-            base,
-            self.config.index_interval_bytes,
-            now_ms,
-            SegmentFile::Existing,
-        )?;
-        if let Some(problem) = segment.needs_recovery() {
-            debug!(topic = %self.topic, partition = self.partition, base, %problem, "rebuilding the indexes of a replacement segment");
-            let _truncated = segment.recover()?;
+        if let Err(error) = &installed {
+            // Finish or undo on disk what the failed install left, as an open would.
+            warn!(topic = %self.topic, partition = self.partition, base, end, %error, "installing a replacement segment failed");
+            crate::cleaning::recover_interrupted_swaps(&self.dir)?;
         }
-        let _previous = self.segments.insert(base, segment);
+        // Whatever is on disk now (the replacement, or the old segments) goes back into
+        // the log, so a reader never meets a hole.
+        self.load_segments_in(base, end, now_ms)?;
+        installed
+    }
+
+    /// Opens the segments whose files are based in `[from, to)` into the log.
+    fn load_segments_in(&mut self, from: i64, to: i64, now_ms: i64) -> Result<(), LogError> {
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(base) = name
+                .to_str()
+                .and_then(|name| parse_offset_file_name(name, LOG_FILE_SUFFIX))
+                .filter(|base| *base >= from && *base < to)
+            {
+                bases.push(base);
+            }
+        }
+        for base in bases {
+            let mut segment = LogSegment::open(
+                &self.dir,
+                base,
+                self.config.index_interval_bytes,
+                now_ms,
+                SegmentFile::Existing,
+            )?;
+            if let Some(problem) = segment.needs_recovery() {
+                debug!(topic = %self.topic, partition = self.partition, base, %problem, "rebuilding the indexes of a segment");
+                let _truncated = segment.recover()?;
+            }
+            let _previous = self.segments.insert(base, segment);
+        }
         Ok(())
     }
 

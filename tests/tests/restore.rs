@@ -123,15 +123,25 @@ async fn comes_back_from_its_restore_points_alone(store: TierStore) -> Result<()
     committer.commit(&offsets, CommitMode::Sync)?;
     drop(committer);
 
-    // Restore points carry the group and the tiered segments.
+    // Restore points carry the group and the tiered segments: wait until the newest one
+    // has stopped growing for 2 s (every sealed segment of every partition uploaded),
+    // so the one the restore falls back to below holds data of every partition.
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut steady_since: Option<(u64, Instant)> = None;
     loop {
         let listed = listed_restore_points(&old)?;
-        if listed
+        let newest = listed
             .first()
-            .is_some_and(|(_, bytes, groups)| *bytes > 40_000 && *groups == 1)
-        {
-            break;
+            .filter(|(_, bytes, groups)| *bytes > 40_000 && *groups == 1)
+            .map(|(_, bytes, _)| *bytes);
+        match (newest, steady_since) {
+            (Some(bytes), Some((seen, since))) if bytes == seen => {
+                if since.elapsed() >= Duration::from_secs(2) {
+                    break;
+                }
+            }
+            (Some(bytes), _) => steady_since = Some((bytes, Instant::now())),
+            (None, _) => steady_since = None,
         }
         ensure!(
             Instant::now() < deadline,

@@ -129,3 +129,31 @@ fn a_replacement_planned_before_a_truncation_is_refused() {
             .exists()
     );
 }
+
+#[test]
+fn a_failed_install_leaves_the_old_segments_readable_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = filled(dir.path());
+    let before = offsets(&log);
+    let view = log.cleaning_view();
+    let (replaced, replacement) = replacement_of(&view, 3);
+    // The replacement's index vanishes before the swap: its first rename fails.
+    let index = dir
+        .path()
+        .join("cleaner-scratch")
+        .join(format!("{:020}.index", replaced[0].base_offset));
+    std::fs::remove_file(&index).expect("remove index");
+    let error = log
+        .replace_segments(&view, &replaced, replacement, 0)
+        .expect_err("the install fails");
+    assert!(matches!(error, LogError::Io(_)), "{error}");
+    assert_eq!(offsets(&log), before, "the live log lost offsets");
+    let leftovers: Vec<String> = file_names(dir.path())
+        .into_iter()
+        .filter(|name| name.ends_with(".swap") || name == "cleaner-scratch")
+        .collect();
+    assert!(leftovers.is_empty(), "leftovers {leftovers:?}");
+    drop(log);
+    let reopened = PartitionLog::open(dir.path(), small_segments(350), 0).expect("reopen");
+    assert_eq!(offsets(&reopened), before);
+}
