@@ -34,8 +34,8 @@ use crate::log_config::LogConfig;
 use crate::preallocate::{AppendRate, STANDBY_FILE_NAME, Standby};
 use crate::producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 use crate::record_batch::{
-    BatchError, BatchHeader, NO_TIMESTAMP, TimestampType, parse_header, set_log_append_time,
-    validate_batches, validate_replicated_batches,
+    BatchHeader, NO_TIMESTAMP, TimestampType, decompressed_records, parse_header, record_entries,
+    set_log_append_time, validate_batches, validate_replicated_batches,
 };
 use crate::segment::{
     INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, LogSegment, ReadLimits, SegmentFile,
@@ -650,7 +650,7 @@ impl PartitionLog {
             });
         }
         if self.config.is_compacted() {
-            self.check_keys(records)?;
+            self.check_keys(records, &headers)?;
         }
         let checks = match self.producer_state.check_batches(&headers) {
             // A producer's pipelined request behind one that failed on the disk: answer
@@ -716,14 +716,18 @@ impl PartitionLog {
         Ok(info)
     }
 
-    /// Every record of a compacted topic must have a key. Decodes (and decompresses) the
-    /// batches, which only compacted topics pay for.
-    fn check_keys(&self, records: &[u8]) -> Result<(), LogError> {
-        let mut buffer = bytes::Bytes::copy_from_slice(records);
-        while bytes::Buf::has_remaining(&buffer) {
-            let batch = kafka_protocol::records::RecordBatchDecoder::decode(&mut buffer)
-                .map_err(|error| BatchError::Undecodable(error.to_string()))?;
-            if batch.records.iter().any(|record| record.key.is_none()) {
+    /// Every record of a compacted topic must have a key. Walks the records of the
+    /// batches (`headers` are theirs, in order), decompressed: only compacted topics pay.
+    fn check_keys(&self, records: &[u8], headers: &[BatchHeader]) -> Result<(), LogError> {
+        let mut position = 0;
+        for header in headers {
+            let batch = &records[position..position + header.size_bytes()];
+            position += header.size_bytes();
+            let section = decompressed_records(batch, header)?;
+            if record_entries(header, &section)?
+                .iter()
+                .any(|entry| entry.key.is_none())
+            {
                 return Err(LogError::RecordWithoutKey {
                     topic: self.topic.clone(),
                     partition: self.partition,
@@ -1703,9 +1707,7 @@ impl PartitionLog {
         };
         let base = replacement.base_offset();
         for segment in replaced {
-            if let Some(old) = self.segments.remove(&segment.base_offset) {
-                drop(old);
-            }
+            let _old = self.segments.remove(&segment.base_offset);
         }
         let installed = crate::cleaning::install(&self.dir, replacement, end, stop_after);
         if stop_after.is_some() {

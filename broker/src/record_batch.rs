@@ -546,32 +546,17 @@ pub fn find_record_by_timestamp(
     if header.compression() != Compression::None {
         return RecordLookup::Compressed;
     }
-    let mut cursor = BATCH_HEADER_SIZE;
-    for _ in 0..header.records_count.max(0) {
-        let Some((length, after_length)) = read_varint(batch, cursor) else {
+    let section = batch.get(BATCH_HEADER_SIZE..).unwrap_or_default();
+    for entry in RecordWalk::new(header, section) {
+        let Ok(entry) = entry else {
             return RecordLookup::NotFound;
         };
-        let Ok(length) = usize::try_from(length) else {
-            return RecordLookup::NotFound;
-        };
-        let record_end = after_length.saturating_add(length);
-        if record_end > batch.len() {
-            return RecordLookup::NotFound;
+        if entry.offset >= min_offset && entry.timestamp >= target_ts {
+            return RecordLookup::Found {
+                offset: entry.offset,
+                timestamp: entry.timestamp,
+            };
         }
-        let record = &batch[..record_end];
-        // attributes (1 byte), timestampDelta varlong, offsetDelta varint
-        let Some((timestamp_delta, after_timestamp)) = read_varint(record, after_length + 1) else {
-            return RecordLookup::NotFound;
-        };
-        let Some((offset_delta, _)) = read_varint(record, after_timestamp) else {
-            return RecordLookup::NotFound;
-        };
-        let offset = header.base_offset.saturating_add(offset_delta);
-        let timestamp = header.base_timestamp.saturating_add(timestamp_delta);
-        if offset >= min_offset && timestamp >= target_ts {
-            return RecordLookup::Found { offset, timestamp };
-        }
-        cursor = record_end;
     }
     RecordLookup::NotFound
 }
@@ -629,12 +614,41 @@ pub fn record_entries(
     header: &BatchHeader,
     section: &[u8],
 ) -> Result<Vec<RecordEntry>, BatchError> {
-    let count = usize::try_from(header.records_count).map_err(undecodable)?;
-    let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
-    let mut entries = Vec::with_capacity(count);
-    let mut cursor = 0usize;
-    let truncated = || undecodable("record truncated");
-    for _ in 0..count {
+    let mut walk = RecordWalk::new(header, section);
+    let entries = walk.by_ref().collect::<Result<Vec<_>, _>>()?;
+    if walk.cursor != section.len() {
+        return Err(undecodable(format!(
+            "{} bytes after the last record",
+            section.len() - walk.cursor
+        )));
+    }
+    Ok(entries)
+}
+
+/// The records of a decompressed records section, one [`RecordEntry`] at a time; the
+/// first malformed record ends the walk with its error.
+struct RecordWalk<'a> {
+    header: &'a BatchHeader,
+    section: &'a [u8],
+    /// Start of the next record in `section`.
+    cursor: usize,
+    /// Records still to read.
+    remaining: i32,
+}
+
+impl<'a> RecordWalk<'a> {
+    fn new(header: &'a BatchHeader, section: &'a [u8]) -> RecordWalk<'a> {
+        RecordWalk {
+            header,
+            section,
+            cursor: 0,
+            remaining: header.records_count.max(0),
+        }
+    }
+
+    fn read(&self) -> Result<RecordEntry, BatchError> {
+        let (header, section, cursor) = (self.header, self.section, self.cursor);
+        let truncated = || undecodable("record truncated");
         let (length, body) = read_varint(section, cursor).ok_or_else(truncated)?;
         let length = usize::try_from(length).map_err(undecodable)?;
         let end = body.checked_add(length).filter(|end| *end <= section.len());
@@ -654,9 +668,9 @@ pub fn record_entries(
             (Some(at..key_end), key_end)
         };
         let (value_length, _) = read_varint(record, at).ok_or_else(truncated)?;
-        entries.push(RecordEntry {
+        Ok(RecordEntry {
             offset: header.base_offset.saturating_add(offset_delta),
-            timestamp: if log_append_time {
+            timestamp: if header.timestamp_type() == TimestampType::LogAppendTime {
                 header.max_timestamp
             } else {
                 header.base_timestamp.saturating_add(timestamp_delta)
@@ -664,16 +678,27 @@ pub fn record_entries(
             key,
             has_value: value_length >= 0,
             bytes: cursor..end,
-        });
-        cursor = end;
+        })
     }
-    if cursor != section.len() {
-        return Err(undecodable(format!(
-            "{} bytes after the last record",
-            section.len() - cursor
-        )));
+}
+
+impl Iterator for RecordWalk<'_> {
+    type Item = Result<RecordEntry, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let entry = self.read();
+        match &entry {
+            Ok(entry) => {
+                self.cursor = entry.bytes.end;
+                self.remaining -= 1;
+            }
+            Err(_) => self.remaining = 0,
+        }
+        Some(entry)
     }
-    Ok(entries)
 }
 
 /// A batch like the one `header` describes holding only `records` (the raw,

@@ -303,6 +303,40 @@ impl<'a> BatchScanner<'a> {
     }
 }
 
+/// Calls `visit` with every batch of the segment `.log` file `file` (a handle of the
+/// caller's own, so the log may delete the file meanwhile), in order, through a
+/// read-ahead window: the log cleaner's reader. Stops at the end of the file, or when
+/// `visit` returns `false`.
+///
+/// # Errors
+/// I/O errors and [`LogError::Corrupt`] (a batch that cannot be framed) as `E`, or
+/// `visit`'s own.
+pub fn visit_batches<E: From<LogError>>(
+    file: &File,
+    mut visit: impl FnMut(&BatchHeader, &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    let end = file.metadata().map_err(LogError::from)?.len();
+    let mut scanner = BatchScanner::new(file, 0, end, VERIFY_SCAN_WINDOW);
+    loop {
+        match scanner.next(false).map_err(LogError::from)? {
+            ScanStep::End => return Ok(()),
+            ScanStep::Invalid { position, reason } => {
+                return Err(
+                    LogError::Corrupt(format!("batch at byte {position}: {reason}")).into(),
+                );
+            }
+            ScanStep::Batch(location) => {
+                let batch = scanner
+                    .bytes(location.position, location.header.size_bytes())
+                    .map_err(LogError::from)?;
+                if !visit(&location.header, batch)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 /// Blocks past a reopened segment's records below this many bytes are block rounding
 /// and extent-tree blocks, not an allocation ahead.
 const ALLOCATION_SLACK_BYTES: u64 = 64 * 1024;

@@ -34,11 +34,11 @@ use silt_broker::cleaning::{CleaningView, ReplacementSegment, SealedSegment};
 use silt_broker::record_batch::{
     BatchHeader, TimestampType, decompressed_records, rebuild_batch, record_entries,
 };
+use silt_broker::segment::visit_batches;
 use tracing::{debug, info};
 
 use crate::error::CleanerError;
 use crate::offset_map::OffsetMap;
-use crate::segment_reader::SegmentBatches;
 use crate::throttler::Throttler;
 
 /// Bytes of rewritten batches buffered before they are written to the replacement.
@@ -266,30 +266,27 @@ fn build_offset_map(
         .iter()
         .filter(|segment| is_dirty(segment, start, limit))
     {
-        let mut batches = SegmentBatches::open(&segment.log_path)?;
-        let mut last_read = 0;
+        let file = open_segment(&segment.log_path)?;
         let mut mapped_end = None;
-        while let Some((header, batch)) = batches.next_batch()? {
+        visit_batches(&file, |header, batch| {
+            stats.bytes_read += batch.len() as u64;
             if header.last_offset() < start || header.is_control() {
-                continue;
+                return Ok(true);
             }
-            let section = decompressed_records(batch, &header)?;
-            for entry in record_entries(&header, &section)? {
+            let section = decompressed_records(batch, header)?;
+            for entry in record_entries(header, &section)? {
                 if let Some(key) = &entry.key {
                     map.put(&section[key.clone()], entry.offset);
                 }
             }
             if map.is_full() {
                 mapped_end = Some(header.next_offset());
-                break;
+                return Ok(false);
             }
             cleaner.check_stop()?;
-            cleaner
-                .throttler
-                .maybe_throttle(batches.bytes_read - last_read);
-            last_read = batches.bytes_read;
-        }
-        stats.bytes_read += batches.bytes_read;
+            cleaner.throttler.maybe_throttle(batch.len() as u64);
+            Ok::<bool, CleanerError>(true)
+        })?;
         if let Some(end) = mapped_end {
             debug!(
                 end,
@@ -300,6 +297,21 @@ fn build_offset_map(
         }
     }
     Ok((map, limit))
+}
+
+/// A handle of the cleaner's own on a sealed segment's `.log` file.
+///
+/// # Errors
+/// [`CleanerError::SegmentGone`] when retention deleted the file since the pass was
+/// planned; other I/O errors.
+fn open_segment(path: &std::path::Path) -> Result<std::fs::File, CleanerError> {
+    std::fs::File::open(path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            CleanerError::SegmentGone(path.display().to_string())
+        } else {
+            CleanerError::Io(error)
+        }
+    })
 }
 
 /// Consecutive segments of at most `max_bytes` together (one segment at least), whose
@@ -348,11 +360,11 @@ fn clean_group(
         ReplacementSegment::create(&view.dir, base, view.config.index_interval_bytes, now_ms)?;
     let written = (|| {
         for segment in group {
-            let mut batches = SegmentBatches::open(&segment.log_path)?;
+            let file = open_segment(&segment.log_path)?;
             let mut buffer = Vec::new();
-            let mut last_read = 0;
-            while let Some((header, batch)) = batches.next_batch()? {
-                match filter_batch(&header, batch, rules, stats)? {
+            visit_batches(&file, |header, batch| {
+                stats.bytes_read += batch.len() as u64;
+                match filter_batch(header, batch, rules, stats)? {
                     Filtered::Whole => buffer.extend_from_slice(batch),
                     Filtered::Rebuilt(rebuilt) => buffer.extend_from_slice(&rebuilt),
                     Filtered::Dropped => {}
@@ -363,11 +375,10 @@ fn clean_group(
                     buffer.clear();
                 }
                 cleaner.check_stop()?;
-                throttler.maybe_throttle(batches.bytes_read - last_read);
-                last_read = batches.bytes_read;
-            }
+                throttler.maybe_throttle(batch.len() as u64);
+                Ok::<bool, CleanerError>(true)
+            })?;
             replacement.append(&buffer)?;
-            stats.bytes_read += batches.bytes_read;
         }
         Ok::<(), CleanerError>(())
     })();

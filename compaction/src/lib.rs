@@ -16,7 +16,6 @@ pub mod cleaner;
 mod error;
 mod log_cleaner;
 mod offset_map;
-mod segment_reader;
 mod throttler;
 
 pub use crate::cleaner::{Cleaner, CleanerConfig, CleanerStats, CleaningPlan};
