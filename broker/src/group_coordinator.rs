@@ -22,7 +22,7 @@ mod timers;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -40,6 +40,7 @@ use tracing::{info, warn};
 
 use self::group::{Group, GroupState};
 use self::records::RecordKey;
+use crate::replica_manager::now_ms;
 
 /// How often expired offsets and dead groups are cleaned up
 /// (Kafka's `offsets.retention.check.interval.ms`).
@@ -605,14 +606,6 @@ fn java_string_hash_code(value: &str) -> i32 {
     value.encode_utf16().fold(0i32, |hash, unit| {
         hash.wrapping_mul(31).wrapping_add(i32::from(unit))
     })
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The Kafka error a client gets when a `__consumer_offsets` write fails.

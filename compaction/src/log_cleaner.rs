@@ -7,11 +7,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use silt_broker::ReplicaManager;
 use silt_broker::partition::Partition;
+use silt_broker::replica_manager::now_ms;
 use tracing::{debug, info, warn};
 
 use crate::cleaner::{Cleaner, CleanerConfig, log_pass, plan};
@@ -44,13 +45,6 @@ impl Default for LogCleanerConfig {
             backoff: Duration::from_secs(15),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// State the cleaner threads share.
