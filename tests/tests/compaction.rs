@@ -218,10 +218,10 @@ async fn sigkill_during_cleaning_loses_nothing_and_resurrects_nothing() -> Resul
         .override_config("log.cleaner.io.max.bytes.per.second", 50_000)
         .start()?;
     let bootstrap = silt.bootstrap();
-    // Records wait a second before they are cleanable, so a pass starts after each
+    // Records wait 3 s before they are cleanable, so a pass starts after each
     // round of production with the whole round dirty, and takes seconds.
     let mut configs = COMPACTED.to_vec();
-    configs.push(("min.compaction.lag.ms", "1000"));
+    configs.push(("min.compaction.lag.ms", "3000"));
     create_topic(&bootstrap, "kill-clean", 1, &configs).await?;
     let acked = Mutex::new(Acked::new());
     const PASS_IN_PROGRESS: &str = "removing an unfinished cleaner replacement";
@@ -241,7 +241,14 @@ async fn sigkill_during_cleaning_loses_nothing_and_resurrects_nothing() -> Resul
         // Kill while a replacement segment is being written (watched in the partition
         // directory), or, every third kill, after a random wait.
         let scratch = silt.data_dir().join("kill-clean-0").join("cleaner-scratch");
-        let deadline = Instant::now() + Duration::from_millis(rand::rng().random_range(200..5_000));
+        // Watched kills wait up to 15 s for a pass to start (records become cleanable
+        // few seconds after they are written; later on a loaded host).
+        let wait_ms = if kills % 3 == 2 {
+            rand::rng().random_range(200..5_000)
+        } else {
+            15_000
+        };
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
         while Instant::now() < deadline {
             let writing = std::fs::read_dir(&scratch).is_ok_and(|entries| {
                 entries.flatten().any(|entry| {
