@@ -102,6 +102,10 @@ pub struct ProduceArgs {
     /// Records per second to offer (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Keys: record `i` gets the key `key-<i mod N>` (8 digits), so a compacted topic
+    /// keeps N live keys; 0 sends records without a key.
+    #[arg(long, default_value_t = 0)]
+    pub key_space: u64,
     /// Extra producer settings, `key=value` (repeatable).
     #[arg(long = "producer-config", value_name = "KEY=VALUE")]
     pub producer_config: Vec<String>,
@@ -711,8 +715,12 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
             payload[..8].copy_from_slice(&0u64.to_be_bytes());
         }
         for index in 0..args.warmup_records {
-            let record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, 0)
+            let key = record_key(args.key_space, index);
+            let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&args.target.topic, 0)
                 .payload(payload.as_slice());
+            if let Some(key) = &key {
+                record = record.key(key.as_bytes());
+            }
             send_record(&producer, record, index)?;
         }
         producer
@@ -748,10 +756,14 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         }
         let mut enqueued_us = (now - stats.started).as_micros() as usize;
         while index < burst_end {
-            let record =
-                BaseRecord::<(), [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
+            let key = record_key(args.key_space, index);
+            let mut record =
+                BaseRecord::<[u8], [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
                     .payload(payload.as_slice())
                     .timestamp((wall_us / 1000) as i64);
+            if let Some(key) = &key {
+                record = record.key(key.as_bytes());
+            }
             if send_record(&producer, record, index)? {
                 // It waited for queue space: later records of the burst are enqueued now.
                 enqueued_us = stats.started.elapsed().as_micros() as usize;
@@ -813,11 +825,16 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
     })
 }
 
+/// The key of record `index` with `--key-space key_space`.
+fn record_key(key_space: u64, index: u64) -> Option<String> {
+    (key_space > 0).then(|| format!("key-{:08}", index % key_space))
+}
+
 /// Enqueues `record`, waiting while the producer's queue is full; true when it
 /// had to wait.
 fn send_record<'a>(
     producer: &ThreadedProducer<BenchProducerContext>,
-    mut record: BaseRecord<'a, (), [u8], usize>,
+    mut record: BaseRecord<'a, [u8], [u8], usize>,
     index: u64,
 ) -> Result<bool> {
     let mut waited = false;

@@ -102,13 +102,7 @@ impl ReplacementSegment {
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<ReplacementSegment, LogError> {
-        let scratch = log_dir.join(CLEANER_SCRATCH_DIR);
-        // Not `create_dir_all`: a log deleted meanwhile must not be brought back.
-        match fs::create_dir(&scratch) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(error.into()),
-        }
+        let scratch = scratch_dir(log_dir)?;
         let segment = LogSegment::open(
             &scratch,
             base_offset,
@@ -167,6 +161,26 @@ impl ReplacementSegment {
         self.segment.size()
     }
 
+    /// Seals and fsyncs the replacement for a copy elsewhere (the remote tier) instead of
+    /// an install here; the caller removes its files with [`SealedReplacement::remove`].
+    ///
+    /// # Errors
+    /// I/O errors sealing or syncing.
+    pub fn seal(mut self) -> Result<SealedReplacement, LogError> {
+        self.segment.seal()?;
+        fsync_dir(&self.scratch)?;
+        let segment = &self.segment;
+        Ok(SealedReplacement {
+            base_offset: segment.base_offset(),
+            next_offset: segment.next_offset(),
+            size_bytes: segment.size(),
+            max_timestamp: segment.max_timestamp(),
+            log: segment.log_path().to_path_buf(),
+            offset_index: segment.offset_index_path().to_path_buf(),
+            time_index: segment.time_index_path().to_path_buf(),
+        })
+    }
+
     /// Removes the replacement's files (an aborted pass).
     pub fn discard(self) {
         let ReplacementSegment { segment, .. } = self;
@@ -181,6 +195,55 @@ impl ReplacementSegment {
         fsync_dir(&self.scratch)?;
         let base_offset = self.segment.base_offset();
         Ok((base_offset, self.scratch))
+    }
+}
+
+/// A sealed replacement's files in the cleaner's scratch directory.
+#[derive(Debug, Clone)]
+pub struct SealedReplacement {
+    /// The base offset it was created with.
+    pub base_offset: i64,
+    /// Offset after its last batch (exclusive); the base offset when it holds none.
+    pub next_offset: i64,
+    /// Bytes of its `.log` file.
+    pub size_bytes: u64,
+    /// Largest record timestamp (ms), -1 when it holds none.
+    pub max_timestamp: i64,
+    /// The `.log` file.
+    pub log: PathBuf,
+    /// The `.index` file.
+    pub offset_index: PathBuf,
+    /// The `.timeindex` file.
+    pub time_index: PathBuf,
+}
+
+impl SealedReplacement {
+    /// Deletes the files; missing ones are fine.
+    pub fn remove(&self) {
+        for path in [&self.log, &self.offset_index, &self.time_index] {
+            if let Err(error) = remove_if_exists(path) {
+                warn!(path = %path.display(), %error, "removing a replacement file failed");
+            }
+        }
+    }
+}
+
+/// A path named `file_name` in `<log_dir>/cleaner-scratch/` (created if need be, but
+/// never `log_dir` itself: a log deleted meanwhile must not be brought back). Whatever
+/// is there when the log is opened again is removed.
+///
+/// # Errors
+/// I/O errors creating the directory (NotFound when the log is gone).
+pub fn scratch_path(log_dir: &Path, file_name: &str) -> Result<PathBuf, LogError> {
+    Ok(scratch_dir(log_dir)?.join(file_name))
+}
+
+fn scratch_dir(log_dir: &Path) -> Result<PathBuf, LogError> {
+    let scratch = log_dir.join(CLEANER_SCRATCH_DIR);
+    match fs::create_dir(&scratch) {
+        Ok(()) => Ok(scratch),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(scratch),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -1396,15 +1396,16 @@ impl PartitionLog {
     /// `local.retention.ms` before `now_ms`, then while the local log minus
     /// a segment stays above `local.retention.bytes`; `-2` means "as
     /// `retention.ms` / `retention.bytes`", `-1` unlimited. Moves the local
-    /// log start offset up. Does nothing unless `remote.storage.enable` is on
-    /// and `cleanup.policy` includes `delete`. Returns the number of
-    /// segments deleted.
+    /// log start offset up. Does nothing unless `remote.storage.enable` is on.
+    /// Runs with any `cleanup.policy`: on a compacted topic too, the local tier
+    /// only holds what is not yet old enough for the bucket, where the remote
+    /// log cleaner compacts it. Returns the number of segments deleted.
     pub fn apply_local_retention(
         &mut self,
         now_ms: i64,
         remote_log_end_offset: i64,
     ) -> Result<usize, LogError> {
-        if !self.config.remote_storage_enable || !self.config.deletes_by_retention() {
+        if !self.config.remote_storage_enable {
             return Ok(0);
         }
         let local_retention_ms = match self.config.local_retention_ms {

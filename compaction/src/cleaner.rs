@@ -190,7 +190,17 @@ impl Cleaner {
         clean_log(log, self, now_ms, force)
     }
 
-    fn check_stop(&self) -> Result<(), CleanerError> {
+    /// The offset map budget of one pass (bytes).
+    pub(crate) fn dedupe_buffer_bytes(&self) -> usize {
+        self.config.dedupe_buffer_bytes
+    }
+
+    /// Counts `bytes` against the I/O rate, sleeping if it is spent (blocking).
+    pub(crate) fn throttle(&self, bytes: u64) {
+        self.throttler.maybe_throttle(bytes);
+    }
+
+    pub(crate) fn check_stop(&self) -> Result<(), CleanerError> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(CleanerError::Stopped);
         }
@@ -238,8 +248,14 @@ fn clean_log(
         delete_horizon_ms: stats.delete_horizon_ms,
         producer_last_offsets: &view.producer_last_offsets,
     };
+    let target = ReplacementTarget {
+        dir: &view.dir,
+        index_interval_bytes: view.config.index_interval_bytes,
+        keep_last_batch: false,
+        now_ms,
+    };
     for group in group_by_size(&to_clean, view.config.segment_bytes) {
-        let replacement = clean_group(&view, group, &rules, cleaner, &mut stats, now_ms)?;
+        let replacement = clean_group(&target, group, &rules, cleaner, &mut stats)?;
         stats.segments_before += group.len();
         stats.segments_after += 1;
         stats.bytes_before += group.iter().map(|segment| segment.size_bytes).sum::<u64>();
@@ -266,37 +282,67 @@ fn build_offset_map(
         .iter()
         .filter(|segment| is_dirty(segment, start, limit))
     {
-        let file = open_segment(&segment.log_path)?;
-        let mut mapped_end = None;
-        visit_batches(&file, |header, batch| {
-            stats.bytes_read += batch.len() as u64;
-            if header.last_offset() < start || header.is_control() {
-                return Ok(true);
-            }
-            let section = decompressed_records(batch, header)?;
-            for entry in record_entries(header, &section)? {
-                if let Some(key) = &entry.key {
-                    map.put(&section[key.clone()], entry.offset);
-                }
-            }
-            if map.is_full() {
-                mapped_end = Some(header.next_offset());
-                return Ok(false);
-            }
-            cleaner.check_stop()?;
-            cleaner.throttler.maybe_throttle(batch.len() as u64);
-            Ok::<bool, CleanerError>(true)
-        })?;
-        if let Some(end) = mapped_end {
-            debug!(
-                end,
-                keys = map.len(),
-                "offset map full; the pass stops there"
-            );
+        if let Some(end) = map_segment(&segment.log_path, start, limit, &mut map, cleaner, stats)? {
             return Ok((map, end));
         }
     }
     Ok((map, limit))
+}
+
+/// Adds the keys of the segment file at `path` with offsets in `[start, limit)` to
+/// `map`. Returns the end of the mapped section (exclusive) when the map filled up
+/// before the segment's end, None when the whole segment went in.
+pub(crate) fn map_segment(
+    path: &std::path::Path,
+    start: i64,
+    limit: i64,
+    map: &mut OffsetMap,
+    cleaner: &Cleaner,
+    stats: &mut CleanerStats,
+) -> Result<Option<i64>, CleanerError> {
+    let file = open_segment(path)?;
+    let mut mapped_end = None;
+    visit_batches(&file, |header, batch| {
+        stats.bytes_read += batch.len() as u64;
+        if header.base_offset >= limit {
+            return Ok(false);
+        }
+        if header.last_offset() < start || header.is_control() {
+            return Ok(true);
+        }
+        let section = decompressed_records(batch, header)?;
+        for entry in record_entries(header, &section)? {
+            if let Some(key) = &entry.key {
+                map.put(&section[key.clone()], entry.offset);
+            }
+        }
+        if map.is_full() {
+            mapped_end = Some(header.next_offset());
+            return Ok(false);
+        }
+        cleaner.check_stop()?;
+        cleaner.throttler.maybe_throttle(batch.len() as u64);
+        Ok::<bool, CleanerError>(true)
+    })?;
+    if let Some(end) = mapped_end {
+        debug!(
+            end,
+            keys = map.len(),
+            "offset map full; the pass stops there"
+        );
+    }
+    Ok(mapped_end)
+}
+
+/// Where and how a group's replacement is written.
+pub(crate) struct ReplacementTarget<'a> {
+    /// The partition's log directory (the replacement goes to its scratch directory).
+    pub(crate) dir: &'a std::path::Path,
+    pub(crate) index_interval_bytes: u32,
+    /// Keep the group's last batch (empty if need be), so the replacement ends where
+    /// the group ends: a remote segment's end offset must not move.
+    pub(crate) keep_last_batch: bool,
+    pub(crate) now_ms: i64,
 }
 
 /// A handle of the cleaner's own on a sealed segment's `.log` file.
@@ -304,7 +350,7 @@ fn build_offset_map(
 /// # Errors
 /// [`CleanerError::SegmentGone`] when retention deleted the file since the pass was
 /// planned; other I/O errors.
-fn open_segment(path: &std::path::Path) -> Result<std::fs::File, CleanerError> {
+pub(crate) fn open_segment(path: &std::path::Path) -> Result<std::fs::File, CleanerError> {
     std::fs::File::open(path).map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
             CleanerError::SegmentGone(path.display().to_string())
@@ -316,7 +362,7 @@ fn open_segment(path: &std::path::Path) -> Result<std::fs::File, CleanerError> {
 
 /// Consecutive segments of at most `max_bytes` together (one segment at least), whose
 /// offsets stay within what a segment's relative index entries can address.
-fn group_by_size(segments: &[SealedSegment], max_bytes: u64) -> Vec<&[SealedSegment]> {
+pub(crate) fn group_by_size(segments: &[SealedSegment], max_bytes: u64) -> Vec<&[SealedSegment]> {
     let mut groups = Vec::new();
     let mut start = 0;
     while start < segments.len() {
@@ -337,34 +383,41 @@ fn group_by_size(segments: &[SealedSegment], max_bytes: u64) -> Vec<&[SealedSegm
 }
 
 /// What decides whether a record stays.
-struct RetainRules<'a> {
-    map: &'a OffsetMap,
-    first_dirty_offset: i64,
+pub(crate) struct RetainRules<'a> {
+    pub(crate) map: &'a OffsetMap,
+    pub(crate) first_dirty_offset: i64,
     /// Tombstones at or before this time (ms) go; None keeps them all.
-    delete_horizon_ms: Option<i64>,
-    producer_last_offsets: &'a HashMap<i64, i64>,
+    pub(crate) delete_horizon_ms: Option<i64>,
+    pub(crate) producer_last_offsets: &'a HashMap<i64, i64>,
 }
 
-/// Writes the records of `group` that stay into a new replacement segment.
-fn clean_group(
-    view: &CleaningView,
+/// Writes the records of `group` that stay into a new replacement segment based at the
+/// first segment's `base_offset`. Batches below a segment's `base_offset` are skipped
+/// (remote segments of two leaders may overlap; the later one is read from where the
+/// earlier one ended).
+pub(crate) fn clean_group(
+    target: &ReplacementTarget<'_>,
     group: &[SealedSegment],
     rules: &RetainRules<'_>,
     cleaner: &Cleaner,
     stats: &mut CleanerStats,
-    now_ms: i64,
 ) -> Result<ReplacementSegment, CleanerError> {
     let throttler = &cleaner.throttler;
     let base = group.first().map_or(0, |segment| segment.base_offset);
+    let group_end = group.last().map_or(base, |segment| segment.next_offset);
     let mut replacement =
-        ReplacementSegment::create(&view.dir, base, view.config.index_interval_bytes, now_ms)?;
+        ReplacementSegment::create(target.dir, base, target.index_interval_bytes, target.now_ms)?;
     let written = (|| {
         for segment in group {
             let file = open_segment(&segment.log_path)?;
             let mut buffer = Vec::new();
             visit_batches(&file, |header, batch| {
                 stats.bytes_read += batch.len() as u64;
-                match filter_batch(header, batch, rules, stats)? {
+                if header.last_offset() < segment.base_offset {
+                    return Ok(true);
+                }
+                let keep = target.keep_last_batch && header.next_offset() == group_end;
+                match filter_batch(header, batch, rules, stats, keep)? {
                     Filtered::Whole => buffer.extend_from_slice(batch),
                     Filtered::Rebuilt(rebuilt) => buffer.extend_from_slice(&rebuilt),
                     Filtered::Dropped => {}
@@ -401,11 +454,13 @@ enum Filtered {
     Dropped,
 }
 
+/// What stays of `batch`; with `keep`, the batch stays even when no record does.
 fn filter_batch(
     header: &BatchHeader,
     batch: &[u8],
     rules: &RetainRules<'_>,
     stats: &mut CleanerStats,
+    keep: bool,
 ) -> Result<Filtered, CleanerError> {
     if header.is_control() {
         return Ok(Filtered::Whole);
@@ -443,7 +498,7 @@ fn filter_batch(
     }
     let producers_last = header.has_producer_id()
         && rules.producer_last_offsets.get(&header.producer_id) == Some(&header.last_offset());
-    if kept_count == 0 && !producers_last {
+    if kept_count == 0 && !producers_last && !keep {
         return Ok(Filtered::Dropped);
     }
     if kept_count == 0 || header.timestamp_type() == TimestampType::LogAppendTime {
@@ -458,10 +513,13 @@ fn filter_batch(
 }
 
 /// Logs a finished pass.
-pub(crate) fn log_pass(topic: &str, partition: i32, stats: &CleanerStats) {
+pub(crate) fn log_pass(topic: &str, partition: i32, stats: &CleanerStats, elapsed_ms: u128) {
+    let megabytes_per_second = stats.bytes_before as f64 / 1e6 / (elapsed_ms.max(1) as f64 / 1e3);
     info!(
         %topic,
         partition,
+        elapsed_ms = elapsed_ms as u64,
+        mb_per_sec = format!("{megabytes_per_second:.1}"),
         first_dirty_offset = stats.first_dirty_offset,
         end_offset = stats.end_offset,
         keys = stats.keys,

@@ -24,6 +24,23 @@ pub enum CleanerError {
     /// The cleaner is shutting down.
     #[error("the cleaner is stopping")]
     Stopped,
+    /// Reading, uploading or swapping a remote segment failed (object store or
+    /// controller); the old segments stay readable.
+    #[error("remote tier: {0}")]
+    Remote(#[from] silt_tiering::TieringError),
+    /// The controller refused a remote swap because the partition's remote segments
+    /// changed meanwhile (retention, another swap, a new leader).
+    #[error("the remote segments of {0} changed during the pass")]
+    RemoteSwapRefused(String),
+    /// The offset map cannot hold the keys of one remote segment.
+    #[error(
+        "the offset map cannot hold the keys of one remote segment of {segment_bytes} bytes: \
+         raise log.cleaner.dedupe.buffer.size or lower log.cleaner.threads"
+    )]
+    MapTooSmall {
+        /// Size of the segment (bytes).
+        segment_bytes: u64,
+    },
 }
 
 impl CleanerError {
@@ -34,6 +51,7 @@ impl CleanerError {
             self,
             CleanerError::SegmentGone(_)
                 | CleanerError::Stopped
+                | CleanerError::RemoteSwapRefused(_)
                 | CleanerError::Log(LogError::CleaningAborted(_))
         )
     }

@@ -110,6 +110,11 @@ impl LogCleaner {
         }
     }
 
+    /// The I/O rate limiter the threads share, for the remote cleaner to share too.
+    pub fn throttler(&self) -> Arc<Throttler> {
+        Arc::clone(&self.shared.throttler)
+    }
+
     /// Stops the threads after the pass each is in (a pass in progress finishes its
     /// current group) and waits for them.
     pub fn shutdown(self) {
@@ -165,8 +170,8 @@ fn grab_dirtiest(shared: &Shared) -> Option<Arc<Partition>> {
         }
         let view = partition.log().lock().cleaning_view();
         if view.config.remote_storage_enable {
-            // Compaction of tiered topics is not built: their local segments are the
-            // ones the tiering service copies, so they stay as written.
+            // Tiered topics are compacted in the bucket (the remote cleaner); their
+            // local segments are the ones the tiering service copies, as written.
             continue;
         }
         let Some(plan) = plan(&view, now) else {
@@ -194,9 +199,15 @@ fn grab_dirtiest(shared: &Shared) -> Option<Arc<Partition>> {
 
 fn clean_one(partition: &Partition, cleaner: &Cleaner) {
     let log = partition.log();
+    let started = std::time::Instant::now();
     match cleaner.clean(&log, now_ms(), false) {
         Ok(Some(stats)) => {
-            log_pass(&partition.topic, partition.partition, &stats);
+            log_pass(
+                &partition.topic,
+                partition.partition,
+                &stats,
+                started.elapsed().as_millis(),
+            );
             metrics::counter!("silt_log_cleaner_passes_total").increment(1);
             metrics::counter!("silt_log_cleaner_records_removed_total")
                 .increment(stats.records_removed);

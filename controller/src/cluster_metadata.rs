@@ -208,6 +208,12 @@ pub struct RemoteSegmentMetadata {
     /// record of that epoch in this segment. Start offsets lie in
     /// `[base_offset, end_offset]` and increase with the epoch; empty when unknown.
     pub segment_leader_epochs: BTreeMap<i32, i64>,
+    /// Written by the remote log cleaner: the segment holds a compacted copy of the
+    /// records of `[base_offset, end_offset]` (with gaps where records were removed).
+    /// Compacted segments form a prefix of the partition's remote log; the first offset
+    /// after them is where the next remote cleaning pass's dirty section starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compacted: bool,
 }
 
 impl RemoteSegmentMetadata {

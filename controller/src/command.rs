@@ -80,6 +80,17 @@ pub(crate) enum Command {
         /// Milliseconds since the Unix epoch, read by the proposer.
         event_timestamp_ms: i64,
     },
+    /// Compaction of the remote tier: in one step makes the `CopyStarted` segment
+    /// `segment_id` (the cleaned copy) readable and the `CopyFinished` segments
+    /// `replaced` `DeleteStarted`, so a reader sees the old set or the new one.
+    ReplaceRemoteSegments {
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+        replaced: Vec<uuid::Uuid>,
+        /// Milliseconds since the Unix epoch, read by the proposer.
+        event_timestamp_ms: i64,
+    },
     /// KIP-405 DELETE_FINISHED: removes a `DeleteStarted` segment.
     FinishRemoteSegmentDelete {
         topic_id: TopicId,

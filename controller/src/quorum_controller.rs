@@ -856,6 +856,38 @@ impl Controller {
         }
     }
 
+    /// Swaps in a compacted copy of remote segments: the `CopyStarted` segment
+    /// `segment_id` becomes `CopyFinished` and every segment of `replaced` becomes
+    /// `DeleteStarted`, in one committed step, so a reader sees either the old segments
+    /// or the new one, never a hole. Stamps `event_timestamp_ms` with the current time
+    /// and returns the new segment. The caller deletes the replaced segments' objects
+    /// afterwards.
+    ///
+    /// Errors: [`CommandError::InvalidRemoteSegment`] if the new segment does not exist
+    /// or is not `CopyStarted`, `replaced` is empty, names it or a segment that does not
+    /// exist or is not `CopyFinished` (retention or another swap got there first), or
+    /// the new segment's offsets do not end where the replaced ones end or start outside
+    /// their range.
+    pub async fn replace_remote_segments(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+        replaced: Vec<uuid::Uuid>,
+    ) -> Result<RemoteSegmentMetadata, ControllerError> {
+        let command = Command::ReplaceRemoteSegments {
+            topic_id,
+            partition,
+            segment_id,
+            replaced,
+            event_timestamp_ms: now_ms(),
+        };
+        match self.propose(command).await? {
+            CommandOutput::RemoteSegment(segment) => Ok(segment),
+            other => Err(unexpected_output(other)),
+        }
+    }
+
     /// DeleteRecords on a tiered partition: raises the partition's log start offset
     /// ([`crate::TopicMetadata::log_start_offsets`]) to `offset`, never lowering it.
     /// Returns the log start offset in force. The caller checks `offset` against the

@@ -76,6 +76,22 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
             },
             event_timestamp_ms,
         ),
+        Command::ReplaceRemoteSegments {
+            topic_id,
+            partition,
+            segment_id,
+            replaced,
+            event_timestamp_ms,
+        } => replace_remote_segments(
+            metadata,
+            SegmentKey {
+                topic_id,
+                partition,
+                segment_id,
+            },
+            &replaced,
+            event_timestamp_ms,
+        ),
         Command::FinishRemoteSegmentDelete {
             topic_id,
             partition,
@@ -775,6 +791,68 @@ fn begin_remote_segment_delete(
     }
 }
 
+/// The swap of a compacted remote copy: `key` (`CopyStarted`) becomes readable and the
+/// `replaced` segments (`CopyFinished`) stop being readable, in one step. The cleaned
+/// copy must end where the last replaced segment ends (so the remote log end offset does
+/// not move) and start within the replaced range.
+fn replace_remote_segments(
+    metadata: &mut ClusterMetadata,
+    key: SegmentKey,
+    replaced: &[uuid::Uuid],
+    event_timestamp_ms: i64,
+) -> CommandResult {
+    let candidate = stored_segment(metadata, key)?.clone();
+    if candidate.state != RemoteSegmentState::CopyStarted {
+        return Err(wrong_state(key, candidate.state, "replace other segments"));
+    }
+    if replaced.is_empty() || replaced.contains(&key.segment_id) {
+        return Err(invalid_segment(format!(
+            "{key} must replace at least one segment other than itself"
+        )));
+    }
+    let mut replaced_range: Option<(i64, i64)> = None;
+    for id in replaced {
+        let old_key = SegmentKey {
+            segment_id: *id,
+            ..key
+        };
+        let old = stored_segment(metadata, old_key)?;
+        if old.state != RemoteSegmentState::CopyFinished {
+            return Err(wrong_state(old_key, old.state, "be replaced"));
+        }
+        let (base, end) = replaced_range.unwrap_or((old.base_offset, old.end_offset));
+        replaced_range = Some((base.min(old.base_offset), end.max(old.end_offset)));
+    }
+    let Some((replaced_base, replaced_end)) = replaced_range else {
+        return Err(invalid_segment(format!("{key} replaces nothing")));
+    };
+    if candidate.end_offset != replaced_end
+        || candidate.base_offset < replaced_base
+        || candidate.base_offset > candidate.end_offset
+    {
+        return Err(invalid_segment(format!(
+            "{key} with offsets [{}, {}] cannot replace segments covering [{replaced_base}, {replaced_end}]: \
+             it must end at {replaced_end} and start within the range",
+            candidate.base_offset, candidate.end_offset
+        )));
+    }
+    for id in replaced {
+        let old = stored_segment(
+            metadata,
+            SegmentKey {
+                segment_id: *id,
+                ..key
+            },
+        )?;
+        old.state = RemoteSegmentState::DeleteStarted;
+        old.event_timestamp_ms = event_timestamp_ms;
+    }
+    let segment = stored_segment(metadata, key)?;
+    segment.state = RemoteSegmentState::CopyFinished;
+    segment.event_timestamp_ms = event_timestamp_ms;
+    Ok(CommandOutput::RemoteSegment(segment.clone()))
+}
+
 fn finish_remote_segment_delete(metadata: &mut ClusterMetadata, key: SegmentKey) -> CommandResult {
     let state = stored_segment(metadata, key)?.state;
     if state != RemoteSegmentState::DeleteStarted {
@@ -1254,6 +1332,7 @@ mod tests {
             broker_id: 1,
             event_timestamp_ms: 1_700_000_000_001,
             segment_leader_epochs: BTreeMap::from([(0, base)]),
+            compacted: false,
         }
     }
 
@@ -1304,6 +1383,79 @@ mod tests {
             .remote_segment(topic_id, 0, segment_id(id))
             .map(|segment| segment.state)
             .unwrap()
+    }
+
+    fn replace(topic_id: TopicId, id: u128, replaced: &[u128]) -> Command {
+        Command::ReplaceRemoteSegments {
+            topic_id,
+            partition: 0,
+            segment_id: segment_id(id),
+            replaced: replaced.iter().map(|old| segment_id(*old)).collect(),
+            event_timestamp_ms: 4_000,
+        }
+    }
+
+    #[test]
+    fn a_compacted_copy_replaces_its_segments_in_one_step() {
+        let (mut metadata, topic_id) = tiered_cluster();
+        for (id, base, end) in [(1, 0, 99), (2, 100, 199), (3, 200, 299)] {
+            let _begun = apply(
+                &mut metadata,
+                Command::BeginRemoteSegmentCopy(segment(topic_id, id, base, end)),
+            );
+            let _finished = apply(&mut metadata, finish_copy(topic_id, id));
+        }
+        let cleaned = RemoteSegmentMetadata {
+            compacted: true,
+            ..segment(topic_id, 10, 0, 199)
+        };
+        assert_eq!(
+            apply(&mut metadata, Command::BeginRemoteSegmentCopy(cleaned)),
+            Ok(CommandOutput::Done)
+        );
+        // Not readable before the swap: offsets 0..199 still come from 1 and 2.
+        assert_eq!(
+            metadata
+                .remote_segment_for_offset(topic_id, 0, 150)
+                .map(|segment| segment.segment_id),
+            Some(segment_id(2))
+        );
+        // The copy must end where the replaced segments end, and replace only readable ones.
+        assert_refused(&mut metadata, replace(topic_id, 10, &[1]));
+        assert_refused(&mut metadata, replace(topic_id, 10, &[1, 2, 3]));
+        assert_refused(&mut metadata, replace(topic_id, 10, &[]));
+        assert_refused(&mut metadata, replace(topic_id, 10, &[10]));
+        assert_refused(&mut metadata, replace(topic_id, 10, &[1, 2, 99]));
+
+        let swapped = match apply(&mut metadata, replace(topic_id, 10, &[1, 2])) {
+            Ok(CommandOutput::RemoteSegment(segment)) => segment,
+            other => panic!("expected the new segment, got {other:?}"),
+        };
+        assert_eq!(swapped.state, RemoteSegmentState::CopyFinished);
+        assert!(swapped.compacted);
+        for old in [1, 2] {
+            assert_eq!(
+                metadata
+                    .remote_segment(topic_id, 0, segment_id(old))
+                    .map(|segment| segment.state),
+                Some(RemoteSegmentState::DeleteStarted)
+            );
+        }
+        let readable: Vec<_> = metadata
+            .copied_remote_segments(topic_id, 0)
+            .map(|segment| (segment.segment_id, segment.base_offset, segment.end_offset))
+            .collect();
+        assert_eq!(
+            readable,
+            vec![(segment_id(10), 0, 199), (segment_id(3), 200, 299)]
+        );
+        assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(300));
+        // A second swap over segments already replaced is refused.
+        let _begun = apply(
+            &mut metadata,
+            Command::BeginRemoteSegmentCopy(segment(topic_id, 11, 0, 199)),
+        );
+        assert_refused(&mut metadata, replace(topic_id, 11, &[1, 2]));
     }
 
     #[test]

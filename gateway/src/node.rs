@@ -242,6 +242,16 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
         Arc::clone(&replica_manager),
         config.log_cleaner.clone(),
     );
+    if let Some(manager) = &remote_log_manager {
+        let remote_cleaner = silt_compaction::RemoteLogCleaner::new(
+            Arc::clone(&replica_manager),
+            controller.clone(),
+            Arc::clone(manager),
+            &config.log_cleaner,
+            log_cleaner.throttler(),
+        );
+        tasks.push(tokio::spawn(remote_cleaner.run(shutdown_receiver.clone())));
+    }
 
     if let Some(restore_point) = &pending_restore {
         // Before the listener serves: a consumer must not find its group without offsets.

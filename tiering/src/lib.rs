@@ -29,6 +29,7 @@ pub use crate::object_layout::{
 };
 pub use crate::prefix_owner::{CLUSTER_MARKER, claim_prefix, owns_prefix};
 pub use crate::remote_log_manager::{RemoteLogManager, RoundSummary};
+pub use crate::segment_upload::CleanedSegment;
 pub use crate::store::{ObjectStoreConfig, open_object_store};
 
 use silt_broker::log::LogError;

@@ -16,7 +16,7 @@
 //! meanwhile. Objects and metadata of deleted topics, and objects without metadata older
 //! than a grace period, are removed too (see `orphan_cleanup`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -38,12 +38,12 @@ use uuid::Uuid;
 
 use crate::TieringError;
 use crate::config::TieringConfig;
-use crate::object_layout::{segment_object_prefix, topics_root};
+use crate::object_layout::{ObjectKind, segment_object_prefix, topics_root};
 use crate::remote_retention::{RemoteRetention, expired_segments};
 use crate::restore_point::PinnedSegments;
 use crate::segment_upload::{
-    SealedSegment, SegmentObjects, UploadSettings, delete_segment_objects,
-    delete_segment_objects_by_listing, upload_segment,
+    CleanedSegment, SealedSegment, SegmentObjects, UploadSettings, delete_segment_objects,
+    delete_segment_objects_by_listing, download_object, upload_cleaned_segment, upload_segment,
 };
 
 /// Gauge: sealed segments waiting to be copied, per topic and partition.
@@ -55,7 +55,7 @@ pub(crate) const METRIC_UPLOADED_SEGMENTS: &str = "silt_tiering_uploaded_segment
 /// Counter: failed partition rounds (copy, cleanup or retention), per topic.
 pub(crate) const METRIC_UPLOAD_ERRORS: &str = "silt_tiering_upload_errors_total";
 /// Counter: remote segments deleted, per reason (`retention`, `delete_records`,
-/// `abandoned`, `duplicate`, `deleted_topic`).
+/// `abandoned`, `duplicate`, `deleted_topic`, `compacted`).
 pub(crate) const METRIC_DELETED_SEGMENTS: &str = "silt_tiering_deleted_segments_total";
 /// Counter: objects without metadata deleted by the orphan scan.
 pub(crate) const METRIC_DELETED_OBJECTS: &str = "silt_tiering_orphan_objects_deleted_total";
@@ -417,19 +417,11 @@ impl RemoteLogManager {
             broker_id: self.replica_manager.broker_id(),
             event_timestamp_ms: now_ms(),
             segment_leader_epochs: segment.segment_leader_epochs.clone(),
+            compacted: false,
         };
         let segment_id = remote_segment.segment_id;
         let _uploads_in_progress = self.track_upload(segment_id);
-        let objects = SegmentObjects {
-            partition_prefix: segment_object_prefix(
-                &self.prefix,
-                &partition.topic,
-                partition.topic_id,
-                partition.partition,
-            ),
-            base_offset: files.base_offset,
-            segment_id,
-        };
+        let objects = self.segment_objects(partition, files.base_offset, segment_id);
         self.controller
             .begin_remote_segment_copy(remote_segment.clone())
             .await?;
@@ -442,16 +434,7 @@ impl RemoteLogManager {
             self.upload_settings(),
         )
         .await;
-        let changed = partition.leader() != self.replica_manager.broker_id()
-            || partition.leader_epoch() != leader_epoch;
-        let failure = match uploaded {
-            Err(error) => Some(error),
-            Ok(_) if changed => Some(TieringError::PartitionChanged(format!(
-                "leader epoch {leader_epoch} of {}-{} ended during the upload",
-                partition.topic, partition.partition
-            ))),
-            Ok(_) => None,
-        };
+        let failure = self.upload_failure(partition, leader_epoch, uploaded);
         if let Some(error) = failure {
             if let Err(cleanup_error) = self
                 .delete_remote_segment(Some(&partition.topic), &remote_segment, "abandoned")
@@ -486,6 +469,26 @@ impl RemoteLogManager {
         }
     }
 
+    /// Why an upload made under `leader_epoch` must not be committed: it failed, or this
+    /// broker stopped leading the partition in that epoch meanwhile.
+    fn upload_failure(
+        &self,
+        partition: &Partition,
+        leader_epoch: i32,
+        uploaded: Result<u64, TieringError>,
+    ) -> Option<TieringError> {
+        let changed = partition.leader() != self.replica_manager.broker_id()
+            || partition.leader_epoch() != leader_epoch;
+        match uploaded {
+            Err(error) => Some(error),
+            Ok(_) if changed => Some(TieringError::PartitionChanged(format!(
+                "leader epoch {leader_epoch} of {}-{} ended during the upload",
+                partition.topic, partition.partition
+            ))),
+            Ok(_) => None,
+        }
+    }
+
     fn track_upload(&self, segment_id: Uuid) -> InProgressGuard<'_> {
         let _inserted = self.uploads_in_progress.lock().insert(segment_id);
         InProgressGuard {
@@ -513,6 +516,7 @@ impl RemoteLogManager {
         let broker_id = self.replica_manager.broker_id();
         let grace_ms = i64::try_from(self.config.orphan_grace_ms).unwrap_or(i64::MAX);
         let now = now_ms();
+        let pinned = self.pinned_now.lock().clone();
         let abandoned: Vec<RemoteSegmentMetadata> = metadata
             .remote_segments(partition.topic_id, partition.partition)
             .filter(|segment| match segment.state {
@@ -524,7 +528,11 @@ impl RemoteLogManager {
                     let stale = now.saturating_sub(segment.event_timestamp_ms) > grace_ms;
                     !running && (segment.broker_id == broker_id || stale)
                 }
-                RemoteSegmentState::DeleteStarted => true,
+                // Segments a compaction replaced stay while a kept restore point
+                // names them (or while the restore points cannot be read).
+                RemoteSegmentState::DeleteStarted => pinned
+                    .as_ref()
+                    .is_some_and(|pinned| !pinned.contains(&segment.segment_id)),
                 RemoteSegmentState::CopyFinished | RemoteSegmentState::DeleteFinished => false,
             })
             .cloned()
@@ -589,6 +597,163 @@ impl RemoteLogManager {
                 .await?;
         }
         Ok(expired.len())
+    }
+
+    /// Downloads the `.log` object of the remote segment `segment` of `partition` to the
+    /// local file `to` (created or truncated); returns its size in bytes.
+    ///
+    /// # Errors
+    /// Object store errors (NotFound when the segment was deleted meanwhile); I/O errors.
+    pub async fn download_segment_log(
+        &self,
+        partition: &Partition,
+        segment: &RemoteSegmentMetadata,
+        to: &std::path::Path,
+    ) -> Result<u64, TieringError> {
+        let objects = self.segment_objects(partition, segment.base_offset, segment.segment_id);
+        download_object(self.store.as_ref(), &objects.path(ObjectKind::Log), to).await
+    }
+
+    /// Swaps a compacted copy in for remote segments of a partition this broker leads:
+    /// registers the copy (COPY_STARTED), uploads it, then has the controller make it
+    /// readable and the `replaced` segments (sorted by offset, all `CopyFinished`)
+    /// unreadable in one step, so a reader sees the old set or the new one; the old
+    /// objects are deleted afterwards, except those a kept restore point names (they
+    /// stay `DeleteStarted` until it is pruned). Returns the new segment, or None when
+    /// the swap was refused because the partition changed meanwhile (retention, another
+    /// swap, or a new leader); the upload is deleted then.
+    ///
+    /// A crash before the swap leaves a `CopyStarted` entry that cleanup deletes; a
+    /// crash after it leaves `DeleteStarted` entries that cleanup finishes.
+    ///
+    /// # Errors
+    /// Object store, controller and I/O errors; what was uploaded is deleted again (or
+    /// left to cleanup when that fails too).
+    pub async fn replace_remote_segments(
+        &self,
+        partition: &Arc<Partition>,
+        replaced: &[RemoteSegmentMetadata],
+        cleaned: &CleanedSegment,
+    ) -> Result<Option<RemoteSegmentMetadata>, TieringError> {
+        let Some(last) = replaced.last() else {
+            return Ok(None);
+        };
+        let size_bytes = tokio::fs::metadata(&cleaned.log).await?.len();
+        let leader_epoch = partition.leader_epoch();
+        let mut segment_leader_epochs = BTreeMap::new();
+        for old in replaced {
+            for (&epoch, &start) in &old.segment_leader_epochs {
+                let start = start.max(cleaned.base_offset);
+                if start <= cleaned.end_offset {
+                    let first = segment_leader_epochs.entry(epoch).or_insert(start);
+                    *first = (*first).min(start);
+                }
+            }
+        }
+        let remote_segment = RemoteSegmentMetadata {
+            topic_id: partition.topic_id,
+            partition: partition.partition,
+            segment_id: Uuid::new_v4(),
+            base_offset: cleaned.base_offset,
+            end_offset: cleaned.end_offset,
+            max_timestamp_ms: cleaned.max_timestamp_ms,
+            size_bytes,
+            leader_epoch,
+            state: RemoteSegmentState::CopyStarted,
+            broker_id: self.replica_manager.broker_id(),
+            event_timestamp_ms: now_ms(),
+            segment_leader_epochs,
+            compacted: true,
+        };
+        let segment_id = remote_segment.segment_id;
+        let _uploads_in_progress = self.track_upload(segment_id);
+        self.controller
+            .begin_remote_segment_copy(remote_segment.clone())
+            .await?;
+        let objects = self.segment_objects(partition, cleaned.base_offset, segment_id);
+        let carried_from = self.segment_objects(partition, last.base_offset, last.segment_id);
+        let uploaded = upload_cleaned_segment(
+            self.store.as_ref(),
+            &objects,
+            cleaned,
+            &carried_from,
+            self.upload_settings(),
+        )
+        .await;
+        let failure = self.upload_failure(partition, leader_epoch, uploaded);
+        let swapped = match failure {
+            Some(error) => Err(error),
+            None => self
+                .controller
+                .replace_remote_segments(
+                    partition.topic_id,
+                    partition.partition,
+                    segment_id,
+                    replaced.iter().map(|old| old.segment_id).collect(),
+                )
+                .await
+                .map_err(TieringError::from),
+        };
+        let swapped = match swapped {
+            Ok(swapped) => swapped,
+            Err(error) => {
+                if let Err(cleanup_error) = self
+                    .delete_remote_segment(Some(&partition.topic), &remote_segment, "abandoned")
+                    .await
+                {
+                    debug!(topic = %partition.topic, partition = partition.partition, %segment_id, error = %cleanup_error, "cleanup of a refused compacted copy failed; a later round retries it");
+                }
+                return match error {
+                    TieringError::Controller(ControllerError::Rejected(
+                        CommandError::InvalidRemoteSegment(reason),
+                    )) => {
+                        info!(topic = %partition.topic, partition = partition.partition, %segment_id, %reason, "compacted remote copy refused: the segments changed meanwhile");
+                        Ok(None)
+                    }
+                    error => Err(error),
+                };
+            }
+        };
+        info!(topic = %partition.topic, partition = partition.partition, base_offset = swapped.base_offset, end_offset = swapped.end_offset, size_bytes, replaced = replaced.len(), replaced_bytes = replaced.iter().map(|old| old.size_bytes).sum::<u64>(), %segment_id, "swapped in a compacted remote segment");
+        let pinned = self.pinned_now.lock().clone();
+        for old in replaced {
+            if pinned
+                .as_ref()
+                .is_none_or(|pinned| pinned.contains(&old.segment_id))
+            {
+                debug!(topic = %partition.topic, partition = partition.partition, segment_id = %old.segment_id, "a restore point may name the replaced segment: its objects stay for now");
+                continue;
+            }
+            let deleting = RemoteSegmentMetadata {
+                state: RemoteSegmentState::DeleteStarted,
+                ..old.clone()
+            };
+            if let Err(error) = self
+                .delete_remote_segment(Some(&partition.topic), &deleting, "compacted")
+                .await
+            {
+                debug!(topic = %partition.topic, partition = partition.partition, segment_id = %old.segment_id, %error, "deleting a replaced remote segment failed; a later round retries it");
+            }
+        }
+        Ok(Some(swapped))
+    }
+
+    fn segment_objects(
+        &self,
+        partition: &Partition,
+        base_offset: i64,
+        segment_id: Uuid,
+    ) -> SegmentObjects {
+        SegmentObjects {
+            partition_prefix: segment_object_prefix(
+                &self.prefix,
+                &partition.topic,
+                partition.topic_id,
+                partition.partition,
+            ),
+            base_offset,
+            segment_id,
+        }
     }
 
     /// DELETE_STARTED (unless already), objects, DELETE_FINISHED. `topic` is the topic

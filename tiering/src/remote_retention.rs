@@ -91,6 +91,7 @@ mod tests {
             broker_id: 0,
             event_timestamp_ms: 1_000_000,
             segment_leader_epochs: BTreeMap::new(),
+            compacted: false,
         }
     }
 

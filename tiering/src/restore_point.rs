@@ -533,6 +533,7 @@ mod tests {
             broker_id: 1,
             event_timestamp_ms: 1_000,
             segment_leader_epochs: BTreeMap::from([(2, base)]),
+            compacted: false,
         }
     }
 

@@ -148,6 +148,85 @@ pub(crate) async fn upload_segment(
     Ok(log_bytes)
 }
 
+/// A compacted copy of remote segments in local files, to be uploaded as one new
+/// remote segment replacing them.
+#[derive(Debug, Clone)]
+pub struct CleanedSegment {
+    /// First offset the copy covers (its first batch may start later: compaction gap).
+    pub base_offset: i64,
+    /// Last offset it covers, inclusive: the last replaced segment's end offset.
+    pub end_offset: i64,
+    /// Largest record timestamp (ms), -1 when none.
+    pub max_timestamp_ms: i64,
+    /// The `.log` file.
+    pub log: PathBuf,
+    /// The `.index` file.
+    pub offset_index: PathBuf,
+    /// The `.timeindex` file.
+    pub time_index: PathBuf,
+}
+
+/// Uploads a cleaned segment's `.log`, `.index` and `.timeindex`, and copies the
+/// producer snapshot (when there is one) and leader-epoch checkpoint of the last segment
+/// it replaces (`carried_from`): both describe the state at the same end offset.
+/// Returns the size of the `.log` object in bytes.
+pub(crate) async fn upload_cleaned_segment(
+    store: &dyn ObjectStore,
+    objects: &SegmentObjects,
+    cleaned: &CleanedSegment,
+    carried_from: &SegmentObjects,
+    settings: UploadSettings,
+) -> Result<u64, TieringError> {
+    let log_bytes = upload_file(
+        store,
+        &objects.path(ObjectKind::Log),
+        &cleaned.log,
+        settings,
+    )
+    .await?;
+    for (kind, file) in [
+        (ObjectKind::OffsetIndex, &cleaned.offset_index),
+        (ObjectKind::TimeIndex, &cleaned.time_index),
+    ] {
+        let _bytes = upload_file(store, &objects.path(kind), file, settings).await?;
+    }
+    for kind in [
+        ObjectKind::ProducerSnapshot,
+        ObjectKind::LeaderEpochCheckpoint,
+    ] {
+        match store.get(&carried_from.path(kind)).await {
+            Ok(found) => {
+                let bytes = found.bytes().await?;
+                let _put = store
+                    .put(&objects.path(kind), PutPayload::from(bytes))
+                    .await?;
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(log_bytes)
+}
+
+/// Writes the object at `location` to the local file `to` (created or truncated);
+/// returns the bytes written.
+pub(crate) async fn download_object(
+    store: &dyn ObjectStore,
+    location: &Path,
+    to: &std::path::Path,
+) -> Result<u64, TieringError> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = store.get(location).await?.into_stream();
+    let mut file = tokio::fs::File::create(to).await?;
+    let mut written = 0u64;
+    while let Some(chunk) = stream.try_next().await? {
+        file.write_all(&chunk).await?;
+        written += chunk.len() as u64;
+    }
+    file.flush().await?;
+    Ok(written)
+}
+
 /// Uploads one local file: a single put below the multipart threshold, a multipart upload
 /// at or above it. Returns the bytes uploaded.
 async fn upload_file(

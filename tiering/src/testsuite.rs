@@ -217,6 +217,7 @@ fn remote_segment_metadata(
         broker_id: BROKER_ID,
         event_timestamp_ms: FIRST_TIMESTAMP,
         segment_leader_epochs: BTreeMap::from([(LEADER_EPOCH, base_offset)]),
+        compacted: false,
     }
 }
 

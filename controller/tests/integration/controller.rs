@@ -56,6 +56,7 @@ fn remote_segment(
         broker_id: 1,
         event_timestamp_ms: 1_700_000_000_000,
         segment_leader_epochs: BTreeMap::from([(0, base_offset)]),
+        compacted: false,
     }
 }
 

@@ -36,6 +36,7 @@ fn copy_started(
         broker_id,
         event_timestamp_ms,
         segment_leader_epochs: BTreeMap::new(),
+        compacted: false,
     }
 }
 
