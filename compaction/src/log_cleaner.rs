@@ -15,6 +15,7 @@ use silt_broker::partition::Partition;
 use silt_broker::replica_manager::now_ms;
 use tracing::{debug, info, warn};
 
+use crate::background::lower_thread_priority;
 use crate::cleaner::{Cleaner, CleanerConfig, log_pass, plan};
 use crate::throttler::Throttler;
 
@@ -96,7 +97,10 @@ impl LogCleaner {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("log-cleaner-{index}"))
-                    .spawn(move || run(&shared, threads))
+                    .spawn(move || {
+                        lower_thread_priority();
+                        run(&shared, threads);
+                    })
                     .map_err(|error| warn!(%error, "starting a log cleaner thread failed"))
                     .ok()
             })

@@ -37,6 +37,7 @@ use silt_tiering::{CleanedSegment, RemoteLogManager};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::background::run_niced;
 use crate::cleaner::{
     Cleaner, CleanerConfig, CleanerStats, ReplacementTarget, RetainRules, clean_group,
     group_by_size, map_segment,
@@ -409,14 +410,13 @@ impl RemoteLogCleaner {
                 .await?;
             let cleaner = self.cleaner.clone();
             let from = start.max(piece.start);
-            let (returned, mapped, pass_stats) = tokio::task::spawn_blocking(move || {
+            let (returned, mapped, pass_stats) = run_niced(move || {
                 let mut pass_stats = CleanerStats::default();
                 let mapped = map_segment(&path, from, limit, &mut map, &cleaner, &mut pass_stats);
                 remove_scratch(&path);
                 (map, mapped, pass_stats)
             })
-            .await
-            .map_err(task_error)?;
+            .await?;
             map = returned;
             stats.pass.bytes_read += pass_stats.bytes_read;
             if mapped?.is_some() {
@@ -446,7 +446,7 @@ impl RemoteLogCleaner {
             .cloned()
             .collect();
         let cleaner = self.cleaner.clone();
-        let (map, read) = tokio::task::spawn_blocking(move || {
+        let (map, read) = run_niced(move || {
             let mut pass_stats = CleanerStats::default();
             for segment in &local {
                 match map_segment(
@@ -464,8 +464,7 @@ impl RemoteLogCleaner {
             }
             (map, pass_stats.bytes_read)
         })
-        .await
-        .map_err(task_error)?;
+        .await?;
         stats.pass.bytes_read += read;
         Ok((map, limit))
     }
@@ -510,7 +509,7 @@ impl RemoteLogCleaner {
         let (view_for_task, map_for_task) = (Arc::clone(view), Arc::clone(map));
         let (first_dirty_offset, delete_horizon_ms) =
             (plan.first_dirty_offset, plan.delete_horizon_ms);
-        let (cleaned, group_stats) = tokio::task::spawn_blocking(move || {
+        let (cleaned, group_stats) = run_niced(move || {
             let mut group_stats = CleanerStats::default();
             let rules = RetainRules {
                 map: &map_for_task,
@@ -531,8 +530,7 @@ impl RemoteLogCleaner {
                 .for_each(|segment| remove_scratch(&segment.log_path));
             (cleaned, group_stats)
         })
-        .await
-        .map_err(task_error)?;
+        .await?;
         let cleaned = cleaned?;
         let bytes_before: u64 = group.iter().map(|piece| piece.metadata.size_bytes).sum();
         stats.pass.bytes_read += group_stats.bytes_read;
@@ -597,9 +595,7 @@ impl RemoteLogCleaner {
                 stats.bytes_downloaded += bytes;
                 let cleaner = self.cleaner.clone();
                 // The download counts against the cleaner's I/O rate too.
-                tokio::task::spawn_blocking(move || cleaner.throttle(bytes))
-                    .await
-                    .map_err(task_error)?;
+                run_niced(move || cleaner.throttle(bytes)).await?;
                 Ok(path)
             }
             Err(error) => {

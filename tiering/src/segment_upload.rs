@@ -208,6 +208,9 @@ pub(crate) async fn upload_cleaned_segment(
     Ok(log_bytes)
 }
 
+/// Bytes a download writes between two `fdatasync`s.
+const DOWNLOAD_SYNC_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Writes the object at `location` to the local file `to` (created or truncated);
 /// returns the bytes written.
 pub(crate) async fn download_object(
@@ -218,10 +221,17 @@ pub(crate) async fn download_object(
     use tokio::io::AsyncWriteExt;
     let mut stream = store.get(location).await?.into_stream();
     let mut file = tokio::fs::File::create(to).await?;
-    let mut written = 0u64;
+    let (mut written, mut unsynced) = (0u64, 0u64);
     while let Some(chunk) = stream.try_next().await? {
         file.write_all(&chunk).await?;
         written += chunk.len() as u64;
+        unsynced += chunk.len() as u64;
+        // Few dirty pages at a time: a large download must not push the kernel into
+        // throttling every writer, the broker's appends included.
+        if unsynced >= DOWNLOAD_SYNC_BYTES {
+            file.sync_data().await?;
+            unsynced = 0;
+        }
     }
     file.flush().await?;
     Ok(written)
