@@ -7,9 +7,9 @@
 //!    dirty; the pass is due at `min.cleanable.dirty.ratio` or `max.compaction.lag.ms`
 //!    as on the local tier;
 //! 2. maps the keys of the dirty remote segments (downloaded one at a time into the
-//!    log's scratch directory) and then of the local log above the remote end up to
-//!    the high watermark, so a record in the bucket superseded by one still local goes
-//!    too: the map spans both tiers;
+//!    log's scratch directory); records only local are left out, so the bucket stays a
+//!    compaction of itself that a restore can rely on (a newer local value supersedes
+//!    the remote ones at the first pass after it is copied);
 //! 3. rewrites the remote log from its start in groups of at most `segment.bytes` with
 //!    the local cleaner's record filter, each group's last batch kept (empty if need
 //!    be) so a replacement ends where its group ends;
@@ -388,9 +388,11 @@ impl RemoteLogCleaner {
         Ok(Some(stats))
     }
 
-    /// Maps the dirty remote segments, then the local log above the remote end up to
-    /// the high watermark; returns the map and the end of the remote section it covers
-    /// (exclusive).
+    /// Maps the dirty remote segments; returns the map and the end of the section it
+    /// covers (exclusive). Records still only local are left out on purpose: the
+    /// bucket is the system of record, and a restore from it must find every key's
+    /// latest value below its cut, so a value in the bucket is only removed by a newer
+    /// one in the bucket (at the first pass after that one is copied).
     async fn build_map(
         &self,
         partition: &Arc<Partition>,
@@ -429,43 +431,6 @@ impl RemoteLogCleaner {
                 return Ok((map, piece.start));
             }
         }
-        if limit
-            < plan
-                .pieces
-                .last()
-                .map_or(limit, |last| last.metadata.next_offset())
-        {
-            return Ok((map, limit));
-        }
-        // The local tail: records above the remote end supersede older remote ones.
-        let high_watermark = partition.high_watermark();
-        let local: Vec<SealedSegment> = view
-            .sealed
-            .iter()
-            .filter(|segment| segment.next_offset > limit && segment.base_offset < high_watermark)
-            .cloned()
-            .collect();
-        let cleaner = self.cleaner.clone();
-        let (map, read) = run_niced(move || {
-            let mut pass_stats = CleanerStats::default();
-            for segment in &local {
-                match map_segment(
-                    &segment.log_path,
-                    limit,
-                    high_watermark,
-                    &mut map,
-                    &cleaner,
-                    &mut pass_stats,
-                ) {
-                    Ok(None) => {}
-                    // A full map or a segment retention deleted: the remote keys are in.
-                    Ok(Some(_)) | Err(_) => break,
-                }
-            }
-            (map, pass_stats.bytes_read)
-        })
-        .await?;
-        stats.pass.bytes_read += read;
         Ok((map, limit))
     }
 
@@ -502,7 +467,7 @@ impl RemoteLogCleaner {
             .map(|segment| segment.log_path.clone())
             .collect();
         if let Err(error) = downloaded {
-            downloads.iter().for_each(|path| remove_scratch(path));
+            run_niced(move || downloads.iter().for_each(|path| remove_scratch(path))).await?;
             return Err(error);
         }
         let cleaner = self.cleaner.clone();
@@ -543,13 +508,13 @@ impl RemoteLogCleaner {
             && group_stats.records_removed == 0
             && cleaned.size_bytes == bytes_before;
         if unchanged {
-            cleaned.remove();
+            run_niced(move || cleaned.remove()).await?;
             stats.pass.segments_after += 1;
             stats.pass.bytes_after += bytes_before;
             return Ok(true);
         }
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
-            cleaned.remove();
+            run_niced(move || cleaned.remove()).await?;
             return Ok(true);
         };
         let upload = CleanedSegment {
@@ -566,12 +531,13 @@ impl RemoteLogCleaner {
             .remote
             .replace_remote_segments(partition, &replaced, &upload)
             .await;
-        cleaned.remove();
+        let size_after = cleaned.size_bytes;
+        run_niced(move || cleaned.remove()).await?;
         let swapped = swapped?;
         if swapped.is_some() {
             stats.segments_swapped += 1;
             stats.pass.segments_after += 1;
-            stats.pass.bytes_after += cleaned.size_bytes;
+            stats.pass.bytes_after += size_after;
         }
         Ok(swapped.is_some())
     }
@@ -585,7 +551,11 @@ impl RemoteLogCleaner {
         stats: &mut RemoteCleanerStats,
     ) -> Result<PathBuf, CleanerError> {
         self.cleaner.check_stop()?;
-        let path = scratch_path(&view.dir, &format!("remote-{}.log", segment.segment_id))?;
+        let (dir, name) = (
+            view.dir.clone(),
+            format!("remote-{}.log", segment.segment_id),
+        );
+        let path = run_niced(move || scratch_path(&dir, &name)).await??;
         match self
             .remote
             .download_segment_log(partition, segment, &path)
@@ -599,7 +569,7 @@ impl RemoteLogCleaner {
                 Ok(path)
             }
             Err(error) => {
-                remove_scratch(&path);
+                run_niced(move || remove_scratch(&path)).await?;
                 Err(CleanerError::Remote(error))
             }
         }

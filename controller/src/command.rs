@@ -79,6 +79,10 @@ pub(crate) enum Command {
         segment_id: uuid::Uuid,
         /// Milliseconds since the Unix epoch, read by the proposer.
         event_timestamp_ms: i64,
+        /// Refuse unless the segment is in this state: the cleanup of an abandoned
+        /// upload must not delete a copy committed since it looked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_state: Option<crate::cluster_metadata::RemoteSegmentState>,
     },
     /// Compaction of the remote tier: in one step makes the `CopyStarted` segment
     /// `segment_id` (the cleaned copy) readable and the `CopyFinished` segments

@@ -31,6 +31,7 @@ use crate::cluster_metadata::ClusterMetadata;
 use crate::cluster_metadata::HeartbeatResponse;
 use crate::cluster_metadata::PartitionAssignment;
 use crate::cluster_metadata::RemoteSegmentMetadata;
+use crate::cluster_metadata::RemoteSegmentState;
 use crate::cluster_metadata::RestoredTopic;
 use crate::cluster_metadata::TopicId;
 use crate::cluster_metadata::TopicMetadata;
@@ -844,11 +845,27 @@ impl Controller {
         partition: i32,
         segment_id: uuid::Uuid,
     ) -> Result<(), ControllerError> {
+        self.begin_remote_segment_delete_from(topic_id, partition, segment_id, None)
+            .await
+    }
+
+    /// [`Controller::begin_remote_segment_delete`], refused with
+    /// [`CommandError::InvalidRemoteSegment`] unless the segment is in `expected_state`
+    /// (when given) at the moment the command applies: the cleanup of an upload it
+    /// believes abandoned must not delete a copy committed since it looked.
+    pub async fn begin_remote_segment_delete_from(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        segment_id: uuid::Uuid,
+        expected_state: Option<RemoteSegmentState>,
+    ) -> Result<(), ControllerError> {
         let command = Command::BeginRemoteSegmentDelete {
             topic_id,
             partition,
             segment_id,
             event_timestamp_ms: now_ms(),
+            expected_state,
         };
         match self.propose(command).await? {
             CommandOutput::Done => Ok(()),

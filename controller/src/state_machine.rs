@@ -67,6 +67,7 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
             partition,
             segment_id,
             event_timestamp_ms,
+            expected_state,
         } => begin_remote_segment_delete(
             metadata,
             SegmentKey {
@@ -75,6 +76,7 @@ pub(crate) fn apply(metadata: &mut ClusterMetadata, command: Command) -> Command
                 segment_id,
             },
             event_timestamp_ms,
+            expected_state,
         ),
         Command::ReplaceRemoteSegments {
             topic_id,
@@ -777,8 +779,16 @@ fn begin_remote_segment_delete(
     metadata: &mut ClusterMetadata,
     key: SegmentKey,
     event_timestamp_ms: i64,
+    expected_state: Option<RemoteSegmentState>,
 ) -> CommandResult {
     let segment = stored_segment(metadata, key)?;
+    if expected_state.is_some_and(|expected| expected != segment.state) {
+        return Err(wrong_state(
+            key,
+            segment.state,
+            "start its deletion as expected",
+        ));
+    }
     match segment.state {
         RemoteSegmentState::CopyStarted | RemoteSegmentState::CopyFinished => {
             segment.state = RemoteSegmentState::DeleteStarted;
@@ -1357,6 +1367,7 @@ mod tests {
             partition: 0,
             segment_id: segment_id(id),
             event_timestamp_ms: 3_000,
+            expected_state: None,
         }
     }
 
@@ -1450,6 +1461,18 @@ mod tests {
             vec![(segment_id(10), 0, 199), (segment_id(3), 200, 299)]
         );
         assert_eq!(metadata.remote_log_end_offset(topic_id, 0), Some(300));
+        // The cleanup of an abandoned upload expects CopyStarted: a copy committed
+        // since it looked is not deleted.
+        assert_refused(
+            &mut metadata,
+            Command::BeginRemoteSegmentDelete {
+                topic_id,
+                partition: 0,
+                segment_id: segment_id(10),
+                event_timestamp_ms: 5_000,
+                expected_state: Some(RemoteSegmentState::CopyStarted),
+            },
+        );
         // A second swap over segments already replaced is refused.
         let _begun = apply(
             &mut metadata,

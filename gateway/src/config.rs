@@ -333,6 +333,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "how often sealed segments are uploaded and remote retention runs",
     ),
     def(
+        "remote.log.compacted.segment.delete.delay.ms",
+        Some("60000"),
+        "how long the objects of remote segments replaced by compaction stay after the swap, for readers and restore points that still name them",
+    ),
+    def(
         "remote.read.only",
         Some("false"),
         "serve consumers read-only from another cluster's bucket (object.store), following its restore points; produce is refused",
@@ -754,6 +759,10 @@ impl BrokerConfig {
         };
         let tiering = TieringConfig {
             task_interval_ms: parse_number(&raw, "remote.log.manager.task.interval.ms")?,
+            replaced_segment_delete_delay_ms: parse_number(
+                &raw,
+                "remote.log.compacted.segment.delete.delay.ms",
+            )?,
             ..TieringConfig::default()
         };
         let cache_disk_bytes: usize = parse_number(&raw, "remote.log.cache.disk.bytes")?;

@@ -2,7 +2,8 @@
 //! `cleanup.policy=compact`): the changelog moves to the object store and is compacted
 //! there, so the bucket and the local disk both shrink to about the live keys, and a
 //! consumer from offset 0 reads exactly the latest value of every live key. SIGKILL in
-//! the middle of remote passes loses nothing and brings back nothing.
+//! the middle of remote passes loses nothing and brings back nothing, and an object
+//! store outage in the middle of one leaves no hole and no orphan.
 //!
 //! Runs against the S3 server named by `SILT_TEST_S3_*` when set (as exported by
 //! `eval "$(minio-dev/start)"`), else against a local-directory store. The changelog's
@@ -16,7 +17,7 @@ use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use silt_tests::kafka::{Received, create_topic, producer, read_to_end};
 use silt_tests::s3::{
-    Payloads, TierStore, local_segments, partition_dir, remote_log_bytes, upload_backlog,
+    Payloads, S3Server, TierStore, local_segments, partition_dir, remote_log_bytes, upload_backlog,
 };
 use silt_tests::{SiltOptions, SiltProcess};
 
@@ -238,7 +239,8 @@ fn tiered_silt(store: &TierStore) -> SiltOptions {
             .flag("--remote-log-manager-task-interval-ms", 200)
             .override_config("log.cleaner.backoff.ms", 500)
             .override_config("restore.point.interval.ms", 2_000)
-            .override_config("restore.point.retention.ms", 1_000),
+            .override_config("restore.point.retention.ms", 1_000)
+            .override_config("remote.log.compacted.segment.delete.delay.ms", 1_000),
     )
 }
 
@@ -530,6 +532,94 @@ async fn sigkill_during_remote_cleaning_loses_nothing_and_resurrects_nothing() -
         log.matches("cleaning up an abandoned remote segment")
             .count(),
         log.matches("swapped in a compacted remote segment").count(),
+        remote / 1024
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_outage_during_remote_cleaning_leaves_no_hole() -> Result<()> {
+    let schedule = Schedule {
+        rounds: 4,
+        ..Schedule::sized(8 * MIB, 500, 4_096)
+    };
+    // A private S3 server, so the test can stop it in the middle of a pass.
+    let mut server = S3Server::start()?;
+    let store = TierStore::s3(server.env().clone());
+    let mut silt = tiered_silt(&store)
+        .override_config("log.cleaner.io.max.bytes.per.second", 3_000_000)
+        .start()?;
+    let bootstrap = silt.bootstrap();
+    create(&bootstrap, "changelog", &topic_configs(MIB)).await?;
+    let scratch = partition_dir(&silt, "changelog", 0).join("cleaner-scratch");
+    let mut acked = Acked::new();
+    let producer = changelog_producer(&bootstrap)?;
+    let mut round = 0;
+    let mut outages = 0;
+    // Until an outage cut a remote pass short (a pass fails, its work is dropped).
+    while silt.log().matches("remote cleaning pass failed").count() == 0 {
+        ensure!(outages < 5, "{outages} outages, none during a remote pass");
+        produce(
+            &producer,
+            "changelog",
+            &schedule,
+            schedule.indices(round..round + 2),
+            &mut acked,
+        )
+        .await?;
+        round += 2;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline
+            && !std::fs::read_dir(&scratch).is_ok_and(|mut entries| entries.next().is_some())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.stop()?;
+        outages += 1;
+        // Producers keep getting acknowledgements while the bucket is gone.
+        produce(
+            &producer,
+            "changelog",
+            &schedule,
+            schedule.indices(round..round + 1),
+            &mut acked,
+        )
+        .await?;
+        round += 1;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        ensure!(
+            silt.is_running(),
+            "silt exited during the outage:\n{}",
+            silt.log_tail()
+        );
+        server.start_again()?;
+    }
+    // Once the bucket is back the cleaner finishes; what a failed pass uploaded is
+    // cleaned up, so the bucket holds exactly the segments served.
+    let goal = schedule.live_bytes() * 3 / 2 + MIB;
+    let remote = wait_compacted(
+        &mut silt,
+        &store,
+        "changelog",
+        goal,
+        Duration::from_secs(180),
+    )
+    .await?;
+    let (read, high) = read_to_end(&bootstrap, "changelog", 0)?;
+    ensure!(
+        high == acked.keys().next_back().map_or(0, |last| last + 1),
+        "high watermark {high}, {} records acknowledged",
+        acked.len()
+    );
+    let summary = check_read(&read, &acked, &schedule)?;
+    ensure!(
+        summary.live_keys == (schedule.keys - schedule.tombstoned_keys) as usize,
+        "{summary:?}: not every live key was read"
+    );
+    ensure!(silt.is_running(), "silt exited:\n{}", silt.log_tail());
+    println!(
+        "{outages} outages; {} failed remote passes; finally {summary:?} in {} KiB of .log objects",
+        silt.log().matches("remote cleaning pass failed").count(),
         remote / 1024
     );
     Ok(())

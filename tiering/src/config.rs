@@ -27,6 +27,11 @@ pub struct TieringConfig {
     pub retry_backoff_initial_ms: u64,
     /// Cap of the retry delay in milliseconds. Default 30 000.
     pub retry_backoff_max_ms: u64,
+    /// How long (ms) the objects of remote segments a compaction replaced stay after
+    /// the swap (`remote.log.compacted.segment.delete.delay.ms`): a reader that resolved
+    /// an offset to them just before, a broker whose metadata lags, and a restore point
+    /// being written from metadata taken before the swap still find them. Default 60 000.
+    pub replaced_segment_delete_delay_ms: u64,
 }
 
 impl Default for TieringConfig {
@@ -40,6 +45,7 @@ impl Default for TieringConfig {
             multipart_concurrency: 4,
             retry_backoff_initial_ms: 1_000,
             retry_backoff_max_ms: 30_000,
+            replaced_segment_delete_delay_ms: 60_000,
         }
     }
 }

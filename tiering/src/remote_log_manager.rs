@@ -528,11 +528,21 @@ impl RemoteLogManager {
                     let stale = now.saturating_sub(segment.event_timestamp_ms) > grace_ms;
                     !running && (segment.broker_id == broker_id || stale)
                 }
-                // Segments a compaction replaced stay while a kept restore point
-                // names them (or while the restore points cannot be read).
-                RemoteSegmentState::DeleteStarted => pinned
-                    .as_ref()
-                    .is_some_and(|pinned| !pinned.contains(&segment.segment_id)),
+                // Segments a compaction replaced stay for the delete delay and while a
+                // kept restore point names them (or the restore points cannot be read).
+                RemoteSegmentState::DeleteStarted => {
+                    let replaced = metadata
+                        .copied_remote_segments(partition.topic_id, partition.partition)
+                        .any(|copied| copied.compacted && copied.overlaps(segment));
+                    let delay_ms = i64::try_from(self.config.replaced_segment_delete_delay_ms)
+                        .unwrap_or(i64::MAX);
+                    let waiting =
+                        replaced && now.saturating_sub(segment.event_timestamp_ms) < delay_ms;
+                    !waiting
+                        && pinned
+                            .as_ref()
+                            .is_some_and(|pinned| !pinned.contains(&segment.segment_id))
+                }
                 RemoteSegmentState::CopyFinished | RemoteSegmentState::DeleteFinished => false,
             })
             .cloned()
@@ -617,18 +627,21 @@ impl RemoteLogManager {
     /// Swaps a compacted copy in for remote segments of a partition this broker leads:
     /// registers the copy (COPY_STARTED), uploads it, then has the controller make it
     /// readable and the `replaced` segments (sorted by offset, all `CopyFinished`)
-    /// unreadable in one step, so a reader sees the old set or the new one; the old
-    /// objects are deleted afterwards, except those a kept restore point names (they
-    /// stay `DeleteStarted` until it is pruned). Returns the new segment, or None when
-    /// the swap was refused because the partition changed meanwhile (retention, another
-    /// swap, or a new leader); the upload is deleted then.
+    /// unreadable in one step, so a reader sees the old set or the new one. The old
+    /// segments stay `DeleteStarted` with their objects for
+    /// `replaced_segment_delete_delay_ms` and while a kept restore point names them;
+    /// the round's cleanup deletes them after that. Returns the new segment, or None
+    /// when the swap was refused because the partition changed meanwhile (retention,
+    /// another swap, or a new leader); the upload is deleted then.
     ///
     /// A crash before the swap leaves a `CopyStarted` entry that cleanup deletes; a
     /// crash after it leaves `DeleteStarted` entries that cleanup finishes.
     ///
     /// # Errors
-    /// Object store, controller and I/O errors; what was uploaded is deleted again (or
-    /// left to cleanup when that fails too).
+    /// Object store and I/O errors (the upload is deleted again, or left to cleanup
+    /// when that fails too); controller errors (the swap may have committed without an
+    /// answer: the upload is left to cleanup, which deletes it only if it is still
+    /// `CopyStarted`).
     pub async fn replace_remote_segments(
         &self,
         partition: &Arc<Partition>,
@@ -696,46 +709,38 @@ impl RemoteLogManager {
         };
         let swapped = match swapped {
             Ok(swapped) => swapped,
+            Err(TieringError::Controller(ControllerError::Rejected(
+                CommandError::InvalidRemoteSegment(reason),
+            ))) => {
+                info!(topic = %partition.topic, partition = partition.partition, %segment_id, %reason, "compacted remote copy refused: the segments changed meanwhile");
+                self.abandon_upload(partition, &remote_segment).await;
+                return Ok(None);
+            }
+            Err(error @ (TieringError::Controller(_) | TieringError::Task(_))) => {
+                // The swap may have committed although its answer was lost: the copy
+                // is left to cleanup, which deletes it only if it is still CopyStarted.
+                return Err(error);
+            }
             Err(error) => {
-                if let Err(cleanup_error) = self
-                    .delete_remote_segment(Some(&partition.topic), &remote_segment, "abandoned")
-                    .await
-                {
-                    debug!(topic = %partition.topic, partition = partition.partition, %segment_id, error = %cleanup_error, "cleanup of a refused compacted copy failed; a later round retries it");
-                }
-                return match error {
-                    TieringError::Controller(ControllerError::Rejected(
-                        CommandError::InvalidRemoteSegment(reason),
-                    )) => {
-                        info!(topic = %partition.topic, partition = partition.partition, %segment_id, %reason, "compacted remote copy refused: the segments changed meanwhile");
-                        Ok(None)
-                    }
-                    error => Err(error),
-                };
+                self.abandon_upload(partition, &remote_segment).await;
+                return Err(error);
             }
         };
         info!(topic = %partition.topic, partition = partition.partition, base_offset = swapped.base_offset, end_offset = swapped.end_offset, size_bytes, replaced = replaced.len(), replaced_bytes = replaced.iter().map(|old| old.size_bytes).sum::<u64>(), %segment_id, "swapped in a compacted remote segment");
-        let pinned = self.pinned_now.lock().clone();
-        for old in replaced {
-            if pinned
-                .as_ref()
-                .is_none_or(|pinned| pinned.contains(&old.segment_id))
-            {
-                debug!(topic = %partition.topic, partition = partition.partition, segment_id = %old.segment_id, "a restore point may name the replaced segment: its objects stay for now");
-                continue;
-            }
-            let deleting = RemoteSegmentMetadata {
-                state: RemoteSegmentState::DeleteStarted,
-                ..old.clone()
-            };
-            if let Err(error) = self
-                .delete_remote_segment(Some(&partition.topic), &deleting, "compacted")
-                .await
-            {
-                debug!(topic = %partition.topic, partition = partition.partition, segment_id = %old.segment_id, %error, "deleting a replaced remote segment failed; a later round retries it");
-            }
-        }
+        // The replaced segments stay DELETE_STARTED with their objects for
+        // `replaced_segment_delete_delay_ms`; cleanup deletes them after that.
         Ok(Some(swapped))
+    }
+
+    /// Deletes an upload that will not be committed (its entry must still be
+    /// `CopyStarted`); a failure is left to cleanup.
+    async fn abandon_upload(&self, partition: &Partition, segment: &RemoteSegmentMetadata) {
+        if let Err(error) = self
+            .delete_remote_segment(Some(&partition.topic), segment, "abandoned")
+            .await
+        {
+            debug!(topic = %partition.topic, partition = partition.partition, segment_id = %segment.segment_id, %error, "cleanup of an abandoned upload failed; a later round retries it");
+        }
     }
 
     fn segment_objects(
@@ -767,9 +772,16 @@ impl RemoteLogManager {
         let (topic_id, partition, segment_id) =
             (segment.topic_id, segment.partition, segment.segment_id);
         if segment.state != RemoteSegmentState::DeleteStarted {
+            // Only from the state the caller saw: an upload that looked abandoned in a
+            // stale view may have been committed since (a compaction swap).
             match self
                 .controller
-                .begin_remote_segment_delete(topic_id, partition, segment_id)
+                .begin_remote_segment_delete_from(
+                    topic_id,
+                    partition,
+                    segment_id,
+                    Some(segment.state),
+                )
                 .await
             {
                 Ok(()) => {}

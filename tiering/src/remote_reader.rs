@@ -199,6 +199,25 @@ impl RemoteLogReader {
         }
         let records = bytes.slice(..whole);
         self.read_ahead(&segment, first.position + whole as u64);
+        let at_segment_end = first.position + whole as u64 >= segment.log_size();
+        if at_segment_end && !holds_records(&records) && records.len() < max_bytes {
+            // Only empty batches that compaction kept (a group's last batch, a
+            // producer's last batch): librdkafka counts an answer without a record as
+            // "message too large" and gives up after a few, so go on into the next
+            // segment within the same fetch.
+            let next_offset = segment.metadata.end_offset + 1;
+            let rest =
+                Box::pin(self.read_records(partition, next_offset, max_bytes - records.len()))
+                    .await;
+            if let Ok(rest) = rest {
+                let mut joined = Vec::with_capacity(records.len() + rest.records.len());
+                joined.extend_from_slice(&records);
+                joined.extend_from_slice(&rest.records);
+                return Ok(RemoteRead {
+                    records: Bytes::from(joined),
+                });
+            }
+        }
         debug!(
             topic = %partition.topic,
             partition = partition.partition,
@@ -559,6 +578,23 @@ fn storage_error(error: ChunkCacheError) -> RemoteLogError {
 /// Length of the longest prefix of `bytes` (read from `start` in the segment) made of
 /// whole batches that belong to the segment. The first batch must be whole; a batch cut
 /// by the read budget ends the prefix; bad framing is corruption.
+/// Whether `batches` (whole batches) hold a record or a control batch.
+fn holds_records(batches: &[u8]) -> bool {
+    let mut position = 0usize;
+    while position < batches.len() {
+        let remaining = &batches[position..];
+        let (Ok(size), Ok(header)) = (batch_size_from_prefix(remaining), parse_header(remaining))
+        else {
+            return true;
+        };
+        if header.records_count > 0 || header.is_control() {
+            return true;
+        }
+        position += size;
+    }
+    false
+}
+
 fn whole_batches_len(
     segment: &SegmentRef<'_>,
     start: u64,

@@ -41,6 +41,7 @@ pub(super) fn test_tiering_config() -> TieringConfig {
         multipart_concurrency: 2,
         retry_backoff_initial_ms: 200,
         retry_backoff_max_ms: 1_000,
+        replaced_segment_delete_delay_ms: 1_000,
     }
 }
 
