@@ -493,13 +493,14 @@ fn filter_batch(
         kept_count += 1;
         max_timestamp = max_timestamp.max(entry.timestamp);
     }
-    if kept_count as usize == entries.len() {
-        return Ok(Filtered::Whole);
-    }
     let producers_last = header.has_producer_id()
         && rules.producer_last_offsets.get(&header.producer_id) == Some(&header.last_offset());
+    // An empty batch an earlier pass kept goes once it is no longer needed.
     if kept_count == 0 && !producers_last && !keep {
         return Ok(Filtered::Dropped);
+    }
+    if kept_count as usize == entries.len() {
+        return Ok(Filtered::Whole);
     }
     if kept_count == 0 || header.timestamp_type() == TimestampType::LogAppendTime {
         max_timestamp = header.max_timestamp;
