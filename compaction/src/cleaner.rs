@@ -81,8 +81,32 @@ pub struct CleaningPlan {
 impl CleaningPlan {
     /// Due: the dirty ratio reached `min_ratio`, or a record is overdue.
     pub fn is_due(&self, min_ratio: f64) -> bool {
-        self.dirty_bytes > 0 && (self.dirty_ratio >= min_ratio || self.overdue)
+        is_due(self.dirty_bytes, self.dirty_ratio, self.overdue, min_ratio)
     }
+}
+
+/// Kafka's rule, on either tier: something is dirty, and the dirty ratio reached
+/// `min_ratio` or a record is overdue.
+pub(crate) fn is_due(dirty_bytes: u64, dirty_ratio: f64, overdue: bool, min_ratio: f64) -> bool {
+    dirty_bytes > 0 && (dirty_ratio >= min_ratio || overdue)
+}
+
+/// The delete horizon (ms): the newest of the clean section's largest timestamps
+/// (`-1`, no timestamp, left out) minus `delete_retention_ms`; None while nothing with
+/// a timestamp is clean.
+pub(crate) fn delete_horizon(
+    clean_max_timestamps: impl Iterator<Item = i64>,
+    delete_retention_ms: i64,
+) -> Option<i64> {
+    clean_max_timestamps
+        .filter(|timestamp| *timestamp >= 0)
+        .max()
+        .map(|newest| newest.saturating_sub(delete_retention_ms))
+}
+
+/// Throughput of a pass that went over `bytes` in `elapsed_ms` (MB/s, 10^6 bytes).
+pub(crate) fn megabytes_per_second(bytes: u64, elapsed_ms: u128) -> f64 {
+    bytes as f64 / 1e6 / (elapsed_ms.max(1) as f64 / 1e3)
 }
 
 /// What a pass did.
@@ -228,14 +252,13 @@ fn clean_log(
     let (map, end) = build_offset_map(&view, &plan, cleaner, &mut stats)?;
     stats.keys = map.len();
     stats.end_offset = end;
-    stats.delete_horizon_ms = view
-        .sealed
-        .iter()
-        .filter(|segment| segment.next_offset <= plan.first_dirty_offset)
-        .map(|segment| segment.max_timestamp)
-        .filter(|timestamp| *timestamp >= 0)
-        .max()
-        .map(|newest| newest.saturating_sub(view.config.delete_retention_ms));
+    stats.delete_horizon_ms = delete_horizon(
+        view.sealed
+            .iter()
+            .filter(|segment| segment.next_offset <= plan.first_dirty_offset)
+            .map(|segment| segment.max_timestamp),
+        view.config.delete_retention_ms,
+    );
     let to_clean: Vec<SealedSegment> = view
         .sealed
         .iter()
@@ -515,12 +538,12 @@ fn filter_batch(
 
 /// Logs a finished pass.
 pub(crate) fn log_pass(topic: &str, partition: i32, stats: &CleanerStats, elapsed_ms: u128) {
-    let megabytes_per_second = stats.bytes_before as f64 / 1e6 / (elapsed_ms.max(1) as f64 / 1e3);
+    let rate = megabytes_per_second(stats.bytes_before, elapsed_ms);
     info!(
         %topic,
         partition,
         elapsed_ms = elapsed_ms as u64,
-        mb_per_sec = format!("{megabytes_per_second:.1}"),
+        mb_per_sec = format!("{rate:.1}"),
         first_dirty_offset = stats.first_dirty_offset,
         end_offset = stats.end_offset,
         keys = stats.keys,

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use crate::background::run_niced;
 use crate::cleaner::{
     Cleaner, CleanerConfig, CleanerStats, ReplacementTarget, RetainRules, clean_group,
-    group_by_size, map_segment,
+    delete_horizon, group_by_size, is_due, map_segment, megabytes_per_second,
 };
 use crate::error::CleanerError;
 use crate::offset_map::OffsetMap;
@@ -54,6 +54,21 @@ pub struct RemotePiece {
     /// First offset read from it: its base offset, or where the previous segment ended
     /// when two leaders' segments overlap.
     pub start: i64,
+}
+
+impl RemotePiece {
+    /// The piece as the cleaner's group code sees a segment, its `.log` at `log_path`
+    /// (a download).
+    fn as_sealed(&self, log_path: PathBuf) -> SealedSegment {
+        SealedSegment {
+            base_offset: self.start,
+            next_offset: self.metadata.next_offset(),
+            size_bytes: self.metadata.size_bytes,
+            max_timestamp: self.metadata.max_timestamp_ms,
+            first_batch_timestamp: None,
+            log_path,
+        }
+    }
 }
 
 /// Where the remote log's dirty section lies and whether it is due.
@@ -80,7 +95,7 @@ pub struct RemotePlan {
 impl RemotePlan {
     /// Due: the dirty ratio reached `min_ratio`, or a record is overdue.
     pub fn is_due(&self, min_ratio: f64) -> bool {
-        self.dirty_bytes > 0 && (self.dirty_ratio >= min_ratio || self.overdue)
+        is_due(self.dirty_bytes, self.dirty_ratio, self.overdue, min_ratio)
     }
 }
 
@@ -148,12 +163,12 @@ pub fn plan_remote(
         && pieces.get(clean).is_some_and(|oldest| {
             now_ms.saturating_sub(oldest.metadata.max_timestamp_ms) > config.max_compaction_lag_ms
         });
-    let delete_horizon_ms = pieces[..clean]
-        .iter()
-        .map(|piece| piece.metadata.max_timestamp_ms)
-        .filter(|timestamp| *timestamp >= 0)
-        .max()
-        .map(|newest| newest.saturating_sub(config.delete_retention_ms));
+    let delete_horizon_ms = delete_horizon(
+        pieces[..clean]
+            .iter()
+            .map(|piece| piece.metadata.max_timestamp_ms),
+        config.delete_retention_ms,
+    );
     Some(RemotePlan {
         pieces,
         first_dirty_offset,
@@ -342,14 +357,7 @@ impl RemoteLogCleaner {
             .collect();
         let as_sealed: Vec<SealedSegment> = to_clean
             .iter()
-            .map(|piece| SealedSegment {
-                base_offset: piece.start,
-                next_offset: piece.metadata.next_offset(),
-                size_bytes: piece.metadata.size_bytes,
-                max_timestamp: piece.metadata.max_timestamp_ms,
-                first_batch_timestamp: None,
-                log_path: PathBuf::new(),
-            })
+            .map(|piece| piece.as_sealed(PathBuf::new()))
             .collect();
         let groups: Vec<std::ops::Range<usize>> = {
             let mut offset = 0;
@@ -450,14 +458,7 @@ impl RemoteLogCleaner {
                 let path = self
                     .download(partition, view, &piece.metadata, stats)
                     .await?;
-                sealed.push(SealedSegment {
-                    base_offset: piece.start,
-                    next_offset: piece.metadata.next_offset(),
-                    size_bytes: piece.metadata.size_bytes,
-                    max_timestamp: piece.metadata.max_timestamp_ms,
-                    first_batch_timestamp: None,
-                    log_path: path,
-                });
+                sealed.push(piece.as_sealed(path));
             }
             Ok::<(), CleanerError>(())
         }
@@ -593,12 +594,12 @@ fn task_error(error: tokio::task::JoinError) -> CleanerError {
 /// Logs a finished remote pass.
 fn log_remote_pass(partition: &Partition, stats: &RemoteCleanerStats, elapsed_ms: u128) {
     let pass = &stats.pass;
-    let megabytes_per_second = pass.bytes_before as f64 / 1e6 / (elapsed_ms.max(1) as f64 / 1e3);
+    let rate = megabytes_per_second(pass.bytes_before, elapsed_ms);
     info!(
         topic = %partition.topic,
         partition = partition.partition,
         elapsed_ms = elapsed_ms as u64,
-        mb_per_sec = format!("{megabytes_per_second:.1}"),
+        mb_per_sec = format!("{rate:.1}"),
         first_dirty_offset = pass.first_dirty_offset,
         end_offset = pass.end_offset,
         keys = pass.keys,

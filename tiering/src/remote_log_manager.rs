@@ -421,7 +421,7 @@ impl RemoteLogManager {
         };
         let segment_id = remote_segment.segment_id;
         let _uploads_in_progress = self.track_upload(segment_id);
-        let objects = self.segment_objects(partition, files.base_offset, segment_id);
+        let objects = self.segment_objects(&partition.topic, &remote_segment);
         self.controller
             .begin_remote_segment_copy(remote_segment.clone())
             .await?;
@@ -620,7 +620,7 @@ impl RemoteLogManager {
         segment: &RemoteSegmentMetadata,
         to: &std::path::Path,
     ) -> Result<u64, TieringError> {
-        let objects = self.segment_objects(partition, segment.base_offset, segment.segment_id);
+        let objects = self.segment_objects(&partition.topic, segment);
         download_object(self.store.as_ref(), &objects.path(ObjectKind::Log), to).await
     }
 
@@ -683,8 +683,8 @@ impl RemoteLogManager {
         self.controller
             .begin_remote_segment_copy(remote_segment.clone())
             .await?;
-        let objects = self.segment_objects(partition, cleaned.base_offset, segment_id);
-        let carried_from = self.segment_objects(partition, last.base_offset, last.segment_id);
+        let objects = self.segment_objects(&partition.topic, &remote_segment);
+        let carried_from = self.segment_objects(&partition.topic, last);
         let uploaded = upload_cleaned_segment(
             self.store.as_ref(),
             &objects,
@@ -743,21 +743,17 @@ impl RemoteLogManager {
         }
     }
 
-    fn segment_objects(
-        &self,
-        partition: &Partition,
-        base_offset: i64,
-        segment_id: Uuid,
-    ) -> SegmentObjects {
+    /// Where the objects of `segment` of topic `topic` are.
+    fn segment_objects(&self, topic: &str, segment: &RemoteSegmentMetadata) -> SegmentObjects {
         SegmentObjects {
             partition_prefix: segment_object_prefix(
                 &self.prefix,
-                &partition.topic,
-                partition.topic_id,
-                partition.partition,
+                topic,
+                segment.topic_id,
+                segment.partition,
             ),
-            base_offset,
-            segment_id,
+            base_offset: segment.base_offset,
+            segment_id: segment.segment_id,
         }
     }
 
@@ -807,16 +803,7 @@ impl RemoteLogManager {
         }
         match topic {
             Some(topic) => {
-                let objects = SegmentObjects {
-                    partition_prefix: segment_object_prefix(
-                        &self.prefix,
-                        topic,
-                        topic_id,
-                        partition,
-                    ),
-                    base_offset: segment.base_offset,
-                    segment_id,
-                };
+                let objects = self.segment_objects(topic, segment);
                 delete_segment_objects(self.store.as_ref(), &objects).await?;
             }
             None => {
