@@ -86,6 +86,21 @@ impl Schedule {
     fn live_bytes(&self) -> u64 {
         (self.keys - self.tombstoned_keys) * (self.payloads.max_value_bytes as u64 + 10)
     }
+
+    /// Bucket bytes a compacted changelog may keep: about the live set, plus a
+    /// segment's worth of what arrived after the last pass.
+    fn compacted_goal(&self) -> u64 {
+        self.live_bytes() * 3 / 2 + MIB
+    }
+
+    /// The fault tests' changelog: round 2 deletes 25 of the 500 keys; every later
+    /// round rewrites the others.
+    fn small() -> Schedule {
+        Schedule {
+            rounds: 4,
+            ..Schedule::sized(8 * MIB, 500, 4_096)
+        }
+    }
 }
 
 /// Offset → record index of every acknowledged record.
@@ -220,6 +235,39 @@ fn check_read(read: &[Received], acked: &Acked, schedule: &Schedule) -> Result<R
         }
     }
     Ok(summary)
+}
+
+/// Reads partition 0 from offset 0 and checks it against what was acknowledged
+/// ([`check_read`]), its end included.
+fn read_and_check(bootstrap: &str, acked: &Acked, schedule: &Schedule) -> Result<ReadSummary> {
+    let (read, high) = read_to_end(bootstrap, "changelog", 0)?;
+    let acked_end = acked.keys().next_back().map_or(0, |last| last + 1);
+    ensure!(
+        high == acked_end,
+        "high watermark {high}, but {} records acknowledged up to offset {acked_end}",
+        acked.len()
+    );
+    check_read(&read, acked, schedule)
+}
+
+/// After the faults: waits until the bucket holds about the live keys and exactly the
+/// segments served, then reads from offset 0: every live key's latest value is there.
+/// Returns the bucket's `.log` bytes and what the read held.
+async fn wait_and_check_live_keys(
+    silt: &mut SiltProcess,
+    store: &TierStore,
+    acked: &Acked,
+    schedule: &Schedule,
+) -> Result<(u64, ReadSummary)> {
+    let goal = schedule.compacted_goal();
+    let remote = wait_compacted(silt, store, "changelog", goal, Duration::from_secs(180)).await?;
+    let summary = read_and_check(&silt.bootstrap(), acked, schedule)?;
+    ensure!(
+        summary.live_keys == (schedule.keys - schedule.tombstoned_keys) as usize,
+        "{summary:?}: not every live key was read"
+    );
+    ensure!(silt.is_running(), "silt exited:\n{}", silt.log_tail());
+    Ok((remote, summary))
 }
 
 fn volume() -> Result<u64> {
@@ -361,7 +409,7 @@ async fn a_tiered_changelog_shrinks_to_its_live_keys_in_the_bucket_and_on_disk()
     // Everything moves to the bucket (idle segments roll after segment.ms) and is
     // compacted there to about the live keys.
     let live = schedule.live_bytes();
-    let goal = live * 3 / 2 + MIB;
+    let goal = schedule.compacted_goal();
     let timeout = Duration::from_secs(180 + volume / (2 * MIB));
     let started = Instant::now();
     let remote = wait_compacted(&mut silt, &store, "changelog", goal, timeout).await?;
@@ -383,12 +431,7 @@ async fn a_tiered_changelog_shrinks_to_its_live_keys_in_the_bucket_and_on_disk()
     schedule_more(&producer, &schedule, last_round, &mut acked).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let summary = loop {
-        let (read, high) = read_to_end(&bootstrap, "changelog", 0)?;
-        ensure!(
-            high == acked.keys().next_back().map_or(0, |last| last + 1),
-            "high watermark {high} is not the end of what was acknowledged"
-        );
-        let summary = check_read(&read, &acked, &schedule)?;
+        let summary = read_and_check(&bootstrap, &acked, &schedule)?;
         if summary.tombstones == 0 && summary.records == summary.live_keys {
             break summary;
         }
@@ -439,11 +482,7 @@ async fn schedule_more(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_remote_cleaning_loses_nothing_and_resurrects_nothing() -> Result<()> {
-    // Round 2 deletes 25 of the 500 keys; every later round rewrites the others.
-    let schedule = Schedule {
-        rounds: 4,
-        ..Schedule::sized(8 * MIB, 500, 4_096)
-    };
+    let schedule = Schedule::small();
     let segment_bytes = MIB;
     let local_objects = tempfile::tempdir()?;
     let store = TierStore::from_env_or_local(&local_objects.path().join("objects"));
@@ -499,32 +538,12 @@ async fn sigkill_during_remote_cleaning_loses_nothing_and_resurrects_nothing() -
             "silt did not restart:\n{}",
             silt.log_tail()
         );
-        let (read, high) = read_to_end(&bootstrap, "changelog", 0)?;
-        ensure!(
-            high == acked.keys().next_back().map_or(0, |last| last + 1),
-            "after kill {kills}: high watermark {high}, {} records acknowledged",
-            acked.len()
-        );
-        check_read(&read, &acked, &schedule).with_context(|| format!("after kill {kills}"))?;
+        read_and_check(&bootstrap, &acked, &schedule)
+            .with_context(|| format!("after kill {kills}"))?;
     }
     // After the last restart the cleaner finishes: nothing but the live keys and no
     // object beyond the segments served.
-    let goal = schedule.live_bytes() * 3 / 2 + MIB;
-    let remote = wait_compacted(
-        &mut silt,
-        &store,
-        "changelog",
-        goal,
-        Duration::from_secs(180),
-    )
-    .await?;
-    let (read, _) = read_to_end(&bootstrap, "changelog", 0)?;
-    let summary = check_read(&read, &acked, &schedule)?;
-    ensure!(
-        summary.live_keys == (schedule.keys - schedule.tombstoned_keys) as usize,
-        "{summary:?}: not every live key was read"
-    );
-    ensure!(silt.is_running(), "silt exited:\n{}", silt.log_tail());
+    let (remote, summary) = wait_and_check_live_keys(&mut silt, &store, &acked, &schedule).await?;
     let log = silt.log();
     println!(
         "{kills} kills, {during_pass} during a remote pass; {} abandoned uploads cleaned up \
@@ -539,10 +558,7 @@ async fn sigkill_during_remote_cleaning_loses_nothing_and_resurrects_nothing() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_store_outage_during_remote_cleaning_leaves_no_hole() -> Result<()> {
-    let schedule = Schedule {
-        rounds: 4,
-        ..Schedule::sized(8 * MIB, 500, 4_096)
-    };
+    let schedule = Schedule::small();
     // A private S3 server, so the test can stop it in the middle of a pass.
     let mut server = S3Server::start()?;
     let store = TierStore::s3(server.env().clone());
@@ -596,27 +612,7 @@ async fn an_object_store_outage_during_remote_cleaning_leaves_no_hole() -> Resul
     }
     // Once the bucket is back the cleaner finishes; what a failed pass uploaded is
     // cleaned up, so the bucket holds exactly the segments served.
-    let goal = schedule.live_bytes() * 3 / 2 + MIB;
-    let remote = wait_compacted(
-        &mut silt,
-        &store,
-        "changelog",
-        goal,
-        Duration::from_secs(180),
-    )
-    .await?;
-    let (read, high) = read_to_end(&bootstrap, "changelog", 0)?;
-    ensure!(
-        high == acked.keys().next_back().map_or(0, |last| last + 1),
-        "high watermark {high}, {} records acknowledged",
-        acked.len()
-    );
-    let summary = check_read(&read, &acked, &schedule)?;
-    ensure!(
-        summary.live_keys == (schedule.keys - schedule.tombstoned_keys) as usize,
-        "{summary:?}: not every live key was read"
-    );
-    ensure!(silt.is_running(), "silt exited:\n{}", silt.log_tail());
+    let (remote, summary) = wait_and_check_live_keys(&mut silt, &store, &acked, &schedule).await?;
     println!(
         "{outages} outages; {} failed remote passes; finally {summary:?} in {} KiB of .log objects",
         silt.log().matches("remote cleaning pass failed").count(),
