@@ -43,6 +43,14 @@ pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable
 pub const LOCAL_RETENTION_MS: &str = "local.retention.ms";
 /// `local.retention.bytes`
 pub const LOCAL_RETENTION_BYTES: &str = "local.retention.bytes";
+/// `table.enable`
+pub const TABLE_ENABLE: &str = "table.enable";
+/// `table.value.format`
+pub const TABLE_VALUE_FORMAT: &str = "table.value.format";
+/// `table.value.schema`
+pub const TABLE_VALUE_SCHEMA: &str = "table.value.schema";
+/// `table.retention.ms`
+pub const TABLE_RETENTION_MS: &str = "table.retention.ms";
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -91,6 +99,16 @@ pub struct LogConfig {
     pub local_retention_ms: i64,
     /// `local.retention.bytes`: local-tier retention (bytes); -2 = use `retention.bytes`.
     pub local_retention_bytes: i64,
+    /// `table.enable`: whether the topic is exported as an Iceberg table. Default false.
+    pub table_enable: bool,
+    /// `table.value.format`: `raw` (the value as bytes) or `json` (typed columns).
+    pub table_value_format: String,
+    /// `table.value.schema`: the json mode's columns (a field list or a JSON Schema;
+    /// checked by the tables crate); empty = inferred from the records.
+    pub table_value_schema: String,
+    /// `table.retention.ms`: how long table files stay (ms); -2 = use `retention.ms`,
+    /// -1 = forever.
+    pub table_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -115,6 +133,10 @@ impl Default for LogConfig {
             unclean_leader_election_enable: false,
             local_retention_ms: -2,
             local_retention_bytes: -2,
+            table_enable: false,
+            table_value_format: "raw".to_string(),
+            table_value_schema: String::new(),
+            table_retention_ms: -2,
         }
     }
 }
@@ -246,6 +268,20 @@ impl LogConfig {
             LOCAL_RETENTION_BYTES => {
                 self.local_retention_bytes = parse_int(key, value, -2, i64::MAX)?;
             }
+            TABLE_ENABLE => self.table_enable = parse_bool(key, value)?,
+            TABLE_VALUE_FORMAT => {
+                self.table_value_format = match value.trim() {
+                    format @ ("raw" | "json") => format.to_string(),
+                    _ => {
+                        return Err(LogError::invalid_config(
+                            key,
+                            format!("expected raw or json, got {value:?}"),
+                        ));
+                    }
+                }
+            }
+            TABLE_VALUE_SCHEMA => self.table_value_schema = value.to_string(),
+            TABLE_RETENTION_MS => self.table_retention_ms = parse_int(key, value, -2, i64::MAX)?,
             _ => {}
         }
         Ok(())
@@ -306,6 +342,10 @@ impl LogConfig {
                 LOCAL_RETENTION_BYTES,
                 self.local_retention_bytes.to_string(),
             ),
+            (TABLE_ENABLE, self.table_enable.to_string()),
+            (TABLE_VALUE_FORMAT, self.table_value_format.clone()),
+            (TABLE_VALUE_SCHEMA, self.table_value_schema.clone()),
+            (TABLE_RETENTION_MS, self.table_retention_ms.to_string()),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
@@ -326,6 +366,16 @@ impl LogConfig {
         self.cleanup_policy
             .split(',')
             .any(|policy| policy == "delete")
+    }
+
+    /// How long table files stay (ms): `table.retention.ms`, else `retention.ms`; -1
+    /// is forever.
+    pub fn table_retention_ms(&self) -> i64 {
+        if self.table_retention_ms == -2 {
+            self.retention_ms
+        } else {
+            self.table_retention_ms
+        }
     }
 
     /// Whether `cleanup.policy` includes `compact`.

@@ -572,8 +572,11 @@ pub struct RecordEntry {
     pub timestamp: i64,
     /// The key's bytes; None for a null key.
     pub key: Option<std::ops::Range<usize>>,
-    /// Whether the value is non-null (a null value is a tombstone).
-    pub has_value: bool,
+    /// The value's bytes; None for a null value (a tombstone).
+    pub value: Option<std::ops::Range<usize>>,
+    /// The record's headers section: the header count, then each header's key and
+    /// value ([`record_headers`] reads it).
+    pub headers: std::ops::Range<usize>,
     /// The whole record, its length prefix included.
     pub bytes: std::ops::Range<usize>,
 }
@@ -667,7 +670,16 @@ impl<'a> RecordWalk<'a> {
             }
             (Some(at..key_end), key_end)
         };
-        let (value_length, _) = read_varint(record, at).ok_or_else(truncated)?;
+        let (value_length, at) = read_varint(record, at).ok_or_else(truncated)?;
+        let (value, at) = if value_length < 0 {
+            (None, at)
+        } else {
+            let value_end = at + usize::try_from(value_length).map_err(undecodable)?;
+            if value_end > end {
+                return Err(truncated());
+            }
+            (Some(at..value_end), value_end)
+        };
         Ok(RecordEntry {
             offset: header.base_offset.saturating_add(offset_delta),
             timestamp: if header.timestamp_type() == TimestampType::LogAppendTime {
@@ -676,7 +688,8 @@ impl<'a> RecordWalk<'a> {
                 header.base_timestamp.saturating_add(timestamp_delta)
             },
             key,
-            has_value: value_length >= 0,
+            value,
+            headers: at..end,
             bytes: cursor..end,
         })
     }
@@ -699,6 +712,42 @@ impl Iterator for RecordWalk<'_> {
         }
         Some(entry)
     }
+}
+
+/// One record header: its key's and value's byte ranges in the records section (a
+/// null value is None).
+pub type HeaderEntry = (std::ops::Range<usize>, Option<std::ops::Range<usize>>);
+
+/// The headers of `entry`, a record of the decompressed records `section`, in their
+/// order (Kafka allows a key more than once).
+///
+/// # Errors
+/// [`BatchError::Undecodable`] when the headers section is truncated or malformed.
+pub fn record_headers(section: &[u8], entry: &RecordEntry) -> Result<Vec<HeaderEntry>, BatchError> {
+    let truncated = || undecodable("record header truncated");
+    let record = section.get(..entry.headers.end).ok_or_else(truncated)?;
+    let (count, mut at) = read_varint(record, entry.headers.start).ok_or_else(truncated)?;
+    let count = usize::try_from(count).map_err(undecodable)?;
+    let mut headers = Vec::with_capacity(count.min(64));
+    let field = |at: usize| -> Result<(Option<std::ops::Range<usize>>, usize), BatchError> {
+        let (length, at) = read_varint(record, at).ok_or_else(truncated)?;
+        if length < 0 {
+            return Ok((None, at));
+        }
+        let end = at + usize::try_from(length).map_err(undecodable)?;
+        if end > record.len() {
+            return Err(truncated());
+        }
+        Ok((Some(at..end), end))
+    };
+    for _ in 0..count {
+        let (key, next) = field(at)?;
+        let key = key.ok_or_else(|| undecodable("record header with a null key"))?;
+        let (value, next) = field(next)?;
+        headers.push((key, value));
+        at = next;
+    }
+    Ok(headers)
 }
 
 /// A batch like the one `header` describes holding only `records` (the raw,

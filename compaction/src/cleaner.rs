@@ -500,7 +500,7 @@ fn filter_batch(
                 .get(&section[key.clone()])
                 .is_some_and(|latest| entry.offset < latest)
         });
-        let expired_tombstone = !entry.has_value
+        let expired_tombstone = entry.value.is_none()
             && entry.offset < rules.first_dirty_offset
             && rules
                 .delete_horizon_ms

@@ -45,6 +45,7 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/restore-points", post(create_restore_point))
+        .route("/tables/lag", get(table_export_lag))
         .with_state(context);
     let stopped = async move {
         let _ = shutdown.changed().await;
@@ -80,6 +81,21 @@ async fn create_restore_point(
         "bytes": restore_point.size_bytes(),
         "groups": restore_point.groups.len(),
     })))
+}
+
+/// The Iceberg table export lag of every partition this broker leads and exports:
+/// a JSON array of `{topic, partition, exported_offset, high_watermark, lag_offsets,
+/// lag_ms}`.
+async fn table_export_lag(
+    State(context): State<Arc<BrokerContext>>,
+) -> Json<Vec<silt_tables::ExportLag>> {
+    Json(
+        context
+            .table_exporter
+            .as_ref()
+            .map(|exporter| exporter.lags())
+            .unwrap_or_default(),
+    )
 }
 
 async fn healthz() -> &'static str {

@@ -318,6 +318,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "tier new topics by default (topic config remote.storage.enable)",
     ),
     def(
+        "log.table.enable",
+        Some("false"),
+        "export new topics as Iceberg tables by default (topic config table.enable)",
+    ),
+    def(
         "log.local.retention.ms",
         Some("-2"),
         "keep tiered data locally this long, -2 = retention.ms (topic config local.retention.ms)",
@@ -341,6 +346,21 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "remote.read.only",
         Some("false"),
         "serve consumers read-only from another cluster's bucket (object.store), following its restore points; produce is refused",
+    ),
+    def(
+        "table.export.interval.ms",
+        Some("10000"),
+        "pause between table export rounds when every table is caught up (topic config table.enable)",
+    ),
+    def(
+        "table.export.max.bytes",
+        Some("67108864"),
+        "log bytes turned into Parquet by one table commit at most",
+    ),
+    def(
+        "table.orphan.grace.ms",
+        Some("900000"),
+        "an uncommitted table data file younger than this is never deleted (a commit may still name it)",
     ),
     def(
         "restore.point.interval.ms",
@@ -406,6 +426,7 @@ pub const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
     ("log.remote.storage.enable", "remote.storage.enable"),
     ("log.local.retention.ms", "local.retention.ms"),
     ("log.local.retention.bytes", "local.retention.bytes"),
+    ("log.table.enable", "table.enable"),
 ];
 
 /// Errors in the configuration; each names the setting and what it should look like.
@@ -616,6 +637,8 @@ pub struct BrokerConfig {
     pub restore_point_retention_ms: i64,
     /// `log.cleaner.*`: the key compaction threads.
     pub log_cleaner: silt_compaction::LogCleanerConfig,
+    /// `table.export.*`, `table.orphan.grace.ms`: the Iceberg table exporter.
+    pub table_export: silt_tables::TableExporterConfig,
 }
 
 impl BrokerConfig {
@@ -879,6 +902,16 @@ impl BrokerConfig {
                 .saturating_mul(1000),
             remote_storage_system_enable: parse_bool(&raw, "remote.log.storage.system.enable")?,
             remote_read_only: parse_bool(&raw, "remote.read.only")?,
+            table_export: silt_tables::TableExporterConfig {
+                interval: std::time::Duration::from_millis(
+                    parse_number::<u64>(&raw, "table.export.interval.ms")?.max(10),
+                ),
+                max_bytes: parse_number::<usize>(&raw, "table.export.max.bytes")?.max(1),
+                orphan_grace: std::time::Duration::from_millis(parse_number(
+                    &raw,
+                    "table.orphan.grace.ms",
+                )?),
+            },
             restore_point_interval_ms: parse_number(&raw, "restore.point.interval.ms")?,
             restore_point_retention_ms: parse_number(&raw, "restore.point.retention.ms")?,
             object_store,

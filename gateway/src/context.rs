@@ -40,6 +40,8 @@ pub struct BrokerContext {
     pub advertised_port: u16,
     /// Writes restore points when tiered storage runs (for `silt restore-points create`).
     pub restore_points: Option<Arc<RestorePointWriter>>,
+    /// The Iceberg table exporter (none on a read-only replica).
+    pub table_exporter: Option<Arc<silt_tables::TableExporter>>,
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
 }
 
@@ -62,6 +64,7 @@ impl BrokerContext {
             advertised_host,
             advertised_port,
             restore_points: None,
+            table_exporter: None,
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
         }
     }

@@ -253,6 +253,32 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
         tasks.push(tokio::spawn(remote_cleaner.run(shutdown_receiver.clone())));
     }
 
+    // A read-only replica exports nothing: its bucket is another cluster's.
+    let table_exporter = if config.remote_read_only {
+        None
+    } else {
+        let (store, prefix) = match &remote_log_manager {
+            Some(manager) => (Arc::clone(manager.store()), manager.prefix().clone()),
+            None => silt_tiering::open_object_store(&config.object_store)
+                .await
+                .map_err(|error| NodeError::Tiering(error.to_string()))?,
+        };
+        let tables = silt_tables::TableStore::new(
+            store,
+            &prefix,
+            &silt_tables::root_uri(&config.object_store.url),
+        );
+        let exporter = silt_tables::TableExporter::new(
+            Arc::clone(&replica_manager),
+            tables,
+            config.table_export.clone(),
+        );
+        tasks.push(tokio::spawn(
+            Arc::clone(&exporter).run(shutdown_receiver.clone()),
+        ));
+        Some(exporter)
+    };
+
     if let Some(restore_point) = &pending_restore {
         // Before the listener serves: a consumer must not find its group without offsets.
         let restored = restore_group_offsets(
@@ -298,6 +324,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningNode, NodeError> {
         advertised_port,
     );
     context.restore_points = restore_points;
+    context.table_exporter = table_exporter;
     let context = Arc::new(context);
     tasks.push(tokio::spawn(admin_http::serve(
         admin_listener,

@@ -198,6 +198,8 @@ pub(super) fn validate_topic_configs(
         }
         LogConfig::validate(&name, &value)
             .map_err(|error| (ResponseError::InvalidConfig.code(), error.to_string()))?;
+        silt_tables::validate_topic_config(&name, &value)
+            .map_err(|error| (ResponseError::InvalidConfig.code(), error.to_string()))?;
         let _ = overrides.insert(name, value);
     }
     Ok(overrides)

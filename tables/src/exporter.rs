@@ -1,0 +1,674 @@
+//! The exporter: one task per broker that, for every partition the broker leads of a
+//! topic with `table.enable=true`, turns the records between the table's watermark for
+//! the partition and the high watermark into Parquet files and commits them.
+//!
+//! A round of one partition:
+//!
+//! 1. loads the table's newest version; the partition's `end` in its current
+//!    snapshot's summary is where the export goes on (the log start offset for a
+//!    partition the table does not cover yet, or when retention removed offsets not
+//!    exported yet: those are counted absent);
+//! 2. reads up to `table.export.max.bytes` of batches through the consumers' read path
+//!    (local segments, or remote ones below the local log start offset);
+//! 3. writes one Parquet file per day of record timestamps under
+//!    `data/partition=<p>/timestamp_day=<day>/`;
+//! 4. commits them as one append whose summary carries every partition's range; a
+//!    commit that finds a newer version retries on it if the partition's `end` is
+//!    still what the round started from, and else deletes its files.
+//!
+//! Nothing is kept in memory between rounds, so a restart, a SIGKILL or a new leader
+//! goes on from exactly where the table ends. Files written by a round that never
+//! committed (a crash, an outage that left the commit's outcome unknown) are deleted
+//! once they are older than `table.orphan.grace.ms` and no snapshot names them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use iceberg::TableCreation;
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::spec::{DataContentType, DataFile, Literal, ManifestList, Struct};
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
+use object_store::ObjectStoreExt;
+use parking_lot::Mutex;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use silt_broker::ReplicaManager;
+use silt_broker::log_config::LogConfig;
+use silt_broker::partition::Partition;
+use silt_broker::replica_manager::{FetchPartition, now_ms};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::TableError;
+use crate::catalog::{LoadedTable, TableStore};
+use crate::convert::{ExportRecord, day_of, decode_batches, new_json_fields, to_record_batch};
+use crate::schema::{
+    ValueFormat, ValueType, infer_fields, parse_value_schema, partition_spec, sort_order,
+    table_schema, value_columns, value_field,
+};
+use crate::summary::{PartitionRange, commit_summary, partition_range};
+
+/// Exporter settings (broker configs).
+#[derive(Debug, Clone)]
+pub struct TableExporterConfig {
+    /// `table.export.interval.ms`: pause between rounds when every table is caught up.
+    pub interval: Duration,
+    /// `table.export.max.bytes`: log bytes turned into one commit at most.
+    pub max_bytes: usize,
+    /// `table.orphan.grace.ms`: an uncommitted data file younger than this is left
+    /// alone (a commit may still name it).
+    pub orphan_grace: Duration,
+}
+
+impl Default for TableExporterConfig {
+    fn default() -> TableExporterConfig {
+        TableExporterConfig {
+            interval: Duration::from_secs(10),
+            max_bytes: 64 * 1024 * 1024,
+            orphan_grace: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// How far one partition's table is behind its high watermark.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExportLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The table's watermark for the partition (exclusive).
+    pub exported_offset: i64,
+    /// The partition's high watermark when last looked at.
+    pub high_watermark: i64,
+    /// `high_watermark - exported_offset`.
+    pub lag_offsets: i64,
+    /// Time since the table last covered the whole partition (ms); 0 when it does.
+    pub lag_ms: i64,
+}
+
+/// What one round of a partition did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundStats {
+    /// Records written.
+    pub records: usize,
+    /// Log bytes read.
+    pub bytes: u64,
+    /// Data files committed.
+    pub files: usize,
+    /// The offsets the commit covered (`start..end`), None when nothing was committed.
+    pub committed: Option<(i64, i64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LagState {
+    exported: i64,
+    high_watermark: i64,
+    caught_up_at_ms: i64,
+}
+
+/// The table exporter of one broker. Start it with [`TableExporter::run`].
+pub struct TableExporter {
+    replica_manager: Arc<ReplicaManager>,
+    tables: TableStore,
+    config: TableExporterConfig,
+    lags: Mutex<BTreeMap<(String, i32), LagState>>,
+    /// Partitions whose orphans were looked for since this broker became their leader.
+    swept: Mutex<HashSet<(String, i32, i32)>>,
+    /// Serializes rounds (the task's and [`TableExporter::export_partition`]'s).
+    round: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for TableExporter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TableExporter")
+            .field("broker_id", &self.replica_manager.broker_id())
+            .finish()
+    }
+}
+
+impl TableExporter {
+    /// An exporter of `replica_manager`'s led partitions into `tables`.
+    pub fn new(
+        replica_manager: Arc<ReplicaManager>,
+        tables: TableStore,
+        config: TableExporterConfig,
+    ) -> Arc<TableExporter> {
+        Arc::new(TableExporter {
+            replica_manager,
+            tables,
+            config,
+            lags: Mutex::new(BTreeMap::new()),
+            swept: Mutex::new(HashSet::new()),
+            round: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The tables this exporter writes.
+    pub fn tables(&self) -> &TableStore {
+        &self.tables
+    }
+
+    /// The export lag of every partition this broker led and exported, by topic and
+    /// partition.
+    pub fn lags(&self) -> Vec<ExportLag> {
+        let now = now_ms();
+        self.lags
+            .lock()
+            .iter()
+            .map(|((topic, partition), state)| lag_of(topic, *partition, state, now))
+            .collect()
+    }
+
+    /// Exports until `shutdown` turns true: rounds follow each other at once while a
+    /// table is behind, else after `table.export.interval.ms`.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        info!(
+            broker_id = self.replica_manager.broker_id(),
+            "table exporter started"
+        );
+        loop {
+            let mut behind = false;
+            for partition in self.replica_manager.all_partitions() {
+                if *shutdown.borrow() {
+                    break;
+                }
+                let started = Instant::now();
+                match self.export_partition(&partition).await {
+                    Ok(stats) => {
+                        if stats.committed.is_some() {
+                            behind |= stats.bytes as usize >= self.config.max_bytes / 2;
+                            debug!(topic = %partition.topic, partition = partition.partition, records = stats.records, files = stats.files, ms = started.elapsed().as_millis(), "table commit");
+                        }
+                    }
+                    Err(TableError::Conflict(reason)) => {
+                        metrics::counter!("silt_table_commit_conflicts_total").increment(1);
+                        debug!(topic = %partition.topic, partition = partition.partition, reason, "table commit lost to another; the next round goes on from the table");
+                    }
+                    Err(error) => {
+                        metrics::counter!("silt_table_export_failures_total").increment(1);
+                        warn!(topic = %partition.topic, partition = partition.partition, %error, "table export round failed; the next round goes on from the table");
+                    }
+                }
+            }
+            let pause = if behind {
+                Duration::ZERO
+            } else {
+                self.config.interval
+            };
+            tokio::select! {
+                _changed = shutdown.changed() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        debug!("table exporter stopped");
+    }
+
+    /// One export round of `partition` if this broker leads it and its topic has
+    /// `table.enable=true`.
+    ///
+    /// # Errors
+    /// [`TableError::Conflict`] when another commit covered the same offsets first (its
+    /// files are deleted), others for failed reads, writes and commits (files already
+    /// written are left to the orphan sweep).
+    pub async fn export_partition(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<RoundStats, TableError> {
+        if partition.leader() != self.replica_manager.broker_id() {
+            return Ok(RoundStats::default());
+        }
+        let log = partition.log();
+        let config: LogConfig = tokio::task::spawn_blocking(move || log.lock().config().clone())
+            .await
+            .map_err(|error| TableError::Schema(format!("config read task: {error}")))?;
+        if !config.table_enable {
+            return Ok(RoundStats::default());
+        }
+        let _round = self.round.lock().await;
+        let topic = partition.topic.to_string();
+        let index = partition.partition;
+        let loaded = self.tables.load(&topic).await?;
+        if let Some(loaded) = &loaded {
+            self.sweep_orphans_once(partition, loaded).await;
+        }
+        let covered = loaded
+            .as_ref()
+            .and_then(|loaded| partition_range(&loaded.summary(), index));
+        let log_start_offset = self.replica_manager.log_start_offset(partition);
+        let high_watermark = partition.high_watermark();
+        let from = covered.map_or(log_start_offset, |range| range.end);
+        self.record_lag(&topic, index, from, high_watermark);
+        if from >= high_watermark {
+            return Ok(RoundStats::default());
+        }
+        // Offsets retention removed before they were exported are absent.
+        let read_from = from.max(log_start_offset);
+        let (records, next_offset, bytes) =
+            self.read(&topic, index, read_from, high_watermark).await?;
+        if next_offset <= from {
+            return Ok(RoundStats::default());
+        }
+        let format = ValueFormat::parse(&config.table_value_format)?;
+        let mut loaded = match loaded {
+            Some(loaded) => loaded,
+            None => self.create_table(&topic, format, &config, &records).await?,
+        };
+        if format == ValueFormat::Json {
+            loaded = self.add_new_fields(loaded, &records).await?;
+        }
+        let added = PartitionRange {
+            start: from,
+            end: next_offset,
+            records: records.len() as i64,
+        };
+        let files = self.write_files(&loaded, index, &records).await?;
+        let file_count = files.len();
+        let committed = self
+            .commit(&topic, index, loaded, covered, added, files)
+            .await?;
+        self.record_lag(&topic, index, committed.end, high_watermark);
+        metrics::counter!("silt_table_exported_records_total").increment(records.len() as u64);
+        metrics::counter!("silt_table_exported_bytes_total").increment(bytes);
+        Ok(RoundStats {
+            records: records.len(),
+            bytes,
+            files: file_count,
+            committed: Some((from, committed.end)),
+        })
+    }
+
+    /// Reads `[from, high_watermark)` up to `max_bytes` of batches: the records, the
+    /// offset after the last batch, and the bytes read.
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        high_watermark: i64,
+    ) -> Result<(Vec<ExportRecord>, i64, u64), TableError> {
+        let mut records = Vec::new();
+        let mut next = from;
+        let mut bytes = 0u64;
+        while next < high_watermark && (bytes as usize) < self.config.max_bytes {
+            let read = self
+                .replica_manager
+                .read_records(
+                    topic,
+                    partition,
+                    FetchPartition {
+                        fetch_offset: next,
+                        current_leader_epoch: -1,
+                        max_bytes: (self.config.max_bytes - bytes as usize).min(8 * 1024 * 1024),
+                        min_one_batch: true,
+                    },
+                )
+                .await?;
+            let decoded = decode_batches(partition, next, &read.records)?;
+            if decoded.next_offset <= next {
+                break;
+            }
+            records.extend(
+                decoded
+                    .records
+                    .into_iter()
+                    .filter(|record| record.offset < high_watermark),
+            );
+            bytes += decoded.bytes;
+            next = decoded.next_offset.min(high_watermark);
+        }
+        Ok((records, next, bytes))
+    }
+
+    async fn create_table(
+        &self,
+        topic: &str,
+        format: ValueFormat,
+        config: &LogConfig,
+        records: &[ExportRecord],
+    ) -> Result<LoadedTable, TableError> {
+        let fields = match format {
+            ValueFormat::Raw => Vec::new(),
+            ValueFormat::Json => match parse_value_schema(&config.table_value_schema)? {
+                Some(fields) => fields,
+                None => {
+                    let values: Vec<serde_json::Value> = records
+                        .iter()
+                        .filter_map(|record| serde_json::from_slice(record.value.as_deref()?).ok())
+                        .collect();
+                    infer_fields(&values)
+                }
+            },
+        };
+        let creation = TableCreation::builder()
+            .name(topic.to_string())
+            .schema(table_schema(format, &fields)?)
+            .partition_spec(partition_spec()?)
+            .sort_order(sort_order()?)
+            .properties([
+                ("write.format.default".to_string(), "parquet".to_string()),
+                (
+                    "write.parquet.compression-codec".to_string(),
+                    "zstd".to_string(),
+                ),
+                ("silt.topic".to_string(), topic.to_string()),
+                (
+                    "silt.value.format".to_string(),
+                    config.table_value_format.clone(),
+                ),
+                (
+                    "silt.value.schema".to_string(),
+                    config.table_value_schema.clone(),
+                ),
+            ])
+            .build();
+        let loaded = self.tables.create(topic, creation).await?;
+        info!(topic, location = %self.tables.table_location(topic), "table created");
+        Ok(loaded)
+    }
+
+    /// Adds a column for each JSON field the records have that the table does not
+    /// (only for inferred schemas: a given `table.value.schema` is the table's), as
+    /// its own commit so the files are written in the new schema.
+    async fn add_new_fields(
+        &self,
+        loaded: LoadedTable,
+        records: &[ExportRecord],
+    ) -> Result<LoadedTable, TableError> {
+        let metadata = loaded.table.metadata();
+        let declared = metadata
+            .properties()
+            .get("silt.value.schema")
+            .is_some_and(|schema| !schema.trim().is_empty());
+        if declared {
+            return Ok(loaded);
+        }
+        let known = value_columns(metadata.current_schema());
+        let new_fields = new_json_fields(records, &known);
+        if new_fields.is_empty() {
+            return Ok(loaded);
+        }
+        let mut next_id = metadata.last_column_id() + 1;
+        let mut update = Transaction::new(&loaded.table).update_schema();
+        for (name, value_type) in &new_fields {
+            let field = value_field(next_id, name, *value_type);
+            next_id += 1;
+            update = update.add_column(iceberg::transaction::AddColumn::optional(
+                field.name.clone(),
+                (*field.field_type).clone(),
+            ));
+        }
+        let transaction = update.apply(Transaction::new(&loaded.table))?;
+        let names: Vec<&str> = new_fields.iter().map(|(name, _)| name.as_str()).collect();
+        let updated = self.tables.commit(&loaded, transaction).await?;
+        info!(topic = loaded.table.identifier().name(), fields = ?names, "table columns added");
+        Ok(updated)
+    }
+
+    /// One Parquet file per day of `records` (sorted by offset), under
+    /// `data/partition=<p>/timestamp_day=<day>/`.
+    async fn write_files(
+        &self,
+        loaded: &LoadedTable,
+        partition: i32,
+        records: &[ExportRecord],
+    ) -> Result<Vec<DataFile>, TableError> {
+        let metadata = loaded.table.metadata();
+        let schema = Arc::clone(metadata.current_schema());
+        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        let value_types: BTreeMap<String, ValueType> = value_columns(&schema).into_iter().collect();
+        let spec = metadata.default_partition_spec();
+        let mut by_day: BTreeMap<i32, Vec<ExportRecord>> = BTreeMap::new();
+        for record in records {
+            by_day
+                .entry(day_of(record.timestamp_ms))
+                .or_default()
+                .push(record.clone());
+        }
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let file_io = loaded.table.file_io().clone();
+        let mut files = Vec::with_capacity(by_day.len());
+        for (day, day_records) in by_day {
+            let batch = to_record_batch(&arrow_schema, &value_types, &day_records)?;
+            let partition_value =
+                Struct::from_iter([Some(Literal::int(partition)), Some(Literal::date(day))]);
+            let directory = spec.partition_to_path(&partition_value, Arc::clone(&schema));
+            let first = day_records.first().map_or(0, |record| record.offset);
+            let last = day_records.last().map_or(0, |record| record.offset);
+            let location = format!(
+                "{}/data/{directory}/{first:020}-{last:020}-{}.parquet",
+                metadata.location(),
+                uuid::Uuid::new_v4()
+            );
+            let mut writer = ParquetWriterBuilder::new(properties.clone(), Arc::clone(&schema))
+                .build(file_io.new_output(&location)?)
+                .await?;
+            writer.write(&batch).await?;
+            for builder in writer.close().await? {
+                let mut builder = builder;
+                files.push(
+                    builder
+                        .content(DataContentType::Data)
+                        .partition(partition_value.clone())
+                        .partition_spec_id(spec.spec_id())
+                        .build()
+                        .map_err(|error| TableError::Schema(format!("data file entry: {error}")))?,
+                );
+            }
+        }
+        Ok(files)
+    }
+
+    /// Commits `files` (covering `added`) on `loaded`; on a newer version retries on it
+    /// while the partition's range there still ends at `added.start`.
+    async fn commit(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut loaded: LoadedTable,
+        mut covered: Option<PartitionRange>,
+        added: PartitionRange,
+        files: Vec<DataFile>,
+    ) -> Result<PartitionRange, TableError> {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let range = PartitionRange {
+                start: covered.map_or(added.start, |range| range.start),
+                end: added.end,
+                records: covered.map_or(0, |range| range.records) + added.records,
+            };
+            let summary = commit_summary(&loaded.summary(), topic, partition, range, added);
+            let transaction = Transaction::new(&loaded.table);
+            let append = transaction
+                .fast_append()
+                .with_check_duplicate(false)
+                .add_data_files(files.clone())
+                .set_snapshot_properties(summary);
+            let transaction = append.apply(transaction)?;
+            match self.tables.commit(&loaded, transaction).await {
+                Ok(_) => return Ok(range),
+                Err(TableError::Conflict(reason)) if attempt < ATTEMPTS => {
+                    let Some(newer) = self.tables.load(topic).await? else {
+                        return Err(TableError::Conflict(reason));
+                    };
+                    let now_covered = partition_range(&newer.summary(), partition);
+                    if now_covered.map_or(added.start, |range| range.end) != added.start {
+                        self.delete_files(&files).await;
+                        return Err(TableError::Conflict(format!(
+                            "{topic}-{partition}: offsets from {} were committed by another exporter",
+                            added.start
+                        )));
+                    }
+                    loaded = newer;
+                    covered = now_covered;
+                }
+                Err(TableError::Conflict(reason)) => {
+                    self.delete_files(&files).await;
+                    return Err(TableError::Conflict(reason));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(TableError::Conflict(format!(
+            "{topic}-{partition}: no attempt left"
+        )))
+    }
+
+    async fn delete_files(&self, files: &[DataFile]) {
+        for file in files {
+            let deleted = match self.tables.storage().path(file.file_path()) {
+                Ok(path) => self
+                    .tables
+                    .store()
+                    .delete(&path)
+                    .await
+                    .map_err(TableError::from),
+                Err(error) => Err(error.into()),
+            };
+            if let Err(error) = deleted {
+                debug!(file = file.file_path(), %error, "an uncommitted data file stays for the orphan sweep");
+            }
+        }
+    }
+
+    /// Once per leadership of `partition`: deletes its data files older than the grace
+    /// period that no snapshot of the table names.
+    async fn sweep_orphans_once(&self, partition: &Arc<Partition>, loaded: &LoadedTable) {
+        let key = (
+            partition.topic.to_string(),
+            partition.partition,
+            partition.leader_epoch(),
+        );
+        if self.swept.lock().contains(&key) {
+            return;
+        }
+        match self.sweep_orphans(partition.partition, loaded).await {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    info!(topic = %partition.topic, partition = partition.partition, deleted, "deleted table data files no snapshot names");
+                }
+                let _ = self.swept.lock().insert(key);
+            }
+            Err(error) => {
+                warn!(topic = %partition.topic, partition = partition.partition, %error, "looking for uncommitted table files failed; retried next round");
+            }
+        }
+    }
+
+    /// Deletes `partition`'s data files older than the grace period that no snapshot of
+    /// `loaded` names; returns how many.
+    ///
+    /// # Errors
+    /// Object store and manifest read failures.
+    pub async fn sweep_orphans(
+        &self,
+        partition: i32,
+        loaded: &LoadedTable,
+    ) -> Result<usize, TableError> {
+        let referenced = referenced_files(loaded).await?;
+        let topic = loaded.table.identifier().name();
+        let prefix = self
+            .tables
+            .table_path(topic)
+            .join("data")
+            .join(format!("partition={partition}"));
+        let listed: Vec<object_store::ObjectMeta> = self
+            .tables
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await?;
+        let horizon = std::time::SystemTime::now() - self.config.orphan_grace;
+        let mut deleted = 0;
+        for object in listed {
+            let location = self.tables.storage().location(&object.location);
+            let old_enough = std::time::SystemTime::from(object.last_modified) < horizon;
+            if old_enough && !referenced.contains(&location) {
+                match self.tables.store().delete(&object.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn record_lag(&self, topic: &str, partition: i32, exported: i64, high_watermark: i64) {
+        let now = now_ms();
+        let mut lags = self.lags.lock();
+        let state = lags
+            .entry((topic.to_string(), partition))
+            .or_insert(LagState {
+                exported,
+                high_watermark,
+                caught_up_at_ms: now,
+            });
+        state.exported = exported;
+        state.high_watermark = high_watermark;
+        if exported >= high_watermark {
+            state.caught_up_at_ms = now;
+        }
+        let lag = lag_of(topic, partition, state, now);
+        let labels = [
+            ("topic", topic.to_string()),
+            ("partition", partition.to_string()),
+        ];
+        metrics::gauge!("silt_table_export_lag_offsets", &labels).set(lag.lag_offsets as f64);
+        metrics::gauge!("silt_table_export_lag_ms", &labels).set(lag.lag_ms as f64);
+    }
+}
+
+fn lag_of(topic: &str, partition: i32, state: &LagState, now: i64) -> ExportLag {
+    let lag_offsets = (state.high_watermark - state.exported).max(0);
+    ExportLag {
+        topic: topic.to_string(),
+        partition,
+        exported_offset: state.exported,
+        high_watermark: state.high_watermark,
+        lag_offsets,
+        lag_ms: if lag_offsets == 0 {
+            0
+        } else {
+            (now - state.caught_up_at_ms).max(0)
+        },
+    }
+}
+
+/// The locations of every data file any snapshot of `loaded` names.
+///
+/// # Errors
+/// Manifest list and manifest read failures.
+pub async fn referenced_files(loaded: &LoadedTable) -> Result<HashSet<String>, TableError> {
+    let metadata = loaded.table.metadata();
+    let file_io = loaded.table.file_io();
+    let mut referenced = HashSet::new();
+    let mut manifests_read = HashSet::new();
+    for snapshot in metadata.snapshots() {
+        let list_bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
+        let list = ManifestList::parse_with_version(&list_bytes, metadata.format_version())?;
+        for manifest_file in list.entries() {
+            if !manifests_read.insert(manifest_file.manifest_path.clone()) {
+                continue;
+            }
+            let manifest = manifest_file.load_manifest(file_io).await?;
+            for entry in manifest.entries() {
+                referenced.insert(entry.data_file().file_path().to_string());
+            }
+        }
+    }
+    Ok(referenced)
+}
+
+/// Every partition's range in the current snapshot of `loaded`.
+pub fn covered_ranges(loaded: &LoadedTable) -> BTreeMap<i32, PartitionRange> {
+    crate::summary::partition_ranges(&loaded.summary())
+}
