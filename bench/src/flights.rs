@@ -78,6 +78,9 @@ pub struct FlightsArgs {
     /// Replay only the first N rows of the CSV (for quick tries).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Topic config NAME=VALUE for the created topic, e.g. table.enable=true; repeatable.
+    #[arg(long = "topic-config", value_name = "NAME=VALUE")]
+    pub topic_configs: Vec<String>,
     /// Give up when producing or consuming takes longer than this.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
@@ -298,11 +301,17 @@ async fn prepare_topic(args: &FlightsArgs) -> Result<()> {
             }
         }
     }
-    let topic = NewTopic::new(
+    let mut topic = NewTopic::new(
         &args.topic,
         args.partitions,
         TopicReplication::Fixed(args.replication_factor),
     );
+    for config in &args.topic_configs {
+        let Some((name, value)) = config.split_once('=') else {
+            bail!("--topic-config {config:?}: give NAME=VALUE, e.g. table.enable=true");
+        };
+        topic = topic.set(name, value);
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let results = admin.create_topics([&topic], &options).await?;

@@ -147,17 +147,12 @@ impl TableStore {
         };
         // A hint lags when a committer stopped between its commit and the hint.
         let mut bytes = None;
-        loop {
-            match self
-                .read(&self.metadata_path(topic, &metadata_file(version + 1)))
-                .await?
-            {
-                Some(newer) => {
-                    version += 1;
-                    bytes = Some(newer);
-                }
-                None => break,
-            }
+        while let Some(newer) = self
+            .read(&self.metadata_path(topic, &metadata_file(version + 1)))
+            .await?
+        {
+            version += 1;
+            bytes = Some(newer);
         }
         let bytes = match bytes {
             Some(bytes) => bytes,

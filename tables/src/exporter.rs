@@ -29,7 +29,7 @@ use futures::TryStreamExt;
 use iceberg::TableCreation;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataContentType, DataFile, Literal, ManifestList, Struct};
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
 use object_store::ObjectStoreExt;
 use parking_lot::Mutex;
@@ -395,15 +395,19 @@ impl TableExporter {
         if new_fields.is_empty() {
             return Ok(loaded);
         }
-        let mut next_id = metadata.last_column_id() + 1;
         let mut update = Transaction::new(&loaded.table).update_schema();
         for (name, value_type) in &new_fields {
-            let field = value_field(next_id, name, *value_type);
-            next_id += 1;
-            update = update.add_column(iceberg::transaction::AddColumn::optional(
-                field.name.clone(),
-                (*field.field_type).clone(),
-            ));
+            // The action assigns the field ids.
+            let field = value_field(0, name, *value_type);
+            let field_type = (*field.field_type).clone();
+            update = update.add_column(match field.doc {
+                Some(doc) => AddColumn::builder()
+                    .name(field.name)
+                    .field_type(field_type)
+                    .doc(doc)
+                    .build(),
+                None => AddColumn::optional(field.name, field_type),
+            });
         }
         let transaction = update.apply(Transaction::new(&loaded.table))?;
         let names: Vec<&str> = new_fields.iter().map(|(name, _)| name.as_str()).collect();

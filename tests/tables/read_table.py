@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Reads a Silt topic table with readers that know nothing of Silt, and prints one
+JSON object of what each saw, for the Rust tests to compare with the log.
+
+    read_table.py TABLE_URI [--s3-endpoint URL --s3-access-key-id K --s3-secret-access-key S]
+                  [--carriers] [--flights-csv PATH]
+
+TABLE_URI is the table's location (file:///dir/tables/topic or s3://bucket/.../topic).
+
+Printed keys:
+  version             N of metadata/version-hint.text
+  summary             the current snapshot's summary properties
+  pyiceberg           per partition: rows, distinct offsets, min and max offset, plus
+                      the rows (partition, offset, key hex, value hex, headers, raw
+                      value hex, error) when --rows is given
+  duckdb_parquet      per partition counts from read_parquet over data/ (local tables)
+  duckdb_iceberg      per partition counts from DuckDB's iceberg extension (local tables)
+  polars              row count from polars.scan_iceberg
+  carriers.*          with --carriers: carrier -> [count, avg(dep_delay)] from DuckDB,
+                      pyiceberg+pyarrow, and from the CSV (--flights-csv)
+"""
+import argparse
+import csv
+import glob
+import importlib
+import io
+import json
+import os
+import sys
+import zipfile
+
+
+def load_duckdb_iceberg(con):
+    # The extensions come from PyPI (duckdb-extension-avro, -iceberg): no download.
+    for name in ["avro", "iceberg"]:
+        module = importlib.import_module(f"duckdb_extension_{name}")
+        pattern = os.path.join(os.path.dirname(module.__file__), "extensions", "*", f"{name}.duckdb_extension")
+        con.execute(f"LOAD '{glob.glob(pattern)[0]}'")
+
+
+def per_partition(rows):
+    out = {}
+    for partition, count, distinct, low, high in rows:
+        out[str(partition)] = {"rows": count, "distinct_offsets": distinct, "min": low, "max": high}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("table")
+    parser.add_argument("--s3-endpoint")
+    parser.add_argument("--s3-access-key-id")
+    parser.add_argument("--s3-secret-access-key")
+    parser.add_argument("--rows", action="store_true")
+    parser.add_argument("--carriers", action="store_true")
+    parser.add_argument("--flights-csv")
+    args = parser.parse_args()
+
+    import duckdb
+    import polars
+    import pyarrow.compute as pc
+    from pyiceberg.table import StaticTable
+
+    properties = {}
+    if args.s3_endpoint:
+        properties = {
+            "s3.endpoint": args.s3_endpoint,
+            "s3.access-key-id": args.s3_access_key_id,
+            "s3.secret-access-key": args.s3_secret_access_key,
+            "s3.region": "us-east-1",
+            "s3.force-virtual-addressing": "false",
+        }
+    table_uri = args.table.rstrip("/")
+    io_table = StaticTable.from_metadata(f"{table_uri}/metadata/v1.metadata.json", properties=properties)
+    hint = io_table.io.new_input(f"{table_uri}/metadata/version-hint.text").open().read().decode().strip()
+    table = StaticTable.from_metadata(f"{table_uri}/metadata/v{hint}.metadata.json", properties=properties)
+    result = {"version": int(hint), "summary": {}}
+    snapshot = table.current_snapshot()
+    if snapshot is not None:
+        result["summary"] = {k: v for k, v in snapshot.summary.additional_properties.items()}
+    arrow = table.scan().to_arrow()
+    con = duckdb.connect()
+    con.register("scanned", arrow)
+    result["pyiceberg"] = per_partition(
+        con.execute(
+            'select partition, count(*), count(distinct "offset"), min("offset"), max("offset") '
+            "from scanned group by 1 order by 1"
+        ).fetchall()
+    )
+    if args.rows:
+        names = arrow.schema.names
+        rows = []
+        for row in arrow.sort_by([("partition", "ascending"), ("offset", "ascending")]).to_pylist():
+            rows.append({
+                "partition": row["partition"],
+                "offset": row["offset"],
+                "timestamp_ms": int(row["timestamp"].timestamp() * 1000 + 0.5),
+                "key": None if row["key"] is None else row["key"].hex(),
+                "value": None if row.get("value") is None else row["value"].hex(),
+                "headers": [[h["key"], None if h["value"] is None else h["value"].hex()] for h in (row["headers"] or [])],
+                "raw_value": None if row.get("_raw_value") is None else row["_raw_value"].hex(),
+                "error": row.get("_error"),
+                "columns": {n: row[n] for n in names if n not in (
+                    "partition", "offset", "timestamp", "timestamp_type", "key", "headers", "value", "_raw_value", "_error")},
+            })
+        result["rows"] = rows
+    result["polars"] = polars.scan_iceberg(table).select(polars.len()).collect().item()
+    if table_uri.startswith("file://"):
+        path = table_uri[len("file://"):]
+        result["duckdb_parquet"] = per_partition(
+            con.execute(
+                'select partition, count(*), count(distinct "offset"), min("offset"), max("offset") '
+                f"from read_parquet('{path}/data/**/*.parquet') group by 1 order by 1"
+            ).fetchall()
+        )
+        load_duckdb_iceberg(con)
+        result["duckdb_iceberg"] = per_partition(
+            con.execute(
+                'select partition, count(*), count(distinct "offset"), min("offset"), max("offset") '
+                f"from iceberg_scan('{path}') group by 1 order by 1"
+            ).fetchall()
+        )
+        if args.carriers:
+            result["carriers_duckdb"] = {
+                carrier: [count, avg]
+                for carrier, count, avg in con.execute(
+                    "select carrier, count(*), avg(dep_delay) "
+                    f"from iceberg_scan('{path}') group by carrier order by carrier"
+                ).fetchall()
+            }
+    if args.carriers:
+        grouped = arrow.group_by("carrier").aggregate([("carrier", "count"), ("dep_delay", "mean")])
+        result["carriers_pyiceberg"] = {
+            row["carrier"]: [row["carrier_count"], row["dep_delay_mean"]] for row in grouped.to_pylist()
+        }
+    if args.flights_csv:
+        sums = {}
+        with zipfile.ZipFile(args.flights_csv) as archive:
+            name = [n for n in archive.namelist() if n.endswith(".csv")][0]
+            with archive.open(name) as raw:
+                for row in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")):
+                    entry = sums.setdefault(row["carrier"], [0, 0.0, 0])
+                    entry[0] += 1
+                    if row["dep_delay"] not in ("", "NA"):
+                        entry[1] += float(row["dep_delay"])
+                        entry[2] += 1
+        result["carriers_csv"] = {
+            carrier: [count, (total / known) if known else None] for carrier, (count, total, known) in sums.items()
+        }
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
