@@ -21,7 +21,7 @@
 //! committed (a crash, an outage that left the commit's outcome unknown) are deleted
 //! once they are older than `table.orphan.grace.ms` and no snapshot names them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,14 @@ pub struct RoundStats {
 }
 
 #[derive(Debug, Clone, Copy)]
+struct SweepState {
+    /// The leader epoch of the last sweep.
+    leader_epoch: i32,
+    /// When a round failed since.
+    failed_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
 struct LagState {
     exported: i64,
     high_watermark: i64,
@@ -116,8 +124,8 @@ pub struct TableExporter {
     tables: TableStore,
     config: TableExporterConfig,
     lags: Mutex<BTreeMap<(String, i32), LagState>>,
-    /// Partitions whose orphans were looked for since this broker became their leader.
-    swept: Mutex<HashSet<(String, i32, i32)>>,
+    /// When each partition's orphans are to be looked for next.
+    sweeps: Mutex<HashMap<(String, i32), SweepState>>,
     /// Serializes rounds (the task's and [`TableExporter::export_partition`]'s).
     round: tokio::sync::Mutex<()>,
 }
@@ -143,7 +151,7 @@ impl TableExporter {
             tables,
             config,
             lags: Mutex::new(BTreeMap::new()),
-            swept: Mutex::new(HashSet::new()),
+            sweeps: Mutex::new(HashMap::new()),
             round: tokio::sync::Mutex::new(()),
         })
     }
@@ -190,6 +198,7 @@ impl TableExporter {
                         debug!(topic = %partition.topic, partition = partition.partition, reason, "table commit lost to another; the next round goes on from the table");
                     }
                     Err(error) => {
+                        self.sweep_later(&partition);
                         metrics::counter!("silt_table_export_failures_total").increment(1);
                         warn!(topic = %partition.topic, partition = partition.partition, %error, "table export round failed; the next round goes on from the table");
                     }
@@ -237,7 +246,7 @@ impl TableExporter {
         let index = partition.partition;
         let loaded = self.tables.load(&topic).await?;
         if let Some(loaded) = &loaded {
-            self.sweep_orphans_once(partition, loaded).await;
+            self.sweep_orphans_if_due(partition, loaded).await;
         }
         let covered = loaded
             .as_ref()
@@ -544,15 +553,18 @@ impl TableExporter {
         }
     }
 
-    /// Once per leadership of `partition`: deletes its data files older than the grace
-    /// period that no snapshot of the table names.
-    async fn sweep_orphans_once(&self, partition: &Arc<Partition>, loaded: &LoadedTable) {
-        let key = (
-            partition.topic.to_string(),
-            partition.partition,
-            partition.leader_epoch(),
-        );
-        if self.swept.lock().contains(&key) {
+    /// Looks for `partition`'s orphans when this broker became its leader, and again
+    /// the grace period after a failed round (whose files may not have been committed).
+    async fn sweep_orphans_if_due(&self, partition: &Arc<Partition>, loaded: &LoadedTable) {
+        let key = (partition.topic.to_string(), partition.partition);
+        let leader_epoch = partition.leader_epoch();
+        let due = match self.sweeps.lock().get(&key) {
+            Some(state) if state.leader_epoch == leader_epoch => state
+                .failed_at
+                .is_some_and(|failed_at| failed_at.elapsed() >= self.config.orphan_grace),
+            _ => true,
+        };
+        if !due {
             return;
         }
         match self.sweep_orphans(partition.partition, loaded).await {
@@ -560,11 +572,25 @@ impl TableExporter {
                 if deleted > 0 {
                     info!(topic = %partition.topic, partition = partition.partition, deleted, "deleted table data files no snapshot names");
                 }
-                let _ = self.swept.lock().insert(key);
+                let _ = self.sweeps.lock().insert(
+                    key,
+                    SweepState {
+                        leader_epoch,
+                        failed_at: None,
+                    },
+                );
             }
             Err(error) => {
                 warn!(topic = %partition.topic, partition = partition.partition, %error, "looking for uncommitted table files failed; retried next round");
             }
+        }
+    }
+
+    /// Marks `partition` for a sweep the grace period from now.
+    fn sweep_later(&self, partition: &Partition) {
+        let key = (partition.topic.to_string(), partition.partition);
+        if let Some(state) = self.sweeps.lock().get_mut(&key) {
+            state.failed_at.get_or_insert_with(Instant::now);
         }
     }
 

@@ -609,3 +609,73 @@ fn flights_table_answers_like_the_csv() -> Result<()> {
     drop(silt);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_during_export_loses_nothing_and_leaves_no_orphan() -> Result<()> {
+    const TOPIC: &str = "outage-export";
+    const PARTITIONS: i32 = 2;
+    const RECORDS: usize = 40_000;
+    // Its own S3 server, to stop and start again.
+    let mut server = silt_tests::s3::S3Server::start()?;
+    let store = TierStore::s3(server.env().clone());
+    let mut silt = store
+        .apply(
+            SiltOptions::new()
+                .flag("--table-export-interval-ms", 100)
+                .flag("--table-export-max-bytes", 16_384)
+                .flag("--table-orphan-grace-ms", 0),
+        )
+        .start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(&bootstrap, TOPIC, PARTITIONS, &[]).await?;
+    let producer = producer(
+        &bootstrap,
+        &[("acks", "all"), ("enable.idempotence", "true"), ("batch.size", "8192")],
+    )?;
+    let first = produce_numbered(&producer, TOPIC, 0, RECORDS / 2).await?.len();
+    silt.cli_ok(&["topics", "alter-config", TOPIC, "--set", "table.enable=true"])?;
+    let tables = table_store(&store)?;
+    wait_until("a first table commit", Duration::from_secs(60), || {
+        let runtime = tokio::runtime::Handle::current();
+        let loaded = tokio::task::block_in_place(|| runtime.block_on(tables.load(TOPIC)))?;
+        Ok(loaded.is_some_and(|loaded| loaded.version >= 3).then_some(()))
+    })?;
+    server.stop()?;
+    // Producing goes on while the bucket is away: the log does not need it.
+    let second = produce_numbered(&producer, TOPIC, first, RECORDS / 2).await?.len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let metrics = silt_tests::s3::scrape_metrics(&silt)?;
+    let failures: f64 = silt_tests::s3::metric_samples(&metrics, "silt_table_export_failures_total")
+        .iter()
+        .map(|(_, value)| value)
+        .sum();
+    ensure!(failures > 0.0, "no export round failed while S3 was down");
+    server.start_again()?;
+    let ends = ends_of(&bootstrap, TOPIC, PARTITIONS)?;
+    ensure!(
+        ends.iter().sum::<i64>() == (first + second) as i64,
+        "{} acknowledged, log ends {ends:?}",
+        first + second
+    );
+    wait_exported(&silt, TOPIC, &ends, Duration::from_secs(180))?;
+    // A round after the outage sweeps what failed rounds left behind.
+    wait_until("the orphan sweep", Duration::from_secs(60), || {
+        let runtime = tokio::runtime::Handle::current();
+        let data_files = tokio::task::block_in_place(|| runtime.block_on(store.list()))?
+            .into_iter()
+            .filter(|object| object.key.starts_with(&format!("tables/{TOPIC}/data/")))
+            .count();
+        let loaded = tokio::task::block_in_place(|| runtime.block_on(tables.load(TOPIC)))?
+            .context("no table")?;
+        let named: usize = loaded
+            .summary()
+            .get("total-data-files")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0);
+        Ok((data_files == named).then_some(()))
+    })?;
+    let table = read_table(&store, TOPIC, &[])?;
+    check_exact(&table, &ends, &["pyiceberg"])?;
+    ensure!(silt.is_running(), "silt stopped during the outage");
+    Ok(())
+}
