@@ -363,6 +363,26 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "an uncommitted table data file younger than this is never deleted (a commit may still name it)",
     ),
     def(
+        "table.maintenance.interval.ms",
+        Some("60000"),
+        "time between two runs of a table's retention, compaction and snapshot expiry",
+    ),
+    def(
+        "table.compaction.target.file.bytes",
+        Some("134217728"),
+        "table files smaller than this are merged into files of up to this size",
+    ),
+    def(
+        "table.compaction.min.files",
+        Some("10"),
+        "merge a table partition's day once it has this many small files",
+    ),
+    def(
+        "table.snapshot.retention.ms",
+        Some("3600000"),
+        "table snapshots older than this are expired (the current one always stays)",
+    ),
+    def(
         "restore.point.interval.ms",
         Some("30000"),
         "how often the active controller writes a restore point to the object store, 0 = only with `silt restore-points create`",
@@ -911,6 +931,17 @@ impl BrokerConfig {
                     &raw,
                     "table.orphan.grace.ms",
                 )?),
+                maintenance: silt_tables::maintenance::MaintenanceConfig {
+                    interval: std::time::Duration::from_millis(
+                        parse_number::<u64>(&raw, "table.maintenance.interval.ms")?.max(10),
+                    ),
+                    target_file_bytes: parse_number(&raw, "table.compaction.target.file.bytes")?,
+                    min_files: parse_number::<usize>(&raw, "table.compaction.min.files")?.max(2),
+                    snapshot_retention: std::time::Duration::from_millis(parse_number(
+                        &raw,
+                        "table.snapshot.retention.ms",
+                    )?),
+                },
             },
             restore_point_interval_ms: parse_number(&raw, "restore.point.interval.ms")?,
             restore_point_retention_ms: parse_number(&raw, "restore.point.retention.ms")?,

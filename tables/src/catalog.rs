@@ -291,6 +291,75 @@ impl TableStore {
         Ok(true)
     }
 
+    /// Applies `updates` to `base` as version `base.version + 1` if `requirements` hold
+    /// on it.
+    ///
+    /// # Errors
+    /// [`TableError::Conflict`] when a requirement fails or another commit wrote the
+    /// version first, [`TableError::Iceberg`] for updates that do not apply,
+    /// [`TableError::ObjectStore`] when the write fails (it may have landed).
+    pub async fn commit_updates(
+        &self,
+        base: &LoadedTable,
+        requirements: Vec<iceberg::TableRequirement>,
+        updates: Vec<iceberg::TableUpdate>,
+    ) -> Result<LoadedTable, TableError> {
+        let topic = base.table.identifier().name().to_string();
+        let metadata = base.table.metadata();
+        for requirement in requirements {
+            requirement
+                .check(Some(metadata))
+                .map_err(|error| TableError::Conflict(error.to_string()))?;
+        }
+        let mut builder = metadata
+            .clone()
+            .into_builder(base.table.metadata_location().map(str::to_string));
+        for update in updates {
+            builder = update.apply(builder)?;
+        }
+        let metadata = builder.build()?.metadata;
+        let version = base.version + 1;
+        if !self.write_version(&topic, version, &metadata).await? {
+            return Err(TableError::Conflict(format!(
+                "{topic}: v{version}.metadata.json was written by another commit"
+            )));
+        }
+        self.loaded(&topic, version, metadata)
+    }
+
+    /// Deletes `topic`'s metadata files of versions below `version`; returns how many.
+    ///
+    /// # Errors
+    /// [`TableError::ObjectStore`] when listing or deleting fails.
+    pub async fn delete_metadata_before(
+        &self,
+        topic: &str,
+        version: u64,
+    ) -> Result<usize, TableError> {
+        if version <= 1 {
+            return Ok(0);
+        }
+        let prefix = self.table_path(topic).join("metadata");
+        let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut deleted = 0;
+        for meta in listed {
+            let old = meta
+                .location
+                .filename()
+                .and_then(|name| name.strip_prefix('v')?.strip_suffix(".metadata.json"))
+                .and_then(|number| number.parse::<u64>().ok())
+                .is_some_and(|number| number < version);
+            if old {
+                match self.store.delete(&meta.location).await {
+                    Ok(()) => deleted += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Commits `transaction`, built on `base`, as version `base.version + 1`.
     ///
     /// # Errors
@@ -421,40 +490,21 @@ impl Catalog for PinnedCatalog {
     }
 
     async fn update_table(&self, mut commit: TableCommit) -> iceberg::Result<Table> {
-        let topic = commit.identifier().name().to_string();
-        let base = self.base.table.metadata();
-        for requirement in commit.take_requirements() {
-            requirement
-                .check(Some(base))
-                .map_err(|error| conflict(error.to_string()))?;
-        }
-        let mut builder = base
-            .clone()
-            .into_builder(self.base.table.metadata_location().map(str::to_string));
-        for update in commit.take_updates() {
-            builder = update.apply(builder)?;
-        }
-        let metadata = builder.build()?.metadata;
-        let version = self.base.version + 1;
-        let written = self
+        let committed = self
             .tables
-            .write_version(&topic, version, &metadata)
+            .commit_updates(
+                &self.base,
+                commit.take_requirements(),
+                commit.take_updates(),
+            )
             .await
             .map_err(|error| match error {
+                TableError::Conflict(reason) => conflict(reason),
                 TableError::Iceberg(error) => error,
                 other => Error::new(ErrorKind::Unexpected, other.to_string()),
             })?;
-        if !written {
-            return Err(conflict(format!(
-                "{topic}: v{version}.metadata.json was written by another commit"
-            )));
-        }
-        let loaded = self
-            .tables
-            .loaded(&topic, version, metadata)
-            .map_err(|error| Error::new(ErrorKind::Unexpected, error.to_string()))?;
-        let table = loaded.table.clone();
-        *self.committed.lock().await = Some(loaded);
+        let table = committed.table.clone();
+        *self.committed.lock().await = Some(committed);
         Ok(table)
     }
 }

@@ -45,6 +45,7 @@ use tracing::{debug, info, warn};
 use crate::TableError;
 use crate::catalog::{LoadedTable, TableStore};
 use crate::convert::{ExportRecord, day_of, decode_batches, new_json_fields, to_record_batch};
+use crate::maintenance::{MaintenanceConfig, MaintenanceStats, maintain};
 use crate::schema::{
     ValueFormat, ValueType, infer_fields, parse_value_schema, partition_spec, sort_order,
     table_schema, value_columns, value_field,
@@ -61,6 +62,8 @@ pub struct TableExporterConfig {
     /// `table.orphan.grace.ms`: an uncommitted data file younger than this is left
     /// alone (a commit may still name it).
     pub orphan_grace: Duration,
+    /// Retention, compaction and snapshot expiry of the tables.
+    pub maintenance: MaintenanceConfig,
 }
 
 impl Default for TableExporterConfig {
@@ -69,6 +72,7 @@ impl Default for TableExporterConfig {
             interval: Duration::from_secs(10),
             max_bytes: 64 * 1024 * 1024,
             orphan_grace: Duration::from_secs(15 * 60),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct TableExporter {
     lags: Mutex<BTreeMap<(String, i32), LagState>>,
     /// When each partition's orphans are to be looked for next.
     sweeps: Mutex<HashMap<(String, i32), SweepState>>,
+    /// When each topic's table was last maintained here.
+    maintained: Mutex<HashMap<String, Instant>>,
     /// Serializes rounds (the task's and [`TableExporter::export_partition`]'s).
     round: tokio::sync::Mutex<()>,
 }
@@ -152,6 +158,7 @@ impl TableExporter {
             config,
             lags: Mutex::new(BTreeMap::new()),
             sweeps: Mutex::new(HashMap::new()),
+            maintained: Mutex::new(HashMap::new()),
             round: tokio::sync::Mutex::new(()),
         })
     }
@@ -201,6 +208,22 @@ impl TableExporter {
                         self.sweep_later(&partition);
                         metrics::counter!("silt_table_export_failures_total").increment(1);
                         warn!(topic = %partition.topic, partition = partition.partition, %error, "table export round failed; the next round goes on from the table");
+                    }
+                }
+            }
+            for partition in self.replica_manager.all_partitions() {
+                if *shutdown.borrow() {
+                    break;
+                }
+                if let Err(error) = self.maintain_if_due(&partition).await {
+                    match error {
+                        TableError::Conflict(reason) => {
+                            debug!(topic = %partition.topic, reason, "table maintenance lost to a commit; retried next round");
+                        }
+                        error => {
+                            metrics::counter!("silt_table_maintenance_failures_total").increment(1);
+                            warn!(topic = %partition.topic, %error, "table maintenance failed; retried next round");
+                        }
                     }
                 }
             }
@@ -292,6 +315,51 @@ impl TableExporter {
             files: file_count,
             committed: Some((from, committed.end)),
         })
+    }
+
+    /// Maintains the table of `partition`'s topic if this broker leads the topic's
+    /// partition 0 (one broker per table) and `table.maintenance.interval.ms` passed
+    /// since the last run here.
+    ///
+    /// # Errors
+    /// As [`maintain`].
+    pub async fn maintain_if_due(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<Option<MaintenanceStats>, TableError> {
+        if partition.partition != 0 || partition.leader() != self.replica_manager.broker_id() {
+            return Ok(None);
+        }
+        let topic = partition.topic.to_string();
+        let due = self
+            .maintained
+            .lock()
+            .get(&topic)
+            .is_none_or(|last| last.elapsed() >= self.config.maintenance.interval);
+        if !due {
+            return Ok(None);
+        }
+        let log = partition.log();
+        let config: LogConfig = tokio::task::spawn_blocking(move || log.lock().config().clone())
+            .await
+            .map_err(|error| TableError::Schema(format!("config read task: {error}")))?;
+        if !config.table_enable {
+            return Ok(None);
+        }
+        let _round = self.round.lock().await;
+        let _ = self.maintained.lock().insert(topic.clone(), Instant::now());
+        let Some(loaded) = self.tables.load(&topic).await? else {
+            return Ok(None);
+        };
+        let stats = maintain(
+            &self.tables,
+            loaded,
+            config.table_retention_ms(),
+            now_ms(),
+            &self.config.maintenance,
+        )
+        .await?;
+        Ok(Some(stats))
     }
 
     /// Reads `[from, high_watermark)` up to `max_bytes` of batches: the records, the

@@ -12,6 +12,7 @@
 pub mod catalog;
 pub mod convert;
 pub mod exporter;
+pub mod maintenance;
 pub mod schema;
 pub mod storage;
 pub mod summary;

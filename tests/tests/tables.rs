@@ -117,6 +117,11 @@ fn check_exact(table: &serde_json::Value, ends: &[i64], readers: &[&str]) -> Res
     Ok(())
 }
 
+/// A number the snapshot summary holds as a string.
+fn summary_number(summary: &serde_json::Value, key: &str) -> Option<i64> {
+    summary[key].as_str()?.parse().ok()
+}
+
 fn hex(bytes: Option<&[u8]>) -> serde_json::Value {
     match bytes {
         None => serde_json::Value::Null,
@@ -545,6 +550,9 @@ fn flights_table_answers_like_the_csv() -> Result<()> {
         .arg(&csv)
         .args(["--topic-config", "table.enable=true"])
         .args(["--topic-config", "table.value.format=json"])
+        // The flights are from 2013: the default retention (retention.ms, 7 days)
+        // would expire them from the table at once.
+        .args(["--topic-config", "table.retention.ms=-1"])
         .args(["--timeout-secs", "600"])
         .output()
         .context("running silt flights")?;
@@ -630,26 +638,45 @@ async fn s3_outage_during_export_loses_nothing_and_leaves_no_orphan() -> Result<
     create_topic(&bootstrap, TOPIC, PARTITIONS, &[]).await?;
     let producer = producer(
         &bootstrap,
-        &[("acks", "all"), ("enable.idempotence", "true"), ("batch.size", "8192")],
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("batch.size", "8192"),
+        ],
     )?;
-    let first = produce_numbered(&producer, TOPIC, 0, RECORDS / 2).await?.len();
-    silt.cli_ok(&["topics", "alter-config", TOPIC, "--set", "table.enable=true"])?;
+    let first = produce_numbered(&producer, TOPIC, 0, RECORDS / 2)
+        .await?
+        .len();
+    silt.cli_ok(&[
+        "topics",
+        "alter-config",
+        TOPIC,
+        "--set",
+        "table.enable=true",
+    ])?;
     let tables = table_store(&store)?;
     wait_until("a first table commit", Duration::from_secs(60), || {
         let runtime = tokio::runtime::Handle::current();
         let loaded = tokio::task::block_in_place(|| runtime.block_on(tables.load(TOPIC)))?;
-        Ok(loaded.is_some_and(|loaded| loaded.version >= 3).then_some(()))
+        Ok(loaded
+            .is_some_and(|loaded| loaded.version >= 3)
+            .then_some(()))
     })?;
     server.stop()?;
     // Producing goes on while the bucket is away: the log does not need it.
-    let second = produce_numbered(&producer, TOPIC, first, RECORDS / 2).await?.len();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let metrics = silt_tests::s3::scrape_metrics(&silt)?;
-    let failures: f64 = silt_tests::s3::metric_samples(&metrics, "silt_table_export_failures_total")
-        .iter()
-        .map(|(_, value)| value)
-        .sum();
-    ensure!(failures > 0.0, "no export round failed while S3 was down");
+    let second = produce_numbered(&producer, TOPIC, first, RECORDS / 2)
+        .await?
+        .len();
+    // Each object store call retries for a few seconds before a round gives up.
+    wait_until("an export round to fail", Duration::from_secs(120), || {
+        let metrics = silt_tests::s3::scrape_metrics(&silt)?;
+        let failures: f64 =
+            silt_tests::s3::metric_samples(&metrics, "silt_table_export_failures_total")
+                .iter()
+                .map(|(_, value)| value)
+                .sum();
+        Ok((failures > 0.0).then_some(()))
+    })?;
     server.start_again()?;
     let ends = ends_of(&bootstrap, TOPIC, PARTITIONS)?;
     ensure!(
@@ -677,5 +704,127 @@ async fn s3_outage_during_export_loses_nothing_and_leaves_no_orphan() -> Result<
     let table = read_table(&store, TOPIC, &[])?;
     check_exact(&table, &ends, &["pyiceberg"])?;
     ensure!(silt.is_running(), "silt stopped during the outage");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_merges_small_files_applies_retention_and_expires_snapshots() -> Result<()> {
+    const TOPIC: &str = "maintained";
+    const PARTITIONS: i32 = 2;
+    const ROUNDS: usize = 12;
+    const PER_ROUND: usize = 40;
+    let work = tempfile::tempdir()?;
+    let store = TierStore::Local {
+        dir: work.path().join("objects"),
+    };
+    let silt = store
+        .apply(
+            SiltOptions::new()
+                .flag("--table-export-interval-ms", 100)
+                .flag("--table-maintenance-interval-ms", 300)
+                .flag("--table-compaction-min-files", 4)
+                .flag("--table-snapshot-retention-ms", 1000),
+        )
+        .start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(
+        &bootstrap,
+        TOPIC,
+        PARTITIONS,
+        &[
+            ("table.enable", "true"),
+            ("table.retention.ms", "86400000"),
+            ("retention.ms", "-1"),
+        ],
+    )
+    .await?;
+    let producer = producer(&bootstrap, &[("acks", "all")])?;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let tables = table_store(&store)?;
+    // Small commits: one round of records at a time, each exported before the next.
+    // The first half is three days old, past the table's one-day retention.
+    let mut old_per_partition = vec![0i64; PARTITIONS as usize];
+    for round in 0..ROUNDS {
+        let old = round < ROUNDS / 2;
+        for index in 0..PER_ROUND {
+            let partition = (index % PARTITIONS as usize) as i32;
+            let timestamp = if old { now_ms - 3 * 86_400_000 } else { now_ms };
+            let value = format!("round {round} record {index}");
+            producer
+                .send(
+                    FutureRecord::<(), String>::to(TOPIC)
+                        .partition(partition)
+                        .timestamp(timestamp + index as i64)
+                        .payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(error, _)| error)?;
+            if old {
+                old_per_partition[partition as usize] += 1;
+            }
+        }
+        let ends = ends_of(&bootstrap, TOPIC, PARTITIONS)?;
+        wait_exported(&silt, TOPIC, &ends, Duration::from_secs(60))?;
+    }
+    let ends = ends_of(&bootstrap, TOPIC, PARTITIONS)?;
+    // Retention moved every partition's start past its old records; compaction left
+    // fewer than `min.files` (4) per partition of the six recent rounds' files; expiry
+    // left few snapshots and deleted the rest.
+    let settled = wait_until("maintenance to settle", Duration::from_secs(120), || {
+        let runtime = tokio::runtime::Handle::current();
+        let loaded = tokio::task::block_in_place(|| runtime.block_on(tables.load(TOPIC)))?
+            .context("no table")?;
+        let ranges = silt_tables::exporter::covered_ranges(&loaded);
+        let starts_moved = (0..PARTITIONS).all(|partition| {
+            ranges.get(&partition).map(|range| range.start)
+                == Some(old_per_partition[partition as usize])
+        });
+        let files: usize = loaded
+            .summary()
+            .get("total-data-files")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(usize::MAX);
+        let snapshots = loaded.table.metadata().snapshots().len();
+        Ok((starts_moved && files <= 3 * PARTITIONS as usize && snapshots <= 3).then_some(loaded))
+    })?;
+    eprintln!(
+        "settled at v{} with {} snapshots",
+        settled.version,
+        settled.table.metadata().snapshots().len()
+    );
+    let table = read_table(&store, TOPIC, &["--rows"])?;
+    for (partition, end) in ends.iter().enumerate() {
+        let start = old_per_partition[partition];
+        let summary = &table["summary"];
+        ensure!(
+            summary_number(summary, &format!("silt.partition.{partition}.start")) == Some(start)
+                && summary_number(summary, &format!("silt.partition.{partition}.records"))
+                    == Some(end - start),
+            "summary of partition {partition}: {summary}"
+        );
+        for reader in ["pyiceberg", "duckdb_iceberg", "duckdb_parquet"] {
+            let got = &table[reader][partition.to_string()];
+            ensure!(
+                got["rows"] == end - start
+                    && got["distinct_offsets"] == end - start
+                    && got["min"] == start
+                    && got["max"] == end - 1,
+                "{reader}: partition {partition} has {got}, expected offsets {start}..{end} once each"
+            );
+        }
+    }
+    // Rows stay sorted by offset within each merged file, and nothing old is left.
+    let rows = table["rows"].as_array().context("rows")?;
+    ensure!(
+        rows.iter()
+            .all(|row| row["timestamp_ms"].as_i64().unwrap_or(0) >= now_ms),
+        "an expired record is still in the table"
+    );
+    drop(silt);
     Ok(())
 }

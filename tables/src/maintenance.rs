@@ -1,0 +1,736 @@
+//! Table maintenance, run for each table by the leader of the topic's partition 0:
+//!
+//! - **retention**: per Kafka partition, the files whose newest record is older than
+//!   `table.retention.ms` (else `retention.ms`) are removed, as a prefix in offset
+//!   order (as Kafka deletes whole segments from the log start), and the partition's
+//!   `start` in the summary moves past them;
+//! - **compaction**: the small files of one Kafka partition and day (a slow topic
+//!   commits one per round) are merged into files of up to
+//!   `table.compaction.target.file.bytes`, sorted by offset, once there are
+//!   `table.compaction.min.files` of them;
+//!
+//! both as one snapshot written here (Iceberg's `delete` or `replace` operation; the
+//! `iceberg` crate has no action for either) whose single manifest lists every live
+//! file, which also merges the manifests the appends left one per commit;
+//!
+//! - **snapshot expiry**: snapshots older than `table.snapshot.retention.ms` go (the
+//!   current one always stays), then the manifest lists, manifests and data files only
+//!   they named are deleted, and metadata files older than the last 100 versions.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use futures::TryStreamExt;
+use iceberg::scan::FileScanTask;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileFormat, Datum, Literal, ManifestEntry, ManifestList,
+    ManifestListWriter, ManifestWriterBuilder, Operation, PrimitiveLiteral, Snapshot,
+    SnapshotReference, SnapshotRetention, Struct, Summary,
+};
+use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
+use iceberg::{TableRequirement, TableUpdate};
+use object_store::ObjectStoreExt;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use tracing::info;
+
+use crate::TableError;
+use crate::catalog::{LoadedTable, TableStore};
+use crate::summary::{PartitionRange, partition_ranges};
+
+/// Maintenance settings (broker configs).
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    /// `table.maintenance.interval.ms`: time between two maintenance runs of a table.
+    pub interval: Duration,
+    /// `table.compaction.target.file.bytes`: merged files grow up to this size, and
+    /// only smaller files are merged.
+    pub target_file_bytes: u64,
+    /// `table.compaction.min.files`: merge a partition's day once it has this many
+    /// small files.
+    pub min_files: usize,
+    /// `table.snapshot.retention.ms`: snapshots older than this are expired.
+    pub snapshot_retention: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> MaintenanceConfig {
+        MaintenanceConfig {
+            interval: Duration::from_secs(60),
+            target_file_bytes: 128 * 1024 * 1024,
+            min_files: 10,
+            snapshot_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What one maintenance run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceStats {
+    /// Files removed by retention.
+    pub expired_files: usize,
+    /// Small files merged.
+    pub merged_files: usize,
+    /// Files the merges wrote.
+    pub written_files: usize,
+    /// Snapshots expired.
+    pub expired_snapshots: usize,
+    /// Objects deleted (data files, manifests, manifest lists, metadata files).
+    pub deleted_objects: usize,
+}
+
+/// A live data file of the current snapshot, with what its manifest entry says.
+#[derive(Debug, Clone)]
+struct LiveFile {
+    entry: ManifestEntry,
+    partition: i32,
+    day: i32,
+    first_offset: i64,
+    last_offset: i64,
+    /// Newest record timestamp (µs).
+    max_timestamp_us: i64,
+}
+
+fn datum_i64(datum: &Datum) -> Option<i64> {
+    match datum.literal() {
+        PrimitiveLiteral::Long(value) => Some(*value),
+        PrimitiveLiteral::Int(value) => Some(i64::from(*value)),
+        _ => None,
+    }
+}
+
+fn literal_i32(literal: Option<&Literal>) -> Option<i32> {
+    match literal? {
+        Literal::Primitive(PrimitiveLiteral::Int(value)) => Some(*value),
+        _ => None,
+    }
+}
+
+/// The live data files of `loaded`'s current snapshot.
+async fn live_files(loaded: &LoadedTable) -> Result<Vec<LiveFile>, TableError> {
+    let metadata = loaded.table.metadata();
+    let Some(snapshot) = metadata.current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let schema = metadata.current_schema();
+    let field_id = |name: &str| {
+        schema
+            .field_by_name(name)
+            .map(|field| field.id)
+            .ok_or_else(|| TableError::Schema(format!("the table has no {name} column")))
+    };
+    let (offset_id, timestamp_id) = (field_id("offset")?, field_id("timestamp")?);
+    let file_io = loaded.table.file_io();
+    let list_bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
+    let list = ManifestList::parse_with_version(&list_bytes, metadata.format_version())?;
+    let mut files = Vec::new();
+    for manifest_file in list.entries() {
+        let manifest = manifest_file.load_manifest(file_io).await?;
+        for entry in manifest.entries() {
+            if !entry.is_alive() || entry.content_type() != DataContentType::Data {
+                continue;
+            }
+            let data_file = entry.data_file();
+            let fields = data_file.partition().fields();
+            let bound = |bounds: &HashMap<i32, Datum>, id: i32| bounds.get(&id).and_then(datum_i64);
+            let (Some(partition), Some(day), Some(first), Some(last), Some(max_timestamp)) = (
+                literal_i32(fields.first().and_then(Option::as_ref)),
+                literal_i32(fields.get(1).and_then(Option::as_ref)),
+                bound(data_file.lower_bounds(), offset_id),
+                bound(data_file.upper_bounds(), offset_id),
+                bound(data_file.upper_bounds(), timestamp_id),
+            ) else {
+                return Err(TableError::Schema(format!(
+                    "data file {} lacks its partition or offset and timestamp bounds",
+                    data_file.file_path()
+                )));
+            };
+            files.push(LiveFile {
+                entry: entry.as_ref().clone(),
+                partition,
+                day,
+                first_offset: first,
+                last_offset: last,
+                max_timestamp_us: max_timestamp,
+            });
+        }
+    }
+    files.sort_by_key(|file| (file.partition, file.first_offset));
+    Ok(files)
+}
+
+/// The files retention removes: per partition, the longest prefix in offset order of
+/// files older than the cutoff whose offsets all come before every kept file's.
+fn expired(files: &[LiveFile], cutoff_ms_by_partition: &BTreeMap<i32, i64>) -> HashSet<String> {
+    let mut removed = HashSet::new();
+    let mut by_partition: BTreeMap<i32, Vec<&LiveFile>> = BTreeMap::new();
+    for file in files {
+        by_partition.entry(file.partition).or_default().push(file);
+    }
+    for (partition, files) in by_partition {
+        let Some(cutoff_ms) = cutoff_ms_by_partition.get(&partition) else {
+            continue;
+        };
+        let mut prefix = files
+            .iter()
+            .take_while(|file| file.max_timestamp_us < cutoff_ms.saturating_mul(1000))
+            .count();
+        // Day files of one commit interleave in offsets: shrink the prefix until the
+        // kept files start after every removed one.
+        loop {
+            let first_kept = files[prefix..].iter().map(|file| file.first_offset).min();
+            let fits = |file: &&&LiveFile| first_kept.is_none_or(|first| file.last_offset < first);
+            let fitting = files[..prefix].iter().take_while(|file| fits(file)).count();
+            if fitting == prefix {
+                break;
+            }
+            prefix = fitting;
+        }
+        removed.extend(
+            files[..prefix]
+                .iter()
+                .map(|file| file.entry.file_path().to_string()),
+        );
+    }
+    removed
+}
+
+/// Groups of small files to merge: per partition and day, in offset order, bins of
+/// files smaller than the target whose sizes add up to at most the target.
+fn merge_bins<'a>(
+    files: &'a [LiveFile],
+    removed: &HashSet<String>,
+    config: &MaintenanceConfig,
+) -> Vec<Vec<&'a LiveFile>> {
+    let mut groups: BTreeMap<(i32, i32), Vec<&LiveFile>> = BTreeMap::new();
+    for file in files {
+        if !removed.contains(file.entry.file_path())
+            && file.entry.file_size_in_bytes() < config.target_file_bytes
+        {
+            groups
+                .entry((file.partition, file.day))
+                .or_default()
+                .push(file);
+        }
+    }
+    let mut bins = Vec::new();
+    for (_, group) in groups {
+        if group.len() < config.min_files {
+            continue;
+        }
+        let mut bin: Vec<&LiveFile> = Vec::new();
+        let mut bytes = 0;
+        for file in group {
+            let size = file.entry.file_size_in_bytes();
+            if !bin.is_empty() && bytes + size > config.target_file_bytes {
+                bins.push(std::mem::take(&mut bin));
+                bytes = 0;
+            }
+            bin.push(file);
+            bytes += size;
+        }
+        bins.push(bin);
+    }
+    bins.retain(|bin| bin.len() > 1);
+    bins
+}
+
+/// Runs retention and compaction on `loaded` as one snapshot, then expires old
+/// snapshots. `retention_ms` is the table's retention (-1 keeps everything).
+///
+/// # Errors
+/// [`TableError::Conflict`] when another commit came first (nothing of this run's
+/// rewrite is in the table; its files are deleted), others for failed reads and writes.
+pub async fn maintain(
+    tables: &TableStore,
+    loaded: LoadedTable,
+    retention_ms: i64,
+    now_ms: i64,
+    config: &MaintenanceConfig,
+) -> Result<MaintenanceStats, TableError> {
+    let mut stats = MaintenanceStats::default();
+    let files = live_files(&loaded).await?;
+    let ranges = partition_ranges(&loaded.summary());
+    let cutoffs: BTreeMap<i32, i64> = if retention_ms < 0 {
+        BTreeMap::new()
+    } else {
+        ranges
+            .keys()
+            .map(|partition| (*partition, now_ms.saturating_sub(retention_ms)))
+            .collect()
+    };
+    let removed = expired(&files, &cutoffs);
+    let bins = merge_bins(&files, &removed, config);
+    let loaded = if removed.is_empty() && bins.is_empty() {
+        loaded
+    } else {
+        stats.expired_files = removed.len();
+        stats.merged_files = bins.iter().map(Vec::len).sum();
+        stats.written_files = bins.len();
+        rewrite(tables, &loaded, &files, &removed, &bins).await?
+    };
+    let (expired_snapshots, deleted) =
+        expire_snapshots(tables, loaded, now_ms, config.snapshot_retention).await?;
+    stats.expired_snapshots = expired_snapshots;
+    stats.deleted_objects = deleted;
+    Ok(stats)
+}
+
+/// Writes the merged files and commits the snapshot that drops `removed` and the
+/// merged files and adds the merges.
+async fn rewrite(
+    tables: &TableStore,
+    loaded: &LoadedTable,
+    files: &[LiveFile],
+    removed: &HashSet<String>,
+    bins: &[Vec<&LiveFile>],
+) -> Result<LoadedTable, TableError> {
+    let metadata = loaded.table.metadata();
+    let current = metadata
+        .current_snapshot()
+        .ok_or_else(|| TableError::Conflict("the table has no snapshot".to_string()))?;
+    let mut written: Vec<(DataFile, Vec<&LiveFile>)> = Vec::new();
+    for bin in bins {
+        match merge(loaded, bin).await {
+            Ok(file) => written.push((file, bin.clone())),
+            Err(error) => {
+                delete_data_files(tables, written.iter().map(|(file, _)| file)).await;
+                return Err(error);
+            }
+        }
+    }
+    let result = commit_rewrite(tables, loaded, current, files, removed, &written).await;
+    if result.is_err() {
+        delete_data_files(tables, written.iter().map(|(file, _)| file)).await;
+    }
+    result
+}
+
+async fn delete_data_files<'a>(tables: &TableStore, files: impl Iterator<Item = &'a DataFile>) {
+    for file in files {
+        if let Ok(path) = tables.storage().path(file.file_path()) {
+            let _ = tables.store().delete(&path).await;
+        }
+    }
+}
+
+/// Reads `bin` (files of one partition and day) in the current schema and writes it
+/// back as one file sorted by offset.
+async fn merge(loaded: &LoadedTable, bin: &[&LiveFile]) -> Result<DataFile, TableError> {
+    let metadata = loaded.table.metadata();
+    let schema = Arc::clone(metadata.current_schema());
+    let spec = Arc::clone(metadata.default_partition_spec());
+    let field_ids: Vec<i32> = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|field| field.id)
+        .collect();
+    let tasks: Vec<iceberg::Result<FileScanTask>> = bin
+        .iter()
+        .map(|file| {
+            let data_file = file.entry.data_file();
+            Ok(FileScanTask {
+                file_size_in_bytes: data_file.file_size_in_bytes(),
+                start: 0,
+                length: data_file.file_size_in_bytes(),
+                record_count: Some(data_file.record_count()),
+                data_file_path: data_file.file_path().to_string(),
+                data_file_format: DataFileFormat::Parquet,
+                schema: Arc::clone(&schema),
+                project_field_ids: field_ids.clone(),
+                predicate: None,
+                deletes: Vec::new(),
+                // Without them the reader takes every column from the file (with them,
+                // identity partition columns come back run-end encoded).
+                partition: None,
+                partition_spec: None,
+                name_mapping: None,
+                case_sensitive: true,
+            })
+        })
+        .collect();
+    let batches: Vec<RecordBatch> = loaded
+        .table
+        .reader_builder()
+        .build()
+        .read(Box::pin(futures::stream::iter(tasks)))?
+        .stream()
+        .try_collect()
+        .await?;
+    let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema)?);
+    let batches: Vec<RecordBatch> = batches
+        .into_iter()
+        .map(|batch| batch.with_schema(Arc::clone(&arrow_schema)))
+        .collect::<Result<_, _>>()?;
+    let merged = arrow_select::concat::concat_batches(&arrow_schema, &batches)?;
+    let offsets = merged
+        .column_by_name("offset")
+        .ok_or_else(|| TableError::Schema("merged rows lack offsets".to_string()))?;
+    let order = arrow_ord::sort::sort_to_indices(offsets, None, None)?;
+    let sorted = arrow_select::take::take_record_batch(&merged, &order)?;
+    let first = bin.first().map_or(0, |file| file.first_offset);
+    let last = bin
+        .iter()
+        .map(|file| file.last_offset)
+        .max()
+        .unwrap_or(first);
+    let partition_value = bin
+        .first()
+        .map(|file| file.entry.data_file().partition().clone())
+        .unwrap_or_else(Struct::empty);
+    let directory = spec.partition_to_path(&partition_value, Arc::clone(&schema));
+    let location = format!(
+        "{}/data/{directory}/{first:020}-{last:020}-{}.parquet",
+        metadata.location(),
+        uuid::Uuid::new_v4()
+    );
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer = ParquetWriterBuilder::new(properties, Arc::clone(&schema))
+        .build(loaded.table.file_io().new_output(&location)?)
+        .await?;
+    writer.write(&sorted).await?;
+    let mut builders = writer.close().await?;
+    let mut builder = builders
+        .pop()
+        .ok_or_else(|| TableError::Schema("a merge wrote no file".to_string()))?;
+    builder
+        .content(DataContentType::Data)
+        .partition(partition_value)
+        .partition_spec_id(spec.spec_id())
+        .build()
+        .map_err(|error| TableError::Schema(format!("merged data file entry: {error}")))
+}
+
+async fn commit_rewrite(
+    tables: &TableStore,
+    loaded: &LoadedTable,
+    current: &Snapshot,
+    files: &[LiveFile],
+    removed: &HashSet<String>,
+    written: &[(DataFile, Vec<&LiveFile>)],
+) -> Result<LoadedTable, TableError> {
+    let metadata = loaded.table.metadata();
+    let schema = Arc::clone(metadata.current_schema());
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    let snapshot_id = loop {
+        let candidate = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
+        if metadata.snapshot_by_id(candidate).is_none() {
+            break candidate;
+        }
+    };
+    let sequence_number = metadata.next_sequence_number();
+    let merged: HashSet<&str> = written
+        .iter()
+        .flat_map(|(_, bin)| bin.iter().map(|file| file.entry.file_path()))
+        .collect();
+    let file_io = loaded.table.file_io();
+    let commit_id = uuid::Uuid::new_v4();
+    let manifest_location = format!("{}/metadata/{commit_id}-m0.avro", metadata.location());
+    let mut manifest = ManifestWriterBuilder::new(
+        file_io.new_output(&manifest_location)?,
+        Some(snapshot_id),
+        Arc::clone(&schema),
+        spec,
+    )
+    .build_v2_data();
+    let mut removed_rows: BTreeMap<i32, i64> = BTreeMap::new();
+    let (mut deleted_files, mut deleted_records) = (0u64, 0u64);
+    for file in files {
+        let entry = &file.entry;
+        let data_sequence = entry.sequence_number.unwrap_or(0);
+        let path = entry.file_path();
+        if removed.contains(path) || merged.contains(path) {
+            manifest.add_delete_file(
+                entry.data_file().clone(),
+                data_sequence,
+                entry.file_sequence_number,
+            )?;
+            deleted_files += 1;
+            deleted_records += entry.record_count();
+            if removed.contains(path) {
+                *removed_rows.entry(file.partition).or_default() += entry.record_count() as i64;
+            }
+        } else {
+            manifest.add_existing_file(
+                entry.data_file().clone(),
+                entry.snapshot_id.unwrap_or(current.snapshot_id()),
+                data_sequence,
+                entry.file_sequence_number,
+            )?;
+        }
+    }
+    let mut added_records = 0;
+    for (file, _) in written {
+        added_records += file.record_count();
+        manifest.add_file(file.clone(), sequence_number)?;
+    }
+    let manifest_file = manifest.write_manifest_file().await?;
+    let list_location = format!(
+        "{}/metadata/snap-{snapshot_id}-0-{commit_id}.avro",
+        metadata.location()
+    );
+    let mut list = ManifestListWriter::v2(
+        file_io.new_output(&list_location)?.writer().await?,
+        snapshot_id,
+        Some(current.snapshot_id()),
+        sequence_number,
+    );
+    list.add_manifests(std::iter::once(manifest_file))?;
+    list.close().await?;
+
+    // Retention moves a partition's start past the removed files; merging changes no range.
+    let previous = loaded.summary();
+    let mut properties: HashMap<String, String> = previous
+        .iter()
+        .filter(|(key, _)| key.starts_with("silt.") && !key.starts_with("silt.added."))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    for (partition, range) in partition_ranges(&previous) {
+        let Some(rows) = removed_rows.get(&partition) else {
+            continue;
+        };
+        let start = files
+            .iter()
+            .filter(|file| file.partition == partition && !removed.contains(file.entry.file_path()))
+            .map(|file| file.first_offset)
+            .min()
+            .unwrap_or(range.end);
+        let kept = PartitionRange {
+            start,
+            end: range.end,
+            records: range.records - rows,
+        };
+        properties.insert(
+            format!("silt.partition.{partition}.start"),
+            kept.start.to_string(),
+        );
+        properties.insert(
+            format!("silt.partition.{partition}.records"),
+            kept.records.to_string(),
+        );
+    }
+    let total = |key: &str| {
+        previous
+            .get(key)
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let total_files = total("total-data-files") + written.len() as u64 - deleted_files;
+    let total_records = total("total-records") + added_records - deleted_records;
+    properties.extend([
+        ("added-data-files".to_string(), written.len().to_string()),
+        ("deleted-data-files".to_string(), deleted_files.to_string()),
+        ("added-records".to_string(), added_records.to_string()),
+        ("deleted-records".to_string(), deleted_records.to_string()),
+        ("total-data-files".to_string(), total_files.to_string()),
+        ("total-records".to_string(), total_records.to_string()),
+        ("total-delete-files".to_string(), "0".to_string()),
+        ("total-position-deletes".to_string(), "0".to_string()),
+        ("total-equality-deletes".to_string(), "0".to_string()),
+    ]);
+    let operation = if removed.is_empty() {
+        Operation::Replace
+    } else {
+        Operation::Delete
+    };
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(Some(current.snapshot_id()))
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(chrono_now_ms())
+        .with_manifest_list(list_location)
+        .with_summary(Summary {
+            operation,
+            additional_properties: properties,
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .build();
+    let updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: "main".to_string(),
+            reference: SnapshotReference::new(
+                snapshot_id,
+                SnapshotRetention::branch(None, None, None),
+            ),
+        },
+    ];
+    let requirements = vec![TableRequirement::RefSnapshotIdMatch {
+        r#ref: "main".to_string(),
+        snapshot_id: Some(current.snapshot_id()),
+    }];
+    let committed = tables.commit_updates(loaded, requirements, updates).await?;
+    info!(
+        topic = loaded.table.identifier().name(),
+        merged = merged.len(),
+        written = written.len(),
+        expired = removed.len(),
+        "table files rewritten"
+    );
+    Ok(committed)
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// What the snapshots `snapshot_ids` of `loaded` need: their manifest lists, their
+/// manifests, and the data files live in them (a manifest's `DELETED` entry names a file
+/// it no longer needs).
+async fn referenced(
+    loaded: &LoadedTable,
+    snapshot_ids: &HashSet<i64>,
+) -> Result<HashSet<String>, TableError> {
+    let metadata = loaded.table.metadata();
+    let file_io = loaded.table.file_io();
+    let mut named = HashSet::new();
+    let mut manifests = HashSet::new();
+    for snapshot in metadata.snapshots() {
+        if !snapshot_ids.contains(&snapshot.snapshot_id()) {
+            continue;
+        }
+        named.insert(snapshot.manifest_list().to_string());
+        let list_bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
+        let list = ManifestList::parse_with_version(&list_bytes, metadata.format_version())?;
+        for manifest_file in list.entries() {
+            if !manifests.insert(manifest_file.manifest_path.clone()) {
+                continue;
+            }
+            named.insert(manifest_file.manifest_path.clone());
+            let manifest = manifest_file.load_manifest(file_io).await?;
+            for entry in manifest.entries().iter().filter(|entry| entry.is_alive()) {
+                named.insert(entry.data_file().file_path().to_string());
+            }
+        }
+    }
+    Ok(named)
+}
+
+/// Expires snapshots older than `retention` (never the current one) and deletes what
+/// only they named, and metadata files more than 100 versions old. Returns the
+/// snapshots expired and the objects deleted.
+async fn expire_snapshots(
+    tables: &TableStore,
+    loaded: LoadedTable,
+    now_ms: i64,
+    retention: Duration,
+) -> Result<(usize, usize), TableError> {
+    const METADATA_VERSIONS_KEPT: u64 = 100;
+    let metadata = loaded.table.metadata();
+    let current = metadata.current_snapshot_id();
+    let cutoff = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let expiring: HashSet<i64> = metadata
+        .snapshots()
+        .filter(|snapshot| {
+            Some(snapshot.snapshot_id()) != current && snapshot.timestamp_ms() < cutoff
+        })
+        .map(|snapshot| snapshot.snapshot_id())
+        .collect();
+    let mut deleted = 0;
+    let topic = loaded.table.identifier().name().to_string();
+    if !expiring.is_empty() {
+        let kept: HashSet<i64> = metadata
+            .snapshots()
+            .map(|snapshot| snapshot.snapshot_id())
+            .filter(|id| !expiring.contains(id))
+            .collect();
+        let still_named = referenced(&loaded, &kept).await?;
+        let only_expired: Vec<String> = referenced(&loaded, &expiring)
+            .await?
+            .into_iter()
+            .filter(|location| !still_named.contains(location))
+            .collect();
+        let requirements = vec![TableRequirement::RefSnapshotIdMatch {
+            r#ref: "main".to_string(),
+            snapshot_id: current,
+        }];
+        let updates = vec![TableUpdate::RemoveSnapshots {
+            snapshot_ids: expiring.iter().copied().collect(),
+        }];
+        let _committed = tables
+            .commit_updates(&loaded, requirements, updates)
+            .await?;
+        // Only once the snapshots are gone from the table may what they named go.
+        for location in only_expired {
+            let path = tables.storage().path(&location)?;
+            match tables.store().delete(&path).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        info!(
+            topic,
+            snapshots = expiring.len(),
+            deleted,
+            "table snapshots expired"
+        );
+    }
+    deleted += tables
+        .delete_metadata_before(
+            &topic,
+            loaded.version.saturating_sub(METADATA_VERSIONS_KEPT),
+        )
+        .await?;
+    Ok((expiring.len(), deleted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(partition: i32, first: i64, last: i64, max_timestamp_ms: i64) -> LiveFile {
+        let data_file = iceberg::spec::DataFileBuilder::default()
+            .content(DataContentType::Data)
+            .file_path(format!("f-{partition}-{first}"))
+            .file_format(DataFileFormat::Parquet)
+            .partition(Struct::empty())
+            .record_count(1)
+            .file_size_in_bytes(100)
+            .build()
+            .unwrap();
+        LiveFile {
+            entry: ManifestEntry::builder()
+                .status(iceberg::spec::ManifestStatus::Added)
+                .snapshot_id(1)
+                .sequence_number(1)
+                .file_sequence_number(1)
+                .data_file(data_file)
+                .build(),
+            partition,
+            day: 0,
+            first_offset: first,
+            last_offset: last,
+            max_timestamp_us: max_timestamp_ms * 1000,
+        }
+    }
+
+    #[test]
+    fn retention_removes_an_offset_prefix_only() {
+        let files = vec![
+            file(0, 0, 9, 100),
+            file(0, 10, 19, 100),
+            file(0, 20, 29, 900),
+            file(0, 30, 39, 100),
+            file(1, 0, 9, 900),
+        ];
+        let cutoffs = BTreeMap::from([(0, 500), (1, 500)]);
+        let removed = expired(&files, &cutoffs);
+        assert_eq!(
+            removed,
+            HashSet::from(["f-0-0".to_string(), "f-0-10".to_string()])
+        );
+        // Interleaved day files: the old file's offsets reach past a kept file's start.
+        let files = vec![file(0, 0, 25, 100), file(0, 5, 9, 900)];
+        assert!(expired(&files, &cutoffs).is_empty());
+    }
+}
