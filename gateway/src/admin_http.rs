@@ -46,6 +46,7 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .route("/restore-points", post(create_restore_point))
         .route("/tables/lag", get(table_export_lag))
+        .route("/tables/{topic}", get(describe_table))
         .with_state(context);
     let stopped = async move {
         let _ = shutdown.changed().await;
@@ -96,6 +97,29 @@ async fn table_export_lag(
             .map(|exporter| exporter.lags())
             .unwrap_or_default(),
     )
+}
+
+/// A table as its metadata in the object store describes it
+/// ([`silt_tables::TableDescription`] as JSON); 404 when the topic has no table, 503 on
+/// a read-only replica, 500 with the reason when the read failed.
+async fn describe_table(
+    State(context): State<Arc<BrokerContext>>,
+    axum::extract::Path(topic): axum::extract::Path<String>,
+) -> Result<Json<silt_tables::TableDescription>, (StatusCode, String)> {
+    let Some(exporter) = &context.table_exporter else {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a read-only replica exports no tables".to_string(),
+        ));
+    };
+    match exporter.tables().load(&topic).await {
+        Ok(Some(loaded)) => Ok(Json(silt_tables::describe(&loaded))),
+        Ok(None) => Err((
+            StatusCode::NOT_FOUND,
+            format!("topic {topic} has no table yet"),
+        )),
+        Err(error) => Err((StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod convert;
+pub mod describe;
 pub mod exporter;
 pub mod maintenance;
 pub mod schema;
@@ -18,6 +19,7 @@ pub mod storage;
 pub mod summary;
 
 pub use catalog::{LoadedTable, TableStore, root_uri};
+pub use describe::{TableDescription, describe};
 pub use exporter::{ExportLag, TableExporter, TableExporterConfig};
 pub use summary::PartitionRange;
 

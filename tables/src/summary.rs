@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 /// What a table covers of one Kafka partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionRange {
     /// First offset covered (inclusive).
     pub start: i64,

@@ -64,10 +64,14 @@ pub(crate) enum TopicsCommand {
     },
     /// List topics.
     List,
-    /// Show partitions (leader, replicas, ISR, offsets) and config overrides.
+    /// Show partitions (leader, replicas, ISR, offsets) and config overrides; for a
+    /// topic with `table.enable=true`, its table's end and export lag per partition.
     Describe {
         /// Topic name; every topic when absent.
         name: Option<String>,
+        /// A node's admin listener, HOST:PORT, asked for the tables' state.
+        #[arg(long, env = "SILT_ADMIN_LISTENER", default_value = "127.0.0.1:9644")]
+        admin: String,
     },
     /// Delete a topic and its data.
     Delete {
@@ -263,7 +267,9 @@ pub(crate) async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Resul
                 &rows,
             );
         }
-        TopicsCommand::Describe { name } => describe_topics(&mut client, name.as_deref()).await?,
+        TopicsCommand::Describe { name, admin } => {
+            describe_topics(&mut client, name.as_deref(), &admin).await?
+        }
         TopicsCommand::Delete { name } => {
             let state = DeleteTopicState::default()
                 .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
@@ -327,6 +333,14 @@ pub(crate) async fn run_topics(bootstrap: &str, command: TopicsCommand) -> Resul
     Ok(())
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
 async fn list_offsets(
     client: &mut AdminClient,
     topic: &str,
@@ -360,7 +374,30 @@ async fn list_offsets(
         .collect())
 }
 
-async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result<(), CliError> {
+/// The table of `topic` as the node at `admin` reads it from the object store.
+async fn table_state(admin: &str, topic: &str) -> Result<serde_json::Value, String> {
+    let url = format!("http://{admin}/tables/{topic}");
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|error| {
+            format!("no admin listener answered at {admin} ({error}); give --admin")
+        })?;
+    let status = response.status();
+    let body = response.text().await.map_err(|error| error.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{body} (HTTP {status})"));
+    }
+    serde_json::from_str(&body).map_err(|error| format!("unexpected answer {body}: {error}"))
+}
+
+async fn describe_topics(
+    client: &mut AdminClient,
+    name: Option<&str>,
+    admin: &str,
+) -> Result<(), CliError> {
     let response = metadata(client, name).await?;
     for topic in &response.topics {
         let topic_name = topic
@@ -413,11 +450,62 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
                 overrides.join(", ")
             }
         );
+        let table_enabled = configs
+            .results
+            .iter()
+            .flat_map(|result| result.configs.iter())
+            .any(|entry| {
+                entry.name.as_str() == "table.enable"
+                    && entry
+                        .value
+                        .as_ref()
+                        .is_some_and(|value| value.as_str() == "true")
+            });
+        let table = if table_enabled {
+            Some(table_state(admin, &topic_name).await)
+        } else {
+            None
+        };
+        // Per partition: the table's end (exclusive) and how far the log is ahead of it.
+        let table_end = |partition: i32| -> Option<i64> {
+            match &table {
+                Some(Ok(state)) => state["partitions"][partition.to_string()]["end"].as_i64(),
+                _ => None,
+            }
+        };
+        match &table {
+            None => {}
+            Some(Err(reason)) => out!("Table: state unknown: {reason}"),
+            Some(Ok(state)) => {
+                let behind = topic.partitions.iter().any(|partition| {
+                    let high = latest.get(&partition.partition_index).copied().unwrap_or(0);
+                    table_end(partition.partition_index).unwrap_or(0) < high
+                });
+                let last_commit = state["last_commit_ms"].as_i64();
+                let lag_ms = match last_commit {
+                    Some(last) if behind => (now_ms() - last).max(0),
+                    None if behind => -1,
+                    _ => 0,
+                };
+                out!(
+                    "Table: {} (v{}, {} files, {} rows), export lag {}",
+                    state["location"].as_str().unwrap_or("?"),
+                    state["version"],
+                    state["data_files"],
+                    state["records"],
+                    match lag_ms {
+                        -1 => "(no commit yet)".to_string(),
+                        0 => "0 ms".to_string(),
+                        ms => format!("{ms} ms since the last commit"),
+                    }
+                );
+            }
+        }
         let rows: Vec<Vec<String>> = topic
             .partitions
             .iter()
             .map(|partition| {
-                vec![
+                let mut row = vec![
                     partition.partition_index.to_string(),
                     partition.leader_id.0.to_string(),
                     partition.leader_epoch.to_string(),
@@ -433,21 +521,36 @@ async fn describe_topics(client: &mut AdminClient, name: Option<&str>) -> Result
                         .copied()
                         .unwrap_or(-1)
                         .to_string(),
-                ]
+                ];
+                if table_enabled {
+                    let high = latest.get(&partition.partition_index).copied().unwrap_or(0);
+                    match table_end(partition.partition_index) {
+                        Some(end) => {
+                            row.push(end.to_string());
+                            row.push((high - end).max(0).to_string());
+                        }
+                        None => {
+                            row.push("-".to_string());
+                            row.push("-".to_string());
+                        }
+                    }
+                }
+                row
             })
             .collect();
-        print_table(
-            &[
-                "PARTITION",
-                "LEADER",
-                "EPOCH",
-                "REPLICAS",
-                "ISR",
-                "LOG START",
-                "HIGH WATERMARK",
-            ],
-            &rows,
-        );
+        let mut headers = vec![
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "LOG START",
+            "HIGH WATERMARK",
+        ];
+        if table_enabled {
+            headers.extend(["TABLE END", "TABLE LAG"]);
+        }
+        print_table(&headers, &rows);
         out!();
     }
     Ok(())

@@ -29,6 +29,7 @@ macro_rules! out {
 mod admin_client;
 mod cli;
 mod restore_cli;
+mod tables_cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +82,12 @@ enum Command {
         #[command(subcommand)]
         command: RestorePointsCommand,
     },
+    /// List and describe the Iceberg tables of topics (`table.enable=true`), read from
+    /// the object store alone. Takes the `serve` settings (--object-store, --s3-*).
+    Tables {
+        #[command(subcommand)]
+        command: TablesCommand,
+    },
     /// Benchmark any Kafka-compatible broker: produce, consume, end-to-end, disk
     /// (runs `silt-bench bench`; see `silt bench --help`).
     #[command(disable_help_flag = true)]
@@ -118,6 +125,25 @@ enum RestorePointsCommand {
         /// The node's admin listener, HOST:PORT (`admin.listener`).
         #[arg(long, env = "SILT_ADMIN_LISTENER", default_value = "127.0.0.1:9644")]
         admin: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TablesCommand {
+    /// Print every table: version, data files, rows, bytes, last commit.
+    List {
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Print one table: location, columns, per-partition offset ranges, snapshots.
+    Describe {
+        /// The topic.
+        topic: String,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
     },
 }
 
@@ -229,6 +255,14 @@ async fn main() -> anyhow::Result<()> {
                 restore_cli::show(&settings, restore_cli::selector(&id, None)?).await
             }
             RestorePointsCommand::Create { admin } => restore_cli::create(&admin).await,
+        },
+        Command::Tables { command } => match command {
+            TablesCommand::List { settings } => tables_cli::list(&settings).await,
+            TablesCommand::Describe {
+                topic,
+                json,
+                settings,
+            } => tables_cli::show(&settings, &topic, json).await,
         },
         Command::Bench { args } => Err(hand_over_to_silt_bench("bench", args)),
         Command::Flights { args } => Err(hand_over_to_silt_bench("flights", args)),
