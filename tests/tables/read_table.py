@@ -16,6 +16,9 @@ Printed keys:
   duckdb_parquet      per partition counts from read_parquet over data/ (local tables)
   duckdb_iceberg      per partition counts from DuckDB's iceberg extension (local tables)
   polars              row count from polars.scan_iceberg
+  pyiceberg_sql       per partition counts through a SQL catalog (SQLite) the table is
+                      registered in
+  pyarrow             row count of pyarrow.dataset over data/ (local tables)
   carriers.*          with --carriers: carrier -> [count, avg(dep_delay)] from DuckDB,
                       pyiceberg+pyarrow, and from the CSV (--flights-csv)
 """
@@ -105,6 +108,25 @@ def main():
             })
         result["rows"] = rows
     result["polars"] = polars.scan_iceberg(table).select(polars.len()).collect().item()
+    # A SQL catalog (SQLite here) with the table registered by its metadata file.
+    import tempfile
+    from pyiceberg.catalog.sql import SqlCatalog
+    with tempfile.TemporaryDirectory() as catalog_dir:
+        catalog = SqlCatalog(
+            "silt",
+            uri=f"sqlite:///{catalog_dir}/catalog.db",
+            warehouse=f"file://{catalog_dir}",
+            **properties,
+        )
+        catalog.create_namespace("silt")
+        registered = catalog.register_table(("silt", "topic"), table.metadata_location)
+        con.register("registered", registered.scan().to_arrow())
+        result["pyiceberg_sql"] = per_partition(
+            con.execute(
+                'select partition, count(*), count(distinct "offset"), min("offset"), max("offset") '
+                "from registered group by 1 order by 1"
+            ).fetchall()
+        )
     if table_uri.startswith("file://"):
         path = table_uri[len("file://"):]
         result["duckdb_parquet"] = per_partition(
@@ -113,6 +135,8 @@ def main():
                 f"from read_parquet('{path}/data/**/*.parquet') group by 1 order by 1"
             ).fetchall()
         )
+        import pyarrow.dataset
+        result["pyarrow"] = pyarrow.dataset.dataset(f"{path}/data", format="parquet").count_rows()
         load_duckdb_iceberg(con)
         result["duckdb_iceberg"] = per_partition(
             con.execute(

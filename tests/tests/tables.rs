@@ -385,7 +385,7 @@ async fn json_table_types_values_and_keeps_records_that_do_not_fit() -> Result<(
     let table = read_table(&store, TOPIC, &["--rows"])?;
     let readers: &[&str] = match store {
         TierStore::Local { .. } => &["pyiceberg", "duckdb_parquet", "duckdb_iceberg"],
-        TierStore::S3 { .. } => &["pyiceberg"],
+        TierStore::S3 { .. } => &["pyiceberg", "pyiceberg_sql"],
     };
     check_exact(&table, &ends, readers)?;
     let rows = table["rows"].as_array().context("rows")?;
