@@ -106,6 +106,11 @@ pub struct ProduceArgs {
     /// keeps N live keys; 0 sends records without a key.
     #[arg(long, default_value_t = 0)]
     pub key_space: u64,
+    /// Values are JSON objects of `--record-size` bytes (`{"n": <record number>,
+    /// "x": 1.5, "ok": true, "s": "<padding>"}`), as a table topic in json mode takes
+    /// them; not with `bench e2e`.
+    #[arg(long)]
+    pub json_values: bool,
     /// Extra producer settings, `key=value` (repeatable).
     #[arg(long = "producer-config", value_name = "KEY=VALUE")]
     pub producer_config: Vec<String>,
@@ -509,6 +514,27 @@ fn make_payload(size: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Where the record number sits in a [`make_json_payload`] value: ten digits after
+/// `{"n":`.
+const JSON_NUMBER_AT: std::ops::Range<usize> = 5..15;
+
+/// A JSON object value of `size` bytes (at least 48) whose `n` is rewritten per record
+/// by [`set_json_number`].
+fn make_json_payload(size: usize) -> Vec<u8> {
+    let head = "{\"n\":1000000000,\"x\":1.5,\"ok\":true,\"s\":\"";
+    let padding = size.saturating_sub(head.len() + 2).max(1);
+    let mut payload = head.as_bytes().to_vec();
+    payload.extend(std::iter::repeat_n(b'a', padding));
+    payload.extend_from_slice(b"\"}");
+    payload
+}
+
+/// Writes record number `index` as `n` of a [`make_json_payload`] value.
+fn set_json_number(payload: &mut [u8], index: u64) {
+    let number = 1_000_000_000 + index % 1_000_000_000;
+    payload[JSON_NUMBER_AT].copy_from_slice(number.to_string().as_bytes());
+}
+
 /// Results of a produce run.
 #[derive(Debug, serde::Serialize)]
 pub struct ProduceReport {
@@ -708,7 +734,14 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         .context("creating producer")?;
     let steal_sampler = steal::StealSampler::start(stats.started);
 
-    let mut payload = make_payload(args.record_size);
+    if args.json_values && stamp {
+        bail!("--json-values is for bench produce, not e2e (e2e stamps the value)");
+    }
+    let mut payload = if args.json_values {
+        make_json_payload(args.record_size)
+    } else {
+        make_payload(args.record_size)
+    };
     if args.warmup_records > 0 {
         if stamp {
             // An e2e consumer skips values stamped 0.
@@ -757,6 +790,9 @@ fn run_produce(args: &ProduceArgs, stop: Option<&AtomicBool>) -> Result<ProduceR
         let mut enqueued_us = (now - stats.started).as_micros() as usize;
         while index < burst_end {
             let key = record_key(args.key_space, index);
+            if args.json_values {
+                set_json_number(&mut payload, index);
+            }
             let mut record =
                 BaseRecord::<[u8], [u8], usize>::with_opaque_to(&args.target.topic, enqueued_us)
                     .payload(payload.as_slice())
@@ -1346,4 +1382,19 @@ fn write_and_sync(path: &std::path::Path, total: u64, block_size: usize) -> Resu
     let write_seconds = started.elapsed().as_secs_f64();
     file.sync_all().context("fsync")?;
     Ok((write_seconds, started.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_payloads_parse_with_their_record_number() {
+        let mut payload = make_json_payload(100);
+        assert_eq!(payload.len(), 100);
+        set_json_number(&mut payload, 42);
+        let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(value["n"], 1_000_000_042u64);
+        assert_eq!(value["ok"], true);
+    }
 }
