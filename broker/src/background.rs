@@ -1,6 +1,7 @@
-//! Threads that do the log's housekeeping: starting writeback, allocating standby
-//! segment files, fsyncing rolled segments; and [`every`], the loop of the periodic
-//! async passes (retention, flush, ISR maintenance).
+//! Threads that do background work: the log's housekeeping (starting writeback,
+//! allocating standby segment files, fsyncing rolled segments), the key cleaners, and
+//! the table exporter's Parquet encoding ([`run_niced`]); and [`every`], the loop of
+//! the periodic async passes (retention, flush, ISR maintenance).
 //!
 //! They run at a lower CPU priority (nice [`BACKGROUND_NICE`]) than the threads
 //! serving requests. On a machine with few cores, six partitions rolling at once put
@@ -18,7 +19,7 @@ use tracing::debug;
 /// Nice value of background threads (request threads keep the process's, usually 0).
 /// Linux gives a nice-10 thread about a tenth of a nice-0 thread's CPU share while
 /// both are runnable.
-pub(crate) const BACKGROUND_NICE: i32 = 10;
+pub const BACKGROUND_NICE: i32 = 10;
 
 /// Starts a thread named `name` that lowers its own CPU priority to
 /// [`BACKGROUND_NICE`] and then runs `work`.
@@ -26,7 +27,7 @@ pub(crate) const BACKGROUND_NICE: i32 = 10;
 /// # Errors
 /// The thread could not be created. Failing to lower the priority is not an
 /// error: the work then runs at the default priority.
-pub(crate) fn spawn<T, F>(name: String, work: F) -> io::Result<JoinHandle<T>>
+pub fn spawn<T, F>(name: String, work: F) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -37,10 +38,30 @@ where
     })
 }
 
+/// Runs `work` on a new background thread named `name` (see [`spawn`]) and waits for
+/// it without blocking the async runtime (tokio's blocking pool serves the broker's
+/// disk I/O, so its threads are not reniced).
+///
+/// # Errors
+/// The thread could not be created, or `work` panicked.
+pub async fn run_niced<T, F>(name: &str, work: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let _thread = spawn(name.to_string(), move || {
+        let _receiver_gone = sender.send(work());
+    })?;
+    receiver
+        .await
+        .map_err(|_| io::Error::other(format!("background thread {name} panicked")))
+}
+
 /// Raises the calling thread's nice value to [`BACKGROUND_NICE`] unless it is
 /// higher already (a broker started under `nice -n 15` keeps 15). On Linux the nice
 /// value belongs to the thread, not the process (setpriority(2), NOTES).
-fn lower_priority() {
+pub fn lower_priority() {
     let thread = Some(rustix::thread::gettid());
     let lowered = rustix::process::getpriority_process(thread).and_then(|nice| {
         if nice < BACKGROUND_NICE {

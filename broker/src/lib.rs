@@ -7,7 +7,7 @@
 //! [`GroupCoordinator`] with its `__consumer_offsets` store. `test_util` (feature
 //! `test-util`) is the test kit every crate's tests build record batches with.
 
-mod background;
+pub mod background;
 pub mod broker_lifecycle;
 pub mod checkpoint;
 pub mod cleaning;

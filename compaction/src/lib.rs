@@ -16,7 +16,6 @@
 //! [`RemoteLogCleaner`] ([`remote_cleaner`]); their local tier only holds what is not
 //! yet copied (and `local.retention.*` worth of copies), so the local cleaner leaves it.
 
-mod background;
 pub mod cleaner;
 mod error;
 mod log_cleaner;

@@ -15,9 +15,9 @@ use silt_broker::partition::Partition;
 use silt_broker::replica_manager::now_ms;
 use tracing::{debug, info, warn};
 
-use crate::background::lower_thread_priority;
 use crate::cleaner::{Cleaner, CleanerConfig, log_pass, plan};
 use crate::throttler::Throttler;
+use silt_broker::background::lower_priority;
 
 /// The broker settings of the cleaner, under Kafka's names.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ impl LogCleaner {
                 std::thread::Builder::new()
                     .name(format!("log-cleaner-{index}"))
                     .spawn(move || {
-                        lower_thread_priority();
+                        lower_priority();
                         run(&shared, threads);
                     })
                     .map_err(|error| warn!(%error, "starting a log cleaner thread failed"))

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use silt_broker::ReplicaManager;
+use silt_broker::background::run_niced;
 use silt_broker::cleaning::{CleaningView, SealedSegment, scratch_path};
 use silt_broker::log_config::LogConfig;
 use silt_broker::partition::Partition;
@@ -37,7 +38,6 @@ use silt_tiering::{CleanedSegment, RemoteLogManager};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::background::run_niced;
 use crate::cleaner::{
     Cleaner, CleanerConfig, CleanerStats, ReplacementTarget, RetainRules, clean_group,
     delete_horizon, group_by_size, is_due, map_segment, megabytes_per_second,
@@ -45,6 +45,9 @@ use crate::cleaner::{
 use crate::error::CleanerError;
 use crate::offset_map::OffsetMap;
 use crate::throttler::Throttler;
+
+/// Name of the threads a remote pass's CPU and disk work runs on (nice 10).
+const REMOTE_CLEANER_THREAD: &str = "remote-cleaner";
 
 /// One readable remote segment as a pass sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -420,7 +423,7 @@ impl RemoteLogCleaner {
                 .await?;
             let cleaner = self.cleaner.clone();
             let from = start.max(piece.start);
-            let (returned, mapped, pass_stats) = run_niced(move || {
+            let (returned, mapped, pass_stats) = run_niced(REMOTE_CLEANER_THREAD, move || {
                 let mut pass_stats = CleanerStats::default();
                 let mapped = map_segment(&path, from, limit, &mut map, &cleaner, &mut pass_stats);
                 remove_scratch(&path);
@@ -468,14 +471,17 @@ impl RemoteLogCleaner {
             .map(|segment| segment.log_path.clone())
             .collect();
         if let Err(error) = downloaded {
-            run_niced(move || downloads.iter().for_each(|path| remove_scratch(path))).await?;
+            run_niced(REMOTE_CLEANER_THREAD, move || {
+                downloads.iter().for_each(|path| remove_scratch(path))
+            })
+            .await?;
             return Err(error);
         }
         let cleaner = self.cleaner.clone();
         let (view_for_task, map_for_task) = (Arc::clone(view), Arc::clone(map));
         let (first_dirty_offset, delete_horizon_ms) =
             (plan.first_dirty_offset, plan.delete_horizon_ms);
-        let (cleaned, group_stats) = run_niced(move || {
+        let (cleaned, group_stats) = run_niced(REMOTE_CLEANER_THREAD, move || {
             let mut group_stats = CleanerStats::default();
             let rules = RetainRules {
                 map: &map_for_task,
@@ -509,13 +515,13 @@ impl RemoteLogCleaner {
             && group_stats.records_removed == 0
             && cleaned.size_bytes == bytes_before;
         if unchanged {
-            run_niced(move || cleaned.remove()).await?;
+            run_niced(REMOTE_CLEANER_THREAD, move || cleaned.remove()).await?;
             stats.pass.segments_after += 1;
             stats.pass.bytes_after += bytes_before;
             return Ok(true);
         }
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
-            run_niced(move || cleaned.remove()).await?;
+            run_niced(REMOTE_CLEANER_THREAD, move || cleaned.remove()).await?;
             return Ok(true);
         };
         let upload = CleanedSegment {
@@ -533,7 +539,7 @@ impl RemoteLogCleaner {
             .replace_remote_segments(partition, &replaced, &upload)
             .await;
         let size_after = cleaned.size_bytes;
-        run_niced(move || cleaned.remove()).await?;
+        run_niced(REMOTE_CLEANER_THREAD, move || cleaned.remove()).await?;
         let swapped = swapped?;
         if swapped.is_some() {
             stats.segments_swapped += 1;
@@ -556,7 +562,7 @@ impl RemoteLogCleaner {
             view.dir.clone(),
             format!("remote-{}.log", segment.segment_id),
         );
-        let path = run_niced(move || scratch_path(&dir, &name)).await??;
+        let path = run_niced(REMOTE_CLEANER_THREAD, move || scratch_path(&dir, &name)).await??;
         match self
             .remote
             .download_segment_log(partition, segment, &path)
@@ -566,11 +572,11 @@ impl RemoteLogCleaner {
                 stats.bytes_downloaded += bytes;
                 let cleaner = self.cleaner.clone();
                 // The download counts against the cleaner's I/O rate too.
-                run_niced(move || cleaner.throttle(bytes)).await?;
+                run_niced(REMOTE_CLEANER_THREAD, move || cleaner.throttle(bytes)).await?;
                 Ok(path)
             }
             Err(error) => {
-                run_niced(move || remove_scratch(&path)).await?;
+                run_niced(REMOTE_CLEANER_THREAD, move || remove_scratch(&path)).await?;
                 Err(CleanerError::Remote(error))
             }
         }

@@ -475,6 +475,36 @@ mod tests {
         assert_eq!(day_of(-1), -1);
     }
 
+    fn record(value: &str) -> ExportRecord {
+        ExportRecord {
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            timestamp_type: "CreateTime",
+            key: None,
+            headers: Vec::new(),
+            value: Some(Bytes::from(value.to_string())),
+        }
+    }
+
+    #[test]
+    fn new_fields_take_the_widest_type_their_values_need() {
+        let records = [
+            record(r#"{"a": 1, "b": "x", "c": null, "d": 1, "known": 1}"#),
+            record(r#"{"a": 2.5, "b": 3, "d": 2}"#),
+            record("\"not an object\""),
+        ];
+        let known = [("known".to_string(), ValueType::Long)];
+        assert_eq!(
+            new_json_fields(&records, &known),
+            vec![
+                ("a".to_string(), ValueType::Double),
+                ("b".to_string(), ValueType::Json),
+                ("d".to_string(), ValueType::Long),
+            ]
+        );
+    }
+
     #[test]
     fn cells_fit_or_say_why_not() {
         assert_eq!(

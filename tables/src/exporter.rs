@@ -47,10 +47,14 @@ use crate::catalog::{LoadedTable, TableStore};
 use crate::convert::{ExportRecord, day_of, decode_batches, new_json_fields, to_record_batch};
 use crate::maintenance::{MaintenanceConfig, MaintenanceStats, maintain};
 use crate::schema::{
-    ValueFormat, ValueType, infer_fields, parse_value_schema, partition_spec, sort_order,
-    table_schema, value_columns, value_field,
+    ValueFormat, ValueType, parse_value_schema, partition_spec, sort_order, table_schema,
+    value_columns, value_field,
 };
 use crate::summary::{PartitionRange, commit_summary, partition_range};
+use silt_broker::background::run_niced;
+
+/// Name of the threads the exporter's decoding and encoding run on (nice 10).
+pub(crate) const EXPORT_THREAD: &str = "table-exporter";
 
 /// Exporter settings (broker configs).
 #[derive(Debug, Clone)]
@@ -285,6 +289,7 @@ impl TableExporter {
         let read_from = from.max(log_start_offset);
         let (records, next_offset, bytes) =
             self.read(&topic, index, read_from, high_watermark).await?;
+        let records = Arc::new(records);
         if next_offset <= from {
             return Ok(RoundStats::default());
         }
@@ -301,7 +306,13 @@ impl TableExporter {
             end: next_offset,
             records: records.len() as i64,
         };
-        let files = self.write_files(&loaded, index, &records).await?;
+        // Arrow and Parquet encoding is CPU work: off the runtime, at a lower priority.
+        let handle = tokio::runtime::Handle::current();
+        let (to_write, rows) = (loaded.clone(), Arc::clone(&records));
+        let files = run_niced(EXPORT_THREAD, move || {
+            handle.block_on(write_files(&to_write, index, &rows))
+        })
+        .await??;
         let file_count = files.len();
         let committed = self
             .commit(&topic, index, loaded, covered, added, files)
@@ -388,7 +399,9 @@ impl TableExporter {
                     },
                 )
                 .await?;
-            let decoded = decode_batches(partition, next, &read.records)?;
+            let buf = read.records;
+            let decoded =
+                run_niced(EXPORT_THREAD, move || decode_batches(partition, next, &buf)).await??;
             if decoded.next_offset <= next {
                 break;
             }
@@ -409,18 +422,15 @@ impl TableExporter {
         topic: &str,
         format: ValueFormat,
         config: &LogConfig,
-        records: &[ExportRecord],
+        records: &Arc<Vec<ExportRecord>>,
     ) -> Result<LoadedTable, TableError> {
         let fields = match format {
             ValueFormat::Raw => Vec::new(),
             ValueFormat::Json => match parse_value_schema(&config.table_value_schema)? {
                 Some(fields) => fields,
                 None => {
-                    let values: Vec<serde_json::Value> = records
-                        .iter()
-                        .filter_map(|record| serde_json::from_slice(record.value.as_deref()?).ok())
-                        .collect();
-                    infer_fields(&values)
+                    let records = Arc::clone(records);
+                    run_niced(EXPORT_THREAD, move || new_json_fields(&records, &[])).await?
                 }
             },
         };
@@ -457,7 +467,7 @@ impl TableExporter {
     async fn add_new_fields(
         &self,
         loaded: LoadedTable,
-        records: &[ExportRecord],
+        records: &Arc<Vec<ExportRecord>>,
     ) -> Result<LoadedTable, TableError> {
         let metadata = loaded.table.metadata();
         let declared = metadata
@@ -468,7 +478,9 @@ impl TableExporter {
             return Ok(loaded);
         }
         let known = value_columns(metadata.current_schema());
-        let new_fields = new_json_fields(records, &known);
+        let records = Arc::clone(records);
+        let new_fields =
+            run_niced(EXPORT_THREAD, move || new_json_fields(&records, &known)).await?;
         if new_fields.is_empty() {
             return Ok(loaded);
         }
@@ -491,62 +503,6 @@ impl TableExporter {
         let updated = self.tables.commit(&loaded, transaction).await?;
         info!(topic = loaded.table.identifier().name(), fields = ?names, "table columns added");
         Ok(updated)
-    }
-
-    /// One Parquet file per day of `records` (sorted by offset), under
-    /// `data/partition=<p>/timestamp_day=<day>/`.
-    async fn write_files(
-        &self,
-        loaded: &LoadedTable,
-        partition: i32,
-        records: &[ExportRecord],
-    ) -> Result<Vec<DataFile>, TableError> {
-        let metadata = loaded.table.metadata();
-        let schema = Arc::clone(metadata.current_schema());
-        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
-        let value_types: BTreeMap<String, ValueType> = value_columns(&schema).into_iter().collect();
-        let spec = metadata.default_partition_spec();
-        let mut by_day: BTreeMap<i32, Vec<ExportRecord>> = BTreeMap::new();
-        for record in records {
-            by_day
-                .entry(day_of(record.timestamp_ms))
-                .or_default()
-                .push(record.clone());
-        }
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let file_io = loaded.table.file_io().clone();
-        let mut files = Vec::with_capacity(by_day.len());
-        for (day, day_records) in by_day {
-            let batch = to_record_batch(&arrow_schema, &value_types, &day_records)?;
-            let partition_value =
-                Struct::from_iter([Some(Literal::int(partition)), Some(Literal::date(day))]);
-            let directory = spec.partition_to_path(&partition_value, Arc::clone(&schema));
-            let first = day_records.first().map_or(0, |record| record.offset);
-            let last = day_records.last().map_or(0, |record| record.offset);
-            let location = format!(
-                "{}/data/{directory}/{first:020}-{last:020}-{}.parquet",
-                metadata.location(),
-                uuid::Uuid::new_v4()
-            );
-            let mut writer = ParquetWriterBuilder::new(properties.clone(), Arc::clone(&schema))
-                .build(file_io.new_output(&location)?)
-                .await?;
-            writer.write(&batch).await?;
-            for builder in writer.close().await? {
-                let mut builder = builder;
-                files.push(
-                    builder
-                        .content(DataContentType::Data)
-                        .partition(partition_value.clone())
-                        .partition_spec_id(spec.spec_id())
-                        .build()
-                        .map_err(|error| TableError::Schema(format!("data file entry: {error}")))?,
-                );
-            }
-        }
-        Ok(files)
     }
 
     /// Commits `files` (covering `added`) on `loaded`; on a newer version retries on it
@@ -769,4 +725,59 @@ pub async fn referenced_files(loaded: &LoadedTable) -> Result<HashSet<String>, T
 /// Every partition's range in the current snapshot of `loaded`.
 pub fn covered_ranges(loaded: &LoadedTable) -> BTreeMap<i32, PartitionRange> {
     crate::summary::partition_ranges(&loaded.summary())
+}
+
+/// One Parquet file per day of `records` (sorted by offset), under
+/// `data/partition=<p>/timestamp_day=<day>/`.
+async fn write_files(
+    loaded: &LoadedTable,
+    partition: i32,
+    records: &[ExportRecord],
+) -> Result<Vec<DataFile>, TableError> {
+    let metadata = loaded.table.metadata();
+    let schema = Arc::clone(metadata.current_schema());
+    let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
+    let value_types: BTreeMap<String, ValueType> = value_columns(&schema).into_iter().collect();
+    let spec = metadata.default_partition_spec();
+    let mut by_day: BTreeMap<i32, Vec<ExportRecord>> = BTreeMap::new();
+    for record in records {
+        by_day
+            .entry(day_of(record.timestamp_ms))
+            .or_default()
+            .push(record.clone());
+    }
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let file_io = loaded.table.file_io().clone();
+    let mut files = Vec::with_capacity(by_day.len());
+    for (day, day_records) in by_day {
+        let batch = to_record_batch(&arrow_schema, &value_types, &day_records)?;
+        let partition_value =
+            Struct::from_iter([Some(Literal::int(partition)), Some(Literal::date(day))]);
+        let directory = spec.partition_to_path(&partition_value, Arc::clone(&schema));
+        let first = day_records.first().map_or(0, |record| record.offset);
+        let last = day_records.last().map_or(0, |record| record.offset);
+        let location = format!(
+            "{}/data/{directory}/{first:020}-{last:020}-{}.parquet",
+            metadata.location(),
+            uuid::Uuid::new_v4()
+        );
+        let mut writer = ParquetWriterBuilder::new(properties.clone(), Arc::clone(&schema))
+            .build(file_io.new_output(&location)?)
+            .await?;
+        writer.write(&batch).await?;
+        for builder in writer.close().await? {
+            let mut builder = builder;
+            files.push(
+                builder
+                    .content(DataContentType::Data)
+                    .partition(partition_value.clone())
+                    .partition_spec_id(spec.spec_id())
+                    .build()
+                    .map_err(|error| TableError::Schema(format!("data file entry: {error}")))?,
+            );
+        }
+    }
+    Ok(files)
 }

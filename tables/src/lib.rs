@@ -48,6 +48,9 @@ pub enum TableError {
     /// The table's schema has a column the exporter cannot fill.
     #[error("table schema: {0}")]
     Schema(String),
+    /// A background thread could not start or panicked.
+    #[error("background thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// A `table.*` setting is invalid; the message says what to give instead.
     #[error("{0}")]
     InvalidSetting(String),

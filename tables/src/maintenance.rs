@@ -38,7 +38,9 @@ use tracing::info;
 
 use crate::TableError;
 use crate::catalog::{LoadedTable, TableStore};
+use crate::exporter::EXPORT_THREAD;
 use crate::summary::{PartitionRange, partition_ranges};
+use silt_broker::background::run_niced;
 
 /// Maintenance settings (broker configs).
 #[derive(Debug, Clone)]
@@ -293,7 +295,19 @@ async fn rewrite(
         .ok_or_else(|| TableError::Conflict("the table has no snapshot".to_string()))?;
     let mut written: Vec<(DataFile, Vec<&LiveFile>)> = Vec::new();
     for bin in bins {
-        match merge(loaded, bin).await {
+        // Reading, sorting and encoding is CPU work: off the runtime, at a lower priority.
+        let handle = tokio::runtime::Handle::current();
+        let (table, files): (LoadedTable, Vec<LiveFile>) = (
+            loaded.clone(),
+            bin.iter().map(|file| (*file).clone()).collect(),
+        );
+        let merged = run_niced(EXPORT_THREAD, move || {
+            handle.block_on(merge(&table, &files))
+        })
+        .await
+        .map_err(TableError::from)
+        .and_then(|merged| merged);
+        match merged {
             Ok(file) => written.push((file, bin.clone())),
             Err(error) => {
                 delete_data_files(tables, written.iter().map(|(file, _)| file)).await;
@@ -318,7 +332,7 @@ async fn delete_data_files<'a>(tables: &TableStore, files: impl Iterator<Item = 
 
 /// Reads `bin` (files of one partition and day) in the current schema and writes it
 /// back as one file sorted by offset.
-async fn merge(loaded: &LoadedTable, bin: &[&LiveFile]) -> Result<DataFile, TableError> {
+async fn merge(loaded: &LoadedTable, bin: &[LiveFile]) -> Result<DataFile, TableError> {
     let metadata = loaded.table.metadata();
     let schema = Arc::clone(metadata.current_schema());
     let spec = Arc::clone(metadata.default_partition_spec());

@@ -17,7 +17,6 @@
 //!
 //! Partitioned by `identity(partition)` and `day(timestamp)`; sorted by `offset`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use iceberg::spec::{
@@ -266,25 +265,6 @@ pub fn field_name(column: &str) -> &str {
     }
 }
 
-/// Infers value fields from JSON `values` (those that are objects): each field's type
-/// is the widest its non-null values need; fields only ever null are left out (a later
-/// commit adds them when a value shows up). Fields are in name order.
-pub fn infer_fields<'a>(values: impl IntoIterator<Item = &'a serde_json::Value>) -> ValueFields {
-    let mut types: BTreeMap<String, ValueType> = BTreeMap::new();
-    for value in values {
-        let Some(object) = value.as_object() else {
-            continue;
-        };
-        for (name, field) in object {
-            if let Some(found) = ValueType::of(field) {
-                let widened = types.get(name).map_or(found, |known| known.widen(found));
-                let _ = types.insert(name.clone(), widened);
-            }
-        }
-    }
-    types.into_iter().collect()
-}
-
 /// The table schema for `format` with json `fields` (ignored in raw mode).
 ///
 /// # Errors
@@ -454,22 +434,5 @@ mod tests {
         }
         assert_eq!(column_name("offset"), "value_offset");
         assert_eq!(column_name("value_x"), "value_x");
-    }
-
-    #[test]
-    fn inference_widens() {
-        let values: Vec<serde_json::Value> = vec![
-            serde_json::json!({"a": 1, "b": "x", "c": null, "d": 1}),
-            serde_json::json!({"a": 2.5, "b": 3, "d": 2}),
-            serde_json::json!("not an object"),
-        ];
-        assert_eq!(
-            infer_fields(&values),
-            vec![
-                ("a".to_string(), ValueType::Double),
-                ("b".to_string(), ValueType::Json),
-                ("d".to_string(), ValueType::Long),
-            ]
-        );
     }
 }
