@@ -273,6 +273,7 @@ impl TableExporter {
         let index = partition.partition;
         let loaded = self.tables.load(&topic).await?;
         if let Some(loaded) = &loaded {
+            check_topic_id(loaded, &partition.topic_id.to_string())?;
             self.sweep_orphans_if_due(partition, loaded).await;
         }
         let covered = loaded
@@ -296,7 +297,11 @@ impl TableExporter {
         let format = ValueFormat::parse(&config.table_value_format)?;
         let mut loaded = match loaded {
             Some(loaded) => loaded,
-            None => self.create_table(&topic, format, &config, &records).await?,
+            None => {
+                let topic_id = partition.topic_id.to_string();
+                self.create_table(&topic, &topic_id, format, &config, &records)
+                    .await?
+            }
         };
         if format == ValueFormat::Json {
             loaded = self.add_new_fields(loaded, &records).await?;
@@ -420,6 +425,7 @@ impl TableExporter {
     async fn create_table(
         &self,
         topic: &str,
+        topic_id: &str,
         format: ValueFormat,
         config: &LogConfig,
         records: &Arc<Vec<ExportRecord>>,
@@ -446,6 +452,7 @@ impl TableExporter {
                     "zstd".to_string(),
                 ),
                 ("silt.topic".to_string(), topic.to_string()),
+                (TOPIC_ID_PROPERTY.to_string(), topic_id.to_string()),
                 (
                     "silt.value.format".to_string(),
                     config.table_value_format.clone(),
@@ -678,6 +685,22 @@ impl TableExporter {
         ];
         metrics::gauge!("silt_table_export_lag_offsets", &labels).set(lag.lag_offsets as f64);
         metrics::gauge!("silt_table_export_lag_ms", &labels).set(lag.lag_ms as f64);
+    }
+}
+
+/// The table property naming the topic id a table was created for.
+const TOPIC_ID_PROPERTY: &str = "silt.topic-id";
+
+/// Refuses a table created for an earlier topic of the same name (deleted and created
+/// again): its offsets are another log's.
+fn check_topic_id(loaded: &LoadedTable, topic_id: &str) -> Result<(), TableError> {
+    match loaded.table.metadata().properties().get(TOPIC_ID_PROPERTY) {
+        Some(owner) if owner != topic_id => Err(TableError::InvalidSetting(format!(
+            "the table at {} belongs to an earlier topic of this name (topic id {owner}, now \
+             {topic_id}); move or delete it to export this topic",
+            loaded.table.metadata().location()
+        ))),
+        _ => Ok(()),
     }
 }
 

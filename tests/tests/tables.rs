@@ -833,3 +833,52 @@ async fn maintenance_merges_small_files_applies_retention_and_expires_snapshots(
     drop(silt);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_a_deleted_topic_is_not_appended_to_by_its_successor() -> Result<()> {
+    const TOPIC: &str = "reborn";
+    let work = tempfile::tempdir()?;
+    let store = TierStore::Local {
+        dir: work.path().join("objects"),
+    };
+    let silt = store
+        .apply(SiltOptions::new().flag("--table-export-interval-ms", 100))
+        .start()?;
+    let bootstrap = silt.bootstrap();
+    create_topic(&bootstrap, TOPIC, 1, &[("table.enable", "true")]).await?;
+    let producer = producer(&bootstrap, &[("acks", "all")])?;
+    produce_numbered(&producer, TOPIC, 0, 10).await?;
+    wait_exported(&silt, TOPIC, &[10], Duration::from_secs(60))?;
+    let tables = table_store(&store)?;
+    let before = tables.load(TOPIC).await?.context("no table")?.version;
+
+    silt.cli_ok(&["topics", "delete", TOPIC])?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    create_topic(&bootstrap, TOPIC, 1, &[("table.enable", "true")]).await?;
+    produce_numbered(&producer, TOPIC, 0, 5).await?;
+    // The new topic's offsets 0..5 are not the old table's: the exporter refuses, says
+    // why, and leaves the table as it was.
+    wait_until(
+        "the exporter to refuse the old table",
+        Duration::from_secs(60),
+        || {
+            Ok(silt
+                .log()
+                .contains("belongs to an earlier topic of this name")
+                .then_some(()))
+        },
+    )?;
+    let after = tables.load(TOPIC).await?.context("no table")?;
+    ensure!(
+        after.version == before,
+        "the old table was committed to: v{before} -> v{}",
+        after.version
+    );
+    let covered = silt_tables::exporter::covered_ranges(&after);
+    ensure!(
+        covered[&0].end == 10 && covered[&0].records == 10,
+        "{covered:?}"
+    );
+    drop(silt);
+    Ok(())
+}
