@@ -38,6 +38,9 @@ pub struct ExportRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
     /// Value, None for a tombstone.
     pub value: Option<Bytes>,
+    /// The value as json mode reads it, parsed once when the record was decoded (None
+    /// in raw mode).
+    pub parsed: Option<Arc<ParsedValue>>,
 }
 
 /// What one read of the log holds from offset `from` on.
@@ -53,11 +56,17 @@ pub struct DecodedRead {
 
 /// Decodes the whole batches of `buf` (a read of `partition` at `from`): control
 /// batches and records before `from` are skipped, records of compressed batches
-/// decompressed. A trailing partial batch is left for the next read.
+/// decompressed, and with `json` each value parsed once for the rest of the round. A
+/// trailing partial batch is left for the next read.
 ///
 /// # Errors
 /// [`TableError::Batch`] when a batch does not decode.
-pub fn decode_batches(partition: i32, from: i64, buf: &Bytes) -> Result<DecodedRead, TableError> {
+pub fn decode_batches(
+    partition: i32,
+    from: i64,
+    buf: &Bytes,
+    json: bool,
+) -> Result<DecodedRead, TableError> {
     let mut read = DecodedRead {
         next_offset: from,
         ..DecodedRead::default()
@@ -93,6 +102,8 @@ pub fn decode_batches(partition: i32, from: i64, buf: &Bytes) -> Result<DecodedR
                     )
                 })
                 .collect();
+            let value = entry.value.map(|value| section.slice(value));
+            let parsed = json.then(|| Arc::new(parse_json(value.as_ref())));
             read.records.push(ExportRecord {
                 partition,
                 offset: entry.offset,
@@ -100,7 +111,8 @@ pub fn decode_batches(partition: i32, from: i64, buf: &Bytes) -> Result<DecodedR
                 timestamp_type,
                 key: entry.key.map(|key| section.slice(key)),
                 headers,
-                value: entry.value.map(|value| section.slice(value)),
+                value,
+                parsed,
             });
         }
     }
@@ -122,25 +134,39 @@ fn binary_array(data_type: &DataType, values: Vec<Option<&[u8]>>) -> Result<Arra
     }
 }
 
-/// The value columns of one record in json mode: each field's JSON value, or why the
-/// record does not fit.
-enum JsonValue {
+/// A record's value as json mode reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedValue {
+    /// A JSON object: its top-level fields.
     Fields(serde_json::Map<String, serde_json::Value>),
+    /// A null value.
     Tombstone,
+    /// Not JSON, or not an object: why.
     Unfit(String),
 }
 
-fn parse_json(value: Option<&Bytes>) -> JsonValue {
+/// Parses one value for json mode.
+pub fn parse_json(value: Option<&Bytes>) -> ParsedValue {
     let Some(bytes) = value else {
-        return JsonValue::Tombstone;
+        return ParsedValue::Tombstone;
     };
     match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(serde_json::Value::Object(fields)) => JsonValue::Fields(fields),
-        Ok(other) => JsonValue::Unfit(format!(
+        Ok(serde_json::Value::Object(fields)) => ParsedValue::Fields(fields),
+        Ok(other) => ParsedValue::Unfit(format!(
             "the value is a JSON {}, not an object",
             json_kind(&other)
         )),
-        Err(error) => JsonValue::Unfit(format!("the value is not JSON: {error}")),
+        Err(error) => ParsedValue::Unfit(format!("the value is not JSON: {error}")),
+    }
+}
+
+impl ExportRecord {
+    /// The value as json mode reads it: the parse made at decoding, else a new one.
+    fn json(&self) -> std::borrow::Cow<'_, ParsedValue> {
+        match &self.parsed {
+            Some(parsed) => std::borrow::Cow::Borrowed(parsed.as_ref()),
+            None => std::borrow::Cow::Owned(parse_json(self.value.as_ref())),
+        }
     }
 }
 
@@ -207,18 +233,19 @@ pub fn new_json_fields(
         known.iter().map(|(column, _)| field_name(column)).collect();
     let mut found: BTreeMap<String, ValueType> = BTreeMap::new();
     for record in records {
-        let JsonValue::Fields(fields) = parse_json(record.value.as_ref()) else {
+        let parsed = record.json();
+        let ParsedValue::Fields(fields) = parsed.as_ref() else {
             continue;
         };
         for (name, value) in fields {
             if known.contains(name.as_str()) {
                 continue;
             }
-            if let Some(value_type) = ValueType::of(&value) {
+            if let Some(value_type) = ValueType::of(value) {
                 let widened = found
-                    .get(&name)
+                    .get(name)
                     .map_or(value_type, |seen| seen.widen(value_type));
-                let _ = found.insert(name, widened);
+                let _ = found.insert(name.clone(), widened);
             }
         }
     }
@@ -236,20 +263,17 @@ pub fn to_record_batch(
     value_types: &BTreeMap<String, ValueType>,
     records: &[ExportRecord],
 ) -> Result<RecordBatch, TableError> {
-    let json: Vec<JsonValue> = if value_types.is_empty() && schema.field_with_name("value").is_ok()
-    {
-        Vec::new()
-    } else {
-        records
-            .iter()
-            .map(|record| parse_json(record.value.as_ref()))
-            .collect()
-    };
+    let json: Vec<std::borrow::Cow<'_, ParsedValue>> =
+        if value_types.is_empty() && schema.field_with_name("value").is_ok() {
+            Vec::new()
+        } else {
+            records.iter().map(ExportRecord::json).collect()
+        };
     // A record whose value does not fit one column goes whole to `_raw_value`.
     let mut unfit: Vec<Option<String>> = json
         .iter()
-        .map(|parsed| match parsed {
-            JsonValue::Unfit(reason) => Some(reason.clone()),
+        .map(|parsed| match parsed.as_ref() {
+            ParsedValue::Unfit(reason) => Some(reason.clone()),
             _ => None,
         })
         .collect();
@@ -258,8 +282,8 @@ pub fn to_record_batch(
         let field = field_name(column);
         let mut column_cells = Vec::with_capacity(records.len());
         for (row, parsed) in json.iter().enumerate() {
-            let value = match parsed {
-                JsonValue::Fields(fields) => fields.get(field),
+            let value = match parsed.as_ref() {
+                ParsedValue::Fields(fields) => fields.get(field),
                 _ => None,
             };
             match value.map(|value| cell(*value_type, value)) {
@@ -484,6 +508,7 @@ mod tests {
             key: None,
             headers: Vec::new(),
             value: Some(Bytes::from(value.to_string())),
+            parsed: None,
         }
     }
 

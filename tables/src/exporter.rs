@@ -286,15 +286,24 @@ impl TableExporter {
         if from >= high_watermark {
             return Ok(RoundStats::default());
         }
+        // A table keeps the format it was created with, whatever the config says now.
+        let format = match loaded
+            .as_ref()
+            .and_then(|loaded| loaded.table.metadata().properties().get(FORMAT_PROPERTY))
+        {
+            Some(created_with) => ValueFormat::parse(created_with)?,
+            None => ValueFormat::parse(&config.table_value_format)?,
+        };
         // Offsets retention removed before they were exported are absent.
         let read_from = from.max(log_start_offset);
-        let (records, next_offset, bytes) =
-            self.read(&topic, index, read_from, high_watermark).await?;
+        let json = format == ValueFormat::Json;
+        let (records, next_offset, bytes) = self
+            .read(&topic, index, read_from, high_watermark, json)
+            .await?;
         let records = Arc::new(records);
         if next_offset <= from {
             return Ok(RoundStats::default());
         }
-        let format = ValueFormat::parse(&config.table_value_format)?;
         let mut loaded = match loaded {
             Some(loaded) => loaded,
             None => {
@@ -386,6 +395,7 @@ impl TableExporter {
         partition: i32,
         from: i64,
         high_watermark: i64,
+        json: bool,
     ) -> Result<(Vec<ExportRecord>, i64, u64), TableError> {
         let mut records = Vec::new();
         let mut next = from;
@@ -405,8 +415,10 @@ impl TableExporter {
                 )
                 .await?;
             let buf = read.records;
-            let decoded =
-                run_niced(EXPORT_THREAD, move || decode_batches(partition, next, &buf)).await??;
+            let decoded = run_niced(EXPORT_THREAD, move || {
+                decode_batches(partition, next, &buf, json)
+            })
+            .await??;
             if decoded.next_offset <= next {
                 break;
             }
@@ -454,11 +466,11 @@ impl TableExporter {
                 ("silt.topic".to_string(), topic.to_string()),
                 (TOPIC_ID_PROPERTY.to_string(), topic_id.to_string()),
                 (
-                    "silt.value.format".to_string(),
+                    FORMAT_PROPERTY.to_string(),
                     config.table_value_format.clone(),
                 ),
                 (
-                    "silt.value.schema".to_string(),
+                    SCHEMA_PROPERTY.to_string(),
                     config.table_value_schema.clone(),
                 ),
             ])
@@ -479,7 +491,7 @@ impl TableExporter {
         let metadata = loaded.table.metadata();
         let declared = metadata
             .properties()
-            .get("silt.value.schema")
+            .get(SCHEMA_PROPERTY)
             .is_some_and(|schema| !schema.trim().is_empty());
         if declared {
             return Ok(loaded);
@@ -688,6 +700,20 @@ impl TableExporter {
     }
 }
 
+/// How table files are written: zstd at level 1 (the cheapest level: the exporter's
+/// CPU competes with the hot path; Parquet's encodings do most of the shrinking).
+pub(crate) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .build()
+}
+
+/// The table property naming the value format a table was created with.
+const FORMAT_PROPERTY: &str = "silt.value.format";
+
+/// The table property holding the `table.value.schema` a table was created with.
+const SCHEMA_PROPERTY: &str = "silt.value.schema";
+
 /// The table property naming the topic id a table was created for.
 const TOPIC_ID_PROPERTY: &str = "silt.topic-id";
 
@@ -769,9 +795,7 @@ async fn write_files(
             .or_default()
             .push(record.clone());
     }
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+    let properties = writer_properties();
     let file_io = loaded.table.file_io().clone();
     let mut files = Vec::with_capacity(by_day.len());
     for (day, day_records) in by_day {

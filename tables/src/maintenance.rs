@@ -32,13 +32,11 @@ use iceberg::spec::{
 use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
 use iceberg::{TableRequirement, TableUpdate};
 use object_store::ObjectStoreExt;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use tracing::info;
 
 use crate::TableError;
 use crate::catalog::{LoadedTable, TableStore};
-use crate::exporter::EXPORT_THREAD;
+use crate::exporter::{EXPORT_THREAD, writer_properties};
 use crate::summary::{PartitionRange, partition_ranges};
 use silt_broker::background::run_niced;
 
@@ -401,9 +399,7 @@ async fn merge(loaded: &LoadedTable, bin: &[LiveFile]) -> Result<DataFile, Table
         metadata.location(),
         uuid::Uuid::new_v4()
     );
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+    let properties = writer_properties();
     let mut writer = ParquetWriterBuilder::new(properties, Arc::clone(&schema))
         .build(loaded.table.file_io().new_output(&location)?)
         .await?;

@@ -216,6 +216,28 @@ async fn orphans(store: &TierStore, topic: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// A broker making small commits (hundreds for a backlog of megabytes), so that faults
+/// land between a file's write and its commit, and sweeping orphans as soon as it finds
+/// them.
+fn small_commits() -> SiltOptions {
+    SiltOptions::new()
+        .flag("--table-export-interval-ms", 100)
+        .flag("--table-export-max-bytes", 16_384)
+        .flag("--table-orphan-grace-ms", 0)
+}
+
+/// An idempotent producer of small batches, so that the exporter's commits are small.
+fn small_batch_producer(bootstrap: &str) -> Result<rdkafka::producer::FutureProducer> {
+    producer(
+        bootstrap,
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("batch.size", "8192"),
+        ],
+    )
+}
+
 fn ends_of(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> {
     Ok(watermarks(bootstrap, topic, partitions)?
         .into_iter()
@@ -455,27 +477,10 @@ async fn sigkill_during_export_leaves_no_duplicate_and_no_gap() -> Result<()> {
     let work = tempfile::tempdir()?;
     let store = TierStore::from_env_or_local(&work.path().join("objects"));
     eprintln!("tables in {}", store.describe());
-    // Small commits, so that kills land between a file's write and its commit; orphans
-    // are swept as soon as they are found.
-    let mut silt = store
-        .apply(
-            SiltOptions::new()
-                .flag("--table-export-interval-ms", 100)
-                .flag("--table-export-max-bytes", 16_384)
-                .flag("--table-orphan-grace-ms", 0),
-        )
-        .start()?;
+    let mut silt = store.apply(small_commits()).start()?;
     let bootstrap = silt.bootstrap();
     create_topic(&bootstrap, TOPIC, PARTITIONS, &[]).await?;
-    // Small batches, so that the exporter's commits are small too.
-    let producer = producer(
-        &bootstrap,
-        &[
-            ("acks", "all"),
-            ("enable.idempotence", "true"),
-            ("batch.size", "8192"),
-        ],
-    )?;
+    let producer = small_batch_producer(&bootstrap)?;
     // A backlog first, then the table is turned on: the exporter has hundreds of small
     // commits to make, and each kill lands just after one of them, in the next round.
     let acked = produce_numbered(&producer, TOPIC, 0, RECORDS).await?.len();
@@ -641,24 +646,10 @@ async fn s3_outage_during_export_loses_nothing_and_leaves_no_orphan() -> Result<
     // Its own S3 server, to stop and start again.
     let mut server = silt_tests::s3::S3Server::start()?;
     let store = TierStore::s3(server.env().clone());
-    let mut silt = store
-        .apply(
-            SiltOptions::new()
-                .flag("--table-export-interval-ms", 100)
-                .flag("--table-export-max-bytes", 16_384)
-                .flag("--table-orphan-grace-ms", 0),
-        )
-        .start()?;
+    let mut silt = store.apply(small_commits()).start()?;
     let bootstrap = silt.bootstrap();
     create_topic(&bootstrap, TOPIC, PARTITIONS, &[]).await?;
-    let producer = producer(
-        &bootstrap,
-        &[
-            ("acks", "all"),
-            ("enable.idempotence", "true"),
-            ("batch.size", "8192"),
-        ],
-    )?;
+    let producer = small_batch_producer(&bootstrap)?;
     let first = produce_numbered(&producer, TOPIC, 0, RECORDS / 2)
         .await?
         .len();
