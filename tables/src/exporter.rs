@@ -322,6 +322,7 @@ impl TableExporter {
         };
         // Arrow and Parquet encoding is CPU work: off the runtime, at a lower priority.
         let handle = tokio::runtime::Handle::current();
+        let written_at = Instant::now();
         let (to_write, rows) = (loaded.clone(), Arc::clone(&records));
         let files = run_niced(EXPORT_THREAD, move || {
             handle.block_on(write_files(&to_write, index, &rows))
@@ -329,7 +330,17 @@ impl TableExporter {
         .await??;
         let file_count = files.len();
         let committed = self
-            .commit(&topic, index, loaded, covered, added, files)
+            .commit(
+                &topic,
+                index,
+                loaded,
+                covered,
+                added,
+                Written {
+                    files,
+                    at: written_at,
+                },
+            )
             .await?;
         self.record_lag(&topic, index, committed.end, high_watermark);
         metrics::counter!("silt_table_exported_records_total").increment(records.len() as u64);
@@ -382,6 +393,7 @@ impl TableExporter {
             config.table_retention_ms(),
             now_ms(),
             &self.config.maintenance,
+            self.config.orphan_grace,
         )
         .await?;
         Ok(Some(stats))
@@ -533,10 +545,18 @@ impl TableExporter {
         mut loaded: LoadedTable,
         mut covered: Option<PartitionRange>,
         added: PartitionRange,
-        files: Vec<DataFile>,
+        written: Written,
     ) -> Result<PartitionRange, TableError> {
         const ATTEMPTS: usize = 5;
+        let Written {
+            files,
+            at: written_at,
+        } = written;
         for attempt in 1..=ATTEMPTS {
+            if let Err(error) = within_grace(written_at, self.config.orphan_grace) {
+                self.delete_files(&files).await;
+                return Err(error);
+            }
             let range = PartitionRange {
                 start: covered.map_or(added.start, |range| range.start),
                 end: added.end,
@@ -611,15 +631,17 @@ impl TableExporter {
             return;
         }
         match self.sweep_orphans(partition.partition, loaded).await {
-            Ok(deleted) => {
+            Ok((deleted, young)) => {
                 if deleted > 0 {
                     info!(topic = %partition.topic, partition = partition.partition, deleted, "deleted table data files no snapshot names");
                 }
+                // Unnamed files younger than the grace period are looked at again once
+                // it has passed: a commit may still name them, or they are orphans.
                 let _ = self.sweeps.lock().insert(
                     key,
                     SweepState {
                         leader_epoch,
-                        failed_at: None,
+                        failed_at: (young > 0).then(Instant::now),
                     },
                 );
             }
@@ -638,7 +660,7 @@ impl TableExporter {
     }
 
     /// Deletes `partition`'s data files older than the grace period that no snapshot of
-    /// `loaded` names; returns how many.
+    /// `loaded` names; returns how many, and how many unnamed files were too young.
     ///
     /// # Errors
     /// Object store and manifest read failures.
@@ -646,7 +668,7 @@ impl TableExporter {
         &self,
         partition: i32,
         loaded: &LoadedTable,
-    ) -> Result<usize, TableError> {
+    ) -> Result<(usize, usize), TableError> {
         let referenced = referenced_files(loaded).await?;
         let topic = loaded.table.identifier().name();
         let prefix = self
@@ -661,18 +683,22 @@ impl TableExporter {
             .try_collect()
             .await?;
         let horizon = std::time::SystemTime::now() - self.config.orphan_grace;
-        let mut deleted = 0;
+        let (mut deleted, mut young) = (0, 0);
         for object in listed {
             let location = self.tables.storage().location(&object.location);
-            let old_enough = std::time::SystemTime::from(object.last_modified) < horizon;
-            if old_enough && !referenced.contains(&location) {
-                match self.tables.store().delete(&object.location).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-                    Err(error) => return Err(error.into()),
-                }
+            if referenced.contains(&location) {
+                continue;
+            }
+            if std::time::SystemTime::from(object.last_modified) >= horizon {
+                young += 1;
+                continue;
+            }
+            match self.tables.store().delete(&object.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(error) => return Err(error.into()),
             }
         }
-        Ok(deleted)
+        Ok((deleted, young))
     }
 
     fn record_lag(&self, topic: &str, partition: i32, exported: i64, high_watermark: i64) {
@@ -706,6 +732,29 @@ pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .build()
+}
+
+/// Data files of one round and when their writing started.
+struct Written {
+    files: Vec<DataFile>,
+    at: Instant,
+}
+
+/// Refuses a commit whose files were written half the orphan grace period ago or
+/// earlier: past the grace period any partition's leader may delete them as orphans
+/// (the other half is the margin for the commit itself and clock skew).
+///
+/// # Errors
+/// [`TableError::Conflict`] when the files are too old to commit safely.
+pub(crate) fn within_grace(written_at: Instant, grace: Duration) -> Result<(), TableError> {
+    if written_at.elapsed() >= grace / 2 {
+        return Err(TableError::Conflict(format!(
+            "files written {:?} ago are too old to commit: half of table.orphan.grace.ms \
+             ({grace:?}) has passed, and an orphan sweep may delete them",
+            written_at.elapsed()
+        )));
+    }
+    Ok(())
 }
 
 /// The table property naming the value format a table was created with.

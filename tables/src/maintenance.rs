@@ -36,7 +36,7 @@ use tracing::info;
 
 use crate::TableError;
 use crate::catalog::{LoadedTable, TableStore};
-use crate::exporter::{EXPORT_THREAD, writer_properties};
+use crate::exporter::{EXPORT_THREAD, within_grace, writer_properties};
 use crate::summary::{PartitionRange, partition_ranges};
 use silt_broker::background::run_niced;
 
@@ -249,6 +249,7 @@ pub async fn maintain(
     retention_ms: i64,
     now_ms: i64,
     config: &MaintenanceConfig,
+    orphan_grace: Duration,
 ) -> Result<MaintenanceStats, TableError> {
     let mut stats = MaintenanceStats::default();
     let files = live_files(&loaded).await?;
@@ -269,7 +270,7 @@ pub async fn maintain(
         stats.expired_files = removed.len();
         stats.merged_files = bins.iter().map(Vec::len).sum();
         stats.written_files = bins.len();
-        rewrite(tables, &loaded, &files, &removed, &bins).await?
+        rewrite(tables, &loaded, &files, &removed, &bins, orphan_grace).await?
     };
     let (expired_snapshots, deleted) =
         expire_snapshots(tables, loaded, now_ms, config.snapshot_retention).await?;
@@ -286,7 +287,9 @@ async fn rewrite(
     files: &[LiveFile],
     removed: &HashSet<String>,
     bins: &[Vec<&LiveFile>],
+    orphan_grace: Duration,
 ) -> Result<LoadedTable, TableError> {
+    let written_at = std::time::Instant::now();
     let metadata = loaded.table.metadata();
     let current = metadata
         .current_snapshot()
@@ -313,7 +316,10 @@ async fn rewrite(
             }
         }
     }
-    let result = commit_rewrite(tables, loaded, current, files, removed, &written).await;
+    let result = match within_grace(written_at, orphan_grace) {
+        Ok(()) => commit_rewrite(tables, loaded, current, files, removed, &written).await,
+        Err(error) => Err(error),
+    };
     if result.is_err() {
         delete_data_files(tables, written.iter().map(|(file, _)| file)).await;
     }

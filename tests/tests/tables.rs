@@ -217,13 +217,13 @@ async fn orphans(store: &TierStore, topic: &str) -> Result<Vec<String>> {
 }
 
 /// A broker making small commits (hundreds for a backlog of megabytes), so that faults
-/// land between a file's write and its commit, and sweeping orphans as soon as it finds
-/// them.
+/// land between a file's write and its commit, and sweeping orphans 6 s after they were
+/// written (a commit must start within 3 s of its files' write).
 fn small_commits() -> SiltOptions {
     SiltOptions::new()
         .flag("--table-export-interval-ms", 100)
         .flag("--table-export-max-bytes", 16_384)
-        .flag("--table-orphan-grace-ms", 0)
+        .flag("--table-orphan-grace-ms", 6_000)
 }
 
 /// An idempotent producer of small batches, so that the exporter's commits are small.
@@ -871,5 +871,135 @@ async fn a_table_of_a_deleted_topic_is_not_appended_to_by_its_successor() -> Res
         "{covered:?}"
     );
     drop(silt);
+    Ok(())
+}
+
+/// The object store a cluster's nodes share, for reading its tables.
+fn cluster_store(cluster: &silt_tests::cluster::SiltCluster) -> Result<TierStore> {
+    let flags = cluster.store_flags();
+    let url = flags
+        .iter()
+        .find(|(flag, _)| flag == "--object-store")
+        .map(|(_, value)| value.clone())
+        .context("the cluster has no --object-store")?;
+    Ok(match url.strip_prefix("s3://") {
+        Some(location) => TierStore::S3 {
+            env: silt_tests::s3::S3Env::from_env().context("an s3 store without SILT_TEST_S3_*")?,
+            prefix: location
+                .split_once('/')
+                .map_or("", |(_, prefix)| prefix)
+                .to_string(),
+        },
+        None => TierStore::Local {
+            dir: std::path::PathBuf::from(url),
+        },
+    })
+}
+
+#[test]
+fn leader_failover_during_export_leaves_no_duplicate_and_no_gap() -> Result<()> {
+    const TOPIC: &str = "failover-export";
+    const PARTITIONS: i32 = 3;
+    const RECORDS: usize = 30_000;
+    const FAILOVERS: usize = 2;
+    const SETTLE: Duration = Duration::from_secs(60);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut options = silt_tests::cluster::ClusterOptions::new(3);
+    for (flag, value) in [
+        ("--table-export-interval-ms", "100"),
+        ("--table-export-max-bytes", "16384"),
+        ("--table-orphan-grace-ms", "6000"),
+    ] {
+        options = options.flag(flag, value);
+    }
+    let mut cluster = options.start()?;
+    let store = cluster_store(&cluster)?;
+    eprintln!("tables in {}", store.describe());
+    let bootstrap = cluster.bootstrap();
+    runtime.block_on(silt_tests::kafka::create_replicated_topic(
+        &bootstrap,
+        TOPIC,
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2")],
+    ))?;
+    let _states = cluster.wait_for_isr(TOPIC, 3, SETTLE)?;
+    let producer = small_batch_producer(&bootstrap)?;
+    let acked = runtime
+        .block_on(produce_numbered(&producer, TOPIC, 0, RECORDS))?
+        .len();
+    let ends = ends_of(&bootstrap, TOPIC, PARTITIONS)?;
+    ensure!(
+        ends.iter().sum::<i64>() == acked as i64,
+        "{acked} acknowledged, log ends {ends:?}"
+    );
+    // Turn the table on, then kill the leader of partition 0 just after a commit, twice:
+    // the new leaders go on from the table.
+    cluster.node(1)?.cli_ok(&[
+        "topics",
+        "alter-config",
+        TOPIC,
+        "--set",
+        "table.enable=true",
+    ])?;
+    let tables = table_store(&store)?;
+    let mut seen_version = 0;
+    let mut kills_while_behind = 0;
+    for failover in 0..FAILOVERS {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let version = runtime
+                .block_on(tables.load(TOPIC))?
+                .map_or(0, |loaded| loaded.version);
+            if version > seen_version {
+                seen_version = version;
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no table commit within {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if runtime.block_on(behind(&store, &bootstrap, TOPIC, PARTITIONS))? {
+            kills_while_behind += 1;
+        }
+        let leader = cluster.wait_for_leader(TOPIC, 0, None, SETTLE)?;
+        cluster.node_mut(leader)?.kill9()?;
+        ensure!(
+            !cluster.node_mut(leader)?.is_running(),
+            "node {leader} survived SIGKILL"
+        );
+        let next = cluster.wait_for_leader(TOPIC, 0, Some(leader), SETTLE)?;
+        eprintln!("failover {failover}: node {leader} killed, node {next} leads partition 0");
+        cluster.node_mut(leader)?.start_again()?;
+        let _states = cluster.wait_for_isr(TOPIC, 3, SETTLE)?;
+    }
+    ensure!(
+        kills_while_behind == FAILOVERS,
+        "only {kills_while_behind} of {FAILOVERS} kills landed while the table was behind"
+    );
+    wait_until(
+        "the table to cover the log",
+        Duration::from_secs(240),
+        || Ok((!runtime.block_on(behind(&store, &bootstrap, TOPIC, PARTITIONS))?).then_some(())),
+    )?;
+    let table = read_table(&store, TOPIC, &[])?;
+    check_exact(&table, &ends, &["pyiceberg"])?;
+    wait_until("no orphan under data/", Duration::from_secs(120), || {
+        Ok(runtime
+            .block_on(orphans(&store, TOPIC))?
+            .is_empty()
+            .then_some(()))
+    })?;
+    for node_id in cluster.node_ids() {
+        ensure!(
+            cluster.node_mut(node_id)?.is_running(),
+            "node {node_id} stopped"
+        );
+    }
     Ok(())
 }
