@@ -173,13 +173,24 @@ impl TableExporter {
     }
 
     /// The export lag of every partition this broker led and exported, by topic and
-    /// partition.
+    /// partition, against each partition's current high watermark.
     pub fn lags(&self) -> Vec<ExportLag> {
         let now = now_ms();
-        self.lags
+        let states: Vec<((String, i32), LagState)> = self
+            .lags
             .lock()
             .iter()
-            .map(|((topic, partition), state)| lag_of(topic, *partition, state, now))
+            .map(|(key, state)| (key.clone(), *state))
+            .collect();
+        states
+            .into_iter()
+            .map(|((topic, partition), mut state)| {
+                // Against the high watermark now, not the one the last round saw.
+                if let Some(hosted) = self.replica_manager.partition(&topic, partition) {
+                    state.high_watermark = state.high_watermark.max(hosted.high_watermark());
+                }
+                lag_of(&topic, partition, &state, now)
+            })
             .collect()
     }
 
