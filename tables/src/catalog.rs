@@ -55,6 +55,62 @@ pub struct LoadedTable {
 }
 
 impl LoadedTable {
+    /// The manifest list of `snapshot`, a snapshot of this table.
+    ///
+    /// # Errors
+    /// [`TableError::Iceberg`] when it cannot be read or parsed.
+    pub async fn manifest_list(
+        &self,
+        snapshot: &iceberg::spec::Snapshot,
+    ) -> Result<iceberg::spec::ManifestList, TableError> {
+        let metadata = self.table.metadata();
+        let bytes = self
+            .table
+            .file_io()
+            .new_input(snapshot.manifest_list())?
+            .read()
+            .await?;
+        Ok(iceberg::spec::ManifestList::parse_with_version(
+            &bytes,
+            metadata.format_version(),
+        )?)
+    }
+
+    /// The locations the snapshots `snapshot_ids` name: their manifest lists, their
+    /// manifests, and the data files of their manifests' entries, only the live ones
+    /// with `live_only` (a `DELETED` entry names a file the snapshot no longer needs).
+    ///
+    /// # Errors
+    /// [`TableError::Iceberg`] when a manifest list or manifest cannot be read.
+    pub async fn named_by(
+        &self,
+        snapshot_ids: &std::collections::HashSet<i64>,
+        live_only: bool,
+    ) -> Result<std::collections::HashSet<String>, TableError> {
+        let file_io = self.table.file_io();
+        let mut named = std::collections::HashSet::new();
+        let mut manifests = std::collections::HashSet::new();
+        for snapshot in self.table.metadata().snapshots() {
+            if !snapshot_ids.contains(&snapshot.snapshot_id()) {
+                continue;
+            }
+            named.insert(snapshot.manifest_list().to_string());
+            for manifest_file in self.manifest_list(snapshot).await?.entries() {
+                if !manifests.insert(manifest_file.manifest_path.clone()) {
+                    continue;
+                }
+                named.insert(manifest_file.manifest_path.clone());
+                let manifest = manifest_file.load_manifest(file_io).await?;
+                for entry in manifest.entries() {
+                    if entry.is_alive() || !live_only {
+                        named.insert(entry.data_file().file_path().to_string());
+                    }
+                }
+            }
+        }
+        Ok(named)
+    }
+
     /// The current snapshot's summary properties (empty for a table without one).
     pub fn summary(&self) -> HashMap<String, String> {
         self.table

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use iceberg::TableCreation;
 use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{DataContentType, DataFile, Literal, ManifestList, Struct};
+use iceberg::spec::{DataContentType, DataFile, Literal, Struct};
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
 use object_store::ObjectStoreExt;
@@ -52,6 +52,15 @@ use crate::schema::{
 };
 use crate::summary::{PartitionRange, commit_summary, partition_range};
 use silt_broker::background::run_niced;
+
+/// `partition`'s log config, read off the runtime (the log's lock is held across disk
+/// I/O).
+async fn log_config(partition: &Partition) -> Result<LogConfig, TableError> {
+    let log = partition.log();
+    tokio::task::spawn_blocking(move || log.lock().config().clone())
+        .await
+        .map_err(|error| TableError::Schema(format!("config read task: {error}")))
+}
 
 /// Name of the threads the exporter's decoding and encoding run on (nice 10).
 pub(crate) const EXPORT_THREAD: &str = "table-exporter";
@@ -272,10 +281,7 @@ impl TableExporter {
         if partition.leader() != self.replica_manager.broker_id() {
             return Ok(RoundStats::default());
         }
-        let log = partition.log();
-        let config: LogConfig = tokio::task::spawn_blocking(move || log.lock().config().clone())
-            .await
-            .map_err(|error| TableError::Schema(format!("config read task: {error}")))?;
+        let config = log_config(partition).await?;
         if !config.table_enable {
             return Ok(RoundStats::default());
         }
@@ -386,10 +392,7 @@ impl TableExporter {
         if !due {
             return Ok(None);
         }
-        let log = partition.log();
-        let config: LogConfig = tokio::task::spawn_blocking(move || log.lock().config().clone())
-            .await
-            .map_err(|error| TableError::Schema(format!("config read task: {error}")))?;
+        let config = log_config(partition).await?;
         if !config.table_enable {
             return Ok(None);
         }
@@ -806,29 +809,19 @@ fn lag_of(topic: &str, partition: i32, state: &LagState, now: i64) -> ExportLag 
     }
 }
 
-/// The locations of every data file any snapshot of `loaded` names.
+/// The locations of every data file any snapshot of `loaded` names (in any entry, so a
+/// sweep never deletes what a manifest mentions), with the manifests and manifest lists.
 ///
 /// # Errors
 /// Manifest list and manifest read failures.
 pub async fn referenced_files(loaded: &LoadedTable) -> Result<HashSet<String>, TableError> {
-    let metadata = loaded.table.metadata();
-    let file_io = loaded.table.file_io();
-    let mut referenced = HashSet::new();
-    let mut manifests_read = HashSet::new();
-    for snapshot in metadata.snapshots() {
-        let list_bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
-        let list = ManifestList::parse_with_version(&list_bytes, metadata.format_version())?;
-        for manifest_file in list.entries() {
-            if !manifests_read.insert(manifest_file.manifest_path.clone()) {
-                continue;
-            }
-            let manifest = manifest_file.load_manifest(file_io).await?;
-            for entry in manifest.entries() {
-                referenced.insert(entry.data_file().file_path().to_string());
-            }
-        }
-    }
-    Ok(referenced)
+    let all: HashSet<i64> = loaded
+        .table
+        .metadata()
+        .snapshots()
+        .map(|snapshot| snapshot.snapshot_id())
+        .collect();
+    loaded.named_by(&all, false).await
 }
 
 /// Every partition's range in the current snapshot of `loaded`.

@@ -25,9 +25,9 @@ use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileFormat, Datum, Literal, ManifestEntry, ManifestList,
-    ManifestListWriter, ManifestWriterBuilder, Operation, PrimitiveLiteral, Snapshot,
-    SnapshotReference, SnapshotRetention, Struct, Summary,
+    DataContentType, DataFile, DataFileFormat, Datum, Literal, ManifestEntry, ManifestListWriter,
+    ManifestWriterBuilder, Operation, PrimitiveLiteral, Snapshot, SnapshotReference,
+    SnapshotRetention, Struct, Summary,
 };
 use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
 use iceberg::{TableRequirement, TableUpdate};
@@ -39,6 +39,7 @@ use crate::catalog::{LoadedTable, TableStore};
 use crate::exporter::{EXPORT_THREAD, within_grace, writer_properties};
 use crate::summary::{PartitionRange, partition_ranges};
 use silt_broker::background::run_niced;
+use silt_broker::replica_manager::now_ms;
 
 /// Maintenance settings (broker configs).
 #[derive(Debug, Clone)]
@@ -123,8 +124,7 @@ async fn live_files(loaded: &LoadedTable) -> Result<Vec<LiveFile>, TableError> {
     };
     let (offset_id, timestamp_id) = (field_id("offset")?, field_id("timestamp")?);
     let file_io = loaded.table.file_io();
-    let list_bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
-    let list = ManifestList::parse_with_version(&list_bytes, metadata.format_version())?;
+    let list = loaded.manifest_list(snapshot).await?;
     let mut files = Vec::new();
     for manifest_file in list.entries() {
         let manifest = manifest_file.load_manifest(file_io).await?;
@@ -558,7 +558,7 @@ async fn commit_rewrite(
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(Some(current.snapshot_id()))
         .with_sequence_number(sequence_number)
-        .with_timestamp_ms(chrono_now_ms())
+        .with_timestamp_ms(now_ms())
         .with_manifest_list(list_location)
         .with_summary(Summary {
             operation,
@@ -591,46 +591,6 @@ async fn commit_rewrite(
     Ok(committed)
 }
 
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
-/// What the snapshots `snapshot_ids` of `loaded` need: their manifest lists, their
-/// manifests, and the data files live in them (a manifest's `DELETED` entry names a file
-/// it no longer needs).
-async fn referenced(
-    loaded: &LoadedTable,
-    snapshot_ids: &HashSet<i64>,
-) -> Result<HashSet<String>, TableError> {
-    let metadata = loaded.table.metadata();
-    let file_io = loaded.table.file_io();
-    let mut named = HashSet::new();
-    let mut manifests = HashSet::new();
-    for snapshot in metadata.snapshots() {
-        if !snapshot_ids.contains(&snapshot.snapshot_id()) {
-            continue;
-        }
-        named.insert(snapshot.manifest_list().to_string());
-        let list_bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
-        let list = ManifestList::parse_with_version(&list_bytes, metadata.format_version())?;
-        for manifest_file in list.entries() {
-            if !manifests.insert(manifest_file.manifest_path.clone()) {
-                continue;
-            }
-            named.insert(manifest_file.manifest_path.clone());
-            let manifest = manifest_file.load_manifest(file_io).await?;
-            for entry in manifest.entries().iter().filter(|entry| entry.is_alive()) {
-                named.insert(entry.data_file().file_path().to_string());
-            }
-        }
-    }
-    Ok(named)
-}
-
 /// Expires snapshots older than `retention` (never the current one) and deletes what
 /// only they named, and metadata files more than 100 versions old. Returns the
 /// snapshots expired and the objects deleted.
@@ -659,8 +619,9 @@ async fn expire_snapshots(
             .map(|snapshot| snapshot.snapshot_id())
             .filter(|id| !expiring.contains(id))
             .collect();
-        let still_named = referenced(&loaded, &kept).await?;
-        let only_expired: Vec<String> = referenced(&loaded, &expiring)
+        let still_named = loaded.named_by(&kept, true).await?;
+        let only_expired: Vec<String> = loaded
+            .named_by(&expiring, true)
             .await?
             .into_iter()
             .filter(|location| !still_named.contains(location))
