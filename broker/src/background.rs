@@ -32,8 +32,21 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    spawn_at_nice(name, BACKGROUND_NICE, work)
+}
+
+/// [`spawn`] at nice value `nice` (19, the lowest priority, for work that may wait
+/// whenever the broker is busy).
+///
+/// # Errors
+/// As [`spawn`].
+pub fn spawn_at_nice<T, F>(name: String, nice: i32, work: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     std::thread::Builder::new().name(name).spawn(move || {
-        lower_priority();
+        lower_priority_to(nice);
         work()
     })
 }
@@ -49,8 +62,20 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    run_at_nice(name, BACKGROUND_NICE, work).await
+}
+
+/// [`run_niced`] at nice value `nice`.
+///
+/// # Errors
+/// As [`run_niced`].
+pub async fn run_at_nice<T, F>(name: &str, nice: i32, work: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let _thread = spawn(name.to_string(), move || {
+    let _thread = spawn_at_nice(name.to_string(), nice, move || {
         let _receiver_gone = sender.send(work());
     })?;
     receiver
@@ -62,10 +87,15 @@ where
 /// higher already (a broker started under `nice -n 15` keeps 15). On Linux the nice
 /// value belongs to the thread, not the process (setpriority(2), NOTES).
 pub fn lower_priority() {
+    lower_priority_to(BACKGROUND_NICE);
+}
+
+/// Raises the calling thread's nice value to `target` unless it is higher already.
+pub fn lower_priority_to(target: i32) {
     let thread = Some(rustix::thread::gettid());
     let lowered = rustix::process::getpriority_process(thread).and_then(|nice| {
-        if nice < BACKGROUND_NICE {
-            rustix::process::setpriority_process(thread, BACKGROUND_NICE)
+        if nice < target {
+            rustix::process::setpriority_process(thread, target)
         } else {
             Ok(())
         }

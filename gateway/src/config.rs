@@ -358,6 +358,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "log bytes turned into Parquet by one table commit at most",
     ),
     def(
+        "table.export.threads",
+        Some("2"),
+        "partitions whose tables are exported at once, each round's decoding and Parquet encoding on its own low-priority thread",
+    ),
+    def(
         "table.orphan.grace.ms",
         Some("900000"),
         "an uncommitted table data file younger than this is never deleted (a commit may still name it)",
@@ -927,6 +932,7 @@ impl BrokerConfig {
                     parse_number::<u64>(&raw, "table.export.interval.ms")?.max(10),
                 ),
                 max_bytes: parse_number::<usize>(&raw, "table.export.max.bytes")?.max(1),
+                threads: parse_number::<usize>(&raw, "table.export.threads")?.max(1),
                 orphan_grace: std::time::Duration::from_millis(parse_number(
                     &raw,
                     "table.orphan.grace.ms",

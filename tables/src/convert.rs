@@ -1,7 +1,9 @@
 //! Record batches read from the log become table rows, and rows become Arrow record
 //! batches in the table's current schema.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -40,7 +42,7 @@ pub struct ExportRecord {
     pub value: Option<Bytes>,
     /// The value as json mode reads it, parsed once when the record was decoded (None
     /// in raw mode).
-    pub parsed: Option<Arc<ParsedValue>>,
+    pub parsed: Option<ParsedValue>,
 }
 
 /// What one read of the log holds from offset `from` on.
@@ -103,7 +105,7 @@ pub fn decode_batches(
                 })
                 .collect();
             let value = entry.value.map(|value| section.slice(value));
-            let parsed = json.then(|| Arc::new(parse_json(value.as_ref())));
+            let parsed = json.then(|| parse_json(value.as_ref()));
             read.records.push(ExportRecord {
                 partition,
                 offset: entry.offset,
@@ -137,12 +139,43 @@ fn binary_array(data_type: &DataType, values: Vec<Option<&[u8]>>) -> Result<Arra
 /// A record's value as json mode reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParsedValue {
-    /// A JSON object: its top-level fields.
-    Fields(serde_json::Map<String, serde_json::Value>),
+    /// A JSON object: its top-level fields in the order written.
+    Fields(Vec<JsonField>),
     /// A null value.
     Tombstone,
     /// Not JSON, or not an object: why.
     Unfit(String),
+}
+
+/// One top-level field of a JSON object value: where its name and its value's JSON
+/// text lie in the record's value (byte ranges), so a round parses each value once
+/// and copies nothing but what the columns keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonField {
+    name: FieldName,
+    value: Range<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum FieldName {
+    /// The name as written (it has no escapes).
+    At(Range<u32>),
+    /// The name unescaped.
+    Unescaped(Box<str>),
+}
+
+impl JsonField {
+    /// The field's name and its value's JSON text (valid UTF-8: the parser checked
+    /// it, and is not asked to again until a column needs it as text), given the
+    /// value the field was parsed from (None if `value` is not that value).
+    fn resolve<'v>(&'v self, value: &'v [u8]) -> Option<(&'v str, &'v [u8])> {
+        let bytes = |range: &Range<u32>| value.get(range.start as usize..range.end as usize);
+        let name = match &self.name {
+            FieldName::At(range) => std::str::from_utf8(bytes(range)?).ok()?,
+            FieldName::Unescaped(name) => name,
+        };
+        Some((name, bytes(&self.value)?))
+    }
 }
 
 /// Parses one value for json mode.
@@ -150,13 +183,115 @@ pub fn parse_json(value: Option<&Bytes>) -> ParsedValue {
     let Some(bytes) = value else {
         return ParsedValue::Tombstone;
     };
+    let is_object = bytes
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|byte| *byte == b'{');
+    if is_object && let Ok(length) = u32::try_from(bytes.len()) {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let parsed = serde::de::DeserializeSeed::deserialize(
+            ObjectFields {
+                base: bytes.as_ptr() as usize,
+                length,
+            },
+            &mut deserializer,
+        )
+        .and_then(|fields| deserializer.end().map(|()| fields));
+        return match parsed {
+            Ok(fields) => ParsedValue::Fields(fields),
+            Err(error) => ParsedValue::Unfit(format!("the value is not JSON: {error}")),
+        };
+    }
     match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(serde_json::Value::Object(fields)) => ParsedValue::Fields(fields),
         Ok(other) => ParsedValue::Unfit(format!(
             "the value is a JSON {}, not an object",
-            json_kind(&other)
+            json_kind(other.to_string().as_bytes())
         )),
         Err(error) => ParsedValue::Unfit(format!("the value is not JSON: {error}")),
+    }
+}
+
+/// Reads a JSON object into [`JsonField`]s of the value starting at address `base`.
+struct ObjectFields {
+    base: usize,
+    length: u32,
+}
+
+impl ObjectFields {
+    /// The range of `part` (borrowed from the parsed value) in the value.
+    fn range_of(&self, part: &[u8]) -> Range<u32> {
+        let start = (part.as_ptr() as usize)
+            .saturating_sub(self.base)
+            .min(self.length as usize) as u32;
+        let end = start.saturating_add(part.len() as u32).min(self.length);
+        start..end
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ObjectFields {
+    type Value = Vec<JsonField>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ObjectFields {
+    type Value = Vec<JsonField>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(name) = map.next_key::<Name<'de>>()? {
+            let value: &'de serde_json::value::RawValue = map.next_value()?;
+            let name = match name {
+                Name::Borrowed(name) => FieldName::At(self.range_of(name.as_bytes())),
+                Name::Owned(name) => FieldName::Unescaped(name.into_boxed_str()),
+            };
+            fields.push(JsonField {
+                name,
+                value: self.range_of(value.get().as_bytes()),
+            });
+        }
+        Ok(fields)
+    }
+}
+
+/// A field name: borrowed from the value unless it had escapes.
+enum Name<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name::Borrowed(name))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<Name<'de>, E> {
+                Ok(Name::Owned(name.to_string()))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<Name<'de>, E> {
+                Ok(Name::Owned(name))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 
@@ -164,63 +299,115 @@ impl ExportRecord {
     /// The value as json mode reads it: the parse made at decoding, else a new one.
     fn json(&self) -> std::borrow::Cow<'_, ParsedValue> {
         match &self.parsed {
-            Some(parsed) => std::borrow::Cow::Borrowed(parsed.as_ref()),
+            Some(parsed) => std::borrow::Cow::Borrowed(parsed),
             None => std::borrow::Cow::Owned(parse_json(self.value.as_ref())),
         }
     }
 }
 
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "boolean",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Object(_) => "object",
+/// The kind of JSON value `text` is (valid JSON, as a parser delimited it).
+fn json_kind(text: &[u8]) -> &'static str {
+    match text.trim_ascii_start().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "boolean",
+        Some(b'"') => "string",
+        Some(b'[') => "array",
+        Some(b'{') => "object",
+        _ => "number",
     }
 }
 
-/// A typed cell, or why the JSON value does not fit the column's type.
+/// A typed cell (text borrowed from the record's value when it has no escapes).
 #[derive(Debug, Clone, PartialEq)]
-enum Cell {
+enum Cell<'v> {
     Null,
     Boolean(bool),
     Int(i32),
     Long(i64),
     Float(f32),
     Double(f64),
-    Text(String),
+    Text(Cow<'v, str>),
 }
 
-fn cell(value_type: ValueType, value: &serde_json::Value) -> Result<Cell, String> {
-    use serde_json::Value;
-    let unfit = || format!("a JSON {} is not a {}", json_kind(value), value_type.name());
-    Ok(match (value_type, value) {
-        (_, Value::Null) => Cell::Null,
-        (ValueType::Json, Value::String(text)) => Cell::Text(text.clone()),
-        (ValueType::Json, other) => Cell::Text(other.to_string()),
-        (ValueType::String, Value::String(text)) => Cell::Text(text.clone()),
-        (ValueType::Boolean, Value::Bool(flag)) => Cell::Boolean(*flag),
-        (ValueType::Int, Value::Number(number)) => Cell::Int(
-            number
-                .as_i64()
+/// The cell of a `value_type` column for the JSON value `text`, or why it does not fit.
+fn cell(value_type: ValueType, text: &[u8]) -> Result<Cell<'_>, String> {
+    let kind = json_kind(text);
+    let unfit = || format!("a JSON {kind} is not a {}", value_type.name());
+    let number = || std::str::from_utf8(text).map_err(|error| error.to_string());
+    let not = |what: &str| format!("{} is not {what}", String::from_utf8_lossy(text));
+    Ok(match (value_type, kind) {
+        (_, "null") => Cell::Null,
+        (ValueType::String | ValueType::Json, "string") => Cell::Text(json_string(text)?),
+        // The JSON text as serde_json writes it (compact, numbers normalized).
+        (ValueType::Json, _) => Cell::Text(Cow::Owned(
+            serde_json::from_slice::<serde_json::Value>(text)
+                .map_err(|error| error.to_string())?
+                .to_string(),
+        )),
+        (ValueType::Boolean, "boolean") => Cell::Boolean(text.first() == Some(&b't')),
+        (ValueType::Int, "number") => Cell::Int(
+            number()?
+                .parse::<i64>()
+                .ok()
                 .and_then(|n| i32::try_from(n).ok())
-                .ok_or_else(|| format!("{number} is not an int"))?,
+                .ok_or_else(|| not("an int"))?,
         ),
-        (ValueType::Long, Value::Number(number)) => Cell::Long(
-            number
-                .as_i64()
-                .ok_or_else(|| format!("{number} is not a long"))?,
-        ),
-        (ValueType::Float, Value::Number(number)) => {
-            Cell::Float(number.as_f64().ok_or_else(unfit)? as f32)
+        (ValueType::Long, "number") => {
+            Cell::Long(number()?.parse::<i64>().map_err(|_| not("a long"))?)
         }
-        (ValueType::Double, Value::Number(number)) => {
-            Cell::Double(number.as_f64().ok_or_else(unfit)?)
+        (ValueType::Float, "number") => {
+            Cell::Float(number()?.parse::<f64>().map_err(|_| unfit())? as f32)
+        }
+        (ValueType::Double, "number") => {
+            Cell::Double(number()?.parse::<f64>().map_err(|_| unfit())?)
         }
         _ => return Err(unfit()),
     })
+}
+
+/// The text of the JSON string `text` (with its quotes): borrowed unless it has escapes.
+fn json_string(text: &[u8]) -> Result<Cow<'_, str>, String> {
+    match text
+        .strip_prefix(b"\"")
+        .and_then(|rest| rest.strip_suffix(b"\""))
+    {
+        Some(inner) if !inner.contains(&b'\\') => std::str::from_utf8(inner)
+            .map(Cow::Borrowed)
+            .map_err(|error| error.to_string()),
+        _ => serde_json::from_slice::<String>(text)
+            .map(Cow::Owned)
+            .map_err(|error| error.to_string()),
+    }
+}
+
+/// Finds the column of a JSON field by name; records of a topic mostly repeat one
+/// field order, so the column after the last one found is tried first.
+struct FieldLookup<'a> {
+    names: Vec<&'a str>,
+    by_name: HashMap<&'a str, usize>,
+}
+
+impl<'a> FieldLookup<'a> {
+    fn new(names: Vec<&'a str>) -> FieldLookup<'a> {
+        let by_name = names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| (*name, index))
+            .collect();
+        FieldLookup { names, by_name }
+    }
+
+    fn find(&self, name: &str, next: &mut usize) -> Option<usize> {
+        let found = if self.names.get(*next) == Some(&name) {
+            Some(*next)
+        } else {
+            self.by_name.get(name).copied()
+        };
+        if let Some(index) = found {
+            *next = index + 1;
+        }
+        found
+    }
 }
 
 /// The JSON fields of `records`' values that `known` columns do not hold, with the
@@ -229,23 +416,26 @@ pub fn new_json_fields(
     records: &[ExportRecord],
     known: &[(String, ValueType)],
 ) -> Vec<(String, ValueType)> {
-    let known: std::collections::BTreeSet<&str> =
-        known.iter().map(|(column, _)| field_name(column)).collect();
+    let known = FieldLookup::new(known.iter().map(|(column, _)| field_name(column)).collect());
     let mut found: BTreeMap<String, ValueType> = BTreeMap::new();
     for record in records {
         let parsed = record.json();
-        let ParsedValue::Fields(fields) = parsed.as_ref() else {
+        let (ParsedValue::Fields(fields), Some(value)) = (parsed.as_ref(), &record.value) else {
             continue;
         };
-        for (name, value) in fields {
-            if known.contains(name.as_str()) {
+        let mut next = 0;
+        for (name, text) in fields.iter().filter_map(|field| field.resolve(value)) {
+            if known.find(name, &mut next).is_some() {
                 continue;
             }
-            if let Some(value_type) = ValueType::of(value) {
-                let widened = found
-                    .get(name)
-                    .map_or(value_type, |seen| seen.widen(value_type));
-                let _ = found.insert(name.clone(), widened);
+            let Some(value_type) = ValueType::of_json(text) else {
+                continue;
+            };
+            match found.get_mut(name) {
+                Some(seen) => *seen = seen.widen(value_type),
+                None => {
+                    let _ = found.insert(name.to_string(), value_type);
+                }
             }
         }
     }
@@ -261,44 +451,20 @@ pub fn new_json_fields(
 pub fn to_record_batch(
     schema: &Arc<ArrowSchema>,
     value_types: &BTreeMap<String, ValueType>,
-    records: &[ExportRecord],
+    records: &[&ExportRecord],
 ) -> Result<RecordBatch, TableError> {
-    let json: Vec<std::borrow::Cow<'_, ParsedValue>> =
-        if value_types.is_empty() && schema.field_with_name("value").is_ok() {
-            Vec::new()
-        } else {
-            records.iter().map(ExportRecord::json).collect()
-        };
-    // A record whose value does not fit one column goes whole to `_raw_value`.
-    let mut unfit: Vec<Option<String>> = json
-        .iter()
-        .map(|parsed| match parsed.as_ref() {
-            ParsedValue::Unfit(reason) => Some(reason.clone()),
-            _ => None,
-        })
-        .collect();
-    let mut cells: BTreeMap<&str, Vec<Cell>> = BTreeMap::new();
-    for (column, value_type) in value_types {
-        let field = field_name(column);
-        let mut column_cells = Vec::with_capacity(records.len());
-        for (row, parsed) in json.iter().enumerate() {
-            let value = match parsed.as_ref() {
-                ParsedValue::Fields(fields) => fields.get(field),
-                _ => None,
-            };
-            match value.map(|value| cell(*value_type, value)) {
-                None => column_cells.push(Cell::Null),
-                Some(Ok(cell)) => column_cells.push(cell),
-                Some(Err(reason)) => {
-                    if unfit[row].is_none() {
-                        unfit[row] = Some(format!("field {field:?}: {reason}"));
-                    }
-                    column_cells.push(Cell::Null);
-                }
-            }
+    let json = !(value_types.is_empty() && schema.field_with_name("value").is_ok());
+    let TypedColumns {
+        arrays: mut typed,
+        unfit,
+    } = if json {
+        typed_columns(schema, value_types, records)?
+    } else {
+        TypedColumns {
+            arrays: BTreeMap::new(),
+            unfit: vec![None; records.len()],
         }
-        let _ = cells.insert(column.as_str(), column_cells);
-    }
+    };
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let column: ArrayRef = match field.name().as_str() {
@@ -350,103 +516,175 @@ pub fn to_record_batch(
                     .map(|reason| reason.as_deref())
                     .collect::<Vec<_>>(),
             )),
-            name => {
-                let column_cells = cells.get(name).ok_or_else(|| {
-                    TableError::Schema(format!(
-                        "the table has a column {name:?} Silt does not fill"
-                    ))
-                })?;
-                typed_array(field.data_type(), column_cells, &unfit)?
-            }
+            name => typed.remove(name).ok_or_else(|| {
+                TableError::Schema(format!(
+                    "the table has a column {name:?} Silt does not fill"
+                ))
+            })?,
         };
         columns.push(column);
     }
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-/// A typed value column; rows of unfit records are null (their value is in `_raw_value`).
-fn typed_array(
-    data_type: &DataType,
-    cells: &[Cell],
-    unfit: &[Option<String>],
-) -> Result<ArrayRef, TableError> {
-    let kept = cells
+/// The json columns of some records.
+struct TypedColumns {
+    /// By column name.
+    arrays: BTreeMap<String, ArrayRef>,
+    /// Per record, why its value went to `_raw_value` (None when it fit).
+    unfit: Vec<Option<String>>,
+}
+
+/// The json columns of `records`. A record whose value does not fit one column goes
+/// whole to `_raw_value`: its typed columns are null.
+fn typed_columns(
+    schema: &ArrowSchema,
+    value_types: &BTreeMap<String, ValueType>,
+    records: &[&ExportRecord],
+) -> Result<TypedColumns, TableError> {
+    let columns: Vec<(&str, ValueType)> = value_types
         .iter()
-        .zip(unfit)
-        .map(|(cell, unfit)| if unfit.is_some() { &Cell::Null } else { cell });
-    let mismatch = || {
-        TableError::Schema(format!(
-            "a value column of type {data_type} cannot be filled"
-        ))
-    };
-    Ok(match data_type {
-        DataType::Boolean => {
-            let mut builder = BooleanBuilder::with_capacity(cells.len());
-            for cell in kept {
-                builder.append_option(match cell {
-                    Cell::Boolean(flag) => Some(*flag),
-                    _ => None,
-                });
+        .map(|(column, value_type)| (column.as_str(), *value_type))
+        .collect();
+    let lookup = FieldLookup::new(
+        columns
+            .iter()
+            .map(|(column, _)| field_name(column))
+            .collect(),
+    );
+    let mut builders = columns
+        .iter()
+        .map(|(column, _)| {
+            let field = schema.field_with_name(column)?;
+            TypedBuilder::new(field.data_type(), records.len())
+        })
+        .collect::<Result<Vec<_>, TableError>>()?;
+    let mut unfit: Vec<Option<String>> = Vec::with_capacity(records.len());
+    let mut row: Vec<Cell<'_>> = vec![Cell::Null; columns.len()];
+    for record in records {
+        let reason = match (&record.parsed, &record.value) {
+            (Some(ParsedValue::Fields(fields)), Some(value)) => {
+                fill_row(fields, value, &lookup, &columns, &mut row)
             }
-            Arc::new(builder.finish())
-        }
-        DataType::Int32 => {
-            let mut builder = Int32Builder::with_capacity(cells.len());
-            for cell in kept {
-                builder.append_option(match cell {
-                    Cell::Int(n) => Some(*n),
-                    _ => None,
-                });
+            (Some(ParsedValue::Unfit(reason)), _) => Some(reason.clone()),
+            (Some(ParsedValue::Tombstone), _) | (_, None) => None,
+            (None, Some(_)) => {
+                return Err(TableError::Schema(
+                    "a json table's records were decoded without parsing their values".to_string(),
+                ));
             }
-            Arc::new(builder.finish())
+        };
+        for (builder, cell) in builders.iter_mut().zip(row.iter_mut()) {
+            let cell = std::mem::replace(cell, Cell::Null);
+            builder.append(if reason.is_some() { Cell::Null } else { cell })?;
         }
-        DataType::Int64 => {
-            let mut builder = Int64Builder::with_capacity(cells.len());
-            for cell in kept {
-                builder.append_option(match cell {
-                    Cell::Long(n) => Some(*n),
-                    _ => None,
-                });
+        unfit.push(reason);
+    }
+    let arrays = columns
+        .iter()
+        .zip(builders)
+        .map(|((column, _), builder)| (column.to_string(), builder.finish()))
+        .collect();
+    Ok(TypedColumns { arrays, unfit })
+}
+
+/// Puts the cells of one record's `fields` into `row` (by column); why the record
+/// does not fit, if one of its fields does not.
+fn fill_row<'v>(
+    fields: &'v [JsonField],
+    value: &'v Bytes,
+    lookup: &FieldLookup<'_>,
+    columns: &[(&str, ValueType)],
+    row: &mut [Cell<'v>],
+) -> Option<String> {
+    let mut next = 0;
+    let mut reason = None;
+    for field in fields {
+        let Some((name, text)) = field.resolve(value) else {
+            return Some("a field of the value could not be read back".to_string());
+        };
+        let Some(column) = lookup.find(name, &mut next) else {
+            continue;
+        };
+        match cell(columns[column].1, text) {
+            Ok(cell) => row[column] = cell,
+            Err(why) => {
+                if reason.is_none() {
+                    reason = Some(format!("field {name:?}: {why}"));
+                }
             }
-            Arc::new(builder.finish())
         }
-        DataType::Float32 => {
-            let mut builder = Float32Builder::with_capacity(cells.len());
-            for cell in kept {
-                builder.append_option(match cell {
-                    Cell::Float(n) => Some(*n),
-                    _ => None,
-                });
+    }
+    reason
+}
+
+/// An Arrow builder for one json column.
+enum TypedBuilder {
+    Boolean(BooleanBuilder),
+    Int(Int32Builder),
+    Long(Int64Builder),
+    Float(Float32Builder),
+    Double(Float64Builder),
+    Text(StringBuilder),
+}
+
+impl TypedBuilder {
+    fn new(data_type: &DataType, rows: usize) -> Result<TypedBuilder, TableError> {
+        Ok(match data_type {
+            DataType::Boolean => TypedBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
+            DataType::Int32 => TypedBuilder::Int(Int32Builder::with_capacity(rows)),
+            DataType::Int64 => TypedBuilder::Long(Int64Builder::with_capacity(rows)),
+            DataType::Float32 => TypedBuilder::Float(Float32Builder::with_capacity(rows)),
+            DataType::Float64 => TypedBuilder::Double(Float64Builder::with_capacity(rows)),
+            DataType::Utf8 => TypedBuilder::Text(StringBuilder::with_capacity(rows, 16 * rows)),
+            other => {
+                return Err(TableError::Schema(format!(
+                    "a value column of type {other} cannot be filled"
+                )));
             }
-            Arc::new(builder.finish())
-        }
-        DataType::Float64 => {
-            let mut builder = Float64Builder::with_capacity(cells.len());
-            for cell in kept {
-                builder.append_option(match cell {
-                    Cell::Double(n) => Some(*n),
-                    _ => None,
-                });
+        })
+    }
+
+    /// Appends `cell` (null when absent); a cell of another type than the column's
+    /// is a bug in the caller.
+    fn append(&mut self, cell: Cell<'_>) -> Result<(), TableError> {
+        match (self, cell) {
+            (TypedBuilder::Boolean(builder), Cell::Null) => builder.append_null(),
+            (TypedBuilder::Int(builder), Cell::Null) => builder.append_null(),
+            (TypedBuilder::Long(builder), Cell::Null) => builder.append_null(),
+            (TypedBuilder::Float(builder), Cell::Null) => builder.append_null(),
+            (TypedBuilder::Double(builder), Cell::Null) => builder.append_null(),
+            (TypedBuilder::Text(builder), Cell::Null) => builder.append_null(),
+            (TypedBuilder::Boolean(builder), Cell::Boolean(flag)) => builder.append_value(flag),
+            (TypedBuilder::Int(builder), Cell::Int(n)) => builder.append_value(n),
+            (TypedBuilder::Long(builder), Cell::Long(n)) => builder.append_value(n),
+            (TypedBuilder::Float(builder), Cell::Float(n)) => builder.append_value(n),
+            (TypedBuilder::Double(builder), Cell::Double(n)) => builder.append_value(n),
+            (TypedBuilder::Text(builder), Cell::Text(text)) => builder.append_value(text),
+            (_, cell) => {
+                return Err(TableError::Schema(format!(
+                    "a value column cannot hold {cell:?}"
+                )));
             }
-            Arc::new(builder.finish())
         }
-        DataType::Utf8 => {
-            let mut builder = StringBuilder::with_capacity(cells.len(), 16 * cells.len());
-            for cell in kept {
-                builder.append_option(match cell {
-                    Cell::Text(text) => Some(text.as_str()),
-                    _ => None,
-                });
-            }
-            Arc::new(builder.finish())
+        Ok(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            TypedBuilder::Boolean(mut builder) => Arc::new(builder.finish()),
+            TypedBuilder::Int(mut builder) => Arc::new(builder.finish()),
+            TypedBuilder::Long(mut builder) => Arc::new(builder.finish()),
+            TypedBuilder::Float(mut builder) => Arc::new(builder.finish()),
+            TypedBuilder::Double(mut builder) => Arc::new(builder.finish()),
+            TypedBuilder::Text(mut builder) => Arc::new(builder.finish()),
         }
-        _ => return Err(mismatch()),
-    })
+    }
 }
 
 /// `headers`: a list per record of (key, value) structs, empty for a record without
 /// headers.
-fn headers_array(field: &Field, records: &[ExportRecord]) -> Result<ArrayRef, TableError> {
+fn headers_array(field: &Field, records: &[&ExportRecord]) -> Result<ArrayRef, TableError> {
     let DataType::List(element) = field.data_type() else {
         return Err(TableError::Schema(format!(
             "headers is {}, expected a list",
@@ -490,6 +728,7 @@ fn arrow_buffer_offsets(lengths: impl Iterator<Item = usize>) -> arrow_buffer::O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
 
     #[test]
     fn days_are_utc_and_floor_before_the_epoch() {
@@ -532,24 +771,136 @@ mod tests {
 
     #[test]
     fn cells_fit_or_say_why_not() {
+        assert_eq!(cell(ValueType::Long, b"3"), Ok(Cell::Long(3)));
+        assert_eq!(cell(ValueType::Double, b"3"), Ok(Cell::Double(3.0)));
         assert_eq!(
-            cell(ValueType::Long, &serde_json::json!(3)),
-            Ok(Cell::Long(3))
+            cell(ValueType::Json, br#"{"a": 1, "b": 2.50}"#),
+            Ok(Cell::Text(Cow::Owned("{\"a\":1,\"b\":2.5}".to_string())))
         );
         assert_eq!(
-            cell(ValueType::Double, &serde_json::json!(3)),
-            Ok(Cell::Double(3.0))
+            cell(ValueType::String, br#""plain""#),
+            Ok(Cell::Text(Cow::Borrowed("plain")))
         );
         assert_eq!(
-            cell(ValueType::Json, &serde_json::json!({"a": 1})),
-            Ok(Cell::Text("{\"a\":1}".to_string()))
+            cell(ValueType::String, br#""tab\tand \u00e9""#),
+            Ok(Cell::Text(Cow::Owned("tab\tand \u{e9}".to_string())))
         );
-        assert!(cell(ValueType::Long, &serde_json::json!(2.5)).is_err());
-        assert!(cell(ValueType::Long, &serde_json::json!("7")).is_err());
-        assert!(cell(ValueType::Int, &serde_json::json!(1i64 << 40)).is_err());
+        assert_eq!(cell(ValueType::Boolean, b"false"), Ok(Cell::Boolean(false)));
+        assert_eq!(cell(ValueType::Int, b"-7"), Ok(Cell::Int(-7)));
+        assert!(cell(ValueType::Long, b"2.5").is_err());
+        assert!(cell(ValueType::Long, b"1e3").is_err());
+        assert!(cell(ValueType::Long, b"18446744073709551615").is_err());
+        assert!(cell(ValueType::Long, br#""7""#).is_err());
+        assert!(cell(ValueType::Int, (1i64 << 40).to_string().as_bytes()).is_err());
         assert_eq!(
-            cell(ValueType::Boolean, &serde_json::Value::Null),
-            Ok(Cell::Null)
+            cell(ValueType::Boolean, b"1"),
+            Err("a JSON number is not a boolean".to_string())
         );
+        assert_eq!(cell(ValueType::Boolean, b"null"), Ok(Cell::Null));
+    }
+
+    fn parsed(value: &str) -> ExportRecord {
+        let mut record = record(value);
+        record.parsed = Some(parse_json(record.value.as_ref()));
+        record
+    }
+
+    #[test]
+    fn values_parse_into_fields_of_the_value() {
+        let record = parsed(r#" {"a": 1, "b\u0041": "x\"y", "c": [1, {"d": null}], "e": "z"} "#);
+        let Some(ParsedValue::Fields(fields)) = &record.parsed else {
+            panic!("not parsed as fields: {:?}", record.parsed);
+        };
+        let value = record.value.as_ref().expect("value");
+        let resolved: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|field| field.resolve(value).expect("resolves"))
+            .map(|(name, text)| (name, std::str::from_utf8(text).expect("utf-8")))
+            .collect();
+        assert_eq!(
+            resolved,
+            vec![
+                ("a", "1"),
+                ("bA", r#""x\"y""#),
+                ("c", r#"[1, {"d": null}]"#),
+                ("e", r#""z""#)
+            ]
+        );
+        for (text, why) in [
+            ("[1]", "a JSON array, not an object"),
+            ("\"s\"", "a JSON string, not an object"),
+            ("{\"a\": }", "not JSON"),
+            ("{\"a\": 1} x", "not JSON"),
+            ("nope", "not JSON"),
+        ] {
+            match parse_json(Some(&Bytes::from(text.to_string()))) {
+                ParsedValue::Unfit(reason) => assert!(reason.contains(why), "{text}: {reason}"),
+                other => panic!("{text} parsed as {other:?}"),
+            }
+        }
+        assert_eq!(parse_json(None), ParsedValue::Tombstone);
+    }
+
+    #[test]
+    fn rows_fill_typed_columns_and_unfit_records_go_whole_to_raw_value() {
+        let value_types: BTreeMap<String, ValueType> = [
+            ("id".to_string(), ValueType::Long),
+            ("name".to_string(), ValueType::String),
+            ("value_offset".to_string(), ValueType::Double),
+        ]
+        .into_iter()
+        .collect();
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("offset", DataType::Int64, false),
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("value_offset", DataType::Float64, true),
+            Field::new("_raw_value", DataType::LargeBinary, true),
+            Field::new("_error", DataType::Utf8, true),
+        ]));
+        let records = [
+            parsed(r#"{"name": "a", "id": 1, "offset": 0.5}"#),
+            parsed(r#"{"id": "two", "name": "b"}"#),
+            parsed(r#"{"id": 3, "extra": true}"#),
+            parsed("[3]"),
+            parsed(r#"{"id": 4, "id": 5}"#),
+        ];
+        let rows: Vec<&ExportRecord> = records.iter().collect();
+        let batch = to_record_batch(&schema, &value_types, &rows).expect("batch");
+        let column = |name: &str| batch.column_by_name(name).expect(name).clone();
+        let ids = column("id");
+        let ids = ids.as_any().downcast_ref::<Int64Array>().expect("int64");
+        assert_eq!(
+            ids.iter().collect::<Vec<_>>(),
+            vec![Some(1), None, Some(3), None, Some(5)]
+        );
+        let names = column("name");
+        let names = names.as_any().downcast_ref::<StringArray>().expect("utf8");
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            vec![Some("a"), None, None, None, None]
+        );
+        let offsets = column("value_offset");
+        let offsets = offsets
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .expect("float64");
+        assert_eq!(offsets.value(0), 0.5);
+        let errors = column("_error");
+        let errors = errors.as_any().downcast_ref::<StringArray>().expect("utf8");
+        assert!(errors.is_null(0) && errors.is_null(2) && errors.is_null(4));
+        assert!(
+            errors
+                .value(1)
+                .contains("field \"id\": a JSON string is not a long")
+        );
+        assert!(errors.value(3).contains("array"));
+        let raw = column("_raw_value");
+        let raw = raw
+            .as_any()
+            .downcast_ref::<LargeBinaryArray>()
+            .expect("binary");
+        assert!(raw.is_null(0) && !raw.is_null(1) && !raw.is_null(3));
+        assert_eq!(raw.value(1), br#"{"id": "two", "name": "b"}"#);
     }
 }

@@ -16,8 +16,11 @@
 //!    commit that finds a newer version retries on it if the partition's `end` is
 //!    still what the round started from, and else deletes its files.
 //!
-//! Nothing is kept in memory between rounds, so a restart, a SIGKILL or a new leader
-//! goes on from exactly where the table ends. Files written by a round that never
+//! Up to `table.export.threads` partitions have a round at once. Where a round goes
+//! on always comes from the table, never from memory, so a restart, a SIGKILL or a
+//! new leader goes on from exactly where the table ends; the only thing kept between
+//! rounds is which partitions were caught up, to skip them without reading the table
+//! until their high watermark moves or their leadership changes. Files written by a round that never
 //! committed (a crash, an outage that left the commit's outcome unknown) are deleted
 //! once they are older than `table.orphan.grace.ms` and no snapshot names them.
 
@@ -25,7 +28,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::TableCreation;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataContentType, DataFile, Literal, Struct};
@@ -34,7 +37,8 @@ use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterB
 use object_store::ObjectStoreExt;
 use parking_lot::Mutex;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use silt_broker::ReplicaManager;
 use silt_broker::log_config::LogConfig;
 use silt_broker::partition::Partition;
@@ -51,7 +55,7 @@ use crate::schema::{
     value_columns, value_field,
 };
 use crate::summary::{PartitionRange, commit_summary, partition_range};
-use silt_broker::background::run_niced;
+use silt_broker::background::run_at_nice;
 
 /// `partition`'s log config, read off the runtime (the log's lock is held across disk
 /// I/O).
@@ -62,8 +66,26 @@ async fn log_config(partition: &Partition) -> Result<LogConfig, TableError> {
         .map_err(|error| TableError::Schema(format!("config read task: {error}")))
 }
 
-/// Name of the threads the exporter's decoding and encoding run on (nice 10).
+/// Name of the threads the exporter's decoding and encoding (and maintenance's
+/// merges) run on.
 pub(crate) const EXPORT_THREAD: &str = "table-exporter";
+
+/// Nice value of those threads: the lowest priority. A table may fall behind while
+/// the broker is busy serving clients, and catches up when the CPUs are idle; the
+/// goal is that exporting costs the produce path little (docs/benchmarks.md).
+pub(crate) const EXPORT_NICE: i32 = 19;
+
+/// Runs `work` on an export thread (see [`EXPORT_NICE`]) without blocking the runtime.
+///
+/// # Errors
+/// The thread could not be created, or `work` panicked.
+pub(crate) async fn run_export<T, F>(work: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    run_at_nice(EXPORT_THREAD, EXPORT_NICE, work).await
+}
 
 /// Exporter settings (broker configs).
 #[derive(Debug, Clone)]
@@ -72,6 +94,8 @@ pub struct TableExporterConfig {
     pub interval: Duration,
     /// `table.export.max.bytes`: log bytes turned into one commit at most.
     pub max_bytes: usize,
+    /// `table.export.threads`: partitions exported at once (at least 1).
+    pub threads: usize,
     /// `table.orphan.grace.ms`: an uncommitted data file younger than this is left
     /// alone (a commit may still name it).
     pub orphan_grace: Duration,
@@ -84,6 +108,7 @@ impl Default for TableExporterConfig {
         TableExporterConfig {
             interval: Duration::from_secs(10),
             max_bytes: 64 * 1024 * 1024,
+            threads: 2,
             orphan_grace: Duration::from_secs(15 * 60),
             maintenance: MaintenanceConfig::default(),
         }
@@ -145,8 +170,20 @@ pub struct TableExporter {
     sweeps: Mutex<HashMap<(String, i32), SweepState>>,
     /// When each topic's table was last maintained here.
     maintained: Mutex<HashMap<String, Instant>>,
-    /// Serializes rounds (the task's and [`TableExporter::export_partition`]'s).
-    round: tokio::sync::Mutex<()>,
+    /// Partitions the table covered up to their high watermark at their last round.
+    caught_up: Mutex<HashMap<(String, i32), CaughtUp>>,
+}
+
+/// A partition whose table covered its log up to `end` (exclusive) when its topic
+/// had `topic_id` and its leader `leader_epoch`. Until its high watermark passes `end`,
+/// its leadership changes or an orphan sweep is due, rounds skip it without reading
+/// the table (a broker with many caught-up tables would otherwise parse each table's
+/// metadata once per partition per round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CaughtUp {
+    topic_id: uuid::Uuid,
+    leader_epoch: i32,
+    end: i64,
 }
 
 impl std::fmt::Debug for TableExporter {
@@ -172,7 +209,7 @@ impl TableExporter {
             lags: Mutex::new(BTreeMap::new()),
             sweeps: Mutex::new(HashMap::new()),
             maintained: Mutex::new(HashMap::new()),
-            round: tokio::sync::Mutex::new(()),
+            caught_up: Mutex::new(HashMap::new()),
         })
     }
 
@@ -210,47 +247,26 @@ impl TableExporter {
             broker_id = self.replica_manager.broker_id(),
             "table exporter started"
         );
+        // Maintenance runs apart: a long merge must not hold up the export.
+        let maintenance = tokio::spawn(Arc::clone(&self).run_maintenance(shutdown.clone()));
         loop {
-            let mut behind = false;
-            for partition in self.replica_manager.all_partitions() {
-                if *shutdown.borrow() {
-                    break;
-                }
-                let started = Instant::now();
-                match self.export_partition(&partition).await {
-                    Ok(stats) => {
-                        if stats.committed.is_some() {
-                            behind |= stats.bytes as usize >= self.config.max_bytes / 2;
-                            debug!(topic = %partition.topic, partition = partition.partition, records = stats.records, files = stats.files, ms = started.elapsed().as_millis(), "table commit");
+            // One round per partition at a time; up to `threads` partitions at once
+            // (rounds of one table that race retry their commit on the newer version).
+            let exporter = &*self;
+            let rounds = futures::stream::iter(self.replica_manager.all_partitions())
+                .map(|partition| {
+                    let shutdown = shutdown.clone();
+                    async move {
+                        if *shutdown.borrow() {
+                            return false;
                         }
+                        exporter.export_round(&partition).await
                     }
-                    Err(TableError::Conflict(reason)) => {
-                        metrics::counter!("silt_table_commit_conflicts_total").increment(1);
-                        debug!(topic = %partition.topic, partition = partition.partition, reason, "table commit lost to another; the next round goes on from the table");
-                    }
-                    Err(error) => {
-                        self.sweep_later(&partition);
-                        metrics::counter!("silt_table_export_failures_total").increment(1);
-                        warn!(topic = %partition.topic, partition = partition.partition, %error, "table export round failed; the next round goes on from the table");
-                    }
-                }
-            }
-            for partition in self.replica_manager.all_partitions() {
-                if *shutdown.borrow() {
-                    break;
-                }
-                if let Err(error) = self.maintain_if_due(&partition).await {
-                    match error {
-                        TableError::Conflict(reason) => {
-                            debug!(topic = %partition.topic, reason, "table maintenance lost to a commit; retried next round");
-                        }
-                        error => {
-                            metrics::counter!("silt_table_maintenance_failures_total").increment(1);
-                            warn!(topic = %partition.topic, %error, "table maintenance failed; retried next round");
-                        }
-                    }
-                }
-            }
+                })
+                .buffer_unordered(self.config.threads.max(1))
+                .collect::<Vec<bool>>()
+                .await;
+            let behind = rounds.contains(&true);
             let pause = if behind {
                 Duration::ZERO
             } else {
@@ -264,11 +280,69 @@ impl TableExporter {
                 break;
             }
         }
+        let _stopped = maintenance.await;
         debug!("table exporter stopped");
     }
 
+    /// Maintains the tables this broker is responsible for (see
+    /// [`TableExporter::maintain_if_due`]) until `shutdown` turns true.
+    async fn run_maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let tick = self.config.maintenance.interval.min(Duration::from_secs(1));
+        loop {
+            for partition in self.replica_manager.all_partitions() {
+                if *shutdown.borrow() {
+                    return;
+                }
+                if let Err(error) = self.maintain_if_due(&partition).await {
+                    match error {
+                        TableError::Conflict(reason) => {
+                            debug!(topic = %partition.topic, reason, "table maintenance lost to another rewrite; retried next run");
+                        }
+                        error => {
+                            metrics::counter!("silt_table_maintenance_failures_total").increment(1);
+                            warn!(topic = %partition.topic, %error, "table maintenance failed; retried next run");
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _changed = shutdown.changed() => {}
+                () = tokio::time::sleep(tick) => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// [`TableExporter::export_partition`] with its outcome logged and counted; true
+    /// when the partition is still behind (the round took a full share of
+    /// `table.export.max.bytes`).
+    async fn export_round(&self, partition: &Arc<Partition>) -> bool {
+        let started = Instant::now();
+        match self.export_partition(partition).await {
+            Ok(stats) => {
+                if stats.committed.is_some() {
+                    debug!(topic = %partition.topic, partition = partition.partition, records = stats.records, files = stats.files, ms = started.elapsed().as_millis(), "table commit");
+                    return stats.bytes as usize >= self.config.max_bytes / 2;
+                }
+            }
+            Err(TableError::Conflict(reason)) => {
+                metrics::counter!("silt_table_commit_conflicts_total").increment(1);
+                debug!(topic = %partition.topic, partition = partition.partition, reason, "table commit lost to another; the next round goes on from the table");
+            }
+            Err(error) => {
+                self.sweep_later(partition);
+                metrics::counter!("silt_table_export_failures_total").increment(1);
+                warn!(topic = %partition.topic, partition = partition.partition, %error, "table export round failed; the next round goes on from the table");
+            }
+        }
+        false
+    }
+
     /// One export round of `partition` if this broker leads it and its topic has
-    /// `table.enable=true`.
+    /// `table.enable=true`. Rounds of different partitions may run at once; two
+    /// rounds of one partition must not (the run loop never starts them).
     ///
     /// # Errors
     /// [`TableError::Conflict`] when another commit covered the same offsets first (its
@@ -285,9 +359,11 @@ impl TableExporter {
         if !config.table_enable {
             return Ok(RoundStats::default());
         }
-        let _round = self.round.lock().await;
         let topic = partition.topic.to_string();
         let index = partition.partition;
+        if self.still_caught_up(partition) {
+            return Ok(RoundStats::default());
+        }
         let loaded = self.tables.load(&topic).await?;
         if let Some(loaded) = &loaded {
             check_topic_id(loaded, &partition.topic_id.to_string())?;
@@ -301,6 +377,7 @@ impl TableExporter {
         let from = covered.map_or(log_start_offset, |range| range.end);
         self.record_lag(&topic, index, from, high_watermark);
         if from >= high_watermark {
+            self.mark_caught_up(partition, from);
             return Ok(RoundStats::default());
         }
         // A table keeps the format it was created with, whatever the config says now.
@@ -332,19 +409,19 @@ impl TableExporter {
         if format == ValueFormat::Json {
             loaded = self.add_new_fields(loaded, &records).await?;
         }
+        let record_count = records.len();
         let added = PartitionRange {
             start: from,
             end: next_offset,
-            records: records.len() as i64,
+            records: record_count as i64,
         };
         // Arrow and Parquet encoding is CPU work: off the runtime, at a lower priority.
+        // The records are dropped there too (freeing a round's values is not free).
         let handle = tokio::runtime::Handle::current();
         let written_at = Instant::now();
-        let (to_write, rows) = (loaded.clone(), Arc::clone(&records));
-        let files = run_niced(EXPORT_THREAD, move || {
-            handle.block_on(write_files(&to_write, index, &rows))
-        })
-        .await??;
+        let to_write = loaded.clone();
+        let files =
+            run_export(move || handle.block_on(write_files(&to_write, index, &records))).await??;
         let file_count = files.len();
         let committed = self
             .commit(
@@ -360,10 +437,13 @@ impl TableExporter {
             )
             .await?;
         self.record_lag(&topic, index, committed.end, high_watermark);
-        metrics::counter!("silt_table_exported_records_total").increment(records.len() as u64);
+        if committed.end >= high_watermark {
+            self.mark_caught_up(partition, committed.end);
+        }
+        metrics::counter!("silt_table_exported_records_total").increment(record_count as u64);
         metrics::counter!("silt_table_exported_bytes_total").increment(bytes);
         Ok(RoundStats {
-            records: records.len(),
+            records: record_count,
             bytes,
             files: file_count,
             committed: Some((from, committed.end)),
@@ -396,7 +476,6 @@ impl TableExporter {
         if !config.table_enable {
             return Ok(None);
         }
-        let _round = self.round.lock().await;
         let _ = self.maintained.lock().insert(topic.clone(), Instant::now());
         let Some(loaded) = self.tables.load(&topic).await? else {
             return Ok(None);
@@ -441,10 +520,7 @@ impl TableExporter {
                 )
                 .await?;
             let buf = read.records;
-            let decoded = run_niced(EXPORT_THREAD, move || {
-                decode_batches(partition, next, &buf, json)
-            })
-            .await??;
+            let decoded = run_export(move || decode_batches(partition, next, &buf, json)).await??;
             if decoded.next_offset <= next {
                 break;
             }
@@ -474,7 +550,7 @@ impl TableExporter {
                 Some(fields) => fields,
                 None => {
                     let records = Arc::clone(records);
-                    run_niced(EXPORT_THREAD, move || new_json_fields(&records, &[])).await?
+                    run_export(move || new_json_fields(&records, &[])).await?
                 }
             },
         };
@@ -524,8 +600,7 @@ impl TableExporter {
         }
         let known = value_columns(metadata.current_schema());
         let records = Arc::clone(records);
-        let new_fields =
-            run_niced(EXPORT_THREAD, move || new_json_fields(&records, &known)).await?;
+        let new_fields = run_export(move || new_json_fields(&records, &known)).await?;
         if new_fields.is_empty() {
             return Ok(loaded);
         }
@@ -632,16 +707,43 @@ impl TableExporter {
 
     /// Looks for `partition`'s orphans when this broker became its leader, and again
     /// the grace period after a failed round (whose files may not have been committed).
-    async fn sweep_orphans_if_due(&self, partition: &Arc<Partition>, loaded: &LoadedTable) {
+    /// Whether `partition`'s files not named by the table are to be looked for: once
+    /// per leadership, and again the grace period after a failed round.
+    fn sweep_due(&self, partition: &Partition) -> bool {
         let key = (partition.topic.to_string(), partition.partition);
-        let leader_epoch = partition.leader_epoch();
-        let due = match self.sweeps.lock().get(&key) {
-            Some(state) if state.leader_epoch == leader_epoch => state
+        match self.sweeps.lock().get(&key) {
+            Some(state) if state.leader_epoch == partition.leader_epoch() => state
                 .failed_at
                 .is_some_and(|failed_at| failed_at.elapsed() >= self.config.orphan_grace),
             _ => true,
-        };
-        if !due {
+        }
+    }
+
+    fn still_caught_up(&self, partition: &Partition) -> bool {
+        let key = (partition.topic.to_string(), partition.partition);
+        let caught_up = self.caught_up.lock().get(&key).is_some_and(|caught_up| {
+            caught_up.topic_id == partition.topic_id.0
+                && caught_up.leader_epoch == partition.leader_epoch()
+                && partition.high_watermark() <= caught_up.end
+        });
+        caught_up && !self.sweep_due(partition)
+    }
+
+    fn mark_caught_up(&self, partition: &Partition, end: i64) {
+        let _ = self.caught_up.lock().insert(
+            (partition.topic.to_string(), partition.partition),
+            CaughtUp {
+                topic_id: partition.topic_id.0,
+                leader_epoch: partition.leader_epoch(),
+                end,
+            },
+        );
+    }
+
+    async fn sweep_orphans_if_due(&self, partition: &Arc<Partition>, loaded: &LoadedTable) {
+        let key = (partition.topic.to_string(), partition.partition);
+        let leader_epoch = partition.leader_epoch();
+        if !self.sweep_due(partition) {
             return;
         }
         match self.sweep_orphans(partition.partition, loaded).await {
@@ -742,9 +844,15 @@ impl TableExporter {
 
 /// How table files are written: zstd at level 1 (the cheapest level: the exporter's
 /// CPU competes with the hot path; Parquet's encodings do most of the shrinking).
+/// Offsets are all distinct, so no dictionary is tried for them; raw values get no
+/// min/max statistics (no reader prunes on an opaque payload's bounds, and comparing
+/// every value for them costs as much as writing it).
 pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_column_dictionary_enabled(ColumnPath::from("offset"), false)
+        .set_column_statistics_enabled(ColumnPath::from("value"), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("_raw_value"), EnabledStatistics::None)
         .build()
 }
 
@@ -841,12 +949,12 @@ async fn write_files(
     let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
     let value_types: BTreeMap<String, ValueType> = value_columns(&schema).into_iter().collect();
     let spec = metadata.default_partition_spec();
-    let mut by_day: BTreeMap<i32, Vec<ExportRecord>> = BTreeMap::new();
+    let mut by_day: BTreeMap<i32, Vec<&ExportRecord>> = BTreeMap::new();
     for record in records {
         by_day
             .entry(day_of(record.timestamp_ms))
             .or_default()
-            .push(record.clone());
+            .push(record);
     }
     let properties = writer_properties();
     let file_io = loaded.table.file_io().clone();

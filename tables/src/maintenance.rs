@@ -36,9 +36,8 @@ use tracing::info;
 
 use crate::TableError;
 use crate::catalog::{LoadedTable, TableStore};
-use crate::exporter::{EXPORT_THREAD, within_grace, writer_properties};
+use crate::exporter::{run_export, within_grace, writer_properties};
 use crate::summary::{PartitionRange, partition_ranges};
-use silt_broker::background::run_niced;
 use silt_broker::replica_manager::now_ms;
 
 /// Maintenance settings (broker configs).
@@ -197,8 +196,14 @@ fn expired(files: &[LiveFile], cutoff_ms_by_partition: &BTreeMap<i32, i64>) -> H
     removed
 }
 
+/// Rows of a merged file at most: Parquet's default row group size. Files of very
+/// compressible records reach it long before the target size, and a merge's CPU
+/// goes with its rows, not its bytes.
+const MAX_MERGED_RECORDS: u64 = 1 << 20;
+
 /// Groups of small files to merge: per partition and day, in offset order, bins of
-/// files smaller than the target whose sizes add up to at most the target.
+/// files smaller than the target (in bytes and in [`MAX_MERGED_RECORDS`]) whose sizes
+/// and rows add up to at most that.
 fn merge_bins<'a>(
     files: &'a [LiveFile],
     removed: &HashSet<String>,
@@ -208,6 +213,7 @@ fn merge_bins<'a>(
     for file in files {
         if !removed.contains(file.entry.file_path())
             && file.entry.file_size_in_bytes() < config.target_file_bytes
+            && file.entry.record_count() < MAX_MERGED_RECORDS
         {
             groups
                 .entry((file.partition, file.day))
@@ -221,19 +227,25 @@ fn merge_bins<'a>(
             continue;
         }
         let mut bin: Vec<&LiveFile> = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut records) = (0, 0);
         for file in group {
-            let size = file.entry.file_size_in_bytes();
-            if !bin.is_empty() && bytes + size > config.target_file_bytes {
+            let (size, rows) = (file.entry.file_size_in_bytes(), file.entry.record_count());
+            if !bin.is_empty()
+                && (bytes + size > config.target_file_bytes || records + rows > MAX_MERGED_RECORDS)
+            {
                 bins.push(std::mem::take(&mut bin));
-                bytes = 0;
+                (bytes, records) = (0, 0);
             }
             bin.push(file);
             bytes += size;
+            records += rows;
         }
         bins.push(bin);
     }
     bins.retain(|bin| bin.len() > 1);
+    // One merge per run: a run's CPU is taken from the export next to it, and the
+    // other bins are merged by the next runs.
+    bins.truncate(1);
     bins
 }
 
@@ -272,8 +284,22 @@ pub async fn maintain(
         stats.written_files = bins.len();
         rewrite(tables, &loaded, &files, &removed, &bins, orphan_grace).await?
     };
-    let (expired_snapshots, deleted) =
-        expire_snapshots(tables, loaded, now_ms, config.snapshot_retention).await?;
+    // Expiry decides again on the newest version when an export commit came first.
+    let topic = loaded.table.identifier().name().to_string();
+    let mut loaded = loaded;
+    let mut attempts = 0;
+    let (expired_snapshots, deleted) = loop {
+        match expire_snapshots(tables, loaded, now_ms, config.snapshot_retention).await {
+            Err(TableError::Conflict(_)) if attempts < 10 => {
+                attempts += 1;
+                loaded = tables
+                    .load(&topic)
+                    .await?
+                    .ok_or_else(|| TableError::Conflict("the table is gone".to_string()))?;
+            }
+            other => break other?,
+        }
+    };
     stats.expired_snapshots = expired_snapshots;
     stats.deleted_objects = deleted;
     Ok(stats)
@@ -290,10 +316,6 @@ async fn rewrite(
     orphan_grace: Duration,
 ) -> Result<LoadedTable, TableError> {
     let written_at = std::time::Instant::now();
-    let metadata = loaded.table.metadata();
-    let current = metadata
-        .current_snapshot()
-        .ok_or_else(|| TableError::Conflict("the table has no snapshot".to_string()))?;
     let mut written: Vec<(DataFile, Vec<&LiveFile>)> = Vec::new();
     for bin in bins {
         // Reading, sorting and encoding is CPU work: off the runtime, at a lower priority.
@@ -302,12 +324,10 @@ async fn rewrite(
             loaded.clone(),
             bin.iter().map(|file| (*file).clone()).collect(),
         );
-        let merged = run_niced(EXPORT_THREAD, move || {
-            handle.block_on(merge(&table, &files))
-        })
-        .await
-        .map_err(TableError::from)
-        .and_then(|merged| merged);
+        let merged = run_export(move || handle.block_on(merge(&table, &files)))
+            .await
+            .map_err(TableError::from)
+            .and_then(|merged| merged);
         match merged {
             Ok(file) => written.push((file, bin.clone())),
             Err(error) => {
@@ -316,14 +336,86 @@ async fn rewrite(
             }
         }
     }
-    let result = match within_grace(written_at, orphan_grace) {
-        Ok(()) => commit_rewrite(tables, loaded, current, files, removed, &written).await,
-        Err(error) => Err(error),
-    };
+    let result = commit_rebasing(
+        tables,
+        loaded,
+        files,
+        removed,
+        &written,
+        written_at,
+        orphan_grace,
+    )
+    .await;
     if result.is_err() {
         delete_data_files(tables, written.iter().map(|(file, _)| file)).await;
     }
     result
+}
+
+/// Commits a rewrite on `loaded`, or, when commits came in between (the exporter
+/// appends while maintenance merges), on the newest version as long as every file
+/// the rewrite drops is still live there: appends are kept, and a rewrite is only
+/// lost to another rewrite.
+///
+/// # Errors
+/// [`TableError::Conflict`] when a file the rewrite drops is gone, the commits keep
+/// racing, or half of `orphan_grace` passed since the files were written; others as
+/// [`commit_rewrite`].
+async fn commit_rebasing(
+    tables: &TableStore,
+    loaded: &LoadedTable,
+    files: &[LiveFile],
+    removed: &HashSet<String>,
+    written: &[(DataFile, Vec<&LiveFile>)],
+    written_at: std::time::Instant,
+    orphan_grace: Duration,
+) -> Result<LoadedTable, TableError> {
+    const ATTEMPTS: usize = 10;
+    let topic = loaded.table.identifier().name().to_string();
+    let dropped: Vec<&str> = removed
+        .iter()
+        .map(String::as_str)
+        .chain(
+            written
+                .iter()
+                .flat_map(|(_, bin)| bin.iter().map(|file| file.entry.file_path())),
+        )
+        .collect();
+    let mut rebased: Option<(LoadedTable, Vec<LiveFile>)> = None;
+    for attempt in 1..=ATTEMPTS {
+        within_grace(written_at, orphan_grace)?;
+        let (base, live) = match &rebased {
+            Some((base, live)) => (base, live.as_slice()),
+            None => (loaded, files),
+        };
+        let current = base
+            .table
+            .metadata()
+            .current_snapshot()
+            .ok_or_else(|| TableError::Conflict("the table has no snapshot".to_string()))?;
+        let reason = match commit_rewrite(tables, base, current, live, removed, written).await {
+            Err(TableError::Conflict(reason)) if attempt < ATTEMPTS => reason,
+            other => return other,
+        };
+        let newest = tables
+            .load(&topic)
+            .await?
+            .ok_or_else(|| TableError::Conflict(format!("the table is gone ({reason})")))?;
+        let newest_files = live_files(&newest).await?;
+        let live_now: HashSet<&str> = newest_files
+            .iter()
+            .map(|file| file.entry.file_path())
+            .collect();
+        if let Some(gone) = dropped.iter().find(|path| !live_now.contains(**path)) {
+            return Err(TableError::Conflict(format!(
+                "{gone} was dropped by another commit"
+            )));
+        }
+        rebased = Some((newest, newest_files));
+    }
+    Err(TableError::Conflict(
+        "commits kept coming in between".to_string(),
+    ))
 }
 
 async fn delete_data_files<'a>(tables: &TableStore, files: impl Iterator<Item = &'a DataFile>) {
@@ -666,13 +758,23 @@ mod tests {
     use super::*;
 
     fn file(partition: i32, first: i64, last: i64, max_timestamp_ms: i64) -> LiveFile {
+        sized_file(partition, first, last, max_timestamp_ms, 100)
+    }
+
+    fn sized_file(
+        partition: i32,
+        first: i64,
+        last: i64,
+        max_timestamp_ms: i64,
+        bytes: u64,
+    ) -> LiveFile {
         let data_file = iceberg::spec::DataFileBuilder::default()
             .content(DataContentType::Data)
             .file_path(format!("f-{partition}-{first}"))
             .file_format(DataFileFormat::Parquet)
             .partition(Struct::empty())
-            .record_count(1)
-            .file_size_in_bytes(100)
+            .record_count(u64::try_from(last - first + 1).unwrap())
+            .file_size_in_bytes(bytes)
             .build()
             .unwrap();
         LiveFile {
@@ -709,5 +811,42 @@ mod tests {
         // Interleaved day files: the old file's offsets reach past a kept file's start.
         let files = vec![file(0, 0, 25, 100), file(0, 5, 9, 900)];
         assert!(expired(&files, &cutoffs).is_empty());
+    }
+
+    #[test]
+    fn one_merge_per_run_of_small_files_bounded_in_bytes_and_rows() {
+        let config = MaintenanceConfig {
+            target_file_bytes: 1000,
+            min_files: 3,
+            ..MaintenanceConfig::default()
+        };
+        let none = HashSet::new();
+        // Partition 0: four small files (the first bin takes three by size); partition
+        // 1: two small files, under min_files; a file at the target is not small.
+        let files = vec![
+            sized_file(0, 0, 9, 0, 300),
+            sized_file(0, 10, 19, 0, 300),
+            sized_file(0, 20, 29, 0, 300),
+            sized_file(0, 30, 39, 0, 300),
+            sized_file(0, 40, 49, 0, 1000),
+            sized_file(1, 0, 9, 0, 10),
+            sized_file(1, 10, 19, 0, 10),
+        ];
+        let bins = merge_bins(&files, &none, &config);
+        let paths: Vec<Vec<&str>> = bins
+            .iter()
+            .map(|bin| bin.iter().map(|file| file.entry.file_path()).collect())
+            .collect();
+        assert_eq!(paths, vec![vec!["f-0-0", "f-0-10", "f-0-20"]]);
+        // Rows bound a bin too: tiny files of many rows each.
+        let half = i64::try_from(MAX_MERGED_RECORDS / 2).unwrap();
+        let files = vec![
+            sized_file(0, 0, half - 2, 0, 10),
+            sized_file(0, half, 2 * half - 2, 0, 10),
+            sized_file(0, 2 * half, 3 * half - 2, 0, 10),
+        ];
+        let bins = merge_bins(&files, &none, &config);
+        assert_eq!(bins.len(), 1);
+        assert_eq!(bins[0].len(), 2);
     }
 }

@@ -136,15 +136,18 @@ impl ValueType {
         })
     }
 
-    /// The narrowest type for one JSON value; None for null.
-    pub fn of(value: &serde_json::Value) -> Option<ValueType> {
-        Some(match value {
-            serde_json::Value::Null => return None,
-            serde_json::Value::Bool(_) => ValueType::Boolean,
-            serde_json::Value::Number(number) if number.is_i64() => ValueType::Long,
-            serde_json::Value::Number(_) => ValueType::Double,
-            serde_json::Value::String(_) => ValueType::String,
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) => ValueType::Json,
+    /// The narrowest type for one JSON value given as its text (valid JSON, as a
+    /// parser delimited it); None for null.
+    pub fn of_json(text: &[u8]) -> Option<ValueType> {
+        Some(match text.first()? {
+            b'n' => return None,
+            b't' | b'f' => ValueType::Boolean,
+            b'"' => ValueType::String,
+            b'[' | b'{' => ValueType::Json,
+            _ if std::str::from_utf8(text).is_ok_and(|text| text.parse::<i64>().is_ok()) => {
+                ValueType::Long
+            }
+            _ => ValueType::Double,
         })
     }
 
