@@ -388,6 +388,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "table snapshots older than this are expired (the current one always stays)",
     ),
     def(
+        "table.snapshot.retention.count",
+        Some("500"),
+        "a table keeps at most this many snapshots, the newest, whatever their age (each commit rewrites the metadata file that lists them all)",
+    ),
+    def(
         "restore.point.interval.ms",
         Some("30000"),
         "how often the active controller writes a restore point to the object store, 0 = only with `silt restore-points create`",
@@ -947,6 +952,11 @@ impl BrokerConfig {
                         &raw,
                         "table.snapshot.retention.ms",
                     )?),
+                    snapshot_max_count: parse_number::<usize>(
+                        &raw,
+                        "table.snapshot.retention.count",
+                    )?
+                    .max(1),
                 },
             },
             restore_point_interval_ms: parse_number(&raw, "restore.point.interval.ms")?,

@@ -53,6 +53,11 @@ pub struct MaintenanceConfig {
     pub min_files: usize,
     /// `table.snapshot.retention.ms`: snapshots older than this are expired.
     pub snapshot_retention: Duration,
+    /// `table.snapshot.retention.count`: snapshots beyond this many (the newest,
+    /// the current one included) are expired whatever their age. Every commit
+    /// rewrites the metadata file, which lists every snapshot: with frequent commits
+    /// an age limit alone lets it grow until each commit costs more than the export.
+    pub snapshot_max_count: usize,
 }
 
 impl Default for MaintenanceConfig {
@@ -62,6 +67,7 @@ impl Default for MaintenanceConfig {
             target_file_bytes: 128 * 1024 * 1024,
             min_files: 10,
             snapshot_retention: Duration::from_secs(3600),
+            snapshot_max_count: 500,
         }
     }
 }
@@ -289,7 +295,7 @@ pub async fn maintain(
     let mut loaded = loaded;
     let mut attempts = 0;
     let (expired_snapshots, deleted) = loop {
-        match expire_snapshots(tables, loaded, now_ms, config.snapshot_retention).await {
+        match expire_snapshots(tables, loaded, now_ms, config).await {
             Err(TableError::Conflict(_)) if attempts < 10 => {
                 attempts += 1;
                 loaded = tables
@@ -683,26 +689,53 @@ async fn commit_rewrite(
     Ok(committed)
 }
 
-/// Expires snapshots older than `retention` (never the current one) and deletes what
+/// The snapshots (id, timestamp ms) to expire: those older than `cutoff_ms`, and all
+/// but the `max_count` newest; never `current`.
+fn snapshots_to_expire(
+    snapshots: &[(i64, i64)],
+    current: Option<i64>,
+    cutoff_ms: i64,
+    max_count: usize,
+) -> HashSet<i64> {
+    let mut others: Vec<(i64, i64)> = snapshots
+        .iter()
+        .copied()
+        .filter(|(id, _)| Some(*id) != current)
+        .collect();
+    // Newest first; the current snapshot takes one of the `max_count` places.
+    others.sort_by_key(|(id, timestamp_ms)| std::cmp::Reverse((*timestamp_ms, *id)));
+    let kept_others = max_count.max(1) - 1;
+    others
+        .iter()
+        .enumerate()
+        .filter(|(index, (_, timestamp_ms))| *timestamp_ms < cutoff_ms || *index >= kept_others)
+        .map(|(_, (id, _))| *id)
+        .collect()
+}
+
+/// Expires snapshots by age and count (see [`snapshots_to_expire`]) and deletes what
 /// only they named, and metadata files more than 100 versions old. Returns the
 /// snapshots expired and the objects deleted.
 async fn expire_snapshots(
     tables: &TableStore,
     loaded: LoadedTable,
     now_ms: i64,
-    retention: Duration,
+    config: &MaintenanceConfig,
 ) -> Result<(usize, usize), TableError> {
     const METADATA_VERSIONS_KEPT: u64 = 100;
     let metadata = loaded.table.metadata();
     let current = metadata.current_snapshot_id();
-    let cutoff = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-    let expiring: HashSet<i64> = metadata
+    let retention_ms = i64::try_from(config.snapshot_retention.as_millis()).unwrap_or(i64::MAX);
+    let snapshots: Vec<(i64, i64)> = metadata
         .snapshots()
-        .filter(|snapshot| {
-            Some(snapshot.snapshot_id()) != current && snapshot.timestamp_ms() < cutoff
-        })
-        .map(|snapshot| snapshot.snapshot_id())
+        .map(|snapshot| (snapshot.snapshot_id(), snapshot.timestamp_ms()))
         .collect();
+    let expiring = snapshots_to_expire(
+        &snapshots,
+        current,
+        now_ms.saturating_sub(retention_ms),
+        config.snapshot_max_count,
+    );
     let mut deleted = 0;
     let topic = loaded.table.identifier().name().to_string();
     if !expiring.is_empty() {
@@ -848,5 +881,25 @@ mod tests {
         let bins = merge_bins(&files, &none, &config);
         assert_eq!(bins.len(), 1);
         assert_eq!(bins[0].len(), 2);
+    }
+
+    #[test]
+    fn snapshots_expire_by_age_and_beyond_the_count_never_the_current_one() {
+        let snapshots = [(1, 100), (2, 200), (3, 300), (4, 400), (5, 500)];
+        // By age: older than 250, but the current one (2) stays.
+        assert_eq!(
+            snapshots_to_expire(&snapshots, Some(2), 250, 100),
+            HashSet::from([1])
+        );
+        // By count: the current one and the two newest others stay.
+        assert_eq!(
+            snapshots_to_expire(&snapshots, Some(1), 0, 3),
+            HashSet::from([2, 3])
+        );
+        assert_eq!(
+            snapshots_to_expire(&snapshots, Some(5), 0, 1),
+            HashSet::from([1, 2, 3, 4])
+        );
+        assert!(snapshots_to_expire(&snapshots, Some(5), 0, 5).is_empty());
     }
 }
