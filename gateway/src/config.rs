@@ -350,7 +350,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def(
         "table.export.interval.ms",
         Some("10000"),
-        "pause between table export rounds when every table is caught up (topic config table.enable)",
+        "time between the starts of two table export passes over the partitions when every table is caught up (topic config table.enable)",
     ),
     def(
         "table.export.max.bytes",

@@ -90,7 +90,8 @@ where
 /// Exporter settings (broker configs).
 #[derive(Debug, Clone)]
 pub struct TableExporterConfig {
-    /// `table.export.interval.ms`: pause between rounds when every table is caught up.
+    /// `table.export.interval.ms`: time between the starts of two passes over the
+    /// partitions when every table is caught up.
     pub interval: Duration,
     /// `table.export.max.bytes`: log bytes turned into one commit at most.
     pub max_bytes: usize,
@@ -240,8 +241,9 @@ impl TableExporter {
             .collect()
     }
 
-    /// Exports until `shutdown` turns true: rounds follow each other at once while a
-    /// table is behind, else after `table.export.interval.ms`.
+    /// Exports until `shutdown` turns true: passes over the partitions follow each
+    /// other at once while a table is behind, else start every
+    /// `table.export.interval.ms`.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         info!(
             broker_id = self.replica_manager.broker_id(),
@@ -250,6 +252,7 @@ impl TableExporter {
         // Maintenance runs apart: a long merge must not hold up the export.
         let maintenance = tokio::spawn(Arc::clone(&self).run_maintenance(shutdown.clone()));
         loop {
+            let pass_started = Instant::now();
             // One round per partition at a time; up to `threads` partitions at once
             // (rounds of one table that race retry their commit on the newer version).
             let exporter = &*self;
@@ -267,10 +270,12 @@ impl TableExporter {
                 .collect::<Vec<bool>>()
                 .await;
             let behind = rounds.contains(&true);
+            // Passes start every interval (at once while a table is behind): a pass's
+            // own duration is not added to the table's lag.
             let pause = if behind {
                 Duration::ZERO
             } else {
-                self.config.interval
+                self.config.interval.saturating_sub(pass_started.elapsed())
             };
             tokio::select! {
                 _changed = shutdown.changed() => {}
