@@ -173,6 +173,8 @@ pub struct TableExporter {
     maintained: Mutex<HashMap<String, Instant>>,
     /// Partitions the table covered up to their high watermark at their last round.
     caught_up: Mutex<HashMap<(String, i32), CaughtUp>>,
+    /// Per topic, the maintenance owner's sweeps of every partition's orphans.
+    table_sweeps: Mutex<HashMap<String, SweepState>>,
 }
 
 /// A partition whose table covered its log up to `end` (exclusive) when its topic
@@ -211,6 +213,7 @@ impl TableExporter {
             sweeps: Mutex::new(HashMap::new()),
             maintained: Mutex::new(HashMap::new()),
             caught_up: Mutex::new(HashMap::new()),
+            table_sweeps: Mutex::new(HashMap::new()),
         })
     }
 
@@ -485,6 +488,7 @@ impl TableExporter {
         let Some(loaded) = self.tables.load(&topic).await? else {
             return Ok(None);
         };
+        self.sweep_table_if_due(partition, &loaded).await;
         let stats = maintain(
             &self.tables,
             loaded,
@@ -724,6 +728,51 @@ impl TableExporter {
         }
     }
 
+    /// The maintenance owner sweeps every partition's files no snapshot names once
+    /// per leadership of partition 0, and again the grace period after finding files
+    /// too young to judge: a merge written by the previous owner, which died before
+    /// committing it, lies in a partition whose own leader swept before it was written.
+    async fn sweep_table_if_due(&self, partition: &Partition, loaded: &LoadedTable) {
+        let topic = partition.topic.to_string();
+        let leader_epoch = partition.leader_epoch();
+        let due = match self.table_sweeps.lock().get(&topic) {
+            Some(state) if state.leader_epoch == leader_epoch => state
+                .failed_at
+                .is_some_and(|found_at| found_at.elapsed() >= self.config.orphan_grace),
+            _ => true,
+        };
+        if !due {
+            return;
+        }
+        let mut young_total = 0;
+        for table_partition in covered_ranges(loaded).into_keys() {
+            match self.sweep_orphans(table_partition, loaded).await {
+                Ok((deleted, young)) => {
+                    young_total += young;
+                    if deleted > 0 {
+                        info!(
+                            topic,
+                            partition = table_partition,
+                            deleted,
+                            "deleted table data files no snapshot names"
+                        );
+                    }
+                }
+                Err(error) => {
+                    warn!(topic, partition = table_partition, %error, "looking for uncommitted table files failed; retried next run");
+                    return;
+                }
+            }
+        }
+        let _ = self.table_sweeps.lock().insert(
+            topic,
+            SweepState {
+                leader_epoch,
+                failed_at: (young_total > 0).then(Instant::now),
+            },
+        );
+    }
+
     fn still_caught_up(&self, partition: &Partition) -> bool {
         let key = (partition.topic.to_string(), partition.partition);
         let caught_up = self.caught_up.lock().get(&key).is_some_and(|caught_up| {
@@ -780,8 +829,12 @@ impl TableExporter {
         }
     }
 
-    /// Deletes `partition`'s data files older than the grace period that no snapshot of
-    /// `loaded` names; returns how many, and how many unnamed files were too young.
+    /// Deletes `partition`'s data files that no snapshot of the table's newest version
+    /// names and that were written a grace period before that version was read;
+    /// returns how many, and how many unnamed files were too young. (`loaded` names the
+    /// table; the version is read afresh: a commit after it names only files written
+    /// within half the grace period before it, so no file a later commit names is
+    /// old enough to go, however long the sweep takes.)
     ///
     /// # Errors
     /// Object store and manifest read failures.
@@ -790,8 +843,12 @@ impl TableExporter {
         partition: i32,
         loaded: &LoadedTable,
     ) -> Result<(usize, usize), TableError> {
-        let referenced = referenced_files(loaded).await?;
         let topic = loaded.table.identifier().name();
+        let horizon = std::time::SystemTime::now() - self.config.orphan_grace;
+        let Some(newest) = self.tables.load(topic).await? else {
+            return Ok((0, 0));
+        };
+        let referenced = referenced_files(&newest).await?;
         let prefix = self
             .tables
             .table_path(topic)
@@ -803,7 +860,6 @@ impl TableExporter {
             .list(Some(&prefix))
             .try_collect()
             .await?;
-        let horizon = std::time::SystemTime::now() - self.config.orphan_grace;
         let (mut deleted, mut young) = (0, 0);
         for object in listed {
             let location = self.tables.storage().location(&object.location);
