@@ -154,6 +154,19 @@ struct SweepState {
     failed_at: Option<Instant>,
 }
 
+impl SweepState {
+    /// Whether a sweep is due under `leader_epoch` after `last` (None: never swept):
+    /// once per leadership, and again `grace` after a failure or young files.
+    fn due(last: Option<&SweepState>, leader_epoch: i32, grace: Duration) -> bool {
+        match last {
+            Some(state) if state.leader_epoch == leader_epoch => state
+                .failed_at
+                .is_some_and(|failed_at| failed_at.elapsed() >= grace),
+            _ => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct LagState {
     exported: i64,
@@ -720,12 +733,11 @@ impl TableExporter {
     /// per leadership, and again the grace period after a failed round.
     fn sweep_due(&self, partition: &Partition) -> bool {
         let key = (partition.topic.to_string(), partition.partition);
-        match self.sweeps.lock().get(&key) {
-            Some(state) if state.leader_epoch == partition.leader_epoch() => state
-                .failed_at
-                .is_some_and(|failed_at| failed_at.elapsed() >= self.config.orphan_grace),
-            _ => true,
-        }
+        SweepState::due(
+            self.sweeps.lock().get(&key),
+            partition.leader_epoch(),
+            self.config.orphan_grace,
+        )
     }
 
     /// The maintenance owner sweeps every partition's files no snapshot names once
@@ -735,12 +747,11 @@ impl TableExporter {
     async fn sweep_table_if_due(&self, partition: &Partition, loaded: &LoadedTable) {
         let topic = partition.topic.to_string();
         let leader_epoch = partition.leader_epoch();
-        let due = match self.table_sweeps.lock().get(&topic) {
-            Some(state) if state.leader_epoch == leader_epoch => state
-                .failed_at
-                .is_some_and(|found_at| found_at.elapsed() >= self.config.orphan_grace),
-            _ => true,
-        };
+        let due = SweepState::due(
+            self.table_sweeps.lock().get(&topic),
+            leader_epoch,
+            self.config.orphan_grace,
+        );
         if !due {
             return;
         }
